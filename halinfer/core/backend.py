@@ -1,0 +1,205 @@
+"""``Backend``: everything the core needs to know about one kind of device.
+
+A plugin hands the core one ``Backend`` per device it drives.  Every difference
+between devices is a field or a method here; the core never asks "which vendor
+is this?".  Subclasses set the class attributes and override the methods whose
+defaults do not fit.  If a plugin needs something this class cannot express,
+the contract grows here (and CONTRACT_VERSION is bumped when it breaks).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .attention import MetadataBuilder
+    from .graph import GraphRunner
+    from .ops import Ops
+
+# Bump when a change to Backend / Ops / AttentionMetadata breaks existing plugins.
+CONTRACT_VERSION = 1
+
+# KV layouts a backend may declare.  Each names the per-layer cache shape:
+#   "NHD": (num_blocks, block_size, num_kv_heads, head_dim)   CUDA, Ascend, MACA
+#   "HND": (num_blocks, num_kv_heads, block_size, head_dim)   Cambricon
+KV_LAYOUTS = ("NHD", "HND")
+
+# Columns of the support matrix, as the seed writes them.
+SUPPORT_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W8A8", "W4A16")
+
+
+@dataclass(frozen=True)
+class SupportDecl:
+    """One backend's claim about one model family.
+
+    ``columns`` maps a support column (see SUPPORT_COLUMNS, optionally suffixed
+    with a mode such as "FP16/BF16(graph)") to True (claimed) or False (known
+    unsupported).  ``hardware_verified`` lists the columns a test has passed on
+    real hardware of this backend; everything else is only declared.
+    """
+
+    family: str
+    columns: dict[str, bool]
+    hardware_verified: frozenset[str] = frozenset()
+    note: str = ""
+
+
+class Backend:
+    # ---- identity -------------------------------------------------------
+    contract_version: int = CONTRACT_VERSION
+    name: str = ""                      # "cuda", "ascend", ...
+    aliases: tuple[str, ...] = ()       # "npu" for ascend, "mlu" for camb
+    description: str = ""
+    device_type: str = "cpu"            # torch device type: "cpu", "cuda", "npu", "mlu"
+    priority: int = 0                   # higher wins for device="auto"
+    dist_backend: str = "gloo"          # torch.distributed backend: nccl / hccl / cncl / gloo
+
+    # ---- KV cache -------------------------------------------------------
+    kv_layout: str = "NHD"
+    block_sizes: tuple[int, ...] = (16, 32, 64, 128)
+    default_block_size: int = 16
+    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8", "int4"
+
+    # ---- numerics and modes ----------------------------------------------
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
+    weight_quant: tuple[str, ...] = ()             # "awq" (W4A16), "w8a8"
+    graph_modes: tuple[str, ...] = ("eager",)      # "eager" always; "graph" if a GraphRunner captures
+    seeded_sampling: bool = True                   # per-request seeds independent of the batch
+    # Host-side metadata: True when attention reads sequence lengths from host lists
+    # (Ascend FIA/ATB).  Graph runners must then refresh them before each replay.
+    host_side_lengths: bool = False
+
+    # ---- availability ---------------------------------------------------
+    def available(self) -> tuple[bool, str]:
+        """(ok, reason).  Must not raise; the reason is shown to the user as is."""
+        return True, "ok"
+
+    def device_count(self) -> int:
+        return 1
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        """name -> (required, installed) for `halinfer doctor`."""
+        return {"torch": (">=2.4,<2.15", torch.__version__)}
+
+    # ---- the parts a plugin provides ---------------------------------------
+    @functools.cached_property
+    def ops(self) -> "Ops":
+        """The operator table.  Default: the core's torch reference."""
+        from .ops import Ops
+
+        return Ops()
+
+    def metadata_builder(self, device: torch.device, block_size: int) -> "MetadataBuilder":
+        from .attention import MetadataBuilder
+
+        return MetadataBuilder(device, block_size)
+
+    def graph_runner(self, model_fn, device: torch.device, **kw) -> "GraphRunner":
+        """The runner that executes model steps.  Default: eager."""
+        from .graph import EagerRunner
+
+        return EagerRunner(model_fn)
+
+    def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
+        """Decode batch sizes to capture (graph backends)."""
+        sizes = [1, 2, 4] + list(range(8, 256 + 1, 8))
+        return [s for s in sizes if s <= max_num_seqs] or [1]
+
+    # ---- device and memory ----------------------------------------------
+    def torch_device(self, index: int | None) -> torch.device:
+        if index is None:
+            return torch.device(self.device_type)
+        return torch.device(self.device_type, index)
+
+    def set_device(self, device: torch.device) -> None:
+        pass
+
+    def synchronize(self, device: torch.device) -> None:
+        pass
+
+    def mem_get_info(self, device: torch.device) -> tuple[int, int]:
+        """(free, total) bytes of device memory."""
+        raise NotImplementedError(f"{self.name}: mem_get_info")
+
+    def memory_allocated(self, device: torch.device) -> int:
+        return 0
+
+    def max_memory_allocated(self, device: torch.device) -> int:
+        return 0
+
+    def reset_peak_memory(self, device: torch.device) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
+    def kv_cache_budget(self, device: torch.device, utilization: float, in_use: int) -> int:
+        """Bytes the KV cache may take once weights are loaded.
+
+        Default: ``total * utilization - in_use`` where in_use is what the engine
+        already holds (weights, activations of a profiling step, graphs).
+        """
+        free, total = self.mem_get_info(device)
+        return max(0, min(free, int(total * utilization) - in_use))
+
+    # ---- KV cache allocation --------------------------------------------
+    def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
+        if self.kv_layout == "NHD":
+            return (num_blocks, block_size, num_kv_heads, head_dim)
+        if self.kv_layout == "HND":
+            return (num_blocks, num_kv_heads, block_size, head_dim)
+        raise ValueError(f"{self.name}: unknown kv_layout {self.kv_layout!r}; known: {KV_LAYOUTS}")
+
+    def allocate_kv_cache(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.empty(shape, dtype=dtype, device=device)
+
+    # ---- random numbers ---------------------------------------------------
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    # ---- model support declarations ---------------------------------------
+    def support(self) -> list[SupportDecl]:
+        """Model families this backend claims (see ``halinfer support``)."""
+        return []
+
+    def supports_family(self, family: str) -> bool:
+        decls = self.support()
+        if not decls:  # a backend that declares nothing is not restricted
+            return True
+        return any(d.family == family and any(d.columns.values()) for d in decls)
+
+    # ---- descriptions ------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        ok, reason = self.available()
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "available": ok,
+            "reason": reason,
+            "device_type": self.device_type,
+            "device_count": self.device_count() if ok else 0,
+            "priority": self.priority,
+            "dist_backend": self.dist_backend,
+            "kv_layout": self.kv_layout,
+            "block_sizes": list(self.block_sizes),
+            "dtypes": [str(d).replace("torch.", "") for d in self.dtypes],
+            "kv_cache_dtypes": list(self.kv_cache_dtypes),
+            "weight_quant": list(self.weight_quant),
+            "graph_modes": list(self.graph_modes),
+        }
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name}>"
+
+
+@dataclass
+class ResolvedDevice:
+    backend: Backend
+    index: int | None
+    torch_device: torch.device = field(init=False)
+
+    def __post_init__(self):
+        self.torch_device = self.backend.torch_device(self.index)

@@ -1,0 +1,121 @@
+"""The operator contract.
+
+``Ops`` is the table of every operator a model may call.  Each method's docstring
+(here and in the reference function it delegates to) states shapes, dtypes and
+layouts exactly: that is what a vendor plugin implements against.  This class is
+also the torch-native reference: a backend subclasses it and overrides what it
+accelerates; the conformance suite compares each override with these methods on
+random inputs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import activation as _act
+from . import moe as _moe
+from . import norm as _norm
+from . import paged as _paged
+from . import quant as _quant
+from . import rotary as _rotary
+from . import sample as _sample
+from .sample import SamplingTensors
+
+__all__ = ["Ops", "SamplingTensors", "OP_NAMES"]
+
+OP_NAMES = (
+    "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai",
+    "store_kv", "paged_attention", "linear", "w4a16_linear", "w8a8_linear",
+    "quant_per_token_int8", "moe_route", "fused_moe", "apply_penalties", "sample",
+)
+
+
+class Ops:
+    """Reference implementation of every operator (pure torch, any device)."""
+
+    # -- normalisation ----------------------------------------------------
+    def rms_norm(self, x, weight, eps, residual=None):
+        return _norm.rms_norm(x, weight, eps, residual)
+    rms_norm.__doc__ = _norm.rms_norm.__doc__
+
+    def layer_norm(self, x, weight, bias, eps, residual=None):
+        return _norm.layer_norm(x, weight, bias, eps, residual)
+    layer_norm.__doc__ = _norm.layer_norm.__doc__
+
+    # -- position ---------------------------------------------------------
+    def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
+        return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)
+    rotary.__doc__ = _rotary.rotary.__doc__
+
+    # -- activations ------------------------------------------------------
+    def silu_and_mul(self, x):
+        """[..., 2I] -> [..., I]: silu(x[..., :I]) * x[..., I:]."""
+        return _act.silu_and_mul(x)
+
+    def gelu_and_mul(self, x, approximate="none"):
+        """[..., 2I] -> [..., I]: gelu(x[..., :I]) * x[..., I:] (approximate "none" or "tanh")."""
+        return _act.gelu_and_mul(x, approximate)
+
+    def swiglu_oai(self, x, alpha=1.702, limit=7.0):
+        return _act.swiglu_oai(x, alpha, limit)
+    swiglu_oai.__doc__ = _act.swiglu_oai.__doc__
+
+    def act_and_mul(self, x, kind: str):
+        """Dispatch by name: "silu", "gelu", "gelu_tanh", "swiglu_oai"."""
+        if kind == "silu":
+            return self.silu_and_mul(x)
+        if kind == "gelu":
+            return self.gelu_and_mul(x)
+        if kind == "gelu_tanh":
+            return self.gelu_and_mul(x, "tanh")
+        if kind == "swiglu_oai":
+            return self.swiglu_oai(x)
+        raise ValueError(f"unknown gated activation {kind!r}; known: silu, gelu, gelu_tanh, swiglu_oai")
+
+    # -- paged KV cache and attention ---------------------------------------
+    def store_kv(self, k, v, kv, slot_mapping):
+        return _paged.store_kv(k, v, kv, slot_mapping)
+    store_kv.__doc__ = _paged.store_kv.__doc__
+
+    def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+        return _paged.paged_attention(
+            q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
+            soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim,
+        )
+    paged_attention.__doc__ = _paged.paged_attention.__doc__
+
+    # -- GEMMs --------------------------------------------------------------
+    def linear(self, x, weight, bias=None):
+        """x [T, K] @ weight[N, K]^T + bias[N] -> [T, N], x's dtype."""
+        return F.linear(x, weight, bias)
+
+    def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):
+        return _quant.w4a16_linear(x, qweight, scales, qzeros, group_size, bias)
+    w4a16_linear.__doc__ = _quant.w4a16_linear.__doc__
+
+    def quant_per_token_int8(self, x):
+        return _quant.quant_per_token_int8(x)
+    quant_per_token_int8.__doc__ = _quant.quant_per_token_int8.__doc__
+
+    def w8a8_linear(self, x, weight, weight_scale, bias=None):
+        return _quant.w8a8_linear(x, weight, weight_scale, bias)
+    w8a8_linear.__doc__ = _quant.w8a8_linear.__doc__
+
+    # -- mixture of experts -------------------------------------------------
+    def moe_route(self, logits, top_k, **kw):
+        return _moe.moe_route(logits, top_k, **kw)
+    moe_route.__doc__ = _moe.moe_route.__doc__
+
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
+        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    fused_moe.__doc__ = _moe.fused_moe.__doc__
+
+    # -- sampling -------------------------------------------------------------
+    def apply_penalties(self, logits, prompt_mask, output_counts, repetition, presence, frequency):
+        return _sample.apply_penalties(logits, prompt_mask, output_counts, repetition, presence, frequency)
+    apply_penalties.__doc__ = _sample.apply_penalties.__doc__
+
+    def sample(self, logits: torch.Tensor, st: SamplingTensors) -> torch.Tensor:
+        return _sample.sample(logits, st)
+    sample.__doc__ = _sample.sample.__doc__

@@ -1,0 +1,42 @@
+"""CPU backend: pure torch, eager only.  The reference every other backend is held to."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from halinfer.core.backend import Backend
+
+# KV cache budget on the CPU, in GiB (the CPU has no "free device memory" to size from).
+CPU_KV_SPACE_ENV = "HALINFER_CPU_KVCACHE_GB"
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    description = "pure-torch reference backend"
+    device_type = "cpu"
+    priority = 0
+    dist_backend = "gloo"
+    kv_layout = "NHD"
+    block_sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    default_block_size = 16
+    kv_cache_dtypes = ("auto", "int8")
+    dtypes = (torch.float32, torch.bfloat16, torch.float16)
+    weight_quant = ("awq", "w8a8")
+    graph_modes = ("eager",)
+
+    def available(self):
+        return True, "ok"
+
+    def device_count(self):
+        return 1
+
+    def mem_get_info(self, device):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        return avail, total
+
+    def kv_cache_budget(self, device, utilization, in_use):
+        gb = float(os.environ.get(CPU_KV_SPACE_ENV, "1"))
+        return int(gb * (1 << 30))
+
