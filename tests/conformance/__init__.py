@@ -1,0 +1,1 @@
+"""Per-backend operator conformance suite (see providers.py for how backends join)."""

@@ -1,0 +1,18 @@
+"""Per-test random generator: fresh inputs, reproducible from the test id.
+
+Set HALINFER_CONFORMANCE_SEED to draw a different set of inputs."""
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def gen(request) -> torch.Generator:
+    base = int(os.environ.get("HALINFER_CONFORMANCE_SEED", "0"))
+    g = torch.Generator()  # CPU: inputs are drawn on the host, then moved to the provider's device
+    g.manual_seed(zlib.crc32(request.node.nodeid.encode()) ^ base)
+    return g

@@ -1,0 +1,2 @@
+"""Providers beyond the installed backends; each module defines ``providers()``
+(interface: ../providers.py)."""
