@@ -1,0 +1,120 @@
+"""Reading a Hugging Face model directory: weights, tokenizer, generation config."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Iterator
+
+import torch
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_model_dir(model_dir: str) -> None:
+    if not os.path.exists(model_dir):
+        raise FileNotFoundError(f"model directory {model_dir!r} does not exist (halinfer reads local "
+                                "Hugging Face directories: config.json, *.safetensors, tokenizer files)")
+    if not os.path.isdir(model_dir):
+        raise NotADirectoryError(f"{model_dir!r} is a file; pass the model's directory")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise FileNotFoundError(f"model directory {model_dir!r} has no config.json")
+
+
+def weight_files(model_dir: str) -> list[str]:
+    """The checkpoint files, honouring a sharded index when there is one."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = os.path.join(model_dir, index_name)
+        if os.path.isfile(index):
+            with open(index) as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+            missing = [s for s in shards if not os.path.isfile(os.path.join(model_dir, s))]
+            if missing:
+                raise FileNotFoundError(f"{index_name} in {model_dir!r} names missing shard(s): {', '.join(missing)}")
+            return [os.path.join(model_dir, s) for s in shards]
+    for pat in WEIGHT_PATTERNS:
+        files = sorted(glob.glob(os.path.join(model_dir, pat)))
+        if files:
+            return files
+    raise FileNotFoundError(f"model directory {model_dir!r} has no weights (*.safetensors or pytorch_model*.bin)")
+
+
+def iter_weights(model_dir: str, progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, CPU tensor) for every tensor of the checkpoint, with a progress bar."""
+    files = weight_files(model_dir)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), desc="Loading weights", unit="file", leave=False)
+    try:
+        for path in files:
+            if path.endswith(".safetensors"):
+                from safetensors import safe_open
+
+                with safe_open(path, framework="pt", device="cpu") as f:
+                    for name in f.keys():
+                        yield name, f.get_tensor(name)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                yield from state.items()
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def load_tokenizer(model_dir: str):
+    """The model's tokenizer, or None when the directory has no tokenizer files."""
+    names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
+    if not any(os.path.isfile(os.path.join(model_dir, n)) for n in names):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except Exception as first:  # remote-code tokenizers: fall back to the fast tokenizer file
+        path = os.path.join(model_dir, "tokenizer.json")
+        if os.path.isfile(path):
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast(tokenizer_file=path)
+        raise RuntimeError(f"could not load the tokenizer of {model_dir!r}: {first}") from first
+
+
+def eos_token_ids(model_dir: str, cfg, tokenizer) -> set[int]:
+    ids: set[int] = set()
+
+    def add(v):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, (list, tuple)):
+            ids.update(int(x) for x in v)
+
+    gen = os.path.join(model_dir, "generation_config.json")
+    if os.path.isfile(gen):
+        with open(gen) as f:
+            add(json.load(f).get("eos_token_id"))
+    add(cfg.get("eos_token_id"))
+    if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+        add(tokenizer.eos_token_id)
+    return ids
+
+
+def init_dummy_weights(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights for benchmarks with no checkpoint (--load-format dummy).
+
+    Small normal values keep activations finite through many layers; norms keep 1.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    for name, p in model.named_parameters():
+        if not p.dtype.is_floating_point or name.endswith("norm.weight") or "layernorm" in name:
+            continue
+        cpu = torch.empty(p.shape, dtype=torch.float32).normal_(0, 0.02, generator=g) if p.numel() < (1 << 24) \
+            else None
+        if cpu is not None:
+            p.data.copy_(cpu)
+        else:  # large tensors: generate on the device, seeded per tensor
+            dg = torch.Generator(device=p.device).manual_seed(seed + hash(name) % (1 << 30))
+            p.data.normal_(0, 0.02, generator=dg)

@@ -1,0 +1,164 @@
+"""One model step: scheduled sequences -> flat token batch -> model -> sampled tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .attention import LayerKV, StepInputs
+from .backend import Backend
+from .graph import EagerRunner, GraphRunner
+from .sampling import build_sampling_tensors, penalty_inputs, top_logprobs
+from .scheduler import ScheduledBatch
+
+
+@dataclass
+class StepOutput:
+    seqs: list            # the sequences that drew a token this step, in order
+    tokens: list[int]
+    logprobs: list | None  # per sequence: {token_id: logprob} (sampled token included), or None
+
+
+def kv_bytes_per_block(specs, block_size: int, dtype: torch.dtype, quantized: bool) -> int:
+    elt = 1 if quantized else torch.empty(0, dtype=dtype).element_size()
+    total = 0
+    for s in specs:
+        per_tok = s.num_kv_heads * (s.head_dim + (s.v_head_dim or 0))
+        total += block_size * per_tok * elt
+        if quantized:  # one float32 scale per token per head for k (and v)
+            total += block_size * s.num_kv_heads * 4 * (2 if s.v_head_dim else 1)
+    return total
+
+
+class ModelRunner:
+    def __init__(self, model, backend: Backend, device: torch.device, dtype: torch.dtype,
+                 block_size: int, num_blocks: int, kv_cache_dtype: str, max_model_len: int):
+        self.model = model
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.max_model_len = max_model_len
+        self.max_blocks_per_seq = -(-max_model_len // block_size)
+        self.quantized_kv = kv_cache_dtype == "int8"
+        self.caches = self._allocate(model.kv_cache_spec())
+        model.bind_kv_caches(self.caches)
+        self.builder = backend.metadata_builder(device, block_size)
+        self.graph: GraphRunner = EagerRunner(self._forward)
+        self.logit_log: list | None = None  # tests set a list to record every step's sampled-row logits
+
+    # -- setup ---------------------------------------------------------------
+    def _allocate(self, specs) -> list[LayerKV]:
+        b = self.backend
+        caches = []
+        kv_dtype = torch.int8 if self.quantized_kv else self.dtype
+        for s in specs:
+            shape = b.kv_cache_shape(self.num_blocks, self.block_size, s.num_kv_heads, s.head_dim)
+            k = b.allocate_kv_cache(shape, kv_dtype, self.device)
+            v = None
+            if s.v_head_dim:
+                vshape = b.kv_cache_shape(self.num_blocks, self.block_size, s.num_kv_heads, s.v_head_dim)
+                v = b.allocate_kv_cache(vshape, kv_dtype, self.device)
+            ks = vs = None
+            if self.quantized_kv:
+                sshape = shape[:-1]
+                ks = torch.ones(sshape, dtype=torch.float32, device=self.device)
+                vs = torch.ones(sshape, dtype=torch.float32, device=self.device) if v is not None else None
+            caches.append(LayerKV(k, v, b.kv_layout, ks, vs))
+        return caches
+
+    def _forward(self, input_ids, positions, meta):
+        return self.model(input_ids, positions, meta)
+
+    def enable_graphs(self, max_num_seqs: int) -> None:
+        self.graph = self.backend.graph_runner(
+            self._forward, self.device, sizes=self.backend.graph_capture_sizes(max_num_seqs),
+            max_blocks_per_seq=self.max_blocks_per_seq, block_size=self.block_size,
+            max_seq_len=self.max_model_len,
+        )
+        with torch.inference_mode():
+            self.graph.capture(builder=self.builder)
+
+    # -- a step ----------------------------------------------------------------
+    def prepare(self, batch: ScheduledBatch):
+        seqs, num_new = batch.seqs, batch.num_new
+        B = len(seqs)
+        q_lens = np.asarray(num_new, dtype=np.int32)
+        starts = np.fromiter((s.num_computed for s in seqs), dtype=np.int64, count=B)
+        seq_lens = (starts + q_lens).astype(np.int32)
+        tokens: list[int] = []
+        for s, st, n in zip(seqs, starts.tolist(), num_new):
+            tokens += s.token_ids[st:st + n]
+        width = max(len(s.block_ids) for s in seqs)
+        tables = np.zeros((B, width), dtype=np.int32)
+        for i, s in enumerate(seqs):
+            tables[i, :len(s.block_ids)] = s.block_ids
+        T = int(q_lens.sum())
+        row = np.repeat(np.arange(B), q_lens)
+        q_start = np.concatenate(([0], np.cumsum(q_lens)[:-1]))
+        positions = np.arange(T) - np.repeat(q_start, q_lens) + np.repeat(starts, q_lens)
+        bs = self.block_size
+        slots = tables[row, positions // bs].astype(np.int64) * bs + positions % bs
+        step = StepInputs(q_lens, seq_lens, tables, slots, bs)
+        # Rows that complete their sequence's known tokens draw the next token.
+        sample_mask = seq_lens == np.fromiter((s.num_tokens for s in seqs), dtype=np.int64, count=B)
+        logit_rows = (q_start + q_lens - 1)[sample_mask]
+        return tokens, positions, step, sample_mask, logit_rows
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> StepOutput:
+        tokens, positions, step, sample_mask, logit_rows = self.prepare(batch)
+        ids_t = torch.tensor(tokens, dtype=torch.int64).to(self.device)
+        pos_t = torch.from_numpy(positions).to(self.device)
+        hidden = self.graph.run(ids_t, pos_t, step, self.builder)
+        sampled = [s for s, m in zip(batch.seqs, sample_mask) if m]
+        if not sampled:
+            return StepOutput([], [], None)
+        rows = torch.from_numpy(logit_rows).to(self.device)
+        logits = self.model.compute_logits(hidden.index_select(0, rows))
+        if self.logit_log is not None:
+            self.logit_log.append([(s.request_id, s.index, logits[i].cpu()) for i, s in enumerate(sampled)])
+        return self.sample(sampled, logits)
+
+    @torch.inference_mode()
+    def all_logits(self, batch: ScheduledBatch) -> torch.Tensor:
+        """float32 [T, V]: logits at every token of a (prefill) batch; nothing is sampled."""
+        tokens, positions, step, _, _ = self.prepare(batch)
+        ids_t = torch.tensor(tokens, dtype=torch.int64).to(self.device)
+        hidden = self.graph.run(ids_t, torch.from_numpy(positions).to(self.device), step, self.builder)
+        return self.model.compute_logits(hidden)
+
+    def sample(self, seqs, logits: torch.Tensor) -> StepOutput:
+        ops = self.backend.ops
+        raw = logits
+        if any(s.params.uses_penalties for s in seqs):
+            logits = logits.clone()
+            ops.apply_penalties(logits, *penalty_inputs(seqs, logits.shape[-1], self.device))
+        for i, s in enumerate(seqs):  # min_tokens: EOS/stop ids may not end the completion yet
+            if s.num_output < s.params.min_tokens and s.banned_ids:
+                if logits is raw:
+                    logits = logits.clone()
+                logits[i, list(s.banned_ids)] = float("-inf")
+        st = build_sampling_tensors(seqs, self.device)
+        toks = ops.sample(logits, st)
+        out_logprobs = None
+        want = [s.params.logprobs for s in seqs if s.params.logprobs is not None]
+        if want:
+            chosen, ids, vals = top_logprobs(raw, toks, max(want))
+            chosen, ids, vals = chosen.tolist(), ids.tolist(), vals.tolist()
+            out_logprobs = []
+            for i, s in enumerate(seqs):
+                k = s.params.logprobs
+                if k is None:
+                    out_logprobs.append(None)
+                    continue
+                d = {int(t): float(v) for t, v in zip(ids[i][:k], vals[i][:k])}
+                out_logprobs.append(d)
+            tl = toks.tolist()
+            for i, d in enumerate(out_logprobs):
+                if d is not None:
+                    d.setdefault(tl[i], chosen[i])
+            return StepOutput(seqs, tl, out_logprobs)
+        return StepOutput(seqs, toks.tolist(), None)

@@ -1,0 +1,115 @@
+"""Continuous batching with chunked prefill and preemption by recompute.
+
+Each step has a token budget (max_num_batched_tokens).  Running sequences go
+first, oldest first: a decoding sequence takes one token, a sequence part-way
+through its prompt takes its next chunk.  Then waiting sequences are admitted,
+oldest first, each taking a prompt chunk from what is left of the budget, while
+there are free blocks and fewer than max_num_seqs run.  When a running sequence
+needs a block and none is free, the newest running sequence is preempted: its
+blocks are released and it goes back to the head of the queue, to recompute
+its prompt and outputs later (prefix caching often makes that cheap).  No
+request is dropped and no step fails for want of memory, as long as one
+sequence of max_model_len fits (checked when the engine starts).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .kv_cache import BlockManager
+from .sequence import Sequence, SeqStatus
+
+
+@dataclass
+class ScheduledBatch:
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new: list[int] = field(default_factory=list)   # tokens computed this step, per sequence
+    preempted: list[Sequence] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.num_new)
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
+        self.bm = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SeqStatus.WAITING
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.bm.free_seq(seq)
+        seq.num_computed = 0
+        seq.status = SeqStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self.max_num_batched_tokens
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            while not self.bm.can_allocate(seq, seq.num_computed + n):
+                victim = self.running[-1]
+                self._preempt(victim)
+                batch.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SeqStatus.RUNNING:
+                break  # seq itself was the last one left to preempt
+            self.bm.allocate(seq, seq.num_computed + n)
+            batch.seqs.append(seq)
+            batch.num_new.append(n)
+            budget -= n
+            i += 1
+
+        # Admit new work only when nothing had to be preempted: admitting now would
+        # take the blocks back from the sequences that were just denied them.
+        while self.waiting and budget > 0 and not batch.preempted and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            if not seq.block_ids:
+                seq.num_computed = self.bm.match_prefix(seq)
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            if not self.bm.can_allocate(seq, seq.num_computed + n):
+                self.bm.free_seq(seq)  # give back prefix hits; retry on a later step
+                seq.num_computed = 0
+                break
+            self.bm.allocate(seq, seq.num_computed + n)
+            self.waiting.popleft()
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            batch.seqs.append(seq)
+            batch.num_new.append(n)
+            budget -= n
+        return batch
+
+    def after_step(self, batch: ScheduledBatch) -> None:
+        """Account for the tokens whose KV the step wrote."""
+        for seq, n in zip(batch.seqs, batch.num_new):
+            seq.num_computed += n
+            self.bm.register_full_blocks(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.bm.free_seq(seq)
+        seq.status = SeqStatus.FINISHED

@@ -1,0 +1,116 @@
+"""What every model family shares: the step interface and checkpoint loading."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ..core.attention import AttentionMetadata, LayerKV
+from ..core.config import ModelConfig
+from .layers import Attention, Embedding, KVSpec, Linear, ModelContext
+
+
+class CausalLM(nn.Module):
+    """Base class.  A family sets ``stacked`` (checkpoint matrix -> merged layer and
+    shard), may override ``convert`` (checkpoint layout -> ours) and builds
+    ``self.model`` (returns hidden states) and ``self.lm_head``."""
+
+    # checkpoint module name -> (our merged module name, shard index)
+    stacked: dict[str, tuple[str, int]] = {
+        "q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+        "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+    }
+    # checkpoint tensors to drop (rotary caches some exporters save)
+    ignore_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+
+    def __init__(self, cfg: ModelConfig, ctx: ModelContext):
+        super().__init__()
+        self.cfg = cfg
+        self.ctx = ctx
+        self.ops = ctx.ops
+        self.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", False))
+        self.logit_soft_cap: float | None = None
+        self.logit_scale: float = 1.0
+
+    # -- step interface --------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        return self.model(input_ids, positions, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 [n, vocab] for the given hidden rows."""
+        logits = self.lm_head(hidden).float()
+        if self.logit_scale != 1.0:
+            logits = logits * self.logit_scale
+        if self.logit_soft_cap:
+            logits = self.logit_soft_cap * torch.tanh(logits / self.logit_soft_cap)
+        return logits
+
+    def kv_cache_spec(self) -> list[KVSpec]:
+        return list(self.ctx.kv_specs)
+
+    def attention_layers(self) -> list[Attention]:
+        return [m for m in self.modules() if isinstance(m, Attention)]
+
+    def bind_kv_caches(self, caches: list[LayerKV]) -> None:
+        layers = self.attention_layers()
+        assert len(layers) == len(caches)
+        for layer, kv in zip(layers, caches):
+            layer.kv = caches[layer.layer_index]
+
+    # -- loading ----------------------------------------------------------------
+    def convert(self, weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Checkpoint names/layouts -> this class's (before merging).  Default: as is."""
+        yield from weights
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Copy checkpoint tensors into the parameters.  Returns the names loaded."""
+        modules = dict(self.named_modules())
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in self.convert(weights):
+            if name.endswith(self.ignore_suffixes):
+                continue
+            mod_path, _, pname = name.rpartition(".")
+            parent, _, leaf = mod_path.rpartition(".")
+            shard = 0
+            if leaf in self.stacked:
+                merged, shard = self.stacked[leaf]
+                mod_path = f"{parent}.{merged}" if parent else merged
+            target = modules.get(mod_path)
+            if isinstance(target, Linear):
+                if not hasattr(target, pname) or getattr(target, pname) is None:
+                    raise KeyError(f"checkpoint tensor {name!r}: {mod_path} has no parameter {pname!r}")
+                target.load(pname, tensor, shard)
+                loaded.add(f"{mod_path}.{pname}")
+                continue
+            full = f"{mod_path}.{pname}"
+            if full not in params:
+                raise KeyError(f"checkpoint tensor {name!r} matches no parameter of {type(self).__name__}")
+            p = params[full]
+            if p.shape != tensor.shape:
+                raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
+                                 f"the model expects {tuple(p.shape)}")
+            p.data.copy_(tensor)
+            loaded.add(full)
+        if self.tie_word_embeddings:
+            self.tie_embeddings()
+        return loaded
+
+    def tie_embeddings(self) -> None:
+        self.lm_head.weight = self.model.embed_tokens.weight
+
+    def expected_params(self) -> set[str]:
+        names = {n for n, _ in self.named_parameters()}
+        if self.tie_word_embeddings:
+            names.discard("lm_head.weight")
+        return names
+
+
+def make_lm_head(ctx: ModelContext, hidden: int, vocab: int, bias: bool = False) -> Linear:
+    # The LM head stays unquantized, as the quantized formats we read leave it.
+    return Linear(ctx, hidden, vocab, bias=bias, quantize=False)
+
+
+def make_embedding(ctx: ModelContext, vocab: int, hidden: int) -> Embedding:
+    return Embedding(ctx, vocab, hidden)

@@ -1,0 +1,131 @@
+"""The Llama family and its close relatives.
+
+One implementation covers: Llama 1/2/3/3.1/3.2 (rope scaling default, linear,
+dynamic, llama3; tied or untied embeddings), Code Llama and Yi (Llama
+architecture), Mistral (sliding window), Qwen1.5/Qwen2/Qwen2.5 (q/k/v bias, optional
+sliding window on upper layers), Qwen3 (per-head q/k RMSNorm) and InternLM3
+(optional q/k/v and o biases).  The differences are read from config.json.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.config import ModelConfig
+from ..core.rope import RopeSpec
+from .base import CausalLM, make_embedding, make_lm_head
+from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary, hf_activation
+
+
+def layer_sliding_window(cfg: ModelConfig, i: int) -> int | None:
+    """The sliding window of layer i, or None for full attention."""
+    sw = cfg.get("sliding_window")
+    if not sw:
+        return None
+    types = cfg.get("layer_types")
+    if types:
+        return sw if types[i] == "sliding_attention" else None
+    if "use_sliding_window" in cfg:  # Qwen2 family: off unless asked, and only above max_window_layers
+        if not cfg.get("use_sliding_window", False):
+            return None
+        return sw if i >= cfg.get("max_window_layers", 0) else None
+    return sw  # Mistral: every layer
+
+
+def rope_spec(cfg: ModelConfig, head_dim: int, is_neox: bool = True) -> RopeSpec:
+    theta, rtype, params = cfg.rope_params()
+    partial = params.get("partial_rotary_factor") or cfg.get("partial_rotary_factor") or 1.0
+    return RopeSpec(rotary_dim=int(head_dim * partial), base=theta, rope_type=rtype, params=params,
+                    max_position=cfg.max_position, is_neox=is_neox)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, ctx: ModelContext, cfg: ModelConfig, i: int, rotary: Rotary, qkv_bias: bool,
+                 o_bias: bool, qk_norm: bool):
+        super().__init__()
+        H, Hk, D = cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim
+        self.H, self.Hk, self.D = H, Hk, D
+        hidden = cfg.hidden_size
+        self.qkv_proj = Linear(ctx, hidden, [H * D, Hk * D, Hk * D], bias=qkv_bias)
+        self.o_proj = Linear(ctx, H * D, hidden, bias=o_bias)
+        self.rotary = rotary
+        eps = cfg.get("rms_norm_eps", 1e-6)
+        self.q_norm = RMSNorm(ctx, D, eps) if qk_norm else None
+        self.k_norm = RMSNorm(ctx, D, eps) if qk_norm else None
+        self.attn = Attention(ctx, H, Hk, D, scale=D ** -0.5, sliding_window=layer_sliding_window(cfg, i))
+
+    def forward(self, positions, x, meta):
+        T = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.H * self.D, self.Hk * self.D, self.Hk * self.D], dim=-1)
+        q, k = q.reshape(T, self.H, self.D), k.reshape(T, self.Hk, self.D)
+        if self.q_norm is not None:
+            q = self.q_norm(q.reshape(-1, self.D)).view(T, self.H, self.D)
+            k = self.k_norm(k.reshape(-1, self.D)).view(T, self.Hk, self.D)
+        q, k = self.rotary(positions, q, k)
+        return self.o_proj(self.attn(q, k, v.contiguous(), meta))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, ctx, cfg: ModelConfig, i: int, rotary: Rotary, qkv_bias: bool, o_bias: bool, qk_norm: bool):
+        super().__init__()
+        eps = cfg.get("rms_norm_eps", 1e-6)
+        self.input_layernorm = RMSNorm(ctx, cfg.hidden_size, eps)
+        self.self_attn = LlamaAttention(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm)
+        self.post_attention_layernorm = RMSNorm(ctx, cfg.hidden_size, eps)
+        self.mlp = GatedMLP(ctx, cfg.hidden_size, cfg.intermediate_size, hf_activation(cfg.get("hidden_act")),
+                            bias=bool(cfg.get("mlp_bias", False)))
+
+    def forward(self, positions, x, residual, meta):
+        if residual is None:
+            residual = x
+            x = self.input_layernorm(x)
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(positions, x, meta)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, ctx, cfg: ModelConfig, qkv_bias: bool, o_bias: bool, qk_norm: bool):
+        super().__init__()
+        self.embed_tokens = make_embedding(ctx, cfg.vocab_size, cfg.hidden_size)
+        rotary = Rotary(ctx, rope_spec(cfg, cfg.head_dim))
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm) for i in range(cfg.num_hidden_layers)
+        )
+        self.norm = RMSNorm(ctx, cfg.hidden_size, cfg.get("rms_norm_eps", 1e-6))
+
+    def forward(self, input_ids, positions, meta):
+        x = self.embed_tokens(input_ids)
+        residual = None
+        for layer in self.layers:
+            x, residual = layer(positions, x, residual, meta)
+        x, _ = self.norm(x, residual)
+        return x
+
+
+class LlamaForCausalLM(CausalLM):
+    qkv_bias_key, o_bias_key, qk_norm = "attention_bias", "attention_bias", False
+
+    def __init__(self, cfg: ModelConfig, ctx: ModelContext):
+        super().__init__(cfg, ctx)
+        qkv_bias, o_bias = self.biases(cfg)
+        self.model = LlamaModel(ctx, cfg, qkv_bias, o_bias, self.qk_norm)
+        self.lm_head = make_lm_head(ctx, cfg.hidden_size, cfg.vocab_size)
+
+    def biases(self, cfg: ModelConfig) -> tuple[bool, bool]:
+        return bool(cfg.get(self.qkv_bias_key, False)), bool(cfg.get(self.o_bias_key, False))
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    def biases(self, cfg):
+        return True, False  # Qwen1.5/2/2.5 always carry q/k/v biases, never an o bias
+
+
+class Qwen3ForCausalLM(LlamaForCausalLM):
+    qk_norm = True
+
+
+class InternLM3ForCausalLM(LlamaForCausalLM):
+    qkv_bias_key, o_bias_key = "qkv_bias", "bias"

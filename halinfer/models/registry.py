@@ -1,0 +1,30 @@
+"""HF ``architectures`` name -> the class that implements it.
+
+Entries are "module:Class" strings so that importing the registry stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
+ARCHITECTURES: dict[str, str] = {
+    "LlamaForCausalLM": "llama:LlamaForCausalLM",
+    "MistralForCausalLM": "llama:LlamaForCausalLM",
+    "Qwen2ForCausalLM": "llama:Qwen2ForCausalLM",
+    "Qwen3ForCausalLM": "llama:Qwen3ForCausalLM",
+    "InternLM3ForCausalLM": "llama:InternLM3ForCausalLM",
+    "InternLM2ForCausalLM": "internlm2:InternLM2ForCausalLM",
+}
+
+
+def supported_architectures() -> list[str]:
+    return sorted(ARCHITECTURES)
+
+
+def model_class(arch: str):
+    target = ARCHITECTURES.get(arch)
+    if target is None:
+        raise ValueError(
+            f"architecture {arch!r} is not supported; supported architectures: {', '.join(supported_architectures())}"
+        )
+    mod, _, cls = target.partition(":")
+    return getattr(importlib.import_module(f"halinfer.models.{mod}"), cls)

@@ -1,0 +1,92 @@
+"""Tiny random Hugging Face checkpoints and a tiny tokenizer, built locally.
+
+No model hub is reachable from CI or from a fresh machine, so tests and
+``halinfer demo`` build their own: a byte-level BPE tokenizer trained on a few
+paragraphs with the ``tokenizers`` library, and a transformers model of the
+requested family with small random weights, saved as safetensors.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+CORPUS = """\
+halinfer runs large language models on whatever accelerator a user has. One core defines
+the operators a transformer needs; each vendor backend is a plugin. The quick brown fox
+jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly quick daft
+zebras jump! Sphinx of black quartz, judge my vow. The five boxing wizards jump quickly.
+Attention is computed over a paged key-value cache; blocks are shared between prompts that
+begin the same way. Continuous batching keeps the device busy: new requests join as soon as
+others finish. 0123456789 + - * / = ( ) [ ] { } < > , . ; : ! ? ' " @ # $ % ^ & _ ~
+Hello, world! Hello there. How are you today? I am fine, thank you. What is the capital of
+France? Paris is the capital of France. Tell me a story about a robot who learns to paint.
+"""
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+
+
+def build_tokenizer(path: str, vocab_size: int = 400):
+    """Train a byte-level BPE on CORPUS and save it (tokenizer.json + config) to path."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS] * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    os.makedirs(path, exist_ok=True)
+    fast.save_pretrained(path)
+    return fast
+
+
+# Small shapes that still exercise GQA (4 query heads per KV head), several layers
+# and a head_dim that is not a power of two.
+BASE = dict(hidden_size=96, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, initializer_range=0.3,
+            rms_norm_eps=1e-5, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+
+FAMILIES = {
+    "llama": ("LlamaConfig", {"rope_theta": 10000.0}),
+    "llama3": ("LlamaConfig", {"rope_theta": 500000.0, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64}}),
+    "llama-linear": ("LlamaConfig", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    "llama-dynamic": ("LlamaConfig", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}),
+    "llama-tied": ("LlamaConfig", {"tie_word_embeddings": True}),
+    "llama-bias": ("LlamaConfig", {"attention_bias": True, "mlp_bias": True}),
+    "mistral": ("MistralConfig", {"sliding_window": 7, "head_dim": 24}),
+    "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
+    "qwen2-swa": ("Qwen2Config", {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1}),
+    "qwen3": ("Qwen3Config", {"head_dim": 32}),
+}
+
+
+def make_config(family: str, **overrides):
+    import transformers
+
+    cls_name, extra = FAMILIES[family]
+    kw = {**BASE, **extra, **overrides}
+    return getattr(transformers, cls_name)(**kw)
+
+
+def save_tiny_model(family: str, path: str, seed: int = 0, dtype: torch.dtype = torch.float32,
+                    tokenizer: bool = True, **overrides) -> str:
+    """Build a random ``family`` model with transformers and save it to path."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = make_config(family, **overrides)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.save_pretrained(path, safe_serialization=True)
+    if tokenizer:
+        build_tokenizer(path)
+    return path
