@@ -29,6 +29,9 @@ class Case:
     dtypes: tuple[torch.dtype, ...] | None = None   # None: every dtype of the test
     slow: bool = False
 
+    def get(self, name, default=None):
+        return self.kw.get(name, default)
+
     def __getattr__(self, name):
         try:
             return self.__dict__["kw"][name]
