@@ -1,0 +1,58 @@
+"""Gated activations: out = act(x[..., :I]) * x[..., I:], gate first."""
+import torch
+import triton
+import triton.language as tl
+
+from .common import next_pow2, on_interpreter
+
+_SILU, _GELU, _GELU_TANH = 0, 1, 2
+
+
+@triton.jit
+def _act_and_mul_kernel(x_ptr, o_ptr, stride_x, stride_o, I, KIND: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < I
+    g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    u = tl.load(x_ptr + row * stride_x + I + cols, mask=mask, other=0.0)
+    gf = g.to(tl.float32)
+    if KIND == 0:
+        a = gf / (1.0 + tl.exp(-gf))
+    elif KIND == 1:
+        a = 0.5 * gf * (1.0 + tl.math.erf(gf * 0.7071067811865476))
+    else:
+        z = 0.7978845608028654 * (gf + 0.044715 * gf * gf * gf)
+        e = tl.exp(-2.0 * tl.abs(z))       # tanh via exp, stable for large |z|
+        th = (1.0 - e) / (1.0 + e)
+        th = tl.where(z < 0, -th, th)
+        a = 0.5 * gf * (1.0 + th)
+    # torch rounds the activation to the model dtype before the product: so do we.
+    a = a.to(g.dtype).to(tl.float32)
+    tl.store(o_ptr + row * stride_o + cols, (a * u.to(tl.float32)).to(o_ptr.dtype.element_ty), mask=mask)
+
+
+def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:
+    interp = on_interpreter(x)
+    I2 = x.shape[-1]
+    assert I2 % 2 == 0, f"gated activation needs an even last dim, got {I2}"
+    I = I2 // 2
+    x2 = x.reshape(-1, I2)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    out = torch.empty((x2.shape[0], I), dtype=x.dtype, device=x.device)
+    block = min(next_pow2(I), 1024 if not interp else 4096)
+    if x2.shape[0] and I:
+        grid = (x2.shape[0], -(-I // block))
+        _act_and_mul_kernel[grid](x2, out, x2.stride(0), out.stride(0), I, KIND=kind, BLOCK=block,
+                                  num_warps=4)
+    return out.view(*x.shape[:-1], I)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    return _act_and_mul(x, _SILU)
+
+
+def gelu_and_mul(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _act_and_mul(x, _GELU if approximate == "none" else _GELU_TANH)

@@ -1,0 +1,86 @@
+"""What both paged-attention launchers pass their kernels: the caches' strides in
+either layout, the value cache (the key cache itself for MLA), int8 scales, and
+the optional features as (flag, value) pairs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from halinfer.core.attention import LayerKV
+
+from .common import next_pow2
+from .store_kv import cache_strides, scale_strides
+
+
+@dataclass
+class AttnArgs:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor              # the key cache for MLA (values are its first DV channels)
+    k_scale: torch.Tensor        # a placeholder tensor when the cache is not int8
+    v_scale: torch.Tensor
+    k_strides: tuple[int, int, int]   # block, token, head
+    v_strides: tuple[int, int, int]
+    ks_strides: tuple[int, int, int]
+    vs_strides: tuple[int, int, int]
+    Hq: int
+    Hk: int
+    D: int
+    DV: int
+    group: int
+    block_size: int
+    int8: bool
+    slopes: torch.Tensor
+    sinks: torch.Tensor
+    soft_cap: float
+    window: int
+    chunk: int
+
+    @property
+    def block_d(self) -> int:
+        return next_pow2(self.D)
+
+    @property
+    def block_dv(self) -> int:
+        return next_pow2(self.DV)
+
+    def flags(self) -> dict:
+        return dict(D=self.D, DV=self.DV, GROUP=self.group, BS=self.block_size,
+                    BLOCK_D=self.block_d, BLOCK_DV=self.block_dv,
+                    SOFTCAP=self.soft_cap > 0, ALIBI=self.slopes is not self.q,
+                    SINKS=self.sinks is not self.q, WINDOW=self.window > 0, CHUNK=self.chunk > 0,
+                    KV_INT8=self.int8)
+
+    def cache_args(self) -> tuple:
+        return (*self.k_strides, *self.v_strides, *self.ks_strides, *self.vs_strides)
+
+
+def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_cap, alibi_slopes, sinks,
+              v_head_dim) -> AttnArgs:
+    T, Hq, D = q.shape
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1]
+    assert Hq % hk == 0, f"{Hq} query heads is not a multiple of {hk} kv heads"
+    assert kv.k.shape[-1] == D, f"query head dim {D} != key cache head dim {kv.k.shape[-1]}"
+    mla = kv.v is None
+    if mla:
+        assert v_head_dim is not None, "MLA (kv.v is None) needs v_head_dim"
+    v = kv.k if mla else kv.v
+    dv = v_head_dim if mla else kv.v.shape[-1]
+    int8 = kv.quantized
+    ks = kv.k_scale if int8 else q
+    vs = (kv.k_scale if mla else kv.v_scale) if int8 else q
+    dev = q.device
+    return AttnArgs(
+        q=q, k=kv.k, v=v, k_scale=ks, v_scale=vs,
+        k_strides=cache_strides(kv, kv.k), v_strides=cache_strides(kv, v),
+        ks_strides=scale_strides(kv, kv.k_scale if int8 else None),
+        vs_strides=scale_strides(kv, (kv.k_scale if mla else kv.v_scale) if int8 else None),
+        Hq=Hq, Hk=hk, D=D, DV=dv, group=Hq // hk, block_size=kv.block_size, int8=int8,
+        # Absent features pass q as a never-read placeholder pointer.
+        slopes=q if alibi_slopes is None else alibi_slopes.to(device=dev, dtype=torch.float32).contiguous(),
+        sinks=q if sinks is None else sinks.to(device=dev, dtype=torch.float32).contiguous(),
+        soft_cap=float(soft_cap or 0.0), window=int(sliding_window or 0), chunk=int(chunk_size or 0),
+    )

@@ -1,0 +1,205 @@
+"""Paged decode attention (one new token per sequence), split-KV ("flash-decoding").
+
+Grid: (sequence, kv head x head chunk, split).  One program handles every query
+head of a GQA group that reads one kv head (up to BLOCK_H of them), so each key
+and value tile is loaded once for the whole group.  Each sequence's key range is
+divided evenly among the splits at run time, from its length in device memory;
+a second kernel merges the splits by their log-sum-exp.
+
+CUDA-graph safe: the grid and the number of splits depend only on the batch
+size, head counts and ``meta.max_seq_len`` (which a graph runner sets to its
+capacity), never on this step's lengths; every length is read on the device.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from halinfer.core.attention import AttentionMetadata, LayerKV
+
+from .attention_args import attn_args
+from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
+
+MAX_SPLITS = 64
+
+
+@triton.jit
+def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
+                   q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr,
+                   stride_qt, stride_qh, stride_ot, stride_oh,
+                   stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_bt,
+                   stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                   stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
+                   scale, soft_cap, window, chunk, num_splits,
+                   D: tl.constexpr, DV: tl.constexpr, GROUP: tl.constexpr, BS: tl.constexpr,
+                   BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                   SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
+                   CHUNK: tl.constexpr, KV_INT8: tl.constexpr,
+                   H_CHUNKS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+                   SPLIT: tl.constexpr, PREC: tl.constexpr):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1) // H_CHUNKS
+    g = (tl.program_id(1) % H_CHUNKS) * BLOCK_H + tl.arange(0, BLOCK_H)
+    s = tl.program_id(2)
+    hmask = g < GROUP
+    heads = kvh * GROUP + g
+    t = tl.load(q_start_ptr + b).to(tl.int64)
+    seq_len = tl.load(seq_lens_ptr + b)
+    qpos = seq_len - 1
+
+    # Keys this query may see: [lo, seq_len); window and chunk only raise lo.
+    lo = seq_len * 0
+    if WINDOW:
+        lo = tl.maximum(lo, qpos - window + 1)
+    if CHUNK:
+        lo = tl.maximum(lo, (qpos // chunk) * chunk)
+    tiles = (seq_len - lo + BLOCK_N - 1) // BLOCK_N
+    per_split = (tiles + num_splits - 1) // num_splits
+    start = lo + s * per_split * BLOCK_N
+    end = tl.minimum(start + per_split * BLOCK_N, seq_len)
+
+    d = tl.arange(0, BLOCK_D)
+    dv = tl.arange(0, BLOCK_DV)
+    dmask = d < D
+    dvmask = dv < DV
+    q = tl.load(q_ptr + t * stride_qt + heads[:, None] * stride_qh + d[None, :],
+                mask=hmask[:, None] & dmask[None, :], other=0.0)
+    if ALIBI:
+        slope = tl.load(slopes_ptr + heads, mask=hmask, other=0.0)
+    # A finite floor (not -inf) keeps exp2(m_old - m_new) defined before the first key.
+    m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
+    l_i = tl.full([BLOCK_H], 0.0, tl.float32)
+    acc = tl.full([BLOCK_H, BLOCK_DV], 0.0, tl.float32)
+    bt_row = bt_ptr + b.to(tl.int64) * stride_bt
+    for n0 in range(start, end, BLOCK_N):
+        offs = n0 + tl.arange(0, BLOCK_N)
+        nmask = offs < end
+        blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
+        tok = offs % BS
+        k = tl.load(k_ptr + (blk * stride_kb + tok * stride_kt + kvh * stride_kh)[:, None] + d[None, :],
+                    mask=nmask[:, None] & dmask[None, :], other=0.0)
+        sc = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PREC)
+        if KV_INT8:
+            # int8 values are exact in fp16/bf16: apply the per-key scale to the scores instead.
+            ksc = tl.load(ks_ptr + blk * stride_ksb + tok * stride_kst + kvh * stride_ksh, mask=nmask, other=0.0)
+            sc = sc * ksc[None, :]
+        sc = sc * scale
+        if SOFTCAP:
+            z = sc / soft_cap
+            e = tl.exp(-2.0 * tl.abs(z))
+            th = (1.0 - e) / (1.0 + e)
+            sc = soft_cap * tl.where(z < 0, -th, th)
+        if ALIBI:
+            sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
+        sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(sc - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + (blk * stride_vb + tok * stride_vt + kvh * stride_vh)[:, None] + dv[None, :],
+                    mask=nmask[:, None] & dvmask[None, :], other=0.0)
+        if KV_INT8:
+            vsc = tl.load(vs_ptr + blk * stride_vsb + tok * stride_vst + kvh * stride_vsh, mask=nmask, other=0.0)
+            p = p * vsc[None, :]
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision=PREC)
+        m_i = m_new
+
+    hdmask = hmask[:, None] & dvmask[None, :]
+    if SPLIT:
+        # Normalised partial output and its log2-sum-exp; an empty split has l = 0 -> lse = -inf.
+        l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+        po = po_ptr + t * stride_pt + heads[:, None] * stride_ph + s * stride_ps + dv[None, :]
+        tl.store(po, acc / l_safe[:, None], mask=hdmask)
+        lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log2(l_safe))
+        tl.store(plse_ptr + t * stride_lt + heads * stride_lh + s, lse, mask=hmask)
+    else:
+        if SINKS:
+            # A sink is one more logit in the denominator, with no value.
+            sk = tl.load(sinks_ptr + heads, mask=hmask, other=0.0) * 1.4426950408889634
+            m_f = tl.maximum(m_i, sk)
+            a = tl.exp2(m_i - m_f)
+            acc = acc * a[:, None]
+            l_i = l_i * a + tl.exp2(sk - m_f)
+        out = acc / l_i[:, None]
+        tl.store(o_ptr + t * stride_ot + heads[:, None] * stride_oh + dv[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=hdmask)
+
+
+@triton.jit
+def _merge_splits_kernel(po_ptr, plse_ptr, o_ptr, q_start_ptr, sinks_ptr,
+                         stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
+                         num_splits,
+                         DV: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr, SINKS: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    t = tl.load(q_start_ptr + b).to(tl.int64)
+    s = tl.arange(0, BLOCK_S)
+    smask = s < num_splits
+    dv = tl.arange(0, BLOCK_DV)
+    lse = tl.load(plse_ptr + t * stride_lt + h * stride_lh + s, mask=smask, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    w = tl.exp2(lse - m)
+    denom = tl.sum(w, axis=0)
+    if SINKS:
+        denom += tl.exp2(tl.load(sinks_ptr + h) * 1.4426950408889634 - m)
+    po = tl.load(po_ptr + t * stride_pt + h * stride_ph + s[:, None] * stride_ps + dv[None, :],
+                 mask=smask[:, None] & (dv < DV)[None, :], other=0.0)
+    out = tl.sum(w[:, None] * po, axis=0) / denom
+    tl.store(o_ptr + t * stride_ot + h * stride_oh + dv, out.to(o_ptr.dtype.element_ty), mask=dv < DV)
+
+
+def decode_config(block_d: int, group: int, interp: bool) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_H, num_warps)."""
+    if interp:
+        return 16, 16, 1
+    block_n = 64 if block_d <= 128 else 32 if block_d <= 256 else 16
+    block_h = min(max(16, next_pow2(group)), 64 if block_d <= 128 else 16)
+    return block_n, block_h, 4
+
+
+def choose_num_splits(batch: int, programs_per_seq: int, max_seq_len: int, block_n: int, sms: int) -> int:
+    """Enough programs for about two waves, never more splits than key tiles."""
+    tiles = max(1, cdiv(max_seq_len, block_n))
+    want = cdiv(2 * sms, max(1, batch * programs_per_seq))
+    return max(1, min(want, tiles, MAX_SPLITS))
+
+
+def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata, *, scale: float,
+                           sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None,
+                           v_head_dim=None, num_splits: int | None = None) -> torch.Tensor:
+    """core.ops.paged.paged_attention for a decode step (every q_len == 1)."""
+    interp = on_interpreter(q)
+    a = attn_args(q, kv, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
+                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+    B = meta.num_seqs
+    T = a.q.shape[0]
+    assert T == B, f"decode attention wants one token per sequence, got {T} tokens for {B} sequences"
+    out = torch.empty((T, a.Hq, a.DV), dtype=q.dtype, device=q.device)
+    if B == 0:
+        return out
+    block_n, block_h, warps = decode_config(a.block_d, a.group, interp)
+    block_h = min(block_h, max(16, next_pow2(a.group)))
+    h_chunks = cdiv(a.group, block_h)
+    if num_splits is None:
+        num_splits = choose_num_splits(B, a.Hk * h_chunks, max(1, meta.max_seq_len), block_n, sm_count(q.device))
+    split = num_splits > 1
+    if split:
+        po = torch.empty((T, a.Hq, num_splits, a.DV), dtype=torch.float32, device=q.device)
+        plse = torch.empty((T, a.Hq, num_splits), dtype=torch.float32, device=q.device)
+    else:
+        po = plse = out  # unused
+    _decode_kernel[(B, a.Hk * h_chunks, num_splits)](
+        a.q, a.k, a.v, a.k_scale, a.v_scale, out, po, plse,
+        meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks,
+        a.q.stride(0), a.q.stride(1), out.stride(0), out.stride(1),
+        po.stride(0) if split else 0, po.stride(1) if split else 0, po.stride(2) if split else 0,
+        plse.stride(0) if split else 0, plse.stride(1) if split else 0, meta.block_tables.stride(0),
+        *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk, num_splits,
+        **a.flags(), H_CHUNKS=h_chunks, BLOCK_H=block_h, BLOCK_N=block_n, SPLIT=split,
+        PREC=dot_precision(q.dtype), num_warps=warps, num_stages=2)
+    if split:
+        _merge_splits_kernel[(B, a.Hq)](
+            po, plse, out, meta.q_start_loc, a.sinks,
+            po.stride(0), po.stride(1), po.stride(2), plse.stride(0), plse.stride(1), out.stride(0), out.stride(1),
+            num_splits, DV=a.DV, BLOCK_S=next_pow2(num_splits), BLOCK_DV=a.block_dv,
+            SINKS=a.sinks is not a.q, num_warps=4 if not interp else 1)
+    return out

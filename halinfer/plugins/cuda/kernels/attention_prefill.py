@@ -1,0 +1,158 @@
+"""Varlen paged attention for prefill and mixed steps (flash-attention style).
+
+Grid: (query tile, query head, sequence).  Each program takes BLOCK_M of one
+sequence's new tokens for one head and streams that sequence's keys and values
+(its cached prefix and this step's tokens, all already in the paged cache
+because store_kv runs first) through an online softmax.  The key range is cut
+to what the tile's masks can reach: up to the last query for causal attention,
+from the window's or chunk's start.  Keys are gathered row by row through the
+block table, so any cache block size and either layout work.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from halinfer.core.attention import AttentionMetadata, LayerKV
+
+from .attention_args import attn_args
+from .common import cdiv, dot_precision, on_interpreter
+
+
+@triton.jit
+def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr,
+                    q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr,
+                    stride_qt, stride_qh, stride_ot, stride_oh, stride_bt,
+                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                    stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
+                    scale, soft_cap, window, chunk,
+                    D: tl.constexpr, DV: tl.constexpr, GROUP: tl.constexpr, BS: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
+                    CHUNK: tl.constexpr, KV_INT8: tl.constexpr,
+                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
+    # Last tiles first: under causal masking they hold the most work.
+    mb = tl.num_programs(0) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    q0 = tl.load(q_start_ptr + b)
+    q_len = tl.load(q_start_ptr + b + 1) - q0
+    if mb * BLOCK_M >= q_len:
+        return
+    seq_len = tl.load(seq_lens_ptr + b)
+    ctx = seq_len - q_len
+    kvh = h // GROUP
+
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    mmask = offs_m < q_len
+    qpos = ctx + offs_m
+    d = tl.arange(0, BLOCK_D)
+    dv = tl.arange(0, BLOCK_DV)
+    dmask = d < D
+    dvmask = dv < DV
+    rows = (q0 + offs_m).to(tl.int64)
+    q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
+                mask=mmask[:, None] & dmask[None, :], other=0.0)
+
+    # Key range the tile's masks can reach.
+    first = ctx + mb * BLOCK_M
+    last = ctx + tl.minimum((mb + 1) * BLOCK_M, q_len) - 1
+    lo = first * 0
+    hi = seq_len
+    if CAUSAL:
+        hi = last + 1
+    if WINDOW:
+        lo = tl.maximum(lo, first - window + 1)
+    if CHUNK:
+        lo = tl.maximum(lo, (first // chunk) * chunk)
+        hi = tl.minimum(hi, (last // chunk + 1) * chunk)
+    if ALIBI:
+        slope = tl.load(slopes_ptr + h)
+
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)   # finite floor: rows masked so far stay NaN-free
+    l_i = tl.full([BLOCK_M], 0.0, tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_DV], 0.0, tl.float32)
+    bt_row = bt_ptr + b.to(tl.int64) * stride_bt
+    for n0 in range(lo, hi, BLOCK_N):
+        offs = n0 + tl.arange(0, BLOCK_N)
+        nmask = offs < hi
+        blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
+        tok = offs % BS
+        k = tl.load(k_ptr + (blk * stride_kb + tok * stride_kt + kvh * stride_kh)[:, None] + d[None, :],
+                    mask=nmask[:, None] & dmask[None, :], other=0.0)
+        sc = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PREC)
+        if KV_INT8:
+            ksc = tl.load(ks_ptr + blk * stride_ksb + tok * stride_kst + kvh * stride_ksh, mask=nmask, other=0.0)
+            sc = sc * ksc[None, :]
+        sc = sc * scale
+        if SOFTCAP:
+            z = sc / soft_cap
+            e = tl.exp(-2.0 * tl.abs(z))
+            th = (1.0 - e) / (1.0 + e)
+            sc = soft_cap * tl.where(z < 0, -th, th)
+        if ALIBI:
+            sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
+        allowed = nmask[None, :]
+        if CAUSAL:
+            allowed = allowed & (offs[None, :] <= qpos[:, None])
+        if WINDOW:
+            allowed = allowed & (qpos[:, None] - offs[None, :] < window)
+        if CHUNK:
+            allowed = allowed & ((qpos[:, None] // chunk) == (offs[None, :] // chunk))
+        sc = tl.where(allowed, sc * 1.4426950408889634, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(sc - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + (blk * stride_vb + tok * stride_vt + kvh * stride_vh)[:, None] + dv[None, :],
+                    mask=nmask[:, None] & dvmask[None, :], other=0.0)
+        if KV_INT8:
+            vsc = tl.load(vs_ptr + blk * stride_vsb + tok * stride_vst + kvh * stride_vsh, mask=nmask, other=0.0)
+            p = p * vsc[None, :]
+        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision=PREC)
+        m_i = m_new
+
+    if SINKS:
+        sk = tl.load(sinks_ptr + h) * 1.4426950408889634
+        m_f = tl.maximum(m_i, sk)
+        a = tl.exp2(m_i - m_f)
+        acc = acc * a[:, None]
+        l_i = l_i * a + tl.exp2(sk - m_f)
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(o_ptr + rows[:, None] * stride_ot + h * stride_oh + dv[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=mmask[:, None] & dvmask[None, :])
+
+
+def prefill_config(block_d: int, interp: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    if interp:
+        return 16, 16, 1, 1
+    if block_d <= 64:
+        return 128, 64, 4, 2
+    if block_d <= 128:
+        return 128, 64, 8, 2
+    if block_d <= 256:
+        return 64, 32, 4, 2
+    return 32, 16, 4, 1
+
+
+def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata, *, scale: float,
+                            causal=True, sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None,
+                            sinks=None, v_head_dim=None) -> torch.Tensor:
+    """core.ops.paged.paged_attention for any step (prefill, chunked prefill, mixed)."""
+    interp = on_interpreter(q)
+    a = attn_args(q, kv, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
+                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+    T = a.q.shape[0]
+    out = torch.empty((T, a.Hq, a.DV), dtype=q.dtype, device=q.device)
+    if T == 0 or meta.num_seqs == 0:
+        return out
+    block_m, block_n, warps, stages = prefill_config(max(a.block_d, a.block_dv), interp)
+    grid = (cdiv(max(1, meta.max_q_len), block_m), a.Hq, meta.num_seqs)
+    _prefill_kernel[grid](
+        a.q, a.k, a.v, a.k_scale, a.v_scale, out,
+        meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks,
+        a.q.stride(0), a.q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0),
+        *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk,
+        **a.flags(), CAUSAL=bool(causal), BLOCK_M=block_m, BLOCK_N=block_n, PREC=dot_precision(q.dtype),
+        num_warps=warps, num_stages=stages)
+    return out

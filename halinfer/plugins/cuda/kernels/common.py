@@ -1,0 +1,54 @@
+"""Small helpers shared by the kernel launchers."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..interpret import interpreting
+
+LOG2E = 1.4426950408889634
+
+
+def next_pow2(n: int) -> int:
+    return 1 << (max(1, int(n)) - 1).bit_length()
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def on_interpreter(t: torch.Tensor) -> bool:
+    """True when ``t`` is handled by Triton's interpreter (CPU tensors); raises if that cannot work."""
+    if t.device.type != "cpu":
+        return interpreting()
+    if not interpreting():
+        raise RuntimeError(
+            "halinfer's Triton kernels got CPU tensors, but triton runs compiled in this process; call "
+            "halinfer.plugins.cuda.interpret.ensure_interpreter() (or set TRITON_INTERPRET=1) before triton "
+            "is imported")
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_type: str, index: int) -> int:
+    try:
+        mod = getattr(torch, device_type)
+        return int(mod.get_device_properties(index).multi_processor_count)
+    except Exception:  # noqa: BLE001 - a device module without this query: assume a mid-size GPU
+        return 108
+
+
+def sm_count(device: torch.device) -> int:
+    """Multiprocessors of ``device`` (sizes split-KV grids); 2 under the interpreter, so tests split."""
+    if device.type == "cpu":
+        return 2
+    index = device.index
+    if index is None:
+        index = getattr(torch, device.type).current_device()
+    return _sm_count(device.type, index)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    # float32 models asked for float32 accuracy: no tf32 in the attention dots.
+    return "ieee" if dtype == torch.float32 else "tf32"

@@ -1,0 +1,54 @@
+"""RMSNorm with an optional fused residual add: one pass over each row."""
+import torch
+import triton
+import triton.language as tl
+
+from .common import next_pow2, on_interpreter
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr,
+                     stride_x, stride_r, stride_y, stride_s, H, eps,
+                     HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < H
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+    if HAS_RES:
+        # The new residual stream is rounded to its dtype before it is normalised (as torch does).
+        r = tl.load(r_ptr + row * stride_r + cols, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(s_ptr.dtype.element_ty)
+        tl.store(s_ptr + row * stride_s + cols, x, mask=mask)
+    xf = x.to(tl.float32)
+    inv = tl.rsqrt(tl.sum(xf * xf, axis=0) / H + eps)
+    # HF convention: cast the normalised value to the input dtype, then multiply by the weight.
+    y = (xf * inv).to(x.dtype).to(tl.float32)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + row * stride_y + cols, (y * w).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    """core.ops.norm.rms_norm's contract; any leading dims."""
+    interp = on_interpreter(x)
+    shape, H = x.shape, x.shape[-1]
+    x2 = _rows(x)
+    T = x2.shape[0]
+    s_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+    y = torch.empty((T, H), dtype=torch.promote_types(weight.dtype, s_dtype), device=x.device)
+    if residual is not None:
+        r2 = _rows(residual)
+        s = torch.empty((T, H), dtype=s_dtype, device=x.device)
+    else:
+        r2 = s = x2  # unused
+    block = next_pow2(H)
+    warps = 1 if interp else (4 if block <= 2048 else 8 if block <= 8192 else 16)
+    if T:
+        _rms_norm_kernel[(T,)](x2, r2, weight, y, s, x2.stride(0), r2.stride(0), y.stride(0), s.stride(0),
+                               H, float(eps), HAS_RES=residual is not None, BLOCK=block, num_warps=warps)
+    y = y.view(shape)
+    return y if residual is None else (y, s.view(shape))

@@ -1,0 +1,67 @@
+"""Rotary embedding of q and k: neox (halves) or interleaved (pairs), partial rotary."""
+import torch
+import triton
+import triton.language as tl
+
+from .common import next_pow2, on_interpreter
+
+
+@triton.jit
+def _rotary_kernel(x_ptr, o_ptr, pos_ptr, cs_ptr,
+                   stride_xt, stride_xh, stride_ot, stride_oh, stride_cs, H,
+                   D: tl.constexpr, HALF: tl.constexpr, IS_NEOX: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_PASS: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    hmask = h < H
+    j = tl.arange(0, BLOCK_HALF)
+    jmask = j < HALF
+    pos = tl.load(pos_ptr + t).to(tl.int64)
+    cos = tl.load(cs_ptr + pos * stride_cs + j, mask=jmask, other=0.0)[None, :]
+    sin = tl.load(cs_ptr + pos * stride_cs + HALF + j, mask=jmask, other=0.0)[None, :]
+    if IS_NEOX:
+        i1 = j
+        i2 = j + HALF
+    else:
+        i1 = 2 * j
+        i2 = 2 * j + 1
+    mask = hmask[:, None] & jmask[None, :]
+    xrow = x_ptr + t * stride_xt + h[:, None] * stride_xh
+    orow = o_ptr + t * stride_ot + h[:, None] * stride_oh
+    x1 = tl.load(xrow + i1[None, :], mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(xrow + i2[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(orow + i1[None, :], (x1 * cos - x2 * sin).to(o_ptr.dtype.element_ty), mask=mask)
+    tl.store(orow + i2[None, :], (x2 * cos + x1 * sin).to(o_ptr.dtype.element_ty), mask=mask)
+    if BLOCK_PASS > 0:
+        # Partial rotary: channels past the rotated ones are copied unchanged.
+        c = 2 * HALF + tl.arange(0, BLOCK_PASS)
+        cmask = hmask[:, None] & (c < D)[None, :]
+        tl.store(orow + c[None, :], tl.load(xrow + c[None, :], mask=cmask, other=0.0), mask=cmask)
+
+
+def _rotate(x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor, is_neox: bool, interp: bool):
+    T, H, D = x.shape
+    out = torch.empty((T, H, D), dtype=x.dtype, device=x.device)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    half = cache.shape[-1] // 2
+    assert 2 * half <= D, f"rotary dim {2 * half} exceeds head dim {D}"
+    block_half = next_pow2(half)
+    block_h = max(1, min(next_pow2(H), (2048 if not interp else 4096) // block_half))
+    npass = D - 2 * half
+    if T and H:
+        _rotary_kernel[(T, -(-H // block_h))](
+            x, out, positions, cache, x.stride(0), x.stride(1), out.stride(0), out.stride(1), cache.stride(0), H,
+            D=D, HALF=half, IS_NEOX=bool(is_neox), BLOCK_H=block_h, BLOCK_HALF=block_half,
+            BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4)
+    return out
+
+
+def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+           is_neox: bool = True):
+    """core.ops.rotary.rotary's contract: returns new (q, k)."""
+    interp = on_interpreter(q)
+    cache = cos_sin_cache if cos_sin_cache.dtype == torch.float32 else cos_sin_cache.float()
+    if cache.stride(-1) != 1:
+        cache = cache.contiguous()
+    return (_rotate(q, positions, cache, is_neox, interp), _rotate(k, positions, cache, is_neox, interp))

@@ -1,0 +1,61 @@
+"""``TritonOps``: the core's operator table with the hot ops on Triton kernels.
+
+Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
+paged_attention (prefill/mixed and split-KV decode; GQA/MQA, causal or not,
+sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA, int8 KV, NHD
+and HND caches).  Everything else is the core's torch reference: dense GEMMs
+stay on cuBLAS through torch, and layer_norm, swiglu_oai, quantized GEMMs, MoE
+and sampling are plain torch ops too (graph-capturable, no host syncs).
+
+Nothing here names a device API: the kernels run on whatever device the tensors
+are on (CUDA compiled, CPU through Triton's interpreter), so the MACA plugin can
+reuse this class as is.
+"""
+from __future__ import annotations
+
+from halinfer.core.ops import Ops
+
+from .kernels import activation as _act
+from .kernels import attention_decode as _decode
+from .kernels import attention_prefill as _prefill
+from .kernels import norm as _norm
+from .kernels import rotary as _rotary
+from .kernels import store_kv as _store
+
+
+class TritonOps(Ops):
+    """Triton kernels for the hot ops; the core reference for the rest."""
+
+    def __init__(self, decode_splits: int | None = None):
+        # decode_splits: fix the split-KV count (tests, tuning); None picks it from the grid size.
+        self.decode_splits = decode_splits
+
+    def rms_norm(self, x, weight, eps, residual=None):
+        return _norm.rms_norm(x, weight, eps, residual)
+    rms_norm.__doc__ = Ops.rms_norm.__doc__
+
+    def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
+        return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)
+    rotary.__doc__ = Ops.rotary.__doc__
+
+    def silu_and_mul(self, x):
+        return _act.silu_and_mul(x)
+    silu_and_mul.__doc__ = Ops.silu_and_mul.__doc__
+
+    def gelu_and_mul(self, x, approximate="none"):
+        return _act.gelu_and_mul(x, approximate)
+    gelu_and_mul.__doc__ = Ops.gelu_and_mul.__doc__
+
+    def store_kv(self, k, v, kv, slot_mapping):
+        return _store.store_kv(k, v, kv, slot_mapping)
+    store_kv.__doc__ = Ops.store_kv.__doc__
+
+    def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+        kw = dict(scale=scale, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
+                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        # With one query per sequence, causal or not sees the same keys (all of them).
+        if meta.is_decode and q.shape[0] == meta.num_seqs:
+            return _decode.paged_attention_decode(q, kv, meta, num_splits=self.decode_splits, **kw)
+        return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, **kw)
+    paged_attention.__doc__ = Ops.paged_attention.__doc__
