@@ -39,12 +39,17 @@ class SupportDecl:
     with a mode such as "FP16/BF16(graph)") to True (claimed) or False (known
     unsupported).  ``hardware_verified`` lists the columns a test has passed on
     real hardware of this backend; everything else is only declared.
+    ``variant`` names the hardware variant the claim is about when a backend's
+    devices differ (e.g. "Atlas 800T A2" vs "Atlas 300I Duo" for one NPU
+    plugin); "" means every device the backend drives.  A backend with
+    variants declares one SupportDecl per (family, variant).
     """
 
     family: str
     columns: dict[str, bool]
     hardware_verified: frozenset[str] = frozenset()
     note: str = ""
+    variant: str = ""
 
 
 class Backend:
