@@ -166,10 +166,14 @@ class LLMEngine:
 
     def _pick_max_len(self, requested, mc: ModelConfig) -> int:
         limit = mc.max_position
+        _, rtype, rp = mc.rope_params()
+        if rtype in ("linear", "dynamic") and rp.get("factor"):
+            limit = int(limit * float(rp["factor"]))  # these scalings exist to stretch the context
         if requested is None:
             return limit
         if requested > limit:
-            raise ValueError(f"max_model_len={requested} exceeds the model's max_position_embeddings={limit}")
+            raise ValueError(f"max_model_len={requested} exceeds the model's context of {limit} tokens "
+                             "(max_position_embeddings, times the rope scaling factor where it stretches the context)")
         return int(requested)
 
     def _pick_block_size(self, requested) -> int:

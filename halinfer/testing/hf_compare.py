@@ -1,0 +1,62 @@
+"""Comparing halinfer with HF transformers on the same checkpoint.
+
+Used by the equivalence tests (every backend, every family) and by ``halinfer demo``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class HFRun:
+    prompt_logits: torch.Tensor      # float32 [P, V]
+    tokens: list[int]                # greedy continuation
+    step_logits: list[torch.Tensor]  # float32 [V] per generated token (the logits it was drawn from)
+
+
+def hf_model(model_dir: str, dtype: torch.dtype = torch.float32, reference_dir: str | None = None):
+    """The transformers model (from reference_dir when the checkpoint's own family
+    has no transformers implementation and a converted twin is used)."""
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(reference_dir or model_dir, dtype=dtype)
+    return m.eval()
+
+
+@torch.inference_mode()
+def hf_greedy(model, prompt: list[int], n: int) -> HFRun:
+    ids = torch.tensor([prompt])
+    prompt_logits = model(ids).logits[0].float()
+    # No EOS at all (rather than min_new_tokens, which masks EOS out of the argmax):
+    # the continuation is the plain argmax chain, as with halinfer's ignore_eos.
+    # (eos_token_id=None would be refilled from the model config; an empty list is not.)
+    out = model.generate(ids, max_new_tokens=n, do_sample=False, eos_token_id=[], pad_token_id=0,
+                         return_dict_in_generate=True, output_logits=True)
+    tokens = out.sequences[0, len(prompt):].tolist()
+    return HFRun(prompt_logits, tokens, [lg[0].float() for lg in out.logits])
+
+
+def halinfer_greedy(llm, prompts: list[list[int]], n: int):
+    """(per prompt: tokens, per-step logits) from one batched generate() call."""
+    from ..core.sampling import SamplingParams
+
+    runner = llm.engine.runner
+    runner.logit_log = []
+    try:
+        outs = llm.generate(prompt_token_ids=prompts, sampling_params=SamplingParams(
+            temperature=0, max_tokens=n, ignore_eos=True), use_tqdm=False)
+        log = runner.logit_log
+    finally:
+        runner.logit_log = None
+    per_req: dict[str, list[torch.Tensor]] = {}
+    for step in log:
+        for rid, _idx, lg in step:
+            per_req.setdefault(rid, []).append(lg)
+    return [(o.outputs[0].token_ids, per_req[o.request_id]) for o in outs]
+
+
+def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| relative to the spread of b (logits are shift-sensitive only in scale)."""
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6))
