@@ -54,7 +54,13 @@ def resolve_device(spec: str | None = "auto") -> ResolvedDevice:
         if rec is not None:
             raise DeviceError(f"device {spec!r}: the {name} plugin failed to load: {rec.error}")
         known = sorted(set(reg.names()) | {"auto"})
-        raise DeviceError(f"unknown device {spec!r}; known device names: {', '.join(known)}")
+        msg = f"unknown device {spec!r}; known device names: {', '.join(known)}"
+        # An alias ("npu", "mlu") is declared by its backend, so a plugin that failed to load
+        # cannot claim it: name the failures, or the user never learns why.
+        failed = [f"{r.name}: {r.error.splitlines()[0]}" for r in reg.records if r.error]
+        if failed:
+            msg += "\nplugins that failed to load (the device may belong to one):\n  " + "\n  ".join(failed)
+        raise DeviceError(msg)
     ok, why = backend.available()
     if not ok:
         raise DeviceError(f"device {spec!r} ({backend.name} backend) is not available: {why}")
