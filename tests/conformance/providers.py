@@ -87,7 +87,6 @@ def from_backend(backend: Backend, name: str | None = None, **overrides) -> Prov
     ok, why = backend.available()
     kw: dict[str, Any] = dict(
         name=name or backend.name,
-        device=backend.torch_device(None),
         dtypes=tuple(backend.dtypes),
         kv_layout=backend.kv_layout,
         metadata_builder=backend.metadata_builder,
@@ -97,7 +96,10 @@ def from_backend(backend: Backend, name: str | None = None, **overrides) -> Prov
         exact_sampling=backend.seeded_sampling,
     )
     if ok:
-        kw["ops"] = backend.ops  # only touched when available: building ops may import vendor code
+        # Only touched when available: "npu" is no torch device type until torch_npu is imported,
+        # and building ops may import vendor code.
+        kw["device"] = backend.torch_device(None)
+        kw["ops"] = backend.ops
     else:
         kw["unavailable"] = f"{backend.name} backend not available: {why}"
     kw.update(overrides)
