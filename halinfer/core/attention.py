@@ -98,7 +98,9 @@ class MetadataBuilder:
 
     def _dev(self, a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         # One host->device copy per field; a backend with pinned staging overrides this.
-        return torch.from_numpy(np.ascontiguousarray(a)).to(dtype).to(self.device)
+        # copy=True: on a CPU device .to() would otherwise alias the step's numpy array,
+        # which the runner may refill for the next step.
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=dtype, copy=True)
 
     def build(self, step: StepInputs) -> AttentionMetadata:
         q_start = np.zeros(step.num_seqs + 1, dtype=np.int32)
