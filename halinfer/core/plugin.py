@@ -23,6 +23,7 @@ from .backend import CONTRACT_VERSION, Backend
 
 ENTRY_POINT_GROUP = "halinfer.plugins"
 PLUGINS_ENV = "HALINFER_PLUGINS"
+IN_TREE_DIST = "halinfer"   # the distribution whose plugins win a backend-name clash
 
 hookspec = pluggy.HookspecMarker("halinfer")
 hookimpl = pluggy.HookimplMarker("halinfer")
@@ -85,8 +86,12 @@ def _allowed(name: str) -> bool:
     return name in {s.strip() for s in only.split(",") if s.strip()}
 
 
+def _dist_name(ep: md.EntryPoint) -> str | None:
+    return getattr(getattr(ep, "dist", None), "name", None)
+
+
 def _load_entry_point(ep: md.EntryPoint, pm: pluggy.PluginManager) -> PluginRecord:
-    dist = getattr(getattr(ep, "dist", None), "name", None)
+    dist = _dist_name(ep)
     rec = PluginRecord(name=ep.name, target=ep.value, distribution=dist)
     try:
         module = ep.load()
@@ -134,16 +139,28 @@ def load_plugins(refresh: bool = False) -> PluginRegistry:
         pm.add_hookspecs(HookSpecs)
         reg = PluginRegistry()
         seen: set[str] = set()
-        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-            # An editable install can list the same entry point twice.
-            if ep.name in seen or not _allowed(ep.name):
+        # In-tree plugins first, so a clash of backend names does not depend on sys.path order:
+        # another distribution cannot silently take over "cpu" (HALINFER_PLUGINS can choose).
+        eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: _dist_name(ep) != IN_TREE_DIST)
+        for ep in eps:
+            if not _allowed(ep.name):
+                continue
+            if ep.name in seen:
+                # An editable install can list the same entry point twice; another target is a clash.
+                first = next(r for r in reg.records if r.name == ep.name)
+                if ep.value != first.target:
+                    reg.records.append(PluginRecord(
+                        ep.name, ep.value, _dist_name(ep),
+                        error=f"plugin name {ep.name!r} is already taken by {first.target} ({first.distribution})"))
                 continue
             seen.add(ep.name)
             rec = _load_entry_point(ep, pm)
             reg.records.append(rec)
             for b in rec.backends:
                 if b.name in reg.backends:
-                    rec.error = f"backend name {b.name!r} is already provided by another plugin"
+                    owner = next(r for r in reg.records if reg.backends[b.name] in r.backends)
+                    rec.error = (f"backend name {b.name!r} is already provided by plugin {owner.name!r} "
+                                 f"({owner.distribution}); set {PLUGINS_ENV} to choose one")
                     continue
                 reg.backends[b.name] = b
         _registry = reg
