@@ -27,7 +27,7 @@ class HostLenBuilder(MetadataBuilder):
 
     def build(self, step: StepInputs) -> HostLenMetadata:
         meta = super().build(step)
-        meta.host_seq_lens = torch.from_numpy(np.ascontiguousarray(step.seq_lens, dtype=np.int32))
+        meta.host_seq_lens = torch.from_numpy(np.array(step.seq_lens, dtype=np.int32))   # a copy: no alias
         meta.host_q_lens = [int(n) for n in step.q_lens]
         return meta
 
