@@ -1,0 +1,196 @@
+"""Huawei Ascend NPUs through torch_npu: FIA/ATB attention, aclgraph decode graphs.
+
+Importing this module imports no vendor library; ``available()`` imports
+torch_npu and reads the device, ``ops`` builds the operator table on first use.
+Facts behind every choice: vendors/ascend.md (section numbers cited as §n).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import torch
+
+from halinfer.core.backend import Backend
+
+from . import soc as _soc
+from . import versions as _versions
+from .support import declarations
+
+ATB_LIB = os.path.join("lib", "libop_plugin_atb.so")
+
+
+class AscendBackend(Backend):
+    name = "ascend"
+    aliases = ("npu",)
+    description = "Huawei Ascend NPUs (torch_npu): FIA/ATB attention, aclgraph decode"
+    device_type = "npu"
+    priority = 90
+    dist_backend = "hccl"
+    kv_layout = "NHD"            # §2: per layer (num_blocks, block_size, kv_heads, head_dim), viewed BnBsH by FIA
+    # §2/§3.1: paged FIA with more than one query token needs a multiple of 128 up to
+    # 512 (the TND layout allows multiples of 16, but older CANN may not), decode any
+    # 16-multiple up to 512, ATB paged attention (300I Duo) up to 128.  128 fits every
+    # path and is what vllm-ascend and dlinfer use.
+    block_sizes = (128, 256, 512)
+    default_block_size = 128
+    kv_cache_dtypes = ("auto",)  # §8: int8 KV is not usable with paged FIA prefill
+    seeded_sampling = True       # the core's counter-based sampler: plain int64 tensor ops
+    host_side_lengths = True     # FIA reads actual_seq_lengths(_kv) from host lists
+
+    def __init__(self, device_type: str | None = None):
+        # device_type: run on another torch device type.  Only the emulation tests use it
+        # (emulated torch_npu ops on CPU tensors); the plugin code is the same either way.
+        if device_type is not None:
+            self.device_type = device_type
+        self._soc: _soc.Soc | None = None
+
+    # ---- which chip; per-SoC attributes ------------------------------------------
+    @property
+    def soc(self) -> _soc.Soc | None:
+        """The detected SoC (after a successful available()), else None."""
+        return self._soc
+
+    @property
+    def profile(self) -> _soc.SocProfile:
+        # Before detection (no device, or not asked yet) describe the A2, the main target.
+        return (self._soc.profile if self._soc is not None else None) or _soc.PROFILES[_soc.A2]
+
+    @property
+    def dtypes(self):
+        return self.profile.dtypes
+
+    @property
+    def graph_modes(self):
+        return self.profile.graph_modes
+
+    @property
+    def weight_quant(self):
+        return self.profile.weight_quant
+
+    # ---- availability --------------------------------------------------------------
+    def _npu(self):
+        return importlib.import_module("torch_npu")
+
+    def _atb_state(self, torch_npu) -> str | None:
+        """None when the ATB ops are callable, else why not (§1: they need NNAL)."""
+        if hasattr(torch_npu, "_npu_reshape_and_cache"):
+            return None
+        lib = os.path.join(os.path.dirname(getattr(torch_npu, "__file__", "") or "."), ATB_LIB)
+        try:
+            torch.ops.load_library(lib)
+        except Exception as e:  # noqa: BLE001
+            return (f"ATB ops missing: loading {lib} failed ({type(e).__name__}: {e}); install CANN's NNAL "
+                    "package and source its set_env.sh ('undefined symbol' = NNAL/torch_npu version mismatch)")
+        return None if hasattr(torch_npu, "_npu_reshape_and_cache") else "ATB ops missing after loading " + lib
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            try:
+                torch_npu = self._npu()
+            except Exception as e:  # noqa: BLE001 - any import failure is a reason, never an exception
+                return False, f"torch_npu not importable: {type(e).__name__}: {e}"
+            why = _versions.torch_npu_problem(str(getattr(torch_npu, "__version__", "")))
+            if why:
+                return False, why
+            npu = torch_npu.npu
+            if not npu.is_available() or npu.device_count() < 1:
+                return False, ("no NPU visible (torch_npu.npu.device_count() == 0; check the driver and "
+                               "ASCEND_RT_VISIBLE_DEVICES)")
+            chip = _soc.detect(npu)
+            if chip.profile is None:
+                return False, (f"SoC {chip.name} (soc_version {chip.version}) is not one this plugin drives; "
+                               "supported: Atlas A2 (910B), Atlas A3 (910_93), Atlas 300I Duo (310P)")
+            why = self._atb_state(torch_npu)
+            if why:
+                return False, why
+            self._soc = chip
+            return True, f"{chip.product} ({chip.name}), torch_npu {torch_npu.__version__}"
+        except Exception as e:  # noqa: BLE001
+            return False, f"Ascend probe failed: {type(e).__name__}: {e}"
+
+    def device_count(self) -> int:
+        try:
+            return int(self._npu().npu.device_count())
+        except Exception:  # noqa: BLE001
+            return 0
+
+    def versions(self) -> dict[str, tuple[str, str]]:
+        try:
+            atb = self._atb_state(self._npu()) or "present"
+        except Exception as e:  # noqa: BLE001
+            atb = f"unknown ({type(e).__name__})"
+        return _versions.report(atb)
+
+    # ---- what the plugin provides ------------------------------------------------------
+    @functools.cached_property
+    def capture_state(self):
+        from .graph import CaptureState
+
+        return CaptureState()
+
+    @functools.cached_property
+    def ops(self):
+        from .ops import AscendOps
+
+        return AscendOps(self._npu(), self.profile, self.capture_state)
+
+    def metadata_builder(self, device, block_size):
+        from .metadata import AscendMetadataBuilder
+
+        return AscendMetadataBuilder(device, block_size)
+
+    def graph_api(self):
+        from .graph import AscendGraphAPI
+
+        return AscendGraphAPI(self._npu(), self.capture_state)
+
+    def graph_runner(self, model_fn, device, *, sizes=None, max_blocks_per_seq=None, block_size=None,
+                     max_seq_len=None, **kw):
+        from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
+
+        if not sizes or max_blocks_per_seq is None or block_size is None or max_seq_len is None:
+            if "eager" not in self.graph_modes:
+                raise ValueError(f"{self.profile.variant}: decode runs only as graphs on this SoC "
+                                 "(lmdeploy: 300I Duo graph mode only); do not set enforce_eager")
+            return EagerRunner(model_fn)
+        return CapturedDecodeRunner(model_fn, self.graph_api(), device, list(sizes), max_blocks_per_seq,
+                                    block_size, max_seq_len)
+
+    def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
+        # dlinfer's Ascend buckets (§10): powers of two to 16, multiples of 16 to 256, of 256 above.
+        sizes = [1, 2, 4, 8, 16] + list(range(32, 257, 16)) + list(range(512, max(512, max_num_seqs) + 256, 256))
+        return [s for s in sizes if s <= max_num_seqs] or [1]
+
+    # ---- device and memory ---------------------------------------------------------------
+    def set_device(self, device):
+        self._npu().npu.set_device(device)
+
+    def synchronize(self, device):
+        self._npu().npu.synchronize()
+
+    def mem_get_info(self, device):
+        return tuple(self._npu().npu.mem_get_info())
+
+    def memory_allocated(self, device):
+        return int(self._npu().npu.memory_allocated())
+
+    def max_memory_allocated(self, device):
+        return int(self._npu().npu.max_memory_allocated())
+
+    def reset_peak_memory(self, device):
+        self._npu().npu.reset_peak_memory_stats()
+
+    def empty_cache(self):
+        self._npu().npu.empty_cache()
+
+    # ---- support matrix ------------------------------------------------------------------
+    def support(self):
+        return declarations()
+
+    def supports_family(self, family: str) -> bool:
+        # Once the SoC is known, only its own declarations count.
+        product = self._soc.product if self._soc is not None else None
+        return any(d.family == family and any(d.columns.values()) and (product is None or d.variant == product)
+                   for d in self.support())

@@ -1,0 +1,51 @@
+"""Mixture of experts on torch_npu's MoE ops (vendors/ascend.md §6, dlinfer's current path).
+
+Routing: ``npu_moe_gating_top_k_softmax`` (softmax top-k; renormalisation in
+torch, as dlinfer does).  Experts: ``npu_moe_init_routing_v2`` sorts token
+copies by expert, two ``npu_grouped_matmul`` calls (per-expert counts as the
+group list) with SwiGLU between them, ``npu_moe_token_unpermute`` gathers and
+weights the copies back per token.  All device-side: capturable in a graph.
+
+Returns None for what these ops do not cover (sigmoid scoring, grouped top-k,
+a correction bias, activations other than SiLU, expert biases, more than 1024
+experts); the caller then runs the core reference.
+"""
+from __future__ import annotations
+
+import torch
+
+MAX_GROUPS = 1024   # group_list length limit of aclnnGroupedMatmulV5
+
+
+class NpuMoE:
+    def __init__(self, torch_npu, silu_and_mul):
+        self.npu = torch_npu
+        self.silu_and_mul = silu_and_mul
+
+    def route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
+              correction_bias=None, routed_scaling=1.0):
+        if scoring != "softmax" or correction_bias is not None or (num_groups and topk_groups and num_groups > 1):
+            return None
+        # float32 logits: the op returns weights in its input's dtype, the contract wants float32.
+        w, ids, _ = self.npu.npu_moe_gating_top_k_softmax(logits.float(), None, k=top_k)
+        w = w.float()
+        if renormalize:
+            w = w / w.sum(-1, keepdim=True).clamp(min=1e-20)
+        return w * routed_scaling, ids.to(torch.int32)
+
+    def experts(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
+        E = w13.shape[0]
+        if (activation != "silu" or w13_bias is not None or w2_bias is not None or E > MAX_GROUPS
+                or x.dtype not in (torch.float16, torch.bfloat16)):
+            return None
+        T, k = topk_ids.shape
+        npu = self.npu
+        xs, rows, counts, _ = npu.npu_moe_init_routing_v2(
+            x.contiguous(), topk_ids.to(torch.int32), active_num=T * k, expert_num=E, expert_tokens_num_type=1,
+            expert_tokens_num_flag=True, active_expert_range=[0, E], quant_mode=-1)
+        # Weights are stored [E, out, in]; the grouped GEMM takes [E, in, out] (a transposed view, as dlinfer).
+        up = npu.npu_grouped_matmul([xs], [w13.transpose(1, 2)], group_list=counts, split_item=2, group_type=0,
+                                    group_list_type=1)[0]
+        down = npu.npu_grouped_matmul([self.silu_and_mul(up)], [w2.transpose(1, 2)], group_list=counts,
+                                      split_item=2, group_type=0, group_list_type=1)[0]
+        return npu.npu_moe_token_unpermute(down, rows, probs=topk_weights.to(x.dtype))

@@ -1,0 +1,133 @@
+"""``AscendOps``: the core's operator table on torch_npu kernels.
+
+Overridden, each with the fact sheet section it follows (vendors/ascend.md):
+rms_norm (npu_rms_norm / npu_add_rms_norm, §5), rotary (npu_apply_rotary_pos_emb
+for neox-style rotary over 64 or 128 channels, §5), silu_and_mul (npu_swiglu,
+§5), store_kv (ATB _npu_reshape_and_cache, §4), paged_attention (attention.py),
+quant_per_token_int8 / w8a8_linear (npu_dynamic_quant + npu_quant_matmul, §7),
+w4a16_linear (npu_weight_quant_batchmatmul on repacked AWQ weights, §7; quant.py),
+moe_route / fused_moe (npu_moe_* + npu_grouped_matmul, §6; moe.py).
+
+Where a vendor op does not cover a call (a feature, a shape, a dtype), the core's
+torch reference runs instead: correct, eager-only for the ones with host syncs
+(the reference attention and fused_moe), and listed in the conformance provider.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from halinfer.core.ops import Ops
+
+from .attention import AtbAttention, FiaAttention
+from .graph import CaptureState
+from .moe import NpuMoE
+from .quant import AscendW4A16
+from .soc import SocProfile
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+class AscendOps(Ops):
+    def __init__(self, torch_npu, profile: SocProfile, state: CaptureState):
+        self.npu = torch_npu
+        self.profile = profile
+        self.attention = FiaAttention(torch_npu, state) if profile.attention == "fia" else AtbAttention(torch_npu)
+        self.moe = NpuMoE(torch_npu, self.silu_and_mul)
+        self.w4a16 = AscendW4A16(torch_npu)
+
+    # -- normalisation (§5) -------------------------------------------------------------
+    def rms_norm(self, x, weight, eps, residual=None):
+        if residual is None:
+            return self.npu.npu_rms_norm(x.contiguous(), weight, eps)[0]
+        y, _, s = self.npu.npu_add_rms_norm(x.contiguous(), residual.contiguous(), weight, eps)
+        return y, s
+    rms_norm.__doc__ = Ops.rms_norm.__doc__
+
+    # -- rotary (§5): in place on copies; D in {64, 128}, "half" (neox) mode only --------
+    def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
+        rot = cos_sin_cache.shape[-1]
+        if not is_neox or rot not in (64, 128) or q.dtype not in HALF:
+            return super().rotary(q, k, positions, cos_sin_cache, is_neox)
+        T, half = q.shape[0], rot // 2
+        cs = cos_sin_cache.index_select(0, positions)
+        cos = torch.cat((cs[:, :half], cs[:, :half]), -1).to(q.dtype).view(1, T, 1, rot)
+        sin = torch.cat((cs[:, half:], cs[:, half:]), -1).to(q.dtype).view(1, T, 1, rot)
+        # The op rotates its inputs in place: give it copies (the contract returns new tensors).
+        qr = q[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
+        kr = k[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
+        self.npu.npu_apply_rotary_pos_emb(qr, kr, cos, sin, layout="BSND", rotary_mode="half")
+        if rot == q.shape[-1]:
+            return qr[0], kr[0]
+        return torch.cat((qr[0], q[..., rot:]), -1), torch.cat((kr[0], k[..., rot:]), -1)
+    rotary.__doc__ = Ops.rotary.__doc__
+
+    # -- activation (§5) ---------------------------------------------------------------------
+    def silu_and_mul(self, x):
+        if not self.profile.fused_swiglu:   # 310P: dlinfer computes silu(gate) * up
+            d = x.shape[-1] // 2
+            return F.silu(x[..., :d]) * x[..., d:]
+        return self.npu.npu_swiglu(x.contiguous(), -1)
+
+    # -- paged KV cache (§4) and attention ---------------------------------------------------
+    def store_kv(self, k, v, kv, slot_mapping):
+        if (v is None or kv.quantized or kv.layout != "NHD" or k.shape != v.shape
+                or kv.k.shape[-1] != kv.v.shape[-1]):
+            return super().store_kv(k, v, kv, slot_mapping)   # MLA latent, int8, mixed head dims
+        if slot_mapping.shape[0] == 0:
+            return None   # §11: _npu_reshape_and_cache fails on an empty slot tensor
+        self.npu._npu_reshape_and_cache(k.contiguous(), v.contiguous(), kv.k, kv.v,
+                                        slot_mapping.to(torch.int32))
+        return None
+    store_kv.__doc__ = Ops.store_kv.__doc__
+
+    def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+        plain = not (sliding_window or chunk_size or soft_cap or alibi_slopes is not None or sinks is not None)
+        if plain and kv.v is not None and not kv.quantized and kv.layout == "NHD" and q.dtype in HALF:
+            hq, hk = q.shape[1], kv.k.shape[2]
+            if hq % hk == 0 and hq // hk <= 64:
+                out = self.attention(q, kv, meta, scale, causal)
+                if out is not None:
+                    return out
+        return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
+                                       chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
+                                       sinks=sinks, v_head_dim=v_head_dim)
+    paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    # -- quantized GEMMs (§7) -------------------------------------------------------------------
+    def quant_per_token_int8(self, x):
+        if x.dtype not in HALF:
+            return super().quant_per_token_int8(x)
+        q, scale = self.npu.npu_dynamic_quant(x.contiguous())
+        return q, scale.clamp(min=1e-8 / 127.0)   # the contract's scale for an all-zero row
+    quant_per_token_int8.__doc__ = Ops.quant_per_token_int8.__doc__
+
+    def w8a8_linear(self, x, weight, weight_scale, bias=None):
+        if x.dtype not in HALF:
+            return super().w8a8_linear(x, weight, weight_scale, bias)
+        xq, xs = self.npu.npu_dynamic_quant(x.contiguous())
+        # float32 weight scale + per-token scale: bfloat16 or float16 output (op-plugin's dtype
+        # table).  dlinfer asks for bfloat16 even for float16 models (older CANN); that costs
+        # float16 models three bits of precision, so the model dtype is asked for here.
+        y = self.npu.npu_quant_matmul(xq, weight.t(), weight_scale.float(), pertoken_scale=xs,
+                                      output_dtype=x.dtype)
+        return y if bias is None else y + bias
+    w8a8_linear.__doc__ = Ops.w8a8_linear.__doc__
+
+    def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):
+        if x.dtype not in HALF:
+            return super().w4a16_linear(x, qweight, scales, qzeros, group_size, bias)
+        return self.w4a16(x, qweight, scales, qzeros, group_size, bias)
+    w4a16_linear.__doc__ = Ops.w4a16_linear.__doc__
+
+    # -- mixture of experts (§6) ----------------------------------------------------------------
+    def moe_route(self, logits, top_k, **kw):
+        out = self.moe.route(logits, top_k, **kw)
+        return out if out is not None else super().moe_route(logits, top_k, **kw)
+    moe_route.__doc__ = Ops.moe_route.__doc__
+
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
+        out = self.moe.experts(x, w13, w2, topk_weights, topk_ids, **kw)
+        return out if out is not None else super().fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    fused_moe.__doc__ = Ops.fused_moe.__doc__

@@ -1,0 +1,52 @@
+"""Putting stand-in vendor modules into ``sys.modules`` (and attributes onto
+torch) for the duration of a ``with`` block, then restoring what was there."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import types
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def installed(modules: dict[str, types.ModuleType], attrs: list[tuple[object, str, object]] = (),
+              env: dict[str, str] | None = None):
+    saved_mods = {name: sys.modules.get(name, _MISSING) for name in modules}
+    saved_attrs = [(obj, name, getattr(obj, name, _MISSING)) for obj, name, _ in attrs]
+    saved_env = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    sys.modules.update(modules)
+    for obj, name, value in attrs:
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for obj, name, old in reversed(saved_attrs):
+            if old is _MISSING:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
+        for k, old in saved_env.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+        for name, old in saved_mods.items():
+            if old is _MISSING:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+
+
+# The emulated vendor modules report this machine's torch release as their own (a real
+# torch_npu is built for one torch release); that release may lie outside the range
+# the plugins were written against, so the probes are told to accept it.
+UNTESTED_OK = {"HALINFER_ALLOW_UNTESTED_VERSIONS": "1"}
+
+
+def npu_modules(cfg=None) -> dict[str, types.ModuleType]:
+    from .npu import build_torch_npu
+
+    return {"torch_npu": build_torch_npu(cfg)}

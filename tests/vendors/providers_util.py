@@ -1,0 +1,35 @@
+"""Building conformance providers for the emulated vendor backends (used by
+tests/conformance/extra_providers/{ascend,camb,maca}_emulated.py)."""
+from __future__ import annotations
+
+from .emulation.install import UNTESTED_OK, installed
+from .graph_replay import GraphReplayOps, RecordingBuilder
+
+
+def emulated_provider(Provider, from_backend, name, make_backend, modules, attrs=(), *, graph=False, skip=None):
+    """A Provider for a plugin backend running on emulated vendor modules (CPU tensors).
+
+    The modules are in sys.modules only while the backend is probed and its ops
+    built; the ops keep their own reference to them afterwards.
+    """
+    try:
+        with installed(modules, attrs, env=UNTESTED_OK):
+            backend = make_backend()
+            prov = from_backend(backend, name=name)
+            if prov.unavailable:
+                return prov
+            prov.skip.update(skip or {})
+            if graph:
+                builder = RecordingBuilder(backend.metadata_builder(prov.device, prov.block_sizes[0]))
+                recorders = [builder]
+
+                def make_builder(device, block_size, _inner=backend.metadata_builder):
+                    b = RecordingBuilder(_inner(device, block_size))
+                    recorders.append(b)
+                    return b
+
+                prov.ops = GraphReplayOps(backend.ops, backend.graph_api(), recorders)
+                prov.metadata_builder = make_builder
+            return prov
+    except Exception as e:  # noqa: BLE001 - an emulation that cannot be built shows as a skip with why
+        return Provider(name, unavailable=f"emulation could not be built: {type(e).__name__}: {e}")
