@@ -37,13 +37,14 @@ class AttnArgs:
     window: int
     chunk: int
 
+    # tl.dot wants every dim >= 16: tiny head dims are padded (masked) up to it.
     @property
     def block_d(self) -> int:
-        return next_pow2(self.D)
+        return max(16, next_pow2(self.D))
 
     @property
     def block_dv(self) -> int:
-        return next_pow2(self.DV)
+        return max(16, next_pow2(self.DV))
 
     def flags(self) -> dict:
         return dict(D=self.D, DV=self.DV, GROUP=self.group, BS=self.block_size,

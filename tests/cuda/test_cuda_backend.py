@@ -1,0 +1,96 @@
+"""The CUDA backend's declarations, availability reasons, lazy loading and graph runner."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import GPU_OK, GPU_WHY
+from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
+from halinfer.plugins.cuda.backend import CudaBackend
+from halinfer.plugins.cuda.graph import CudaGraphAPI
+
+gpu = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)]
+
+
+def test_plugin_is_registered_and_loads_without_triton_or_a_gpu():
+    code = (
+        "import sys, torch\n"
+        "from halinfer.core.plugin import load_plugins\n"
+        "reg = load_plugins()\n"
+        "b = reg.find('cuda')\n"
+        "assert b is not None and type(b).__name__ == 'CudaBackend', reg.records\n"
+        "assert 'triton' not in sys.modules, 'loading the plugin imported triton'\n"
+        "assert not torch.cuda.is_initialized(), 'loading the plugin initialised CUDA'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_backend_declares_its_contract():
+    b = CudaBackend()
+    assert (b.name, b.device_type, b.dist_backend, b.kv_layout) == ("cuda", "cuda", "nccl", "NHD")
+    assert b.priority > 0  # above the CPU backend for device="auto"
+    assert b.block_sizes == (16, 32, 64, 128) and b.default_block_size in b.block_sizes
+    assert set(b.dtypes) == {torch.float16, torch.bfloat16, torch.float32}
+    assert b.graph_modes == ("eager", "graph")
+    assert "int8" in b.kv_cache_dtypes  # the kernels quantize in store_kv and dequantize in attention
+    assert {"torch", "triton"} <= set(b.versions())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the reason given where CUDA is missing")
+def test_unavailable_without_cuda_says_why():
+    ok, why = CudaBackend().available()
+    assert not ok
+    if torch.version.cuda is None:
+        assert why == f"torch {torch.__version__} was built without CUDA"
+    else:
+        assert why.startswith("no CUDA device visible")
+
+
+def test_unavailable_when_triton_cannot_be_imported(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "13.0", raising=False)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "triton", None)   # makes `import triton` raise ImportError
+    ok, why = CudaBackend().available()
+    assert not ok and why.startswith("triton not importable: ") and "ModuleNotFoundError" in why
+
+
+def test_graph_runner_replays_through_cuda_graphs():
+    b = CudaBackend()
+    fn = lambda ids, pos, meta: ids  # noqa: E731
+    r = b.graph_runner(fn, torch.device("cpu"), sizes=[1, 2, 4], max_blocks_per_seq=8, block_size=16,
+                       max_seq_len=128)
+    assert isinstance(r, CapturedDecodeRunner) and isinstance(r.api, CudaGraphAPI)
+    assert isinstance(b.graph_runner(fn, torch.device("cpu")), EagerRunner)
+
+
+def test_ops_are_the_triton_ops():
+    from halinfer.plugins.cuda.ops import TritonOps
+
+    assert isinstance(CudaBackend().ops, TritonOps)
+
+
+@pytest.mark.parametrize("x", [0], ids=["gpu"])
+def test_memory_queries_on_the_gpu(x):
+    if not GPU_OK:
+        pytest.skip(GPU_WHY)
+    b = CudaBackend()
+    ok, why = b.available()
+    assert ok, why
+    dev = torch.device("cuda", 0)
+    b.set_device(dev)
+    free, total = b.mem_get_info(dev)
+    assert 0 < free <= total
+    b.reset_peak_memory(dev)
+    t = torch.empty(1 << 20, device=dev)
+    b.synchronize(dev)
+    assert b.memory_allocated(dev) >= t.numel() * 4 and b.max_memory_allocated(dev) >= t.numel() * 4
+    del t
+    b.empty_cache()
+
+
+test_memory_queries_on_the_gpu = pytest.mark.gpu(test_memory_queries_on_the_gpu)
