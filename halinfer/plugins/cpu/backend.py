@@ -1,6 +1,7 @@
 """CPU backend: pure torch, eager only.  The reference every other backend is held to."""
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -27,6 +28,12 @@ class CpuBackend(Backend):
 
     def available(self):
         return True, "ok"
+
+    @functools.cached_property
+    def ops(self):
+        from .ops import CpuOps
+
+        return CpuOps()
 
     def device_count(self):
         return 1
