@@ -60,3 +60,26 @@ def halinfer_greedy(llm, prompts: list[list[int]], n: int):
 def max_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to the spread of b (logits are shift-sensitive only in scale)."""
     return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6))
+
+
+def assert_matches_transformers(llm, hf, prompts: list[list[int]], n_tokens: int = 32, tol: float = 1e-4) -> None:
+    """The equivalence every family test asserts: prompt logits at every position,
+    every decode step's logits (all prompts batched together), and the greedy tokens."""
+    refs = [hf_greedy(hf, p, n_tokens) for p in prompts]
+    for p, ref in zip(prompts, refs):
+        err = max_rel_err(llm.engine.prompt_logits(p), ref.prompt_logits)
+        assert err < tol, f"prompt logits differ (relative error {err:.2e}) for a prompt of {len(p)} tokens"
+    got = halinfer_greedy(llm, prompts, n_tokens)
+    for p, ref, (tokens, step_logits) in zip(prompts, refs, got):
+        assert len(step_logits) == n_tokens
+        for i, (mine, theirs) in enumerate(zip(step_logits, ref.step_logits)):
+            err = max_rel_err(mine, theirs)
+            assert err < tol, f"decode step {i} logits differ (relative error {err:.2e}), prompt of {len(p)} tokens"
+        assert tokens == ref.tokens, f"greedy tokens differ for a prompt of {len(p)} tokens"
+
+
+def random_prompts(seed: int, vocab: int, lengths=(29, 5, 17)) -> list[list[int]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab, size=n).tolist() for n in lengths]

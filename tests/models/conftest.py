@@ -1,20 +1,20 @@
-"""Tiny checkpoints shared by the model tests (built once per session)."""
+"""Tiny checkpoints shared by the model tests (each recipe built once per session)."""
 from __future__ import annotations
 
 import pytest
 
-from halinfer.testing.tiny import save_tiny_model
+from halinfer.testing.cases import build_case
 
 
 @pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    cache: dict[str, str] = {}
+def case_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cases")
+    cache: dict = {}
+    built: dict = {}
 
-    def get(family: str, **overrides) -> str:
-        key = family + repr(sorted(overrides.items()))
-        if key not in cache:
-            path = tmp_path_factory.mktemp(family.replace("-", "_"))
-            cache[key] = save_tiny_model(family, str(path), seed=len(cache), **overrides)
-        return cache[key]
+    def get(case_id: str) -> tuple[str, str]:
+        if case_id not in built:
+            built[case_id] = build_case(case_id, str(root), cache)
+        return built[case_id]
 
     return get

@@ -1,0 +1,103 @@
+"""The rows of the support matrix we are asked to reach (LMDeploy's list, in
+shared/seed/supported_models.zh.md), and the test cases that back each row.
+
+A row with no cases is not implemented yet; ``halinfer support`` shows it as
+unsupported on every backend.  Multimodal rows (Type MLLM) are listed so the
+matrix is complete and honest, but no backend claims them yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    model: str
+    size: str
+    type: str                 # "LLM" or "MLLM"
+    cases: tuple[str, ...]    # ids in halinfer.testing.cases.CASES; () = not implemented
+    note: str = ""
+
+
+SEED_ROWS: list[SeedRow] = [
+    SeedRow("Llama", "7B - 65B", "LLM", ("llama",)),
+    SeedRow("Llama2", "7B - 70B", "LLM", ("llama",)),
+    SeedRow("Llama3", "8B, 70B", "LLM", ("llama",)),
+    SeedRow("Llama3.1", "8B, 70B", "LLM", ("llama3-rope",)),
+    SeedRow("Llama3.2", "1B, 3B", "LLM", ("llama3-rope", "llama3.2-tied")),
+    SeedRow("Llama3.2-VL", "11B, 90B", "MLLM", ()),
+    SeedRow("Llama4", "Scout, Maverick", "MLLM", ()),
+    SeedRow("InternLM", "7B - 20B", "LLM", ()),
+    SeedRow("InternLM2", "7B - 20B", "LLM", ("internlm2",)),
+    SeedRow("InternLM2.5", "7B", "LLM", ("internlm2",)),
+    SeedRow("InternLM3", "8B", "LLM", ("internlm3",)),
+    SeedRow("Intern-S1", "241B", "MLLM", ()),
+    SeedRow("Intern-S1-mini", "8.3B", "MLLM", ()),
+    SeedRow("Baichuan", "7B", "LLM", ()),
+    SeedRow("Baichuan2", "7B", "LLM", ()),
+    SeedRow("Baichuan2", "13B", "LLM", ()),
+    SeedRow("ChatGLM2", "6B", "LLM", ()),
+    SeedRow("YI", "6B - 34B", "LLM", ("llama",), "Yi uses the Llama architecture"),
+    SeedRow("Code Llama", "7B - 34B", "LLM", ("llama",), "Llama architecture (rope theta 1e6)"),
+    SeedRow("Mistral", "7B", "LLM", ("mistral-sliding-window",)),
+    SeedRow("Mixtral", "8x7B, 8x22B", "LLM", ()),
+    SeedRow("QWen", "1.8B - 72B", "LLM", ()),
+    SeedRow("QWen1.5", "0.5B - 110B", "LLM", ("qwen2-tied", "qwen2-sliding-window")),
+    SeedRow("QWen1.5-MoE", "A2.7B", "LLM", ()),
+    SeedRow("QWen2", "0.5B - 72B", "LLM", ("qwen2-tied", "qwen2-sliding-window")),
+    SeedRow("QWen2-MoE", "57BA14B", "LLM", ()),
+    SeedRow("Qwen2.5", "0.5B - 72B", "LLM", ("qwen2-tied",)),
+    SeedRow("Qwen3", "0.6B - 235B", "LLM", ("qwen3-qk-norm",)),
+    SeedRow("QWen3-Next", "80B", "LLM", (), "linear attention: a later issue"),
+    SeedRow("QWen2-VL", "2B, 7B", "MLLM", ()),
+    SeedRow("QWen2.5-VL", "3B - 72B", "MLLM", ()),
+    SeedRow("QWen3-VL", "2B - 235B", "MLLM", ()),
+    SeedRow("DeepSeek-MoE", "16B", "LLM", ()),
+    SeedRow("DeepSeek-V2", "16B, 236B", "LLM", ()),
+    SeedRow("DeepSeek-V2.5", "236B", "LLM", ()),
+    SeedRow("DeepSeek-VL", "7B", "MLLM", ()),
+    SeedRow("DeepSeek-VL2", "3B - 27B", "MLLM", ()),
+    SeedRow("MiniCPM3", "4B", "LLM", ()),
+    SeedRow("MiniCPM-Llama3-V-2_5", "-", "MLLM", ()),
+    SeedRow("MiniCPM-V-2_6", "8B", "MLLM", ()),
+    SeedRow("Gemma", "2B-7B", "LLM", ()),
+    SeedRow("Gemma2", "9B-27B", "LLM", ()),
+    SeedRow("Gemma3", "1B-27B", "MLLM", (), "text-only checkpoints are LLM rows"),
+    SeedRow("StarCoder2", "3B-15B", "LLM", ()),
+    SeedRow("Phi-3-mini", "3.8B", "LLM", ()),
+    SeedRow("Phi-3.5-mini", "3.8B", "LLM", ()),
+    SeedRow("Phi-3.5-MoE", "16x3.8B", "LLM", ()),
+    SeedRow("Phi-4-mini", "3.8B", "LLM", ()),
+    SeedRow("Phi-3-vision", "4.2B", "MLLM", ()),
+    SeedRow("Phi-3.5-vision", "4.2B", "MLLM", ()),
+    SeedRow("CogVLM-Chat", "17B", "MLLM", ()),
+    SeedRow("CogVLM2-Chat", "19B", "MLLM", ()),
+    SeedRow("LLaVA(1.5,1.6)", "7B-34B", "MLLM", ()),
+    SeedRow("InternVL(v1.5)", "2B-26B", "MLLM", ()),
+    SeedRow("InternVL2", "1B-76B", "MLLM", ()),
+    SeedRow("InternVL2.5(MPO)", "1B-78B", "MLLM", ()),
+    SeedRow("InternVL3", "1B-78B", "MLLM", ()),
+    SeedRow("InternVL3.5", "1B-241BA28B", "MLLM", ()),
+    SeedRow("Mono-InternVL", "2B", "MLLM", ()),
+    SeedRow("ChemVLM", "8B-26B", "MLLM", ()),
+    SeedRow("InternLM-XComposer2", "7B, 4khd-7B", "MLLM", ()),
+    SeedRow("InternLM-XComposer2.5", "7B", "MLLM", ()),
+    SeedRow("Qwen-VL", "7B", "MLLM", ()),
+    SeedRow("GLM4", "9B", "LLM", ()),
+    SeedRow("GLM-4-0414", "9B", "LLM", ()),
+    SeedRow("GLM-4V", "9B", "MLLM", ()),
+    SeedRow("GLM-4.1V-Thinking", "9B", "MLLM", ()),
+    SeedRow("GLM-4.5", "355B", "LLM", ()),
+    SeedRow("GLM-4.5-Air", "106B", "LLM", ()),
+    SeedRow("CodeGeeX4", "9B", "LLM", ()),
+    SeedRow("Molmo", "7B-D, 72B", "MLLM", ()),
+    SeedRow("gpt-oss", "20B, 120B", "LLM", ()),
+    SeedRow("SDAR", "1.7B-30B", "LLM", (), "diffusion decoding: a later issue"),
+]
+
+
+def row(model: str, size: str | None = None) -> SeedRow:
+    for r in SEED_ROWS:
+        if r.model == model and (size is None or r.size == size):
+            return r
+    raise KeyError(f"no seed row {model!r}" + (f" ({size})" if size else ""))

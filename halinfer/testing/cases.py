@@ -1,0 +1,59 @@
+"""The model test cases: one tiny checkpoint recipe per behaviour worth checking.
+
+A case names a family recipe from ``tiny.FAMILIES`` (a transformers config class
+plus settings), config overrides, and, for families that exist only as remote code,
+a converter from the transformers checkpoint into that family's layout
+(``convert.py``).  The HF-equivalence tests run every case on the CPU in float32;
+``support/seed.py`` maps each row of the seed support matrix to the cases that
+back it, and the declared-support test runs those on every backend that claims
+the row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import convert
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str                                   # key of tiny.FAMILIES
+    overrides: dict = field(default_factory=dict)
+    converter: Callable[[str, str], str] | None = None
+    tol: float = 1e-4                             # float32 relative logit tolerance
+
+
+CASES: dict[str, Case] = {
+    "llama": Case("llama"),
+    "llama3-rope": Case("llama3"),
+    "llama-linear-rope": Case("llama-linear"),
+    # max_position 40 < prompt + 32 tokens: decoding runs past the original context
+    "llama-dynamic-rope": Case("llama-dynamic", {"max_position_embeddings": 40}),
+    "llama3.2-tied": Case("llama-tied"),
+    "llama-bias": Case("llama-bias"),
+    "mistral-sliding-window": Case("mistral"),
+    "qwen2-tied": Case("qwen2"),
+    "qwen2-sliding-window": Case("qwen2-swa"),
+    "qwen3-qk-norm": Case("qwen3"),
+    "internlm2": Case("llama", converter=convert.llama_to_internlm2),
+    "internlm3": Case("llama-bias", {"mlp_bias": False}, converter=convert.llama_to_internlm3),
+}
+
+
+def build_case(case_id: str, workdir: str, cache: dict | None = None) -> tuple[str, str]:
+    """(model_dir, reference_dir) for a case, built under workdir (reference dirs cached by recipe)."""
+    import os
+
+    from .tiny import save_tiny_model
+
+    c = CASES[case_id]
+    key = c.family + repr(sorted(c.overrides.items()))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        path = os.path.join(workdir, "ref-" + str(len(cache)))
+        cache[key] = save_tiny_model(c.family, path, seed=len(cache), **c.overrides)
+    ref = cache[key]
+    if c.converter is None:
+        return ref, ref
+    return c.converter(ref, os.path.join(workdir, "conv-" + case_id)), ref
