@@ -9,10 +9,11 @@ _SILU, _GELU, _GELU_TANH = 0, 1, 2
 
 
 @triton.jit
-def _act_and_mul_kernel(x_ptr, o_ptr, stride_x, stride_o, I, KIND: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < I
+def _act_and_mul_kernel(x_ptr, o_ptr, T, stride_x, stride_o, I, KIND: tl.constexpr, ROWS: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
+    cols = (tl.program_id(1) * BLOCK + tl.arange(0, BLOCK))[None, :]
+    mask = (row < T) & (cols < I)
     g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     u = tl.load(x_ptr + row * stride_x + I + cols, mask=mask, other=0.0)
     gf = g.to(tl.float32)
@@ -40,10 +41,12 @@ def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     out = torch.empty((x2.shape[0], I), dtype=x.dtype, device=x.device)
+    T = x2.shape[0]
     block = min(next_pow2(I), 1024 if not interp else 4096)
-    if x2.shape[0] and I:
-        grid = (x2.shape[0], -(-I // block))
-        _act_and_mul_kernel[grid](x2, out, x2.stride(0), out.stride(0), I, KIND=kind, BLOCK=block,
+    rows = max(1, min(next_pow2(T), (16384 if interp else 1024) // block, 64))
+    if T and I:
+        grid = (-(-T // rows), -(-I // block))
+        _act_and_mul_kernel[grid](x2, out, T, x2.stride(0), out.stride(0), I, KIND=kind, ROWS=rows, BLOCK=block,
                                   num_warps=4)
     return out.view(*x.shape[:-1], I)
 

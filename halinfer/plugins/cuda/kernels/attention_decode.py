@@ -147,10 +147,10 @@ def _merge_splits_kernel(po_ptr, plse_ptr, o_ptr, q_start_ptr, sinks_ptr,
     tl.store(o_ptr + t * stride_ot + h * stride_oh + dv, out.to(o_ptr.dtype.element_ty), mask=dv < DV)
 
 
-def decode_config(block_d: int, group: int, interp: bool) -> tuple[int, int, int]:
+def decode_config(block_d: int, group: int, interp: bool, max_seq_len: int = 0) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_H, num_warps)."""
     if interp:
-        return 16, 16, 1
+        return (16 if max_seq_len <= 128 else 64), 16, 1
     block_n = 64 if block_d <= 128 else 32 if block_d <= 256 else 16
     block_h = min(max(16, next_pow2(group)), 64 if block_d <= 128 else 16)
     return block_n, block_h, 4
@@ -176,7 +176,7 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
     out = torch.empty((T, a.Hq, a.DV), dtype=q.dtype, device=q.device)
     if B == 0:
         return out
-    block_n, block_h, warps = decode_config(a.block_d, a.group, interp)
+    block_n, block_h, warps = decode_config(a.block_d, a.group, interp, meta.max_seq_len)
     block_h = min(block_h, max(16, next_pow2(a.group)))
     h_chunks = cdiv(a.group, block_h)
     if num_splits is None:

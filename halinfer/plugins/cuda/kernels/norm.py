@@ -7,24 +7,24 @@ from .common import next_pow2, on_interpreter
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr,
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, T,
                      stride_x, stride_r, stride_y, stride_s, H, eps,
-                     HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    mask = cols < H
-    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
+                     HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
+    cols = tl.arange(0, BLOCK)[None, :]
+    mask = (rows < T) & (cols < H)
+    x = tl.load(x_ptr + rows * stride_x + cols, mask=mask, other=0.0)
     if HAS_RES:
         # The new residual stream is rounded to its dtype before it is normalised (as torch does).
-        r = tl.load(r_ptr + row * stride_r + cols, mask=mask, other=0.0)
+        r = tl.load(r_ptr + rows * stride_r + cols, mask=mask, other=0.0)
         x = (x.to(tl.float32) + r.to(tl.float32)).to(s_ptr.dtype.element_ty)
-        tl.store(s_ptr + row * stride_s + cols, x, mask=mask)
+        tl.store(s_ptr + rows * stride_s + cols, x, mask=mask)
     xf = x.to(tl.float32)
-    inv = tl.rsqrt(tl.sum(xf * xf, axis=0) / H + eps)
+    inv = tl.rsqrt(tl.sum(xf * xf, axis=1) / H + eps)[:, None]
     # HF convention: cast the normalised value to the input dtype, then multiply by the weight.
     y = (xf * inv).to(x.dtype).to(tl.float32)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + row * stride_y + cols, (y * w).to(y_ptr.dtype.element_ty), mask=mask)
+    w = tl.load(w_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
+    tl.store(y_ptr + rows * stride_y + cols, (y * w).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
         r2 = s = x2  # unused
     block = next_pow2(H)
     warps = 1 if interp else (4 if block <= 2048 else 8 if block <= 8192 else 16)
+    # Several rows per program when rows are short (always under the interpreter, which pays per program).
+    rows = max(1, min(next_pow2(T), (16384 if interp else 1024) // block, 64))
     if T:
-        _rms_norm_kernel[(T,)](x2, r2, weight, y, s, x2.stride(0), r2.stride(0), y.stride(0), s.stride(0),
-                               H, float(eps), HAS_RES=residual is not None, BLOCK=block, num_warps=warps)
+        _rms_norm_kernel[(-(-T // rows),)](x2, r2, weight, y, s, T, x2.stride(0), r2.stride(0), y.stride(0),
+                                            s.stride(0), H, float(eps), HAS_RES=residual is not None, ROWS=rows,
+                                            BLOCK=block, num_warps=warps)
     y = y.view(shape)
     return y if residual is None else (y, s.view(shape))

@@ -7,36 +7,40 @@ from .common import next_pow2, on_interpreter
 
 
 @triton.jit
-def _rotary_kernel(x_ptr, o_ptr, pos_ptr, cs_ptr,
+def _rotary_kernel(x_ptr, o_ptr, pos_ptr, cs_ptr, T,
                    stride_xt, stride_xh, stride_ot, stride_oh, stride_cs, H,
-                   D: tl.constexpr, HALF: tl.constexpr, IS_NEOX: tl.constexpr,
+                   D: tl.constexpr, HALF: tl.constexpr, IS_NEOX: tl.constexpr, BLOCK_T: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_PASS: tl.constexpr):
-    t = tl.program_id(0).to(tl.int64)
+    # Tiles are [tokens, heads, pairs]; BLOCK_T is 1 on GPUs.
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    hmask = h < H
-    j = tl.arange(0, BLOCK_HALF)
+    tmask = t < T
+    j = tl.arange(0, BLOCK_HALF)[None, None, :]
     jmask = j < HALF
-    pos = tl.load(pos_ptr + t).to(tl.int64)
-    cos = tl.load(cs_ptr + pos * stride_cs + j, mask=jmask, other=0.0)[None, :]
-    sin = tl.load(cs_ptr + pos * stride_cs + HALF + j, mask=jmask, other=0.0)[None, :]
+    pos = tl.load(pos_ptr + t, mask=tmask, other=0).to(tl.int64)[:, None, None]
+    cos = tl.load(cs_ptr + pos * stride_cs + j, mask=jmask, other=0.0)
+    sin = tl.load(cs_ptr + pos * stride_cs + HALF + j, mask=jmask, other=0.0)
     if IS_NEOX:
         i1 = j
         i2 = j + HALF
     else:
         i1 = 2 * j
         i2 = 2 * j + 1
-    mask = hmask[:, None] & jmask[None, :]
-    xrow = x_ptr + t * stride_xt + h[:, None] * stride_xh
-    orow = o_ptr + t * stride_ot + h[:, None] * stride_oh
-    x1 = tl.load(xrow + i1[None, :], mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(xrow + i2[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(orow + i1[None, :], (x1 * cos - x2 * sin).to(o_ptr.dtype.element_ty), mask=mask)
-    tl.store(orow + i2[None, :], (x2 * cos + x1 * sin).to(o_ptr.dtype.element_ty), mask=mask)
+    t3 = t.to(tl.int64)[:, None, None]
+    h3 = h[None, :, None]
+    th_mask = tmask[:, None, None] & (h3 < H)
+    mask = th_mask & jmask
+    xrow = x_ptr + t3 * stride_xt + h3 * stride_xh
+    orow = o_ptr + t3 * stride_ot + h3 * stride_oh
+    x1 = tl.load(xrow + i1, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(xrow + i2, mask=mask, other=0.0).to(tl.float32)
+    tl.store(orow + i1, (x1 * cos - x2 * sin).to(o_ptr.dtype.element_ty), mask=mask)
+    tl.store(orow + i2, (x2 * cos + x1 * sin).to(o_ptr.dtype.element_ty), mask=mask)
     if BLOCK_PASS > 0:
         # Partial rotary: channels past the rotated ones are copied unchanged.
-        c = 2 * HALF + tl.arange(0, BLOCK_PASS)
-        cmask = hmask[:, None] & (c < D)[None, :]
-        tl.store(orow + c[None, :], tl.load(xrow + c[None, :], mask=cmask, other=0.0), mask=cmask)
+        c = 2 * HALF + tl.arange(0, BLOCK_PASS)[None, None, :]
+        cmask = th_mask & (c < D)
+        tl.store(orow + c, tl.load(xrow + c, mask=cmask, other=0.0), mask=cmask)
 
 
 def _rotate(x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor, is_neox: bool, interp: bool):
@@ -49,10 +53,11 @@ def _rotate(x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor, is_ne
     block_half = next_pow2(half)
     block_h = max(1, min(next_pow2(H), (2048 if not interp else 4096) // block_half))
     npass = D - 2 * half
+    block_t = max(1, min(64, 16384 // (block_h * block_half), next_pow2(T))) if interp else 1
     if T and H:
-        _rotary_kernel[(T, -(-H // block_h))](
-            x, out, positions, cache, x.stride(0), x.stride(1), out.stride(0), out.stride(1), cache.stride(0), H,
-            D=D, HALF=half, IS_NEOX=bool(is_neox), BLOCK_H=block_h, BLOCK_HALF=block_half,
+        _rotary_kernel[(-(-T // block_t), -(-H // block_h))](
+            x, out, positions, cache, T, x.stride(0), x.stride(1), out.stride(0), out.stride(1), cache.stride(0), H,
+            D=D, HALF=half, IS_NEOX=bool(is_neox), BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_HALF=block_half,
             BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4)
     return out
 
