@@ -1,8 +1,8 @@
 """Every op call captured into a (emulated) device graph and replayed.
 
 ``GraphReplayOps(ops, api)`` wraps a backend's operator table: each call is
-run once eagerly (warm-up, as the engine's runner does), then captured with
-its tensor inputs copied into static buffers that hold *other* values, then
+captured with its tensor inputs copied into static buffers that hold *other*
+values, then
 the real inputs are copied in and the graph replayed; the captured outputs are
 returned.  Attention metadata is captured from a step of the same shape with
 different lengths (each sequence sees only its new tokens), then updated in
@@ -39,7 +39,10 @@ class RecordingBuilder:
         assert m is meta
         other = StepInputs(step.q_lens.copy(), step.q_lens.copy(), step.block_tables.copy(),
                            step.slot_mapping.copy(), step.block_size)
-        return self.inner.build(other)
+        cmeta = self.inner.build(other)
+        # As CapturedDecodeRunner does: host-side bounds get the capacity, not this step's lengths.
+        cmeta.max_seq_len = step.block_tables.shape[1] * step.block_size
+        return cmeta
 
 
 def _static(x, gen):
@@ -75,7 +78,6 @@ class GraphReplayOps:
             return fn
 
         def replayed(*args, **kwargs):
-            fn(*args, **kwargs)                               # warm-up, eager
             sargs = [_static(a, self._gen) for a in args]
             skw = {k: _static(v, self._gen) for k, v in kwargs.items()}
             meta = next((a for a in list(args) + list(kwargs.values()) if isinstance(a, AttentionMetadata)), None)

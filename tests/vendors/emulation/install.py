@@ -50,3 +50,9 @@ def npu_modules(cfg=None) -> dict[str, types.ModuleType]:
     from .npu import build_torch_npu
 
     return {"torch_npu": build_torch_npu(cfg)}
+
+
+def mlu_modules(cfg=None) -> dict[str, types.ModuleType]:
+    from .mlu import build_modules
+
+    return build_modules(cfg)

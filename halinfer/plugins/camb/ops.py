@@ -1,0 +1,121 @@
+"""``CambOps``: the core's operator table on torch_mlu_ops (imported as ``tmo``).
+
+Overridden, with the section of vendors/camb.md each follows: rms_norm
+(fused_rms_norm, §5), rotary (apply_rotary; note sin before cos, §5),
+silu_and_mul (active, §5), store_kv (reshape_paged_cache, §4), paged_attention
+(attention.py, §3), linear (matmul, 2-D, §6), quant_per_token_int8 / w8a8_linear
+(per_token_smooth_quantize + smooth_quant_matmul, §6), moe_route / fused_moe
+(moe.py, §7).  Everything else, and calls those ops do not cover, is the core's
+torch reference.
+"""
+from __future__ import annotations
+
+import torch
+
+from halinfer.core.ops import Ops
+
+from .attention import TmoAttention
+from .moe import TmoMoE
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+class CambOps(Ops):
+    def __init__(self, tmo):
+        self.tmo = tmo
+        self.attention = TmoAttention(tmo)
+        self.moe = TmoMoE(tmo)
+        self._ones: dict = {}
+
+    # -- normalisation -----------------------------------------------------------------------
+    def rms_norm(self, x, weight, eps, residual=None):
+        if residual is None:
+            return self.tmo.fused_rms_norm(x.contiguous(), None, weight, None, None, eps, False, None, None)
+        y, s = self.tmo.fused_rms_norm(x.contiguous(), residual.contiguous(), weight, None, None, eps, True, None)
+        return y, s
+    rms_norm.__doc__ = Ops.rms_norm.__doc__
+
+    # -- rotary: in place on (1, T, H, rot) copies, per-token sin/cos rows (dlinfer's call) ----
+    def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
+        rot, D = cos_sin_cache.shape[-1], q.shape[-1]
+        if D > 256 or q.dtype not in HALF:
+            return super().rotary(q, k, positions, cos_sin_cache, is_neox)
+        T, half = q.shape[0], rot // 2
+        cs = cos_sin_cache.index_select(0, positions)
+        c, s = cs[:, :half], cs[:, half:]
+        if is_neox:      # halves: channel i and i + rot/2 share angle i
+            cos, sin = torch.cat((c, c), -1), torch.cat((s, s), -1)
+        else:            # interleaved pairs: channels 2i and 2i+1 share angle i
+            cos, sin = c.repeat_interleave(2, -1), s.repeat_interleave(2, -1)
+        cos, sin = cos.to(q.dtype).contiguous(), sin.to(q.dtype).contiguous()
+
+        def apply(x):
+            xr = x[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
+            self.tmo.apply_rotary(xr, sin, cos, None, None, not is_neox, False, False, T)
+            return xr[0] if rot == D else torch.cat((xr[0], x[..., rot:]), -1)
+
+        return apply(q), apply(k)
+    rotary.__doc__ = Ops.rotary.__doc__
+
+    def silu_and_mul(self, x):
+        return self.tmo.active(x.contiguous(), "silu", True)
+
+    # -- paged KV cache and attention ---------------------------------------------------------------
+    def store_kv(self, k, v, kv, slot_mapping):
+        if v is None or kv.v is None or kv.quantized or kv.layout != "HND":
+            return super().store_kv(k, v, kv, slot_mapping)
+        self.tmo.reshape_paged_cache(k.contiguous(), v.contiguous(), kv.k, kv.v, slot_mapping.to(torch.int32))
+        return None
+    store_kv.__doc__ = Ops.store_kv.__doc__
+
+    def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+        plain = not (chunk_size or soft_cap or alibi_slopes is not None or sinks is not None)
+        if plain and kv.v is not None and not kv.quantized and kv.layout == "HND" and q.dtype in HALF:
+            out = self.attention(q, kv, meta, scale, causal, sliding_window)
+            if out is not None:
+                return out
+        return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
+                                       chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
+                                       sinks=sinks, v_head_dim=v_head_dim)
+    paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    # -- GEMMs (2-D, weights [N, K]) ------------------------------------------------------------------
+    def linear(self, x, weight, bias=None):
+        if x.dtype not in HALF:
+            return super().linear(x, weight, bias)
+        y = self.tmo.matmul(x.reshape(-1, x.shape[-1]), weight, bias)
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+    linear.__doc__ = Ops.linear.__doc__
+
+    def _smooth_ones(self, k, device):
+        # TMO's per_token_smooth_quantize needs a smooth vector; ones = plain per-token quantization.
+        key = (k, device)
+        if key not in self._ones:
+            self._ones[key] = torch.ones(k, dtype=torch.float32, device=device)
+        return self._ones[key]
+
+    def quant_per_token_int8(self, x):
+        if x.dtype not in HALF:
+            return super().quant_per_token_int8(x)
+        q, s = self.tmo.per_token_smooth_quantize(x.contiguous(), self._smooth_ones(x.shape[-1], x.device))
+        return q, s.float().clamp(min=1e-8 / 127.0)   # the contract's scale for an all-zero row
+    quant_per_token_int8.__doc__ = Ops.quant_per_token_int8.__doc__
+
+    def w8a8_linear(self, x, weight, weight_scale, bias=None):
+        if x.dtype not in HALF:
+            return super().w8a8_linear(x, weight, weight_scale, bias)
+        xq, xs = self.tmo.per_token_smooth_quantize(x.contiguous(), self._smooth_ones(x.shape[-1], x.device))
+        return self.tmo.smooth_quant_matmul(xq, xs, weight, weight_scale.float(), x.dtype, bias)
+    w8a8_linear.__doc__ = Ops.w8a8_linear.__doc__
+
+    # -- mixture of experts -----------------------------------------------------------------------------
+    def moe_route(self, logits, top_k, **kw):
+        out = self.moe.route(logits, top_k, **kw)
+        return out if out is not None else super().moe_route(logits, top_k, **kw)
+    moe_route.__doc__ = Ops.moe_route.__doc__
+
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
+        out = None if x.dtype not in HALF else self.moe.experts(x, w13, w2, topk_weights, topk_ids, **kw)
+        return out if out is not None else super().fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    fused_moe.__doc__ = Ops.fused_moe.__doc__
