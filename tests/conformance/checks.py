@@ -47,6 +47,19 @@ def assert_close(actual, expected, dtype, *, factor=1.0, scale=None, what="outpu
     torch.testing.assert_close(a, expected.float(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
 
 
+def assert_within(actual, expected, bound, what="output"):
+    """|actual - expected| <= bound elementwise (bound broadcasts), NaN never passes."""
+    a, e = actual.detach().cpu().float(), expected.float()
+    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+    err = (a - e).abs()
+    bad = ~(err <= bound)
+    if bad.any():
+        i = tuple(int(v) for v in bad.nonzero()[0])
+        raise AssertionError(f"{what}: {int(bad.sum())}/{a.numel()} elements off; first at {i}: "
+                             f"got {float(a[i]):.6g}, want {float(e[i]):.6g}, allowed error "
+                             f"{float(bound.expand_as(err)[i] if isinstance(bound, torch.Tensor) else bound):.3g}")
+
+
 def rms(x) -> float:
     return float(x.float().pow(2).mean().sqrt().clamp(min=1e-6))
 

@@ -6,7 +6,7 @@ import torch
 from halinfer.core.ops import Ops
 from halinfer.core.ops.quant import awq_pack, awq_unpack
 
-from .checks import assert_close, dirty_allocator, ref, rms, untouched
+from .checks import TOL, assert_close, assert_within, dirty_allocator, ref, rms, untouched
 from .params import case, conformance
 
 REF = Ops()
@@ -148,7 +148,12 @@ def test_w8a8_linear(prov, dtype, case, gen):
         out = prov.ops.w8a8_linear(xd, wd, wsd, bd)
     expect = REF.w8a8_linear(ref(x), w, ws, ref(b))
     assert out.dtype == dtype
-    assert_close(out, expect, dtype, factor=2, scale=rms(expect))
+    # The dtype's rounding, plus two activations a quantization step off (a kernel may divide
+    # by the scale in half precision and round a near-tie the other way; see quant_per_token_int8).
+    atol, rtol = TOL[dtype]
+    x_step = ref(x).abs().amax(-1) / 127
+    slack = 2 * x_step[:, None] * (ws * w.float().abs().amax(-1))[None, :]
+    assert_within(out, expect, 2 * (atol * rms(expect) + rtol * expect.abs()) + slack, "w8a8 output")
 
 
 def test_reference_w8a8_approximates_the_dense_product():

@@ -40,7 +40,9 @@ def _slots(case, bs, gen):
     if case.neg == "all":
         free[:] = -1
     elif case.neg:
-        free[torch.rand(case.T, generator=gen) < 0.2] = -1
+        neg = torch.rand(case.T, generator=gen) < 0.2
+        neg[torch.randint(0, case.T, (1,), generator=gen)] = True      # at least one
+        free[neg] = -1
     return free.long(), num_blocks
 
 
