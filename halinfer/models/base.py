@@ -63,6 +63,12 @@ class CausalLM(nn.Module):
         """Checkpoint names/layouts -> this class's (before merging).  Default: as is."""
         yield from weights
 
+    def claim_weight(self, name: str, tensor: torch.Tensor, modules: dict[str, nn.Module]) -> str | None:
+        """A family's hook for tensors the generic placement cannot handle (one expert's
+        matrix going into a stacked [E, ...] parameter): copy it and return the parameter's
+        name, or return None to leave the tensor to the generic rules.  Default: None."""
+        return None
+
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copy checkpoint tensors into the parameters.  Returns the names loaded."""
         modules = dict(self.named_modules())
@@ -70,6 +76,10 @@ class CausalLM(nn.Module):
         loaded: set[str] = set()
         for name, tensor in self.convert(weights):
             if name.endswith(self.ignore_suffixes):
+                continue
+            claimed = self.claim_weight(name, tensor, modules)
+            if claimed is not None:
+                loaded.add(claimed)
                 continue
             mod_path, _, pname = name.rpartition(".")
             parent, _, leaf = mod_path.rpartition(".")
