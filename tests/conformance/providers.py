@@ -29,11 +29,19 @@ Ops or features it does not implement are listed in ``skip`` with the reason
 ``"paged_attention:alibi"``; features are named in each test's cases).
 ``exact_sampling`` says ``sample`` uses the core's counter-based noise, so its
 tokens must equal the reference's; otherwise only statistical checks apply.
+
+Choosing providers
+------------------
+``HALINFER_CONFORMANCE_PROVIDERS=cpu,hndsim`` (comma list of names or fnmatch
+patterns such as ``ascend-*``) runs only those; the others are reported as one
+skip per test, naming the variable.
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +54,7 @@ from halinfer.core.backend import Backend
 from halinfer.core.plugin import load_plugins
 
 ALL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SELECT_ENV = "HALINFER_CONFORMANCE_PROVIDERS"
 
 
 @dataclass
@@ -134,4 +143,11 @@ def collect_providers() -> tuple[Provider, ...]:
     names = [p.name for p in found]
     dup = {n for n in names if names.count(n) > 1}
     assert not dup, f"two conformance providers share a name: {sorted(dup)}"
-    return tuple(found)
+    return tuple(_select(p) for p in found)
+
+
+def _select(p: Provider) -> Provider:
+    pats = [s.strip() for s in os.environ.get(SELECT_ENV, "").split(",") if s.strip()]
+    if not pats or p.unavailable or any(fnmatch.fnmatchcase(p.name, pat) for pat in pats):
+        return p
+    return Provider(p.name, unavailable=f"not selected by {SELECT_ENV}={os.environ[SELECT_ENV]}")
