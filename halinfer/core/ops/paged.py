@@ -102,12 +102,12 @@ def paged_attention(
     Score = scale * q.k; then soft_cap: cap * tanh(score / cap); then ALiBi:
     + slope[h] * (j - p).  sinks: float [Hq] logits that join each softmax
     denominator (gpt-oss) without a value.  MLA: kv.v is None and the values are
-    the first v_head_dim channels of the key cache.
+    the first v_head_dim channels of the key cache (all of them when v_head_dim is None).
     """
     T, Hq, D = q.shape
     hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1]
     group = Hq // hk
-    dv = v_head_dim if kv.v is None else (kv.v.shape[-1])
+    dv = kv.v.shape[-1] if kv.v is not None else (v_head_dim or kv.k.shape[-1])  # MLA default: the whole latent
     out = torch.empty(T, Hq, dv, dtype=q.dtype, device=q.device)
     bs = kv.block_size
     q_start = meta.q_start_loc.tolist()
