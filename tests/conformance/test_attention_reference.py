@@ -160,3 +160,12 @@ def test_reference_hnd_layout_equals_nhd(int8):
     assert a[2].k.shape != b[2].k.shape
     torch.testing.assert_close(REF.paged_attention(a[1], a[2], a[3], scale=0.125),
                                REF.paged_attention(b[1], b[2], b[3], scale=0.125), atol=1e-6, rtol=1e-6)
+
+
+def test_reference_mla_without_v_head_dim_uses_the_whole_latent_as_values():
+    p, q, kv, meta, ks, vs = _setup(SEQS, 4, 1, 48, 48, mla=True, seed=4)
+    out = REF.paged_attention(q, kv, meta, scale=0.15)
+    assert out.shape == (q.shape[0], 4, 48)
+    for i, s, qi in _per_seq(p, q):
+        torch.testing.assert_close(out[s:s + qi.shape[0]].double(), _dense_loop(qi, ks[i], ks[i], scale=0.15),
+                                   atol=1e-5, rtol=1e-5)

@@ -34,7 +34,7 @@ class HndOps(Ops):
         T, Hq, D = q.shape
         Hk, bs = kv.k.shape[1], kv.k.shape[2]
         G = Hq // Hk
-        dv = v_head_dim if kv.v is None else kv.v.shape[-1]
+        dv = kv.v.shape[-1] if kv.v is not None else (v_head_dim or kv.k.shape[-1])
         dev = q.device
         out = q.new_empty(T, Hq, dv)
         slopes = None if alibi_slopes is None else alibi_slopes.float().to(dev).view(Hk, G, 1, 1)
