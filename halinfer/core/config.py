@@ -78,8 +78,18 @@ class ModelConfig:
         return self.get("num_key_value_heads") or self.num_attention_heads
 
     @property
+    def vocab_size(self) -> int:
+        # ChatGLM's remote-code configs name it padded_vocab_size (no vocab_size at all).
+        v = self.get("vocab_size") or self.get("padded_vocab_size")
+        if v is None:
+            raise AttributeError("config has neither 'vocab_size' nor 'padded_vocab_size'")
+        return int(v)
+
+    @property
     def max_position(self) -> int:
-        return int(self.get("max_position_embeddings") or self.get("seq_length") or 2048)
+        # seq_length: ChatGLM / Qwen (v1); model_max_length: Baichuan 13B (ALiBi, no position table).
+        return int(self.get("max_position_embeddings") or self.get("seq_length") or self.get("model_max_length")
+                   or 2048)
 
     def rope_params(self) -> tuple[float, str, dict]:
         """(theta, type, params) from either rope_parameters (transformers 5) or

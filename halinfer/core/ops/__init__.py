@@ -24,7 +24,7 @@ from .sample import SamplingTensors
 __all__ = ["Ops", "SamplingTensors", "OP_NAMES"]
 
 OP_NAMES = (
-    "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai",
+    "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai", "gelu",
     "store_kv", "paged_attention", "linear", "w4a16_linear", "w8a8_linear",
     "quant_per_token_int8", "moe_route", "fused_moe", "apply_penalties", "sample",
 )
@@ -71,6 +71,18 @@ class Ops:
         if kind == "swiglu_oai":
             return self.swiglu_oai(x)
         raise ValueError(f"unknown gated activation {kind!r}; known: silu, gelu, gelu_tanh, swiglu_oai")
+
+    def gelu(self, x, approximate="none"):
+        return _act.gelu(x, approximate)
+    gelu.__doc__ = _act.gelu.__doc__
+
+    def act(self, x, kind: str):
+        """Non-gated activation by name (same names as act_and_mul): "gelu", "gelu_tanh"."""
+        if kind == "gelu":
+            return self.gelu(x)
+        if kind == "gelu_tanh":
+            return self.gelu(x, "tanh")
+        raise ValueError(f"unknown activation {kind!r}; known: gelu, gelu_tanh")
 
     # -- paged KV cache and attention ---------------------------------------
     def store_kv(self, k, v, kv, slot_mapping):

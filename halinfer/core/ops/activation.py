@@ -1,5 +1,6 @@
-"""Gated activations.  Input [..., 2*I] with the gate in the first half, the up
-projection in the second; output [..., I]."""
+"""Activations.  Gated ones take [..., 2*I] with the gate in the first half, the up
+projection in the second, and return [..., I]; ``gelu`` is the plain (non-gated)
+activation of MLPs such as StarCoder2's c_fc -> gelu -> c_proj."""
 from __future__ import annotations
 
 import torch
@@ -24,6 +25,11 @@ def swiglu_oai(x: torch.Tensor, alpha: float = 1.702, limit: float = 7.0) -> tor
     gate = x[..., :d].clamp(max=limit)
     up = x[..., d:].clamp(min=-limit, max=limit)
     return (up + 1) * (gate * torch.sigmoid(gate * alpha))
+
+
+def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """Elementwise GELU, same shape and dtype as x; approximate: "none" (erf) or "tanh"."""
+    return F.gelu(x, approximate=approximate)
 
 
 ACTIVATIONS = {
