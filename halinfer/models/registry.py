@@ -13,6 +13,10 @@ ARCHITECTURES: dict[str, str] = {
     "Qwen3ForCausalLM": "llama:Qwen3ForCausalLM",
     "InternLM3ForCausalLM": "llama:InternLM3ForCausalLM",
     "InternLM2ForCausalLM": "internlm2:InternLM2ForCausalLM",
+    # mixture of experts / latent attention
+    "MixtralForCausalLM": "mixtral:MixtralForCausalLM",
+    "Qwen2MoeForCausalLM": "qwen_moe:Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM": "qwen_moe:Qwen3MoeForCausalLM",
 }
 
 

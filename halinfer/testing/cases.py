@@ -38,6 +38,10 @@ CASES: dict[str, Case] = {
     "qwen3-qk-norm": Case("qwen3"),
     "internlm2": Case("llama", converter=convert.llama_to_internlm2),
     "internlm3": Case("llama-bias", {"mlp_bias": False}, converter=convert.llama_to_internlm3),
+    # mixture of experts / latent attention
+    "mixtral": Case("mixtral"),
+    "qwen2-moe": Case("qwen2-moe"),
+    "qwen3-moe": Case("qwen3-moe"),
 }
 
 

@@ -67,6 +67,12 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
     "qwen2-swa": ("Qwen2Config", {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1}),
     "qwen3": ("Qwen3Config", {"head_dim": 32}),
+    # mixture of experts: 8 experts, top-2, narrow experts
+    "mixtral": ("MixtralConfig", {"num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 64}),
+    "qwen2-moe": ("Qwen2MoeConfig", {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
+                                     "shared_expert_intermediate_size": 96, "mlp_only_layers": [1]}),
+    "qwen3-moe": ("Qwen3MoeConfig", {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
+                                     "norm_topk_prob": True, "head_dim": 32}),
 }
 
 

@@ -1,0 +1,73 @@
+"""A pre-norm decoder stack with pluggable attention and feed-forward blocks.
+
+The MoE and MLA families differ from Llama in what sits inside a layer (a
+mixture of experts, latent attention, LayerNorm instead of RMSNorm) but not in how
+layers are wired: ``x = x + attn(norm(x)); x = x + ffn(norm(x))``.  The residual
+stream is carried through the fused add+norm of ``Ops.rms_norm`` / ``layer_norm``.
+An attention block is called ``attn(positions, x, meta)``, a feed-forward block ``ffn(x)``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..core.config import ModelConfig
+from .base import make_embedding
+from .layers import LayerNorm, ModelContext, RMSNorm
+
+
+def make_norm(ctx: ModelContext, cfg: ModelConfig, kind: str = "rms"):
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    return RMSNorm(ctx, cfg.hidden_size, eps) if kind == "rms" else LayerNorm(ctx, cfg.hidden_size, eps)
+
+
+class DecoderLayer(nn.Module):
+    """residual_scale multiplies both blocks' outputs before they join the stream (MiniCPM)."""
+
+    def __init__(self, ctx: ModelContext, cfg: ModelConfig, attn: nn.Module, mlp: nn.Module, norm: str = "rms",
+                 residual_scale: float = 1.0):
+        super().__init__()
+        self.input_layernorm = make_norm(ctx, cfg, norm)
+        self.self_attn = attn
+        self.post_attention_layernorm = make_norm(ctx, cfg, norm)
+        self.mlp = mlp
+        self.residual_scale = residual_scale
+
+    def forward(self, positions, x, residual, meta):
+        if residual is None:
+            residual = x
+            x = self.input_layernorm(x)
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(positions, x, meta)
+        if self.residual_scale != 1.0:
+            x = x * self.residual_scale
+        x, residual = self.post_attention_layernorm(x, residual)
+        x = self.mlp(x)
+        if self.residual_scale != 1.0:
+            x = x * self.residual_scale
+        return x, residual
+
+
+class DecoderModel(nn.Module):
+    """Embedding (times embed_scale), the layers ``make_layer(i)`` builds, final norm."""
+
+    def __init__(self, ctx: ModelContext, cfg: ModelConfig, make_layer: Callable[[int], nn.Module],
+                 norm: str = "rms", embed_scale: float = 1.0):
+        super().__init__()
+        self.embed_tokens = make_embedding(ctx, cfg.vocab_size, cfg.hidden_size)
+        self.embed_scale = embed_scale
+        self.layers = nn.ModuleList(make_layer(i) for i in range(cfg.num_hidden_layers))
+        self.norm = make_norm(ctx, cfg, norm)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        residual = None
+        for layer in self.layers:
+            x, residual = layer(positions, x, residual, meta)
+        x, _ = self.norm(x, residual)
+        return x

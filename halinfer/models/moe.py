@@ -1,0 +1,174 @@
+"""The mixture-of-experts feed-forward block every MoE family shares.
+
+``SparseMoE`` = router (``gate``) -> ``Ops.moe_route`` -> ``FusedExperts``
+(``Ops.fused_moe`` over stacked weights), plus optional shared expert(s), optionally
+behind a sigmoid gate (Qwen2-MoE).  Expert weights are stacked for the fused op:
+``w13`` [E, 2I, H] (gate rows, then up rows) and ``w2`` [E, H, I].
+
+Module names follow the commonest checkpoint layout (Qwen2-MoE, DeepSeek, GLM):
+``gate`` (with ``e_score_correction_bias``), ``experts.<e>.<matrix>``,
+``shared_experts`` or ``shared_expert``, ``shared_expert_gate``.  Families whose
+checkpoints use other names rename in ``convert``; per-expert matrices are placed by
+``ExpertLoading.claim_weight``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import GatedMLP, Linear, ModelContext
+
+# checkpoint matrix name -> (our parameter, shard): shard 0 = gate rows of w13, 1 = up rows, None = all of w2
+GATE_UP_DOWN = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", None)}
+W1_W3_W2 = {"w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", None)}   # Mixtral / Phi-3.5-MoE
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """How a family routes (the arguments of Ops.moe_route, plus the router's own shape)."""
+
+    top_k: int
+    scoring: str = "softmax"
+    renormalize: bool = True
+    num_groups: int | None = None
+    topk_groups: int | None = None
+    routed_scaling: float = 1.0
+    correction_bias: bool = False     # gate.e_score_correction_bias (DeepSeek-V3 / GLM-4.5)
+    router_bias: bool = False         # gate.bias (gpt-oss)
+    fp32_router: bool = False         # router weight and GEMM in float32, as DeepSeek and GLM compute it
+
+
+class Router(nn.Module):
+    """logits = x @ weight^T (+ bias): [T, E] float32 when fp32, else the model dtype."""
+
+    def __init__(self, ctx: ModelContext, hidden: int, num_experts: int, spec: RouteSpec):
+        super().__init__()
+        self.ops = ctx.ops
+        self.fp32 = spec.fp32_router
+        dtype = torch.float32 if spec.fp32_router else ctx.dtype
+        self.weight = nn.Parameter(torch.empty(num_experts, hidden, dtype=dtype), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(num_experts, dtype=dtype), requires_grad=False) \
+            if spec.router_bias else None
+        self.e_score_correction_bias = nn.Parameter(torch.zeros(num_experts, dtype=torch.float32),
+                                                    requires_grad=False) if spec.correction_bias else None
+
+    def forward(self, x):
+        return self.ops.linear(x.float() if self.fp32 else x, self.weight, self.bias)
+
+
+class FusedExperts(nn.Module):
+    """E gated MLPs stacked for Ops.fused_moe.  ``names`` maps a checkpoint's per-expert
+    matrix names onto (parameter, shard) so checkpoints load one expert matrix at a time."""
+
+    def __init__(self, ctx: ModelContext, num_experts: int, hidden: int, intermediate: int,
+                 activation: str = "silu", bias: bool = False, names: dict | None = None):
+        super().__init__()
+        if ctx.quant:
+            raise NotImplementedError(f"{ctx.quant.get('method')} quantized MoE experts are not supported yet "
+                                      "(fused_moe runs on float16/bfloat16/float32 expert weights)")
+        self.ops = ctx.ops
+        self.activation = activation
+        self.num_experts, self.intermediate = num_experts, intermediate
+        E, H, I = num_experts, hidden, intermediate
+        self.w13 = nn.Parameter(torch.empty(E, 2 * I, H, dtype=ctx.dtype), requires_grad=False)
+        self.w2 = nn.Parameter(torch.empty(E, H, I, dtype=ctx.dtype), requires_grad=False)
+        self.w13_bias = nn.Parameter(torch.empty(E, 2 * I, dtype=ctx.dtype), requires_grad=False) if bias else None
+        self.w2_bias = nn.Parameter(torch.empty(E, H, dtype=ctx.dtype), requires_grad=False) if bias else None
+        self.names = dict(names or GATE_UP_DOWN)
+        self._pieces: dict[str, set] = {}
+
+    def load_expert(self, e: int, matrix: str, kind: str, tensor: torch.Tensor) -> str | None:
+        """Copy expert ``e``'s ``matrix`` (a key of ``names``) weight or bias into place.
+        Returns the parameter's name once every expert's piece of it has arrived, else None."""
+        if matrix not in self.names:
+            raise KeyError(f"expert matrix {matrix!r} is not one of {sorted(self.names)}")
+        param, shard = self.names[matrix]
+        if kind == "bias":
+            param += "_bias"
+        p = getattr(self, param)
+        if p is None:
+            raise KeyError(f"the checkpoint has an expert {kind} for {matrix!r}, the model was built without one")
+        if not 0 <= e < self.num_experts:
+            raise IndexError(f"expert {e} out of range: the config declares {self.num_experts} experts")
+        dst = p.data[e] if shard is None else p.data[e, shard * self.intermediate:(shard + 1) * self.intermediate]
+        if dst.shape != tensor.shape:
+            raise ValueError(f"expert {e} {matrix}.{kind}: shape {tuple(tensor.shape)}, expected {tuple(dst.shape)}")
+        dst.copy_(tensor)
+        got = self._pieces.setdefault(param, set())
+        got.add((e, shard))
+        need = self.num_experts * (1 if shard is None else 2)
+        return param if len(got) == need else None
+
+    def forward(self, x, topk_weights, topk_ids):
+        return self.ops.fused_moe(x, self.w13, self.w2, topk_weights, topk_ids, activation=self.activation,
+                                  w13_bias=self.w13_bias, w2_bias=self.w2_bias)
+
+
+class SparseMoE(nn.Module):
+    """x -> sum of the routed experts' outputs (+ the shared expert's).
+
+    shared_intermediate: width of the always-on shared expert (None: none); it is
+    stored under ``shared_name``; shared_gate: Qwen2-MoE's sigmoid(x @ g) factor on it.
+    """
+
+    def __init__(self, ctx: ModelContext, hidden: int, num_experts: int, intermediate: int, route: RouteSpec, *,
+                 activation: str = "silu", expert_bias: bool = False, expert_names: dict | None = None,
+                 shared_intermediate: int | None = None, shared_name: str = "shared_experts",
+                 shared_gate: bool = False):
+        super().__init__()
+        self.ops = ctx.ops
+        self.route_spec = route
+        self.gate = Router(ctx, hidden, num_experts, route)
+        self.experts = FusedExperts(ctx, num_experts, hidden, intermediate, activation, expert_bias, expert_names)
+        self.shared_name = shared_name if shared_intermediate else None
+        if shared_intermediate:
+            setattr(self, shared_name, GatedMLP(ctx, hidden, shared_intermediate))
+        self.shared_expert_gate = Linear(ctx, hidden, 1, quantize=False) if shared_gate else None
+
+    def route(self, logits: torch.Tensor):
+        """(weights float32 [T, k], ids int32 [T, k]).  Families with their own rule override this."""
+        r = self.route_spec
+        return self.ops.moe_route(logits, r.top_k, scoring=r.scoring, renormalize=r.renormalize,
+                                  num_groups=r.num_groups, topk_groups=r.topk_groups,
+                                  correction_bias=self.gate.e_score_correction_bias, routed_scaling=r.routed_scaling)
+
+    def shared(self, x):
+        if self.shared_name is None:
+            return None
+        s = getattr(self, self.shared_name)(x)
+        if self.shared_expert_gate is not None:
+            s = torch.sigmoid(self.shared_expert_gate(x)) * s
+        return s
+
+    def forward(self, x):
+        weights, ids = self.route(self.gate(x))
+        out = self.experts(x, weights, ids)
+        s = self.shared(x)
+        return out if s is None else out + s
+
+
+_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.(weight|bias)$")
+
+
+class ExpertLoading:
+    """Mixin for a CausalLM: places per-expert checkpoint matrices
+    (``...experts.<e>.<matrix>.weight``) into the stacked FusedExperts parameters."""
+
+    def claim_weight(self, name, tensor, modules):
+        m = _EXPERT.match(name)
+        if m is None or not isinstance(modules.get(m[1]), FusedExperts):
+            return None
+        done = modules[m[1]].load_expert(int(m[2]), m[3], m[4], tensor)
+        # Only a complete stack counts as loaded, so a missing expert shows as a missing parameter.
+        return f"{m[1]}.{done}" if done else f"{name} (part of a stacked expert parameter)"
+
+
+def num_experts(cfg) -> int:
+    """The routed expert count under any of the names configs use."""
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if cfg.get(key):
+            return int(cfg.get(key))
+    raise ValueError("config names no expert count (num_experts / num_local_experts / n_routed_experts)")
