@@ -119,6 +119,11 @@ class BlockManager:
         seq.block_ids = []
         seq.block_hashes = []
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached block (blocks in use keep their contents, unhashed)."""
+        self.hash_to_block.clear()
+        self.block_hash = [None] * self.num_blocks
+
     @property
     def hit_rate(self) -> float:
         return self.hits / self.queries if self.queries else 0.0

@@ -1,0 +1,289 @@
+"""Throughput benchmark: the DESIGN.md workloads on any HF config with random weights.
+
+    python benchmarks/throughput.py --model llama3-8b --device cuda --workload all --peer hf --out run.json
+
+--model takes a preset name (benchmarks/configs/<name>.json), a config.json, or a
+model directory.  Weights are random (load_format="dummy"): no checkpoint needed.
+
+decode-b1     one prompt of 128 random token ids, 256 new tokens, greedy, ignore EOS.
+              Reports ms/token and tok/s of the decode phase, time to first token, and
+              the roofline: weight bytes read per token / measured copy bandwidth.
+offline-1000  1000 requests from numpy.random.default_rng(0): input lengths in [50, 400],
+              output lengths in [50, 350], token ids in [100, 120000); all submitted at
+              once, greedy, ignore EOS.  A first pass after a short warm-up, then a second
+              pass (steady state).  Reports wall s, output tok/s, total tok/s, req/s.
+--peer hf     runs HF transformers generate() on the same workloads in the same run
+              (offline: on the first --hf-requests requests, batched by --hf-batch) so
+              every figure comes with its ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# -- workloads -------------------------------------------------------------------------
+def decode_b1_workload(vocab: int):
+    rng = np.random.default_rng(1)
+    return [rng.integers(100, min(120000, vocab), size=128).tolist()], [256]
+
+
+def offline_workload(n: int = 1000, vocab: int = 128256):
+    rng = np.random.default_rng(0)
+    in_lens = rng.integers(50, 401, size=n)
+    out_lens = rng.integers(50, 351, size=n)
+    hi = min(120000, vocab)
+    prompts = [rng.integers(100, hi, size=int(L)).tolist() for L in in_lens]
+    return prompts, out_lens.tolist()
+
+
+# -- setup -----------------------------------------------------------------------------
+def model_dir_for(spec: str) -> tuple[str, bool]:
+    """(directory holding config.json, is_temporary)."""
+    preset = os.path.join(HERE, "configs", f"{spec}.json")
+    path = preset if os.path.isfile(preset) else spec
+    if os.path.isdir(path):
+        return path, False
+    if not os.path.isfile(path):
+        sys.exit(f"--model {spec!r}: not a preset in benchmarks/configs, a config.json, or a model directory")
+    d = tempfile.mkdtemp(prefix="halinfer-bench-")
+    shutil.copy(path, os.path.join(d, "config.json"))
+    return d, True
+
+
+def copy_bandwidth(backend, device, nbytes: int = 1 << 30, reps: int = 20) -> float:
+    """Device-to-device copy bandwidth, bytes read + written per second (median of reps)."""
+    a = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(reps + 3):
+        backend.synchronize(device)
+        t = time.perf_counter()
+        b.copy_(a)
+        backend.synchronize(device)
+        times.append(time.perf_counter() - t)
+    del a, b
+    return 2 * nbytes / float(np.median(times[3:]))
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of weights a decode step must read: everything but the embedding table
+    (one row of it is read) — the lm_head counts, tied or not."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    emb = model.model.embed_tokens.weight
+    if model.lm_head.weight is not emb:
+        total -= emb.numel() * emb.element_size()
+    return total
+
+
+# -- halinfer ------------------------------------------------------------------------------
+def run_halinfer(args, model_dir):
+    from halinfer import LLM, SamplingParams
+
+    kw = dict(device=args.device, dtype=args.dtype, load_format="dummy", max_num_seqs=args.max_num_seqs,
+              enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization,
+              enable_prefix_caching=not args.no_prefix_caching)
+    if args.max_model_len:
+        kw["max_model_len"] = args.max_model_len
+    if args.max_num_batched_tokens:
+        kw["max_num_batched_tokens"] = args.max_num_batched_tokens
+    t0 = time.perf_counter()
+    llm = LLM(model_dir, **kw)
+    eng = llm.engine
+    be, dev = eng.backend, eng.device
+    res = {"engine": "halinfer", "device": str(dev), "backend": be.name, "graphs": eng.graphs,
+           "startup_s": round(time.perf_counter() - t0, 2), "kv_blocks": eng.block_manager.num_blocks,
+           "block_size": eng.block_size, "max_num_seqs": args.max_num_seqs}
+    vocab = eng.vocab_size
+
+    if args.workload in ("decode-b1", "all"):
+        bw = copy_bandwidth(be, dev)
+        wbytes = weight_bytes_per_token(eng.model)
+        roof = bw / wbytes
+        prompts, outs = decode_b1_workload(vocab)
+        sp = SamplingParams(temperature=0, max_tokens=outs[0], ignore_eos=True)
+        llm.generate(prompt_token_ids=prompts, sampling_params=SamplingParams(temperature=0, max_tokens=16,
+                     ignore_eos=True), use_tqdm=False)  # warm-up
+        be.reset_peak_memory(dev)
+        times = []
+        eng.add_request(None, sp, prompts[0])
+        be.synchronize(dev)
+        t = time.perf_counter()
+        while eng.has_unfinished():
+            eng.step()
+            times.append(time.perf_counter() - t)  # each step returns after its token reached the host
+        eng.take_finished()
+        ttft = times[0]
+        decode_s = times[-1] - times[0]
+        n_dec = len(times) - 1
+        ms_tok = 1000 * decode_s / n_dec
+        res["decode-b1"] = {
+            "ttft_ms": round(1000 * ttft, 2), "ms_per_token": round(ms_tok, 3),
+            "tok_per_s": round(1000 / ms_tok, 1), "end_to_end_s": round(times[-1], 3),
+            "copy_bandwidth_GBps": round(bw / 1e9, 1), "weight_bytes": wbytes,
+            "roofline_tok_per_s": round(roof, 1), "roofline_fraction": round((1000 / ms_tok) / roof, 3),
+            "peak_memory_GiB": round(be.max_memory_allocated(dev) / 2**30, 2),
+        }
+        print(json.dumps({"decode-b1": res["decode-b1"]}), flush=True)
+
+    if args.workload in ("offline-1000", "all"):
+        prompts, outs = offline_workload(args.num_requests, vocab)
+        sps = [SamplingParams(temperature=0, max_tokens=int(o), ignore_eos=True) for o in outs]
+        llm.generate(prompt_token_ids=prompts[:8], sampling_params=sps[:8], use_tqdm=False)  # warm-up
+        n_in, n_out = sum(map(len, prompts)), sum(outs)
+        for name in ("first_pass", "steady"):
+            eng.block_manager.reset_prefix_cache()  # passes must not reuse each other's KV
+            be.reset_peak_memory(dev)
+            be.synchronize(dev)
+            t = time.perf_counter()
+            first_token_at: dict[str, float] = {}
+            for p_, sp in zip(prompts, sps):
+                eng.add_request(None, sp, p_)
+            while eng.has_unfinished():
+                evs = eng.step()
+                now = time.perf_counter() - t
+                for e in evs:
+                    first_token_at.setdefault(e.request_id, now)
+            be.synchronize(dev)
+            wall = time.perf_counter() - t
+            done = eng.take_finished()
+            got = sum(len(o.outputs[0].token_ids) for o in done)
+            assert got == n_out, f"expected {n_out} output tokens, got {got}"
+            res[f"offline-{args.num_requests}/{name}"] = {
+                "wall_s": round(wall, 2), "output_tok_per_s": round(n_out / wall, 1),
+                "total_tok_per_s": round((n_in + n_out) / wall, 1), "req_per_s": round(len(prompts) / wall, 2),
+                "input_tokens": n_in, "output_tokens": n_out,
+                "mean_ttft_s": round(float(np.mean(list(first_token_at.values()))), 3),
+                "preemptions": eng.scheduler.num_preemptions,
+                "peak_memory_GiB": round(be.max_memory_allocated(dev) / 2**30, 2),
+            }
+            print(json.dumps({name: res[f"offline-{args.num_requests}/{name}"]}), flush=True)
+    del llm, eng
+    gc.collect()
+    be.empty_cache()
+    return res
+
+
+# -- HF transformers peer ----------------------------------------------------------------------
+def run_hf(args, model_dir, device):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from halinfer.core.config import parse_dtype
+
+    dtype = parse_dtype(args.dtype if args.dtype != "auto" else "bfloat16")
+    cfg = AutoConfig.from_pretrained(model_dir)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    res = {"engine": f"transformers {__import__('transformers').__version__}"}
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+
+    def gen(batch, n):
+        return model.generate(batch, attention_mask=(batch != 0).long(), max_new_tokens=n, min_new_tokens=n,
+                              do_sample=False, pad_token_id=0)
+
+    if args.workload in ("decode-b1", "all"):
+        prompts, outs = decode_b1_workload(cfg.vocab_size)
+        ids = torch.tensor(prompts, device=device)
+        gen(ids, 4)
+        sync()
+        t = time.perf_counter()
+        gen(ids, 1)
+        sync()
+        ttft = time.perf_counter() - t
+        t = time.perf_counter()
+        gen(ids, outs[0])
+        sync()
+        total = time.perf_counter() - t
+        ms_tok = 1000 * (total - ttft) / (outs[0] - 1)
+        res["decode-b1"] = {"ttft_ms": round(1000 * ttft, 2), "ms_per_token": round(ms_tok, 3),
+                            "tok_per_s": round(1000 / ms_tok, 1)}
+        print(json.dumps({"hf decode-b1": res["decode-b1"]}), flush=True)
+
+    if args.workload in ("offline-1000", "all") and args.hf_requests > 0:
+        prompts, outs = offline_workload(args.num_requests, cfg.vocab_size)
+        prompts, outs = prompts[:args.hf_requests], outs[:args.hf_requests]
+        sync()
+        t = time.perf_counter()
+        for i in range(0, len(prompts), args.hf_batch):
+            ps, os_ = prompts[i:i + args.hf_batch], outs[i:i + args.hf_batch]
+            L = max(map(len, ps))
+            batch = torch.tensor([[0] * (L - len(p)) + p for p in ps], device=device)  # left padding
+            gen(batch, max(os_))  # HF generates to the longest; only the requested tokens count
+        sync()
+        wall = time.perf_counter() - t
+        n_out = sum(outs)
+        res[f"offline-subset-{len(prompts)}"] = {"wall_s": round(wall, 2), "output_tok_per_s": round(n_out / wall, 1),
+                                                "requests": len(prompts), "batch": args.hf_batch}
+        print(json.dumps({"hf offline subset": res[f"offline-subset-{len(prompts)}"]}), flush=True)
+    del model
+    gc.collect()
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="llama3-8b")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--workload", choices=("decode-b1", "offline-1000", "all"), default="all")
+    p.add_argument("--num-requests", type=int, default=1000)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=None)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--peer", choices=("none", "hf"), default="none")
+    p.add_argument("--hf-requests", type=int, default=64)
+    p.add_argument("--hf-batch", type=int, default=32)
+    p.add_argument("--load-format", default="dummy", choices=("dummy",))
+    p.add_argument("--out", default=None, help="write the JSON result here")
+    args = p.parse_args(argv)
+
+    model_dir, temp = model_dir_for(args.model)
+    try:
+        result = {"model": args.model, "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
+        result["halinfer"] = run_halinfer(args, model_dir)
+        if args.peer == "hf":
+            result["hf"] = run_hf(args, model_dir, torch.device(result["halinfer"]["device"]))
+            ratios = {}
+            for k in ("decode-b1",):
+                if k in result["hf"] and k in result["halinfer"]:
+                    ratios[k] = round(result["halinfer"][k]["tok_per_s"] / result["hf"][k]["tok_per_s"], 2)
+            sub = [k for k in result["hf"] if k.startswith("offline-subset")]
+            mine = result["halinfer"].get(f"offline-{args.num_requests}/steady")
+            if sub and mine:
+                ratios["offline (output tok/s, halinfer full run / HF subset)"] = round(
+                    mine["output_tok_per_s"] / result["hf"][sub[0]]["output_tok_per_s"], 2)
+            result["ratios"] = ratios
+        try:
+            import subprocess
+
+            card = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip().splitlines()
+            result["card"] = card[0] if card else None
+        except Exception:  # noqa: BLE001 - no nvidia-smi (CPU or another vendor)
+            result["card"] = None
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+    finally:
+        if temp:
+            shutil.rmtree(model_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
