@@ -4,9 +4,16 @@ Used by the equivalence tests (every backend, every family) and by ``halinfer de
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import torch
+
+# A reference directory may carry this file: it names how the transformers model must be
+# adapted to be the reference of a family transformers lacks.  {"attention": "alibi"}:
+# a Llama checkpoint run with ALiBi instead of rotary (testing/alibi_reference.py).
+REFERENCE_MARKER = "halinfer_reference.json"
 
 
 @dataclass
@@ -21,7 +28,17 @@ def hf_model(model_dir: str, dtype: torch.dtype = torch.float32, reference_dir: 
     has no transformers implementation and a converted twin is used)."""
     from transformers import AutoModelForCausalLM
 
-    m = AutoModelForCausalLM.from_pretrained(reference_dir or model_dir, dtype=dtype)
+    path = reference_dir or model_dir
+    marker = os.path.join(path, REFERENCE_MARKER)
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            how = json.load(f)
+        if how != {"attention": "alibi"}:
+            raise ValueError(f"{marker}: unknown reference adaptation {how}")
+        from . import alibi_reference
+
+        return alibi_reference.load(path, dtype)
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return m.eval()
 
 
@@ -83,3 +100,27 @@ def random_prompts(seed: int, vocab: int, lengths=(29, 5, 17)) -> list[list[int]
 
     rng = np.random.default_rng(seed)
     return [rng.integers(3, vocab, size=n).tolist() for n in lengths]
+
+
+def assert_close_to_transformers(llm, hf, prompts: list[list[int]], n_tokens: int = 32, tol: float = 5e-2,
+                                 tie: float = 5e-2) -> None:
+    """The equivalence for inexact runs (bf16/fp16, int8 KV): logits within ``tol``
+    (relative to their spread) and the same greedy tokens until a step where the two
+    picks are a near-tie in the reference (within ``tie`` of the spread); past such
+    a step the continuations legitimately differ and are not compared."""
+    refs = [hf_greedy(hf, p, n_tokens) for p in prompts]
+    for p, ref in zip(prompts, refs):
+        err = max_rel_err(llm.engine.prompt_logits(p).cpu(), ref.prompt_logits.cpu())
+        assert err < tol, f"prompt logits differ (relative error {err:.2e}) for a prompt of {len(p)} tokens"
+    got = halinfer_greedy(llm, prompts, n_tokens)
+    for p, ref, (tokens, step_logits) in zip(prompts, refs, got):
+        for i, (mine, theirs) in enumerate(zip(step_logits, ref.step_logits)):
+            theirs = theirs.cpu()
+            err = max_rel_err(mine.cpu(), theirs)
+            assert err < tol, f"decode step {i} logits differ (relative error {err:.2e})"
+            if tokens[i] != ref.tokens[i]:
+                spread = theirs.abs().max().item()
+                gap = (theirs[ref.tokens[i]] - theirs[tokens[i]]).item()
+                assert gap <= tie * spread, (f"step {i}: halinfer chose {tokens[i]}, the reference {ref.tokens[i]} "
+                                             f"with a margin {gap:.3g} that is no near-tie")
+                break
