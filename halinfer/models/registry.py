@@ -17,6 +17,9 @@ ARCHITECTURES: dict[str, str] = {
     "MixtralForCausalLM": "mixtral:MixtralForCausalLM",
     "Qwen2MoeForCausalLM": "qwen_moe:Qwen2MoeForCausalLM",
     "Qwen3MoeForCausalLM": "qwen_moe:Qwen3MoeForCausalLM",
+    "DeepseekForCausalLM": "deepseek:DeepseekForCausalLM",
+    "DeepseekV2ForCausalLM": "deepseek:DeepseekV2ForCausalLM",
+    "MiniCPM3ForCausalLM": "minicpm3:MiniCPM3ForCausalLM",
 }
 
 
