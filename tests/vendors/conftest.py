@@ -41,3 +41,59 @@ def make_ascend(npu_emulation, **config):
 @pytest.fixture
 def ascend(npu_emulation):
     return make_ascend(npu_emulation)
+
+
+@pytest.fixture
+def maca_emulation():
+    """Installs the emulated MACA stack (and puts Triton in interpreter mode, for the
+    reused CUDA-plugin kernels); returns a factory taking MacaConfig fields."""
+    from halinfer.plugins.cuda.interpret import ensure_interpreter
+
+    from .emulation.install import maca_stack
+    from .emulation.maca import MacaConfig
+
+    ok, why = ensure_interpreter()
+    if not ok:
+        pytest.skip(f"the reused Triton kernels need the interpreter here: {why}")
+    stack = contextlib.ExitStack()
+
+    def install(**config):
+        mods, attrs = maca_stack(MacaConfig(**config))
+        stack.enter_context(installed(mods, attrs))
+
+    with stack:
+        yield install
+
+
+def make_maca(maca_emulation, **config):
+    from halinfer.plugins.maca.backend import MacaBackend
+
+    maca_emulation(**config)
+    b = MacaBackend(device_type="cpu")
+    ok, why = b.available()
+    assert ok, why
+    return b
+
+
+@pytest.fixture
+def mlu_emulation():
+    from .emulation.install import mlu_modules
+    from .emulation.mlu import MluConfig
+
+    stack = contextlib.ExitStack()
+
+    def install(**config):
+        stack.enter_context(installed(mlu_modules(MluConfig(**config))))
+
+    with stack:
+        yield install
+
+
+def make_camb(mlu_emulation, **config):
+    from halinfer.plugins.camb.backend import CambBackend
+
+    mlu_emulation(**config)
+    b = CambBackend(device_type="cpu")
+    ok, why = b.available()
+    assert ok, why
+    return b

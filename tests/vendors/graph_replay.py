@@ -16,6 +16,8 @@ step's metadata with other lengths.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from halinfer.core.attention import AttentionMetadata, LayerKV, StepInputs
@@ -60,9 +62,10 @@ def _copy_in(static, real):
 
 
 class GraphReplayOps:
-    def __init__(self, ops, api, builders: list[RecordingBuilder]):
+    def __init__(self, ops, api, builders: list[RecordingBuilder], capture_ctx=None):
         self._ops = ops
         self._api = api
+        self._capture_ctx = capture_ctx   # () -> context manager active around each capture
         self._builders = builders
         self._gen = torch.Generator().manual_seed(1234)
 
@@ -85,7 +88,7 @@ class GraphReplayOps:
             sargs = [cmeta if a is meta and meta is not None else a for a in sargs]
             skw = {k: (cmeta if v is meta and meta is not None else v) for k, v in skw.items()}
             g = self._api.new_graph()
-            with torch.inference_mode():
+            with torch.inference_mode(), (self._capture_ctx() if self._capture_ctx else contextlib.nullcontext()):
                 with self._api.capture(g, self._api.pool_handle()):
                     out = fn(*sargs, **skw)
             for s, r in zip(sargs, args):

@@ -8,7 +8,8 @@ from .emulation.install import UNTESTED_OK, installed
 from .graph_replay import GraphReplayOps, RecordingBuilder
 
 
-def emulated_provider(Provider, from_backend, name, make_backend, modules, attrs=(), *, graph=False, skip=None):
+def emulated_provider(Provider, from_backend, name, make_backend, modules, attrs=(), *, graph=False, skip=None,
+                      capture_ctx=None, dtypes=None):
     """A Provider for a plugin backend running on emulated vendor modules (CPU tensors).
 
     The modules are in sys.modules only while the backend is probed and its ops
@@ -21,6 +22,8 @@ def emulated_provider(Provider, from_backend, name, make_backend, modules, attrs
             if prov.unavailable:
                 return prov
             prov.skip.update(skip or {})
+            if dtypes is not None:
+                prov.dtypes = tuple(d for d in prov.dtypes if d in dtypes)
             if graph:
                 # One dtype is enough here: what a graph can break (frozen host values, host
                 # syncs) does not depend on it, and the eager provider covers every dtype.
@@ -33,7 +36,7 @@ def emulated_provider(Provider, from_backend, name, make_backend, modules, attrs
                     recorders.append(b)
                     return b
 
-                prov.ops = GraphReplayOps(backend.ops, backend.graph_api(), recorders)
+                prov.ops = GraphReplayOps(backend.ops, backend.graph_api(), recorders, capture_ctx)
                 prov.metadata_builder = make_builder
             return prov
     except Exception as e:  # noqa: BLE001 - an emulation that cannot be built shows as a skip with why

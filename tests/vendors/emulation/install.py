@@ -56,3 +56,10 @@ def mlu_modules(cfg=None) -> dict[str, types.ModuleType]:
     from .mlu import build_modules
 
     return build_modules(cfg)
+
+
+def maca_stack(cfg=None):
+    """(modules, attribute patches) of the emulated MACA stack; Triton must already run interpreted."""
+    from .maca import build
+
+    return build(cfg)
