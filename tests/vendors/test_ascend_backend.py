@@ -133,7 +133,7 @@ def test_supports_family_follows_the_detected_soc(npu_emulation):
     assert make_ascend(npu_emulation, soc="A3").supports_family("Llama3")
     assert not make_ascend(npu_emulation, soc="A3").supports_family("Mixtral")     # A3: "-"
     assert make_ascend(npu_emulation, soc="A2").supports_family("Mixtral")
-    assert AscendBackend().supports_family("GLM4V")                                 # no SoC known: any variant
+    assert AscendBackend().supports_family("GLM-4V")                                 # no SoC known: any variant
 
 
 def test_registered_under_its_entry_point():

@@ -72,7 +72,7 @@ def test_metadata_is_all_on_the_device_and_int32():
 
 def test_support_declares_the_seed_column():
     decls = {d.family: d for d in CambBackend().support()}
-    assert decls["QWen3"].columns == {"FP16/BF16": True} and decls["QWen2-VL"].columns == {"FP16/BF16": False}
+    assert decls["Qwen3"].columns == {"FP16/BF16": True} and decls["QWen2-VL"].columns == {"FP16/BF16": False}
     assert "QWen2-MoE" not in decls      # "-" in the seed
     assert all(not d.hardware_verified for d in decls.values())
 

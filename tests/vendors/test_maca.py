@@ -82,7 +82,7 @@ def test_which_ops_are_maca_kernels_and_which_are_triton(maca_emulation):
 def test_support_declares_the_seed_column():
     decls = {d.family: d for d in MacaBackend().support()}
     assert decls["QWen2-MoE"].columns == {"FP16/BF16": True} and decls["QWen2-MoE"].variant == "MetaX C500"
-    assert "DeepSeek-V2" not in decls and "GLM4V" not in decls
+    assert "DeepSeek-V2" not in decls and "GLM-4V" not in decls and "QWen2" in decls and "Qwen2.5" in decls
     assert all(not d.hardware_verified for d in decls.values())
 
 

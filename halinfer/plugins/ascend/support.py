@@ -4,7 +4,8 @@ Transcribed from the seed matrix (seed/supported_models.zh.md, "PyTorchEngine
 其他平台": LMDeploy's results with dlinfer on Atlas 800T A2, Atlas 300I Duo
 and Atlas 800T A3).  Every claim here is *declared*: nothing was run on Ascend
 hardware for halinfer.  "-" in the seed (not verified there) is left out; "No"
-is kept as False.  Where this plugin cannot run what the seed lists, the claim
+is kept as False.  Families carry the model names of the seed's main list
+(halinfer/support/seed.py), so "QWen2(.5)" is declared as both QWen2 and Qwen2.5.  Where this plugin cannot run what the seed lists, the claim
 is turned off with a note saying why.
 """
 from __future__ import annotations
@@ -29,18 +30,19 @@ SEED = {
     "InternLM3": (Y, Y, Y, Y, Y, Y),
     "Mixtral": (Y, Y, N, N, Y, _),
     "QWen1.5-MoE": (Y, _, N, N, _, _),
-    "QWen2(.5)": (Y, Y, Y, Y, Y, _),
+    "QWen2": (Y, Y, Y, Y, Y, _),          # the seed's "QWen2(.5)" row, under both main-list names
+    "Qwen2.5": (Y, Y, Y, Y, Y, _),
     "QWen2-VL": (Y, Y, _, _, _, _),
     "QWen2.5-VL": (Y, Y, _, _, Y, _),
     "QWen2-MoE": (Y, _, N, N, _, _),
-    "QWen3": (Y, Y, N, N, Y, Y),
+    "Qwen3": (Y, Y, N, N, Y, Y),
     "DeepSeek-V2": (N, Y, N, N, _, _),
     "InternVL(v1.5)": (Y, _, Y, Y, _, _),
     "InternVL2": (Y, Y, Y, Y, Y, _),
-    "InternVL2.5": (Y, Y, Y, Y, Y, _),
+    "InternVL2.5(MPO)": (Y, Y, Y, Y, Y, _),
     "InternVL3": (Y, Y, Y, Y, Y, _),
-    "CogVLM2-chat": (Y, N, _, _, _, _),
-    "GLM4V": (Y, N, _, _, _, _),
+    "CogVLM2-Chat": (Y, N, _, _, _, _),
+    "GLM-4V": (Y, N, _, _, _, _),
 }
 
 # Seed claims this plugin cannot honour, with the reason.
