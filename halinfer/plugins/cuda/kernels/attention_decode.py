@@ -30,11 +30,11 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                    stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
                    scale, soft_cap, window, chunk, num_splits,
-                   D: tl.constexpr, DV: tl.constexpr, GROUP: tl.constexpr, BS: tl.constexpr,
+                   GROUP, D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
                    CHUNK: tl.constexpr, KV_INT8: tl.constexpr,
-                   H_CHUNKS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+                   H_CHUNKS, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                    SPLIT: tl.constexpr, PREC: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1) // H_CHUNKS

@@ -1,0 +1,130 @@
+"""Decode attention at Llama-3-8B shapes: the Triton split-KV kernel vs torch.
+
+Shapes: 32 query heads, 8 kv heads, head_dim 128, bf16, block size 16; batch
+1/64/256 x context 512/2048, every sequence at the full context.
+Baselines:
+  torch-sdpa   gather each sequence's blocks into a dense [B, ctx, Hk, D] tensor,
+               then F.scaled_dot_product_attention (GQA): what plain torch does.
+  core-ref     halinfer's reference paged_attention (a Python loop over sequences).
+Columns: median microseconds (triton.testing.do_bench, L2 flushed between runs),
+the bytes the kernel must read (K and V of every sequence once) over its time,
+and that as a share of a device-to-device copy's bandwidth measured here.
+"triton-graph" replays the op from a CUDA graph whose metadata carries the
+capacity bound a graph runner uses (max_seq_len 8192), as decode runs in the engine.
+
+Usage: python benchmarks/kernels/bench_decode.py [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import triton.testing
+
+from halinfer.core.attention import LayerKV, MetadataBuilder, StepInputs
+from halinfer.core.ops import Ops
+from halinfer.plugins.cuda.ops import TritonOps
+
+HQ, HK, D, BS = 32, 8, 128, 16
+DT = torch.bfloat16
+
+
+def copy_bandwidth(dev) -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device copy."""
+    a = torch.empty(1 << 29, dtype=torch.int16, device=dev).random_()
+    b = torch.empty_like(a)
+    ms = triton.testing.do_bench(lambda: b.copy_(a), warmup=50, rep=300, return_mode="median")
+    return 2 * a.numel() * a.element_size() / (ms * 1e-3)
+
+
+def build(B, ctx, dev, gen):
+    nblk = ctx // BS
+    num_blocks = B * nblk + 1
+    kc = torch.randn(num_blocks, BS, HK, D, device=dev, dtype=DT, generator=gen)
+    vc = torch.randn(num_blocks, BS, HK, D, device=dev, dtype=DT, generator=gen)
+    perm = torch.randperm(num_blocks - 1, generator=torch.Generator().manual_seed(B * ctx)) + 1
+    tables = perm.view(B, nblk).numpy().astype(np.int32)
+    seq_lens = np.full(B, ctx, np.int32)
+    pos = seq_lens - 1
+    slots = tables[np.arange(B), pos // BS].astype(np.int64) * BS + pos % BS
+    step = StepInputs(np.ones(B, np.int32), seq_lens, tables, slots, BS)
+    q = torch.randn(B, HQ, D, device=dev, dtype=DT, generator=gen)
+    return q, LayerKV(kc, vc, "NHD"), step
+
+
+def torch_sdpa(q, kv, meta, ctx):
+    B = q.shape[0]
+    bt = meta.block_tables.long()
+    k = kv.k[bt].view(B, ctx, HK, D).transpose(1, 2)
+    v = kv.v[bt].view(B, ctx, HK, D).transpose(1, 2)
+    return F.scaled_dot_product_attention(q[:, :, None], k, v, scale=D ** -0.5, enable_gqa=True)[:, :, 0]
+
+
+def graph_replay_us(fn, reps=10) -> float:
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    return triton.testing.do_bench(g.replay, warmup=25, rep=200, return_mode="median") * 1e3 / reps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    dev = torch.device("cuda", 0)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    ops, ref_ops = TritonOps(), Ops()
+    bw = copy_bandwidth(dev)
+    print(f"card: {torch.cuda.get_device_name(dev)}; copy bandwidth {bw / 1e12:.2f} TB/s (read+write)")
+    rows = []
+    for ctx in (512, 2048):
+        for B in (1, 64, 256):
+            q, kv, step = build(B, ctx, dev, gen)
+            meta = MetadataBuilder(dev, BS).build(step)
+            gmeta = MetadataBuilder(dev, BS).build(step)
+            gmeta.max_seq_len = 8192
+            out = ops.paged_attention(q, kv, meta, scale=D ** -0.5)
+            want = torch_sdpa(q, kv, meta, ctx)
+            err = float((out.float() - want.float()).abs().max())
+            t_tri = triton.testing.do_bench(lambda: ops.paged_attention(q, kv, meta, scale=D ** -0.5),
+                                            warmup=25, rep=200, return_mode="median") * 1e3
+            t_graph = graph_replay_us(lambda: ops.paged_attention(q, kv, gmeta, scale=D ** -0.5))
+            t_sdpa = triton.testing.do_bench(lambda: torch_sdpa(q, kv, meta, ctx), warmup=10, rep=100,
+                                             return_mode="median") * 1e3
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(2):
+                ref_ops.paged_attention(q, kv, meta, scale=D ** -0.5)
+            torch.cuda.synchronize()
+            t_ref = (time.perf_counter() - t0) / 2 * 1e6
+            nbytes = 2 * B * ctx * HK * D * 2
+            row = dict(batch=B, ctx=ctx, triton_us=t_tri, triton_graph_us=t_graph, torch_sdpa_us=t_sdpa,
+                       core_ref_us=t_ref, kv_bytes=nbytes, triton_TBps=nbytes / (t_tri * 1e-6) / 1e12,
+                       frac_copy_bw=nbytes / (t_tri * 1e-6) / bw, max_abs_err_vs_sdpa=err)
+            rows.append(row)
+            del q, kv, out, want
+            torch.cuda.empty_cache()
+    hdr = (f"{'batch':>5} {'ctx':>5} {'triton us':>10} {'tri-graph us':>12} {'sdpa us':>9} {'core-ref us':>12} "
+           f"{'TB/s':>6} {'of copy':>8} {'x sdpa':>7} {'err':>8}")
+    print(hdr)
+    for r in rows:
+        print(f"{r['batch']:>5} {r['ctx']:>5} {r['triton_us']:>10.1f} {r['triton_graph_us']:>12.1f} "
+              f"{r['torch_sdpa_us']:>9.1f} {r['core_ref_us']:>12.0f} {r['triton_TBps']:>6.2f} "
+              f"{r['frac_copy_bw']:>7.0%} {r['torch_sdpa_us'] / r['triton_us']:>6.1f}x {r['max_abs_err_vs_sdpa']:>8.1e}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(card=torch.cuda.get_device_name(dev), copy_bw=bw, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
