@@ -15,6 +15,7 @@ from .emulation.install import UNTESTED_OK, installed, npu_modules
 from .emulation.npu import NpuConfig
 
 
+
 @pytest.fixture
 def npu_emulation():
     stack = contextlib.ExitStack()

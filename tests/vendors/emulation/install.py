@@ -10,9 +10,27 @@ import types
 _MISSING = object()
 
 
+def settle_transformers_probes() -> None:
+    """transformers asks once per process (and caches) whether torch_npu, torch_mlu or
+    flash_attn exist; ask before any stand-in module is installed, so the HF reference
+    never believes in an emulated library."""
+    try:
+        import transformers.modeling_flash_attention_utils  # noqa: F401
+        import transformers.utils.import_utils as iu
+        from transformers import AutoModelForCausalLM  # noqa: F401
+    except Exception:  # noqa: BLE001 - no transformers: nothing to settle
+        return
+    for name in ("is_torch_npu_available", "is_torch_mlu_available", "is_flash_attn_2_available",
+                 "is_flash_attn_3_available", "is_flash_attn_4_available"):
+        fn = getattr(iu, name, None)
+        if fn is not None:
+            fn()
+
+
 @contextlib.contextmanager
 def installed(modules: dict[str, types.ModuleType], attrs: list[tuple[object, str, object]] = (),
               env: dict[str, str] | None = None):
+    settle_transformers_probes()
     saved_mods = {name: sys.modules.get(name, _MISSING) for name in modules}
     saved_attrs = [(obj, name, getattr(obj, name, _MISSING)) for obj, name, _ in attrs]
     saved_env = {k: os.environ.get(k) for k in (env or {})}

@@ -1,0 +1,86 @@
+"""Tiny Llama / Qwen checkpoints through ``LLM(..., device=<vendor>)`` on the emulated
+vendor stacks, eager and with decode graphs, against HF transformers in float32
+(halinfer.testing.hf_compare: logits within 6% of their spread, greedy tokens equal
+up to a near-tie).  Head dims are chosen to take the vendor paths: 128 (Ascend FIA
+TND) and 64 (Ascend BSND; Cambricon and MACA take any)."""
+from __future__ import annotations
+
+import contextlib
+import zlib
+
+import pytest
+import torch
+
+from halinfer import LLM
+from halinfer.core.plugin import load_plugins
+from halinfer.testing.hf_compare import assert_close_to_transformers, hf_model, random_prompts
+from halinfer.testing.tiny import save_tiny_model
+
+from .conftest import make_ascend, make_camb, make_maca
+
+MODELS = {
+    # id: (tiny family, overrides)
+    "llama-d128": ("llama", dict(hidden_size=256, num_attention_heads=2, num_key_value_heads=1,
+                                 intermediate_size=192)),
+    "qwen3-d64": ("qwen3", dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                                intermediate_size=192)),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    built = {}
+
+    def get(model_id):
+        if model_id not in built:
+            family, over = MODELS[model_id]
+            built[model_id] = save_tiny_model(family, str(tmp_path_factory.mktemp(model_id)), seed=3, **over)
+        return built[model_id]
+
+    return get
+
+
+@contextlib.contextmanager
+def registered(backend):
+    """Make device=<backend.name> resolve to this (emulated, CPU) backend instance."""
+    reg = load_plugins()
+    old = reg.backends.get(backend.name)
+    reg.backends[backend.name] = backend
+    try:
+        yield
+    finally:
+        reg.backends[backend.name] = old
+
+
+def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12):
+    with registered(backend):
+        llm = LLM(model_dir, device=backend.name, dtype=dtype, num_kv_blocks=24, max_num_seqs=4,
+                  max_model_len=256, enforce_eager=(mode == "eager"))
+        assert llm.engine.graphs == (mode == "graph")
+        if mode == "graph":
+            assert llm.engine.runner.graph.captured_sizes == (1, 2, 4)
+        hf = hf_model(model_dir, dtype=torch.float32)
+        prompts = random_prompts(zlib.crc32(model_dir.encode()), llm.engine.vocab_size, lengths=(21, 5, 13))
+        assert_close_to_transformers(llm, hf, prompts, n_tokens=n_tokens, tol=6e-2)
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("model_id", list(MODELS))
+def test_ascend_a2(npu_emulation, checkpoint, model_id, mode):
+    _check(make_ascend(npu_emulation, soc="A2"), checkpoint(model_id), mode)
+
+
+def test_ascend_300i_duo_graph(npu_emulation, checkpoint):
+    _check(make_ascend(npu_emulation, soc="310P"), checkpoint("llama-d128"), "graph")
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("model_id", list(MODELS))
+def test_camb(mlu_emulation, checkpoint, model_id, mode):
+    _check(make_camb(mlu_emulation), checkpoint(model_id), mode)
+
+
+@pytest.mark.slow      # prefill runs the CUDA plugin's Triton kernels under the interpreter
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_maca(maca_emulation, checkpoint, mode):
+    _check(make_maca(maca_emulation), checkpoint("qwen3-d64"), mode, n_tokens=8)
