@@ -20,6 +20,10 @@ ARCHITECTURES: dict[str, str] = {
     "DeepseekForCausalLM": "deepseek:DeepseekForCausalLM",
     "DeepseekV2ForCausalLM": "deepseek:DeepseekV2ForCausalLM",
     "MiniCPM3ForCausalLM": "minicpm3:MiniCPM3ForCausalLM",
+    "PhimoeForCausalLM": "phimoe:PhimoeForCausalLM",
+    "Glm4MoeForCausalLM": "glm4_moe:Glm4MoeForCausalLM",
+    "GptOssForCausalLM": "gpt_oss:GptOssForCausalLM",
+    "Llama4ForCausalLM": "llama4:Llama4ForCausalLM",
 }
 
 
