@@ -16,3 +16,12 @@ def gen(request) -> torch.Generator:
     g = torch.Generator()  # CPU: inputs are drawn on the host, then moved to the provider's device
     g.manual_seed(zlib.crc32(request.node.nodeid.encode()) ^ base)
     return g
+
+
+@pytest.fixture
+def unrestricted_plugins():
+    """Tests about plugin loading see every plugin, whatever HALINFER_PLUGINS the run has."""
+    from .fake_plugins import plugins_env
+
+    with plugins_env(None):
+        yield

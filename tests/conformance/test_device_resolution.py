@@ -16,6 +16,8 @@ from halinfer.core.plugin import load_plugins
 from . import fake_plugins as fp
 from .tempdist import temporary_distribution
 
+pytestmark = pytest.mark.usefixtures("unrestricted_plugins")
+
 PLUGIN_DIR = Path(halinfer.plugins.__path__[0])
 
 

@@ -14,6 +14,8 @@ from halinfer.core.plugin import load_plugins
 from . import fake_plugins as fp
 from .tempdist import temporary_distribution
 
+pytestmark = pytest.mark.usefixtures("unrestricted_plugins")
+
 
 def _install(tmp_path, **plugins):
     """One distribution with an entry point per keyword: name=source."""
