@@ -134,6 +134,8 @@ class AscendBackend(Backend):
     def ops(self):
         from .ops import AscendOps
 
+        if self._soc is None:
+            self.available()   # the attention path (FIA or ATB) depends on the SoC
         return AscendOps(self._npu(), self.profile, self.capture_state)
 
     def metadata_builder(self, device, block_size):

@@ -65,8 +65,8 @@ def report(atb_state: str) -> dict[str, tuple[str, str]]:
     lo, hi = TORCH_NPU_RANGE
     return {
         "python": (f">={PYTHON_MIN}", platform.python_version()),
-        "torch": ("the release torch_npu is built for", torch.__version__),
+        "torch": ("== torch_npu's release", torch.__version__),
         "torch_npu": (f"{lo},{hi}", npu_v),
-        "CANN": ("matching torch_npu's release notes (8.1.RC1+ reports its version)", cann),
+        "CANN": ("per torch_npu's release notes", cann),
         "NNAL (ATB ops)": ("installed, set_env.sh sourced", atb_state),
     }

@@ -44,8 +44,8 @@ def report() -> dict[str, tuple[str, str]]:
     lo, hi = TMO_RANGE
     return {
         "python": (">=3.10", platform.python_version()),
-        "torch": ("the release torch_mlu is built for (dlinfer: 2.4-2.6)", torch.__version__),
-        "torch_mlu": ("matching torch (Cambricon's release notes)", _version_of("torch_mlu")),
+        "torch": ("== torch_mlu's release", torch.__version__),
+        "torch_mlu": ("matching torch", _version_of("torch_mlu")),
         "torch_mlu_ops": (f"{lo},{hi}", _version_of("torch_mlu_ops")),
         "CNToolkit": ("matching torch_mlu", f"installed at {home}" if home else "unknown (NEUWARE_HOME not set)"),
     }

@@ -13,7 +13,9 @@ loads only when the backend's ops are first used), which MACA's Triton runs (§1
 Triton attention and MoE kernels on MACA; warp size 64 is the compiler's business):
   paged_attention   prefill, mixed steps, and decode with sinks / chunked attention
   gelu_and_mul, and store_kv for MLA or HND caches
-Everything else (GEMMs through torch, fused_moe, quantized GEMMs, sampling): the core's torch code.
+fused_moe: the CUDA plugin's kernel if it gains one; until then moe.py's capturable all-experts
+path for up to 256 tokens (decode) and the core's per-expert loop for longer (eager) steps.
+Everything else (GEMMs through torch, quantized GEMMs, sampling): the core's torch code.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import torch
 
 from halinfer.core.ops import Ops
 from halinfer.plugins.cuda.ops import TritonOps
+
+from .moe import DENSE_MAX_TOKENS, dense_experts
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -142,3 +146,9 @@ class MacaOps(TritonOps):
             w = w / w.sum(-1, keepdim=True).clamp(min=1e-20)
         return w * routed_scaling, ids
     moe_route.__doc__ = Ops.moe_route.__doc__
+
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
+        if TritonOps.fused_moe is not Ops.fused_moe or x.shape[0] > DENSE_MAX_TOKENS:
+            return super().fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+        return dense_experts(x, w13, w2, topk_weights, topk_ids, **kw)
+    fused_moe.__doc__ = Ops.fused_moe.__doc__

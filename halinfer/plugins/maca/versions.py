@@ -24,9 +24,9 @@ def _dist(name: str) -> str:
 def report() -> dict[str, tuple[str, str]]:
     return {
         "python": (">=3.10", platform.python_version()),
-        "torch": (">=2.4, MetaX build (+metax tag)", torch.__version__),
-        "triton": ("MetaX build (+metax tag)", _dist("triton")),
-        "flash_attn": (">=2.6, MetaX build (+metax tag)", _dist("flash_attn")),
-        "mcoplib": ("any (dlinfer's calls, schemas probed at run time)", _dist("mcoplib")),
-        "MACA SDK": ("matching the torch build's tag", os.environ.get("MACA_PATH") or "unknown (MACA_PATH not set)"),
+        "torch": (">=2.4, a +metax build", torch.__version__),
+        "triton": ("a +metax build", _dist("triton")),
+        "flash_attn": (">=2.6, a +metax build", _dist("flash_attn")),
+        "mcoplib": ("any (schemas probed)", _dist("mcoplib")),
+        "MACA SDK": ("matching torch's +metax tag", os.environ.get("MACA_PATH") or "unknown (MACA_PATH not set)"),
     }
