@@ -3,9 +3,10 @@
 Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
 paged_attention (prefill/mixed and split-KV decode; GQA/MQA, causal or not,
 sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA, int8 KV, NHD
-and HND caches).  Everything else is the core's torch reference: dense GEMMs
-stay on cuBLAS through torch, and layer_norm, swiglu_oai, quantized GEMMs, MoE
-and sampling are plain torch ops too (graph-capturable, no host syncs).
+and HND caches), and fused_moe (tokens grouped by expert on the device, one
+launch per GEMM for all experts).  Everything else is the core's torch reference:
+dense GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, quantized
+GEMMs, MoE routing and sampling are plain torch ops too.
 
 Nothing here names a device API: the kernels run on whatever device the tensors
 are on (CUDA compiled, CPU through Triton's interpreter), so the MACA plugin can
@@ -18,6 +19,7 @@ from halinfer.core.ops import Ops
 from .kernels import activation as _act
 from .kernels import attention_decode as _decode
 from .kernels import attention_prefill as _prefill
+from .kernels import fused_moe as _moe
 from .kernels import norm as _norm
 from .kernels import rotary as _rotary
 from .kernels import store_kv as _store
@@ -59,3 +61,7 @@ class TritonOps(Ops):
             return _decode.paged_attention_decode(q, kv, meta, num_splits=self.decode_splits, **kw)
         return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
+        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    fused_moe.__doc__ = Ops.fused_moe.__doc__
