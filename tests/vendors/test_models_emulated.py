@@ -1,7 +1,7 @@
 """Tiny Llama / Qwen checkpoints through ``LLM(..., device=<vendor>)`` on the emulated
-vendor stacks, eager and with decode graphs, against HF transformers in float32
-(halinfer.testing.hf_compare: logits within 6% of their spread, greedy tokens equal
-up to a near-tie).  Head dims are chosen to take the vendor paths: 128 (Ascend FIA
+vendor stacks, eager and with decode graphs, against HF transformers
+(halinfer.testing.hf_compare: about as close to exact float32 logits as transformers'
+own float16 run is, greedy tokens equal up to a near-tie).  Head dims are chosen to take the vendor paths: 128 (Ascend FIA
 TND) and 64 (Ascend BSND; Cambricon and MACA take any)."""
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ MODELS = {
                                  intermediate_size=192)),
     "qwen3-d64": ("qwen3", dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
                                 intermediate_size=192)),
+    "mixtral-d64": ("mixtral", dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2)),
 }
+DENSE = ["llama-d128", "qwen3-d64"]
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +61,17 @@ def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12):
         assert llm.engine.graphs == (mode == "graph")
         if mode == "graph":
             assert llm.engine.runner.graph.captured_sizes == (1, 2, 4)
-        hf = hf_model(model_dir, dtype=torch.float32)
+        # transformers exactly (float32, weights rounded to the run's dtype) and in the run's dtype
+        hf_lowp = hf_model(model_dir, dtype=dtype)
+        hf_exact = hf_model(model_dir, dtype=dtype).float()
         prompts = random_prompts(zlib.crc32(model_dir.encode()), llm.engine.vocab_size, lengths=(21, 5, 13))
-        assert_close_to_transformers(llm, hf, prompts, n_tokens=n_tokens, tol=6e-2)
+        # slack 3 (the core's own tests use 2): the vendor rotary ops take cos/sin in the model
+        # dtype (vendors/ascend.md §5, camb.md §5, maca.md §4), one rounding more than the reference.
+        assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=n_tokens, slack=3.0)
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
-@pytest.mark.parametrize("model_id", list(MODELS))
+@pytest.mark.parametrize("model_id", DENSE)
 def test_ascend_a2(npu_emulation, checkpoint, model_id, mode):
     _check(make_ascend(npu_emulation, soc="A2"), checkpoint(model_id), mode)
 
@@ -75,12 +81,22 @@ def test_ascend_300i_duo_graph(npu_emulation, checkpoint):
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
-@pytest.mark.parametrize("model_id", list(MODELS))
+@pytest.mark.parametrize("model_id", DENSE)
 def test_camb(mlu_emulation, checkpoint, model_id, mode):
     _check(make_camb(mlu_emulation), checkpoint(model_id), mode)
 
 
+def test_ascend_mixtral_graph(npu_emulation, checkpoint):
+    """MoE through npu_moe_* ops and grouped matmuls, in captured decode graphs."""
+    _check(make_ascend(npu_emulation, soc="A2"), checkpoint("mixtral-d64"), "graph")
+
+
+def test_camb_mixtral_graph(mlu_emulation, checkpoint):
+    _check(make_camb(mlu_emulation), checkpoint("mixtral-d64"), "graph")
+
+
 @pytest.mark.slow      # prefill runs the CUDA plugin's Triton kernels under the interpreter
-@pytest.mark.parametrize("mode", ["eager", "graph"])
-def test_maca(maca_emulation, checkpoint, mode):
-    _check(make_maca(maca_emulation), checkpoint("qwen3-d64"), mode, n_tokens=8)
+@pytest.mark.parametrize("model_id, mode", [("qwen3-d64", "eager"), ("qwen3-d64", "graph"),
+                                            ("mixtral-d64", "graph")])
+def test_maca(maca_emulation, checkpoint, model_id, mode):
+    _check(make_maca(maca_emulation), checkpoint(model_id), mode, n_tokens=8)
