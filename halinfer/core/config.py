@@ -57,6 +57,11 @@ class ModelConfig:
     def __contains__(self, key: str) -> bool:
         return key in self._data
 
+    def replace(self, **fields: Any) -> "ModelConfig":
+        """A copy with some fields set: families whose remote-code configs use other names
+        translate them into the names the shared layers read."""
+        return ModelConfig({**self._data, **fields}, self.path)
+
     @property
     def architecture(self) -> str:
         archs = self._data.get("architectures") or []

@@ -182,6 +182,21 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.ops.act_and_mul(self.gate_up_proj(x), self.act))
 
 
+class MLP(nn.Module):
+    """Non-gated: c_proj(act(c_fc(x))).  GPT-2 / StarCoder2 names (``up_proj`` would be
+    taken for half of a gated MLP by CausalLM.stacked)."""
+
+    def __init__(self, ctx: ModelContext, hidden: int, intermediate: int, act: str = "gelu_tanh", bias: bool = True):
+        super().__init__()
+        self.ops = ctx.ops
+        self.act = act
+        self.c_fc = Linear(ctx, hidden, intermediate, bias=bias)
+        self.c_proj = Linear(ctx, intermediate, hidden, bias=bias)
+
+    def forward(self, x):
+        return self.c_proj(self.ops.act(self.c_fc(x), self.act))
+
+
 def hf_activation(name: str) -> str:
     """Map an HF ``hidden_act`` to the name Ops.act_and_mul takes."""
     name = (name or "silu").lower()

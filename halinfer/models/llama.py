@@ -5,6 +5,9 @@ dynamic, llama3; tied or untied embeddings), Code Llama and Yi (Llama
 architecture), Mistral (sliding window), Qwen1.5/Qwen2/Qwen2.5 (q/k/v bias, optional
 sliding window on upper layers), Qwen3 (per-head q/k RMSNorm) and InternLM3
 (optional q/k/v and o biases).  The differences are read from config.json.
+Subclasses elsewhere switch three more knobs: interleaved (GPT-J style) rotary
+pairs (GLM), ALiBi instead of rotary (Baichuan 13B) and extra norms after the
+attention and the MLP outputs (GLM-4-0414).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from torch import nn
 from ..core.config import ModelConfig
 from ..core.rope import RopeSpec
 from .base import CausalLM, make_embedding, make_lm_head
+from ..core.ops.paged import alibi_slopes as make_alibi_slopes
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary, hf_activation
 
 
@@ -40,8 +44,10 @@ def rope_spec(cfg: ModelConfig, head_dim: int, is_neox: bool = True) -> RopeSpec
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, ctx: ModelContext, cfg: ModelConfig, i: int, rotary: Rotary, qkv_bias: bool,
-                 o_bias: bool, qk_norm: bool):
+    """rotary None: no rotation (positions come from alibi_slopes, or from nowhere)."""
+
+    def __init__(self, ctx: ModelContext, cfg: ModelConfig, i: int, rotary: Rotary | None, qkv_bias: bool,
+                 o_bias: bool, qk_norm: bool, *, alibi_slopes: torch.Tensor | None = None):
         super().__init__()
         H, Hk, D = cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim
         self.H, self.Hk, self.D = H, Hk, D
@@ -52,7 +58,8 @@ class LlamaAttention(nn.Module):
         eps = cfg.get("rms_norm_eps", 1e-6)
         self.q_norm = RMSNorm(ctx, D, eps) if qk_norm else None
         self.k_norm = RMSNorm(ctx, D, eps) if qk_norm else None
-        self.attn = Attention(ctx, H, Hk, D, scale=D ** -0.5, sliding_window=layer_sliding_window(cfg, i))
+        self.attn = Attention(ctx, H, Hk, D, scale=D ** -0.5, sliding_window=layer_sliding_window(cfg, i),
+                              alibi_slopes=alibi_slopes)
 
     def forward(self, positions, x, meta):
         T = x.shape[0]
@@ -61,19 +68,26 @@ class LlamaAttention(nn.Module):
         if self.q_norm is not None:
             q = self.q_norm(q.reshape(-1, self.D)).view(T, self.H, self.D)
             k = self.k_norm(k.reshape(-1, self.D)).view(T, self.Hk, self.D)
-        q, k = self.rotary(positions, q, k)
+        if self.rotary is not None:
+            q, k = self.rotary(positions, q, k)
         return self.o_proj(self.attn(q, k, v.contiguous(), meta))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, ctx, cfg: ModelConfig, i: int, rotary: Rotary, qkv_bias: bool, o_bias: bool, qk_norm: bool):
+    """sandwich_norms: GLM-4-0414's post_self_attn_layernorm / post_mlp_layernorm, applied to
+    each block's output before it joins the residual stream."""
+
+    def __init__(self, ctx, cfg: ModelConfig, i: int, rotary: Rotary | None, qkv_bias: bool, o_bias: bool,
+                 qk_norm: bool, *, alibi_slopes: torch.Tensor | None = None, sandwich_norms: bool = False):
         super().__init__()
         eps = cfg.get("rms_norm_eps", 1e-6)
         self.input_layernorm = RMSNorm(ctx, cfg.hidden_size, eps)
-        self.self_attn = LlamaAttention(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm)
+        self.self_attn = LlamaAttention(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm, alibi_slopes=alibi_slopes)
         self.post_attention_layernorm = RMSNorm(ctx, cfg.hidden_size, eps)
         self.mlp = GatedMLP(ctx, cfg.hidden_size, cfg.intermediate_size, hf_activation(cfg.get("hidden_act")),
                             bias=bool(cfg.get("mlp_bias", False)))
+        self.post_self_attn_layernorm = RMSNorm(ctx, cfg.hidden_size, eps) if sandwich_norms else None
+        self.post_mlp_layernorm = RMSNorm(ctx, cfg.hidden_size, eps) if sandwich_norms else None
 
     def forward(self, positions, x, residual, meta):
         if residual is None:
@@ -82,17 +96,26 @@ class LlamaDecoderLayer(nn.Module):
         else:
             x, residual = self.input_layernorm(x, residual)
         x = self.self_attn(positions, x, meta)
+        if self.post_self_attn_layernorm is not None:
+            x = self.post_self_attn_layernorm(x)
         x, residual = self.post_attention_layernorm(x, residual)
-        return self.mlp(x), residual
+        x = self.mlp(x)
+        if self.post_mlp_layernorm is not None:
+            x = self.post_mlp_layernorm(x)
+        return x, residual
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, ctx, cfg: ModelConfig, qkv_bias: bool, o_bias: bool, qk_norm: bool):
+    def __init__(self, ctx, cfg: ModelConfig, qkv_bias: bool, o_bias: bool, qk_norm: bool, *,
+                 is_neox: bool = True, alibi: bool = False, sandwich_norms: bool = False):
         super().__init__()
         self.embed_tokens = make_embedding(ctx, cfg.vocab_size, cfg.hidden_size)
-        rotary = Rotary(ctx, rope_spec(cfg, cfg.head_dim))
+        rotary = None if alibi else Rotary(ctx, rope_spec(cfg, cfg.head_dim, is_neox))
+        slopes = make_alibi_slopes(cfg.num_attention_heads).to(ctx.device) if alibi else None
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm) for i in range(cfg.num_hidden_layers)
+            LlamaDecoderLayer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm, alibi_slopes=slopes,
+                              sandwich_norms=sandwich_norms)
+            for i in range(cfg.num_hidden_layers)
         )
         self.norm = RMSNorm(ctx, cfg.hidden_size, cfg.get("rms_norm_eps", 1e-6))
 
@@ -107,15 +130,22 @@ class LlamaModel(nn.Module):
 
 class LlamaForCausalLM(CausalLM):
     qkv_bias_key, o_bias_key, qk_norm = "attention_bias", "attention_bias", False
+    rope_is_neox = True        # False: rotate interleaved pairs (GLM)
+    sandwich_norms = False     # GLM-4-0414
 
     def __init__(self, cfg: ModelConfig, ctx: ModelContext):
         super().__init__(cfg, ctx)
         qkv_bias, o_bias = self.biases(cfg)
-        self.model = LlamaModel(ctx, cfg, qkv_bias, o_bias, self.qk_norm)
+        self.model = LlamaModel(ctx, cfg, qkv_bias, o_bias, self.qk_norm, is_neox=self.rope_is_neox,
+                                alibi=self.uses_alibi(cfg), sandwich_norms=self.sandwich_norms)
         self.lm_head = make_lm_head(ctx, cfg.hidden_size, cfg.vocab_size)
 
     def biases(self, cfg: ModelConfig) -> tuple[bool, bool]:
         return bool(cfg.get(self.qkv_bias_key, False)), bool(cfg.get(self.o_bias_key, False))
+
+    def uses_alibi(self, cfg: ModelConfig) -> bool:
+        """True: no rotary; ALiBi biases in attention instead (Baichuan 13B)."""
+        return False
 
 
 class Qwen2ForCausalLM(LlamaForCausalLM):
