@@ -13,6 +13,20 @@ ARCHITECTURES: dict[str, str] = {
     "Qwen3ForCausalLM": "llama:Qwen3ForCausalLM",
     "InternLM3ForCausalLM": "llama:InternLM3ForCausalLM",
     "InternLM2ForCausalLM": "internlm2:InternLM2ForCausalLM",
+    # dense families of issue 5
+    "InternLMForCausalLM": "internlm:InternLMForCausalLM",
+    "GemmaForCausalLM": "gemma:GemmaForCausalLM",
+    "Gemma2ForCausalLM": "gemma:Gemma2ForCausalLM",
+    "Gemma3ForCausalLM": "gemma:Gemma3ForCausalLM",
+    "Phi3ForCausalLM": "phi3:Phi3ForCausalLM",
+    "Starcoder2ForCausalLM": "starcoder2:Starcoder2ForCausalLM",
+    "GlmForCausalLM": "glm:GlmForCausalLM",
+    "Glm4ForCausalLM": "glm:Glm4ForCausalLM",
+    "ChatGLMModel": "glm:ChatGLMForCausalLM",                     # ChatGLM2/3, GLM-4, CodeGeeX4 (remote code)
+    "ChatGLMForConditionalGeneration": "glm:ChatGLMForCausalLM",
+    "BaichuanForCausalLM": "baichuan:BaichuanForCausalLM",        # Baichuan2 7B/13B, Baichuan 13B
+    "BaiChuanForCausalLM": "baichuan:BaichuanForCausalLM",        # Baichuan 7B
+    "QWenLMHeadModel": "qwen:QWenLMHeadModel",                    # Qwen (v1)
     # mixture of experts / latent attention
     "MixtralForCausalLM": "mixtral:MixtralForCausalLM",
     "Qwen2MoeForCausalLM": "qwen_moe:Qwen2MoeForCausalLM",
