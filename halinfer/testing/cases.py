@@ -38,6 +38,24 @@ CASES: dict[str, Case] = {
     "qwen3-qk-norm": Case("qwen3"),
     "internlm2": Case("llama", converter=convert.llama_to_internlm2),
     "internlm3": Case("llama-bias", {"mlp_bias": False}, converter=convert.llama_to_internlm3),
+    # dense families of issue 5
+    "internlm": Case("llama-mha-bias", converter=convert.llama_to_internlm),
+    # Code Llama's config as published: rope_theta 1e6 at the top level (transformers 4 layout)
+    "codellama-rope-theta": Case("llama", {"rope_theta": 1e6}, converter=convert.llama_published_config),
+    "gemma": Case("gemma"),
+    "gemma2-softcap-sliding": Case("gemma2"),
+    "gemma3-text": Case("gemma3"),
+    "phi3-longrope-sliding": Case("phi3"),
+    "phi4-mini-partial-rotary": Case("phi4-mini"),
+    "starcoder2": Case("starcoder2"),
+    "glm4-hf": Case("glm"),
+    "glm4-0414": Case("glm4"),
+    "chatglm2": Case("glm", converter=convert.glm_to_chatglm),
+    "glm4-chatglm": Case("glm", {"rope_theta": 5e6}, converter=convert.glm_to_chatglm),   # rope_ratio 500
+    "baichuan-7b": Case("llama-mha", converter=convert.llama_to_baichuan_7b),
+    "baichuan2-7b": Case("llama-mha-unit-head", converter=convert.llama_to_baichuan2_7b),
+    "baichuan2-13b-alibi": Case("llama-alibi", converter=convert.llama_to_baichuan2_13b),
+    "qwen-v1": Case("qwen2-mha", converter=convert.qwen2_to_qwen),
     # mixture of experts / latent attention
     "mixtral": Case("mixtral"),
     "qwen2-moe": Case("qwen2-moe"),

@@ -76,6 +76,78 @@ FAMILIES = {
 }
 
 
+# Dense families of issue 5, and the transformers references of remote-code ones.
+# Windows are shorter than the longest test prompt (29 tokens); soft-caps sit near the
+# size of the raw scores / logits, so they change them without flattening them.
+_LONGROPE = {"rope_type": "longrope", "short_factor": [1.0 + 0.15 * i for i in range(12)],
+             "long_factor": [1.5 + 0.6 * i for i in range(12)]}
+DENSE_FAMILIES = {
+    "gemma": ("GemmaConfig", {"head_dim": 32, "num_key_value_heads": 1, "num_hidden_layers": 2}),
+    "gemma2": ("Gemma2Config", {"head_dim": 32, "num_hidden_layers": 2, "sliding_window": 7,
+                                "query_pre_attn_scalar": 20, "attn_logit_softcapping": 6.0,
+                                "final_logit_softcapping": 10.0}),
+    "gemma3": ("Gemma3TextConfig", {
+        "head_dim": 32, "sliding_window": 6, "query_pre_attn_scalar": 20,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6}}}),
+    # LongRoPE with original context 64 > the longest test sequence (29 + 32): transformers'
+    # Phi-3 re-encodes a whole sequence once it outgrows that context, which a KV cache cannot
+    # follow, so the long factors are checked against transformers' table instead
+    # (tests/models/test_longrope_table.py); factor 512 / 64 still sets the attention scaling.
+    "phi3": ("Phi3Config", {"sliding_window": 9, "num_hidden_layers": 2, "max_position_embeddings": 512,
+                            "original_max_position_embeddings": 64, "rope_scaling": _LONGROPE}),
+    "phi4-mini": ("Phi3Config", {"partial_rotary_factor": 0.75, "tie_word_embeddings": True, "num_hidden_layers": 2,
+                                 "original_max_position_embeddings": 64, "rope_scaling": {
+                                     **_LONGROPE, "short_factor": _LONGROPE["short_factor"][:9],
+                                     "long_factor": _LONGROPE["long_factor"][:9]}}),
+    "starcoder2": ("Starcoder2Config", {"sliding_window": 7, "norm_epsilon": 1e-5, "use_bias": True,
+                                        "num_hidden_layers": 2}),
+    "glm": ("GlmConfig", {"head_dim": 32, "num_hidden_layers": 2}),
+    "glm4": ("Glm4Config", {"head_dim": 32, "num_hidden_layers": 2}),
+    # references for remote-code layouts (converted by testing/convert.py)
+    "qwen2-mha": ("Qwen2Config", {"num_key_value_heads": 4, "num_hidden_layers": 2}),
+    "llama-mha-bias": ("LlamaConfig", {"num_key_value_heads": 4, "attention_bias": True, "num_hidden_layers": 2,
+                                       "rope_theta": 20000.0}),
+    "llama-mha": ("LlamaConfig", {"num_key_value_heads": 4, "num_hidden_layers": 2}),
+    "llama-mha-unit-head": ("LlamaConfig", {"num_key_value_heads": 4, "num_hidden_layers": 2}),
+    # 6 heads: ALiBi slopes for a head count that is not a power of two (Baichuan2-13B has 40)
+    "llama-alibi": ("LlamaConfig", {"num_attention_heads": 6, "num_key_value_heads": 6, "num_hidden_layers": 2}),
+}
+FAMILIES.update(DENSE_FAMILIES)
+
+
+def _perturb_norms(model) -> None:
+    """HF initialises norm weights to 1 (Gemma's to 0) and norm biases to 0, which would
+    leave their loading untested: move every norm parameter off its initial value."""
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_((torch.randn(p.shape, generator=g) * 0.3).to(p.dtype))
+
+
+def _unit_lm_head(model) -> None:
+    """Unit-length lm_head rows (what Baichuan 2's NormHead computes from any rows), and a
+    final-norm gain of 4 so that the logits still spread wide enough for clear argmaxes."""
+    with torch.no_grad():
+        model.lm_head.weight.copy_(torch.nn.functional.normalize(model.lm_head.weight.float(), dim=1))
+        model.model.norm.weight.mul_(4.0)
+
+
+# Adjustments to the random model before it is saved, per recipe.
+ADJUSTMENTS = {
+    "gemma": (_perturb_norms,), "gemma2": (_perturb_norms,), "gemma3": (_perturb_norms,),
+    "phi3": (_perturb_norms,), "phi4-mini": (_perturb_norms,), "starcoder2": (_perturb_norms,),
+    "glm": (_perturb_norms,), "glm4": (_perturb_norms,), "qwen2-mha": (_perturb_norms,),
+    "llama-mha-bias": (_perturb_norms,), "llama-mha": (_perturb_norms,), "llama-mha-unit-head": (_perturb_norms, _unit_lm_head),
+    "llama-alibi": (_perturb_norms, _unit_lm_head),
+}
+# Recipes whose saved directory is the reference of a family transformers lacks:
+# hf_compare.hf_model reads this file and adapts the transformers model (see there).
+REFERENCE_MARKERS = {"llama-alibi": {"attention": "alibi"}}
+
+
 def make_config(family: str, **overrides):
     import transformers
 
@@ -92,7 +164,16 @@ def save_tiny_model(family: str, path: str, seed: int = 0, dtype: torch.dtype = 
     cfg = make_config(family, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    for adjust in ADJUSTMENTS.get(family, ()):
+        adjust(model)
     model.save_pretrained(path, safe_serialization=True)
+    if family in REFERENCE_MARKERS:
+        import json
+
+        from .hf_compare import REFERENCE_MARKER
+
+        with open(os.path.join(path, REFERENCE_MARKER), "w") as f:
+            json.dump(REFERENCE_MARKERS[family], f)
     if tokenizer:
         build_tokenizer(path)
     return path
