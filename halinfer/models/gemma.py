@@ -32,6 +32,14 @@ def gemma_activation(cfg: ModelConfig) -> str:
     raise ValueError(f"unsupported Gemma activation {name!r}; supported: gelu_pytorch_tanh")
 
 
+def hf_default(cfg: ModelConfig, key: str, version: int):
+    """A field, or transformers' default when the config omits it (an explicit null stays None)."""
+    if key in cfg:
+        return cfg.get(key)
+    return {"query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0 if version == 2 else None,
+            "final_logit_softcapping": 30.0 if version == 2 else None}[key]
+
+
 def layer_types(cfg: ModelConfig, version: int) -> list[str]:
     """'sliding_attention' / 'full_attention' per layer (Gemma 1: all full)."""
     n = cfg.num_hidden_layers
@@ -81,8 +89,8 @@ class GemmaAttention(nn.Module):
         qk_norm = version >= 3
         self.q_norm = RMSNorm(ctx, D, cfg.get("rms_norm_eps", 1e-6)) if qk_norm else None
         self.k_norm = RMSNorm(ctx, D, cfg.get("rms_norm_eps", 1e-6)) if qk_norm else None
-        scale = D ** -0.5 if version == 1 else float(cfg.get("query_pre_attn_scalar", D)) ** -0.5
-        soft_cap = cfg.get("attn_logit_softcapping") if version >= 2 else None
+        scale = D ** -0.5 if version == 1 else float(hf_default(cfg, "query_pre_attn_scalar", version)) ** -0.5
+        soft_cap = hf_default(cfg, "attn_logit_softcapping", version) if version >= 2 else None
         self.attn = Attention(ctx, H, Hk, D, scale=scale, sliding_window=sliding_window, soft_cap=soft_cap)
 
     def forward(self, positions, x, meta):
@@ -166,7 +174,7 @@ class GemmaForCausalLM(CausalLM):
         self.model = GemmaModel(ctx, cfg, self.version)
         self.lm_head = make_lm_head(ctx, cfg.hidden_size, cfg.vocab_size)
         if self.version >= 2:
-            self.logit_soft_cap = cfg.get("final_logit_softcapping")
+            self.logit_soft_cap = hf_default(cfg, "final_logit_softcapping", self.version)
 
     def convert(self, weights):
         for name, t in weights:

@@ -20,7 +20,7 @@ class Starcoder2DecoderLayer(nn.Module):
         self.input_layernorm = LayerNorm(ctx, cfg.hidden_size, eps)
         self.self_attn = LlamaAttention(ctx, cfg, i, rotary, qkv_bias=bias, o_bias=bias, qk_norm=False)
         self.post_attention_layernorm = LayerNorm(ctx, cfg.hidden_size, eps)
-        self.mlp = MLP(ctx, cfg.hidden_size, cfg.intermediate_size, hf_activation(cfg.get("hidden_act")), bias=bias)
+        self.mlp = MLP(ctx, cfg.hidden_size, cfg.intermediate_size, hf_activation(cfg.get("hidden_act", "gelu_pytorch_tanh")), bias=bias)
 
     def forward(self, positions, x, residual, meta):
         if residual is None:
