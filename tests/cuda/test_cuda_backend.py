@@ -74,6 +74,24 @@ def test_ops_are_the_triton_ops():
     assert isinstance(CudaBackend().ops, TritonOps)
 
 
+def test_device_without_index_means_the_current_device(monkeypatch):
+    """The engine passes torch.device("cuda") for device="cuda"; torch.cuda.set_device rejects it."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    for name in ("set_device", "synchronize", "mem_get_info", "memory_allocated", "max_memory_allocated",
+                 "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda d, _n=name: calls.append((_n, d)) or (1, 2))
+    b = CudaBackend()
+    for dev in (torch.device("cuda"), torch.device("cuda", 1)):
+        b.set_device(dev)
+        b.synchronize(dev)
+        b.mem_get_info(dev)
+        b.memory_allocated(dev)
+        b.max_memory_allocated(dev)
+        b.reset_peak_memory(dev)
+    assert {d for _, d in calls[:6]} == {3} and {d for _, d in calls[6:]} == {1}
+
+
 @pytest.mark.parametrize("x", [0], ids=["gpu"])
 def test_memory_queries_on_the_gpu(x):
     if not GPU_OK:
@@ -81,6 +99,7 @@ def test_memory_queries_on_the_gpu(x):
     b = CudaBackend()
     ok, why = b.available()
     assert ok, why
+    b.set_device(torch.device("cuda"))   # what device="cuda" hands the backend
     dev = torch.device("cuda", 0)
     b.set_device(dev)
     free, total = b.mem_get_info(dev)

@@ -14,6 +14,12 @@ import torch
 from halinfer.core.backend import Backend
 
 
+def _index(device) -> int:
+    """The CUDA ordinal of ``device``; "cuda" without an index means the current device."""
+    device = torch.device(device)
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
 def _installed(dist: str) -> str:
     try:
         return md.version(dist)
@@ -85,23 +91,24 @@ class CudaBackend(Backend):
                                     block_size, max_seq_len)
 
     # ---- device and memory ------------------------------------------------------
+    # torch.cuda's calls disagree on whether torch.device("cuda") (no index) is accepted: pass ordinals.
     def set_device(self, device: torch.device) -> None:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(_index(device))
 
     def synchronize(self, device: torch.device) -> None:
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(_index(device))
 
     def mem_get_info(self, device: torch.device) -> tuple[int, int]:
-        return torch.cuda.mem_get_info(device)
+        return torch.cuda.mem_get_info(_index(device))
 
     def memory_allocated(self, device: torch.device) -> int:
-        return torch.cuda.memory_allocated(device)
+        return torch.cuda.memory_allocated(_index(device))
 
     def max_memory_allocated(self, device: torch.device) -> int:
-        return torch.cuda.max_memory_allocated(device)
+        return torch.cuda.max_memory_allocated(_index(device))
 
     def reset_peak_memory(self, device: torch.device) -> None:
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(_index(device))
 
     def empty_cache(self) -> None:
         torch.cuda.empty_cache()

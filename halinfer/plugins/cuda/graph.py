@@ -14,7 +14,9 @@ class CudaGraphAPI(GraphAPI):
     """
 
     def __init__(self, device: torch.device):
-        self.device = torch.device(device)
+        device = torch.device(device)
+        self.device = device if device.index is not None or device.type != "cuda" else \
+            torch.device("cuda", torch.cuda.current_device())
 
     def new_graph(self):
         return torch.cuda.CUDAGraph()
