@@ -106,6 +106,26 @@ def cmd_chat(a) -> int:
     return 0
 
 
+def cmd_support(a) -> int:
+    from .core.plugin import load_plugins
+    from .support.matrix import render_markdown
+
+    reg = load_plugins()
+    if a.device:
+        b = reg.find(a.device.split(":")[0].lower())
+        if b is None:
+            print(f"error: unknown device {a.device!r}; known: {', '.join(reg.names())}", file=sys.stderr)
+            return 2
+        backends = [b]
+    else:
+        backends = list(reg.backends.values())
+    for b in backends:
+        ok, why = b.available()
+        print(f"## {b.name} ({'available' if ok else 'unavailable here: ' + why.splitlines()[0]})\n")
+        print(render_markdown(b, a.llm_only))
+    return 0
+
+
 def cmd_doctor(a) -> int:
     import platform
 
@@ -164,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cache-dir", default=os.environ.get("HALINFER_CACHE", os.path.expanduser("~/.cache/halinfer")))
     s.add_argument("--max-tokens", type=int, default=48)
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("support", help="the support matrix: each backend's claims and what tests verified")
+    s.add_argument("--device", default=None, help="one backend (name or alias); default: every backend found")
+    s.add_argument("--llm-only", action="store_true", help="text models only")
+    s.set_defaults(fn=cmd_support)
 
     s = sub.add_parser("doctor", help="per plugin: what it needs beside what is installed")
     s.set_defaults(fn=cmd_doctor)

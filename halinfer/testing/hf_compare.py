@@ -102,25 +102,52 @@ def random_prompts(seed: int, vocab: int, lengths=(29, 5, 17)) -> list[list[int]
     return [rng.integers(3, vocab, size=n).tolist() for n in lengths]
 
 
-def assert_close_to_transformers(llm, hf, prompts: list[list[int]], n_tokens: int = 32, tol: float = 5e-2,
-                                 tie: float = 5e-2) -> None:
-    """The equivalence for inexact runs (bf16/fp16, int8 KV): logits within ``tol``
-    (relative to their spread) and the same greedy tokens until a step where the two
-    picks are a near-tie in the reference (within ``tie`` of the spread); past such
-    a step the continuations legitimately differ and are not compared."""
-    refs = [hf_greedy(hf, p, n_tokens) for p in prompts]
-    for p, ref in zip(prompts, refs):
-        err = max_rel_err(llm.engine.prompt_logits(p).cpu(), ref.prompt_logits.cpu())
-        assert err < tol, f"prompt logits differ (relative error {err:.2e}) for a prompt of {len(p)} tokens"
-    got = halinfer_greedy(llm, prompts, n_tokens)
-    for p, ref, (tokens, step_logits) in zip(prompts, refs, got):
-        for i, (mine, theirs) in enumerate(zip(step_logits, ref.step_logits)):
-            theirs = theirs.cpu()
-            err = max_rel_err(mine.cpu(), theirs)
-            assert err < tol, f"decode step {i} logits differ (relative error {err:.2e})"
+def mean_rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().mean() / b.float().abs().max().clamp(min=1e-6))
+
+
+@torch.inference_mode()
+def assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts: list[list[int]], n_tokens: int = 24,
+                                 slack: float = 2.0) -> None:
+    """The equivalence for inexact runs (bf16/fp16 compute, int8 KV).
+
+    ``hf_exact`` is transformers computing in float32 with the weights rounded as
+    halinfer holds them; ``hf_lowp`` is transformers computing in the run's dtype.
+    halinfer must be about as accurate as transformers itself: its mean logit
+    error against the exact values at most ``slack`` times transformers' own
+    (plus 1e-3), on the prompt and at every decode step; and its greedy tokens
+    equal the exact ones until a step where the two picks are within the noise
+    transformers itself shows (past which continuations legitimately differ).
+    """
+    for p in prompts:
+        ref = hf_greedy(hf_exact, p, n_tokens)
+        full = torch.tensor([p + ref.tokens])
+        exact = hf_exact(full).logits[0].float()          # every position of prompt + continuation
+        lowp = hf_lowp(full).logits[0].float()
+        theirs = [mean_rel_err(lowp[j], exact[j]) for j in range(exact.shape[0])]
+        noise_max = max(max_rel_err(lowp[j], exact[j]) for j in range(exact.shape[0]))
+        P = len(p)
+        prompt = llm.engine.prompt_logits(p).cpu()
+        mine = [mean_rel_err(prompt[j], exact[j]) for j in range(P)]
+        (tokens, step_logits), = halinfer_greedy(llm, [p], n_tokens)
+        diverged = None
+        for i, (mine_i, ref_i) in enumerate(zip(step_logits, ref.step_logits)):
+            mine.append(mean_rel_err(mine_i.cpu(), exact[P - 1 + i]))
             if tokens[i] != ref.tokens[i]:
-                spread = theirs.abs().max().item()
-                gap = (theirs[ref.tokens[i]] - theirs[tokens[i]]).item()
-                assert gap <= tie * spread, (f"step {i}: halinfer chose {tokens[i]}, the reference {ref.tokens[i]} "
-                                             f"with a margin {gap:.3g} that is no near-tie")
+                diverged = i
+                spread = ref_i.abs().max().item()
+                gap = (ref_i[ref.tokens[i]] - ref_i[tokens[i]]).item()
+                assert gap <= slack * noise_max * spread, (
+                    f"step {i}: halinfer chose {tokens[i]}, the exact reference {ref.tokens[i]}, with a margin "
+                    f"{gap:.3g} beyond transformers' own noise ({noise_max * spread:.3g})")
                 break
+        # Aggregates, not per position: a low-precision MoE router may flip a choice at any
+        # single position (transformers' own run does so elsewhere), but a bug is systematic.
+        n = len(mine)
+        their_n = theirs[:P] + theirs[P:P + (n - P)]
+        mean_mine, mean_theirs = sum(mine) / n, sum(their_n) / n
+        assert mean_mine <= slack * mean_theirs + 1e-3, (
+            f"mean logit error {mean_mine:.2e} > {slack} x transformers' own {mean_theirs:.2e} "
+            f"(prompt of {P} tokens, {n - P} decode steps{'' if diverged is None else ', diverged at a near-tie'})")
+        assert max(mine) <= slack * max(theirs) + 1e-3, (
+            f"worst position error {max(mine):.2e} > {slack} x transformers' worst {max(theirs):.2e}")

@@ -24,3 +24,10 @@ def case_dirs(tmp_path_factory):
         return built[case_id]
 
     return get
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from .support_records import write_records
+
+    for path in write_records():
+        print(f"\nsupport record written: {path}")

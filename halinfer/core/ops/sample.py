@@ -53,7 +53,7 @@ def uniform_noise(seeds: torch.Tensor, offsets: torch.Tensor, vocab: int) -> tor
     h = _mix32(h ^ ((seeds >> 32) & _M32))
     h = _mix32(h ^ (offsets & _M32))
     idx = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
-    r = _mix32(h[:, None] ^ (_mix32(idx) * 0x9E3779B1 & _M32))
+    r = _mix32(h[:, None] ^ (_mix32(idx) * 0x61C88647 & _M32))  # constant < 2**31: no int64 overflow
     r = _mix32(r ^ 0x5BD1E995)
     return ((r >> 8).float() + 0.5) * (1.0 / (1 << 24))
 

@@ -29,6 +29,14 @@ class CpuBackend(Backend):
     def available(self):
         return True, "ok"
 
+    def support(self):
+        from halinfer.support.declare import implemented_rows
+
+        # int8 KV runs through the reference store/attention; W4A16/W8A8 ops exist but
+        # no model test backs them per family yet, so they are not claimed.
+        return implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": False, "W8A8": False,
+                                 "W4A16": False})
+
     @functools.cached_property
     def ops(self):
         from .ops import CpuOps

@@ -1,0 +1,82 @@
+"""Every backend's claims are backed by tests that run on it.
+
+For each available backend and each support column it claims for a seed row that
+halinfer implements, the row's model cases run through that backend in the
+column's mode and must match HF transformers (bf16 or fp16: near-tie aware;
+"KV INT8": with an int8 cache).  A claim whose test fails on the backend fails
+here.  With HALINFER_RECORD_SUPPORT=1 the passing cells are written to
+halinfer/support/verified/<backend>.json, which `halinfer support` reads.
+"""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+from halinfer import LLM
+from halinfer.core.plugin import load_plugins
+from halinfer.support.seed import SEED_ROWS
+from halinfer.testing.hf_compare import assert_close_to_transformers, hf_model, random_prompts
+
+from .support_records import note_result
+
+TESTED_COLUMNS = ("FP16/BF16", "KV INT8")
+
+
+def _claims():
+    out = []
+    for b in load_plugins().backends.values():
+        ok, _ = b.available()
+        if not ok:
+            continue
+        for d in b.support():
+            rows = [r for r in SEED_ROWS if d.family in (r.model, f"{r.model} {r.size}") and r.cases]
+            for r in rows:
+                for col in TESTED_COLUMNS:
+                    if d.columns.get(col):
+                        out.append((b.name, col, r))
+    return out
+
+
+CLAIMS = _claims()
+# One test per (backend, column, case); a row is verified when all its cases pass.
+UNIQUE = sorted({(b, col, case) for b, col, r in CLAIMS for case in r.cases})
+
+
+def _low_precision(backend) -> torch.dtype:
+    for d in (torch.bfloat16, torch.float16):
+        if d in backend.dtypes:
+            return d
+    return torch.float32
+
+
+@pytest.mark.parametrize("backend_name,column,case", UNIQUE, ids=[f"{b}-{c}-{k}" for b, c, k in UNIQUE])
+def test_claimed_cell_holds(backend_name, column, case, case_dirs):
+    backend = load_plugins().backends[backend_name]
+    dtype = _low_precision(backend)
+    model_dir, ref_dir = case_dirs(case)
+    kv = "int8" if column == "KV INT8" else "auto"
+    llm = LLM(model_dir, device=backend_name, dtype=dtype, kv_cache_dtype=kv, num_kv_blocks=160,
+              block_size=backend.default_block_size if 8 not in backend.block_sizes else 8, enforce_eager=False)
+    # References on the CPU: transformers in float32 with the weights rounded to the run's
+    # dtype (the same model, computed exactly) and transformers computing in that dtype
+    # (how much noise the dtype itself brings).
+    hf_lowp = hf_model(model_dir, dtype=dtype, reference_dir=ref_dir)
+    hf_exact = hf_model(model_dir, dtype=dtype, reference_dir=ref_dir).float()
+    prompts = random_prompts(zlib.crc32(case.encode()), llm.engine.vocab_size, lengths=(13, 5))
+    ok = False
+    try:
+        # An int8 cache adds its own rounding on top of the dtype's: allow more slack for it.
+        assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=16,
+                                     slack=4.0 if kv == "auto" else 6.0)
+        ok = True
+    finally:
+        note_result(backend_name, column, case, ok, str(dtype).replace("torch.", ""), kv)
+
+
+def test_every_claim_is_collected():
+    """A claimed cell of an implemented row always has its test above (none is skipped silently)."""
+    for b, col, r in CLAIMS:
+        for case in r.cases:
+            assert (b, col, case) in UNIQUE
