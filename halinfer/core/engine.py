@@ -196,8 +196,7 @@ class LLMEngine:
             num = int(cfg.num_kv_blocks)
             source = "num_kv_blocks"
         else:
-            self.backend.synchronize(self.device)
-            in_use = self.backend.max_memory_allocated(self.device)
+            in_use = self._profile_peak_memory()
             budget = self.backend.kv_cache_budget(self.device, cfg.gpu_memory_utilization, in_use)
             num = budget // per_block
             source = f"{budget / 2**30:.2f} GiB KV budget"
@@ -209,6 +208,43 @@ class LLMEngine:
                 f"memory (gpu_memory_utilization, num_kv_blocks, or HALINFER_CPU_KVCACHE_GB on the CPU)"
             )
         return num
+
+    def _profile_peak_memory(self) -> int:
+        """Peak device memory of the largest step the scheduler may run (weights included).
+
+        Runs one forward of max_num_batched_tokens dummy tokens against a one-block
+        scratch cache, samples max_num_seqs rows of logits, and reads the allocator's
+        peak.  Backends that do not track memory report 0 and skip the work.
+        """
+        from .scheduler import ScheduledBatch
+
+        b = self.backend
+        b.synchronize(self.device)
+        if b.max_memory_allocated(self.device) == 0:
+            return 0
+        b.reset_peak_memory(self.device)
+        scratch = ModelRunner(self.model, b, self.device, self.dtype, self.block_size, 1, "auto", self.max_model_len)
+        total, per = self.max_num_batched_tokens, max(1, self.max_model_len - 1)
+        seqs, num_new, sid = [], [], 0
+        while total > 0:
+            n = min(per, total)
+            s = Sequence(seq_id=-1 - sid, request_id="__profile__", index=0, prompt_token_ids=[0] * n,
+                         params=SamplingParams(temperature=0), seed=0, arrival=-1)
+            s.block_ids = [0] * -(-n // self.block_size)
+            seqs.append(s)
+            num_new.append(n)
+            total -= n
+            sid += 1
+        scratch.execute(ScheduledBatch(seqs, num_new))
+        # A decode step of max_num_seqs rows samples from max_num_seqs rows of logits.
+        logits = torch.empty(self.cfg_engine.max_num_seqs, self.vocab_size, dtype=torch.float32, device=self.device)
+        logits.normal_()
+        logits.softmax(-1)
+        del logits, scratch
+        b.synchronize(self.device)
+        peak = b.max_memory_allocated(self.device)
+        b.empty_cache()
+        return peak
 
     # -- requests -------------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:

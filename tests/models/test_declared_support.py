@@ -44,35 +44,47 @@ CLAIMS = _claims()
 UNIQUE = sorted({(b, col, case) for b, col, r in CLAIMS for case in r.cases})
 
 
-def _low_precision(backend) -> torch.dtype:
+def _modes(backend, column) -> list[tuple[torch.dtype, bool]]:
+    """(dtype, graphs) to run a claimed cell in: bf16 with graphs where the backend has
+    them, and fp16 eager as well for the FP16/BF16 column, so each dtype and each mode runs."""
+    graphs = "graph" in backend.graph_modes
+    modes = []
     for d in (torch.bfloat16, torch.float16):
         if d in backend.dtypes:
-            return d
-    return torch.float32
+            modes.append((d, graphs if not modes else False))
+    if column != "FP16/BF16":
+        modes = modes[:1]
+    return modes or [(torch.float32, False)]
 
 
 @pytest.mark.parametrize("backend_name,column,case", UNIQUE, ids=[f"{b}-{c}-{k}" for b, c, k in UNIQUE])
 def test_claimed_cell_holds(backend_name, column, case, case_dirs):
     backend = load_plugins().backends[backend_name]
-    dtype = _low_precision(backend)
     model_dir, ref_dir = case_dirs(case)
     kv = "int8" if column == "KV INT8" else "auto"
-    llm = LLM(model_dir, device=backend_name, dtype=dtype, kv_cache_dtype=kv, num_kv_blocks=160,
-              block_size=backend.default_block_size if 8 not in backend.block_sizes else 8, enforce_eager=False)
+    ok = True
+    try:
+        for dtype, graphs in _modes(backend, column):
+            ok = False
+            _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv)
+            ok = True
+    finally:
+        note_result(backend_name, column, case, ok, "/".join(str(d).replace("torch.", "") for d, _ in
+                                                             _modes(backend, column)), kv)
+
+
+def _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv):
+    block = 8 if 8 in backend.block_sizes else backend.default_block_size
+    llm = LLM(model_dir, device=backend.name, dtype=dtype, kv_cache_dtype=kv, num_kv_blocks=max(160, 1280 // block),
+              block_size=block, enforce_eager=not graphs, max_num_seqs=8)
     # References on the CPU: transformers in float32 with the weights rounded to the run's
     # dtype (the same model, computed exactly) and transformers computing in that dtype
     # (how much noise the dtype itself brings).
     hf_lowp = hf_model(model_dir, dtype=dtype, reference_dir=ref_dir)
     hf_exact = hf_model(model_dir, dtype=dtype, reference_dir=ref_dir).float()
     prompts = random_prompts(zlib.crc32(case.encode()), llm.engine.vocab_size, lengths=(13, 5))
-    ok = False
-    try:
-        # An int8 cache adds its own rounding on top of the dtype's: allow more slack for it.
-        assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=16,
-                                     slack=4.0 if kv == "auto" else 6.0)
-        ok = True
-    finally:
-        note_result(backend_name, column, case, ok, str(dtype).replace("torch.", ""), kv)
+    # An int8 cache adds its own rounding on top of the dtype's: allow more slack for it.
+    assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=16, slack=4.0 if kv == "auto" else 6.0)
 
 
 def test_every_claim_is_collected():

@@ -92,6 +92,14 @@ class CudaBackend(Backend):
 
     # ---- device and memory ------------------------------------------------------
     # torch.cuda's calls disagree on whether torch.device("cuda") (no index) is accepted: pass ordinals.
+    def support(self):
+        from halinfer.support.declare import implemented_rows
+
+        # Every implemented text family runs on the Triton kernels; AWQ/W8A8 GEMMs are not
+        # accelerated yet, so those columns are not claimed.
+        return implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": False, "W8A8": False,
+                                 "W4A16": False})
+
     def set_device(self, device: torch.device) -> None:
         torch.cuda.set_device(_index(device))
 
