@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One call on a lent GPU: install, benchmark (with the HF peer), profile.  Logs to $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+pip install -q --no-deps -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/card.txt"
+phase() { local name=$1 limit=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; echo "rc=$? $name"; tail -n 25 "$OUT/$name.log"; }
+for p in "$@"; do
+  case $p in
+    bench) phase bench 300 python benchmarks/throughput.py --model llama3-8b --device cuda --workload all \
+             --peer hf --hf-requests 64 --hf-batch 32 --out "$OUT/bench.json" ;;
+    bench512) phase bench512 150 python benchmarks/throughput.py --model llama3-8b --device cuda \
+             --workload offline-1000 --max-num-seqs 512 --out "$OUT/bench512.json" ;;
+    profile) phase profile 120 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 64 ;;
+    tests) phase tests 420 python -m pytest tests/models/test_declared_support.py tests/cuda -m "gpu or not slow" \
+             -q -x -p no:cacheprovider ;;
+  esac
+done
