@@ -142,3 +142,14 @@ def test_registered_under_its_entry_point():
     reg = load_plugins()
     b = reg.find("npu")
     assert isinstance(b, AscendBackend) and reg.find("ascend") is b
+
+
+def test_set_device_passes_an_ordinal(npu_emulation):
+    """The engine hands set_device the backend's device without an index; torch_npu wants an ordinal."""
+    b = make_ascend(npu_emulation)
+    m = __import__("torch_npu")
+    b.set_device(b.torch_device(None))
+    assert m.npu.current_device() == 0
+    b.set_device(torch.device("cpu", 0))
+    with pytest.raises(ValueError, match="specified index"):
+        m.npu.set_device("cpu")     # the emulation refuses what torch_npu refuses

@@ -104,3 +104,8 @@ def test_a_frozen_max_context_len_would_be_caught(mlu_emulation, monkeypatch):
     monkeypatch.setattr(core_graph.CapturedDecodeRunner, "_static_meta", capture_time_max)
     with pytest.raises(Exception, match="max_context_len 1 below"):
         run(b, m, "graph")
+
+
+def test_set_device_passes_an_ordinal(mlu_emulation):
+    b = make_camb(mlu_emulation)
+    b.set_device(b.torch_device(None))      # would raise in torch_mlu without an ordinal

@@ -96,3 +96,8 @@ def test_graph_decode_equals_eager_decode(maca_emulation):
     assert runner.captured_sizes == (1, 2)
     for e, g in zip(eager, graph):
         torch.testing.assert_close(g, e, atol=2e-3, rtol=2e-3)
+
+
+def test_set_device_passes_an_ordinal(maca_emulation):
+    b = make_maca(maca_emulation)
+    b.set_device(b.torch_device(None))      # torch.cuda.set_device(torch.device("cuda")) raises

@@ -42,6 +42,15 @@ def checkpoint(tmp_path_factory):
     return get
 
 
+# Slack against transformers' own float16 error: 3 (the core's tests use 2) because the vendor
+# rotary ops take cos/sin in the model dtype (vendors/ascend.md §5, camb.md §5, maca.md §4), one
+# rounding more than the reference.  MoE: 4, because a token whose router scores two experts
+# nearly equal can pick the other one under a different rounding, and that step's error jumps
+# (measured on mixtral-d64: CPU backend up to 1.6x transformers' error, emulated Ascend up to 2.7x
+# at such steps, both about 0.5x elsewhere; graph and eager runs agree exactly).
+MOE_SLACK = 4.0
+
+
 @contextlib.contextmanager
 def registered(backend):
     """Make device=<backend.name> resolve to this (emulated, CPU) backend instance."""
@@ -54,7 +63,7 @@ def registered(backend):
         reg.backends[backend.name] = old
 
 
-def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12):
+def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12, slack=3.0):
     with registered(backend):
         llm = LLM(model_dir, device=backend.name, dtype=dtype, num_kv_blocks=24, max_num_seqs=4,
                   max_model_len=256, enforce_eager=(mode == "eager"))
@@ -64,10 +73,10 @@ def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12):
         # transformers exactly (float32, weights rounded to the run's dtype) and in the run's dtype
         hf_lowp = hf_model(model_dir, dtype=dtype)
         hf_exact = hf_model(model_dir, dtype=dtype).float()
-        prompts = random_prompts(zlib.crc32(model_dir.encode()), llm.engine.vocab_size, lengths=(21, 5, 13))
-        # slack 3 (the core's own tests use 2): the vendor rotary ops take cos/sin in the model
-        # dtype (vendors/ascend.md §5, camb.md §5, maca.md §4), one rounding more than the reference.
-        assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=n_tokens, slack=3.0)
+        # prompts drawn from the checkpoint's name (not its temporary path): the same every run
+        seed = zlib.crc32(model_dir.rstrip("/").split("/")[-1].rstrip("0123456789").encode())
+        prompts = random_prompts(seed, llm.engine.vocab_size, lengths=(21, 5, 13))
+        assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=n_tokens, slack=slack)
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
@@ -88,15 +97,16 @@ def test_camb(mlu_emulation, checkpoint, model_id, mode):
 
 def test_ascend_mixtral_graph(npu_emulation, checkpoint):
     """MoE through npu_moe_* ops and grouped matmuls, in captured decode graphs."""
-    _check(make_ascend(npu_emulation, soc="A2"), checkpoint("mixtral-d64"), "graph")
+    _check(make_ascend(npu_emulation, soc="A2"), checkpoint("mixtral-d64"), "graph", slack=MOE_SLACK)
 
 
 def test_camb_mixtral_graph(mlu_emulation, checkpoint):
-    _check(make_camb(mlu_emulation), checkpoint("mixtral-d64"), "graph")
+    _check(make_camb(mlu_emulation), checkpoint("mixtral-d64"), "graph", slack=MOE_SLACK)
 
 
 @pytest.mark.slow      # prefill runs the CUDA plugin's Triton kernels under the interpreter
 @pytest.mark.parametrize("model_id, mode", [("qwen3-d64", "eager"), ("qwen3-d64", "graph"),
                                             ("mixtral-d64", "graph")])
 def test_maca(maca_emulation, checkpoint, model_id, mode):
-    _check(make_maca(maca_emulation), checkpoint(model_id), mode, n_tokens=8)
+    _check(make_maca(maca_emulation), checkpoint(model_id), mode, n_tokens=8,
+           slack=MOE_SLACK if model_id.startswith("mixtral") else 3.0)

@@ -167,7 +167,9 @@ class AscendBackend(Backend):
 
     # ---- device and memory ---------------------------------------------------------------
     def set_device(self, device):
-        self._npu().npu.set_device(device)
+        # torch_npu (like torch.cuda) wants an ordinal: "npu" without one means the current device.
+        npu = self._npu().npu
+        npu.set_device(device.index if device.index is not None else npu.current_device())
 
     def synchronize(self, device):
         self._npu().npu.synchronize()

@@ -105,7 +105,9 @@ class CambBackend(Backend):
         return self._mod("torch_mlu").mlu
 
     def set_device(self, device):
-        self._mlu().set_device(device)
+        # torch_mlu (like torch.cuda) wants an ordinal: "mlu" without one means the current device.
+        mlu = self._mlu()
+        mlu.set_device(device.index if device.index is not None else mlu.current_device())
 
     def synchronize(self, device):
         self._mlu().synchronize()

@@ -104,7 +104,8 @@ class MacaBackend(Backend):
 
     # ---- device and memory -------------------------------------------------------------------------
     def set_device(self, device):
-        torch.cuda.set_device(device)
+        # torch.cuda.set_device refuses torch.device("cuda") without an ordinal: use the current one.
+        torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())
 
     def synchronize(self, device):
         torch.cuda.synchronize()

@@ -76,3 +76,14 @@ def same_device(op: str, *ts) -> None:
 def require(cond: bool, op: str, msg: str) -> None:
     if not cond:
         raise VendorArgError(f"{op}: {msg}")
+
+
+def device_ordinal(op: str, d) -> int:
+    """What torch's device modules accept in set_device: an int, or a device with an index."""
+    if isinstance(d, int) and not isinstance(d, bool):
+        return d
+    if isinstance(d, (str, torch.device)):
+        d = torch.device(d)
+        if d.index is not None:
+            return d.index
+    raise ValueError(f"{op}: Expected a torch.device with a specified index or an integer, but got: {d}")

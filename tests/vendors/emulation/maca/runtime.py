@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import graph_tape
+from ..checks import device_ordinal
 from ..graph_tape import GraphContext, TapeGraph, vendor_op
 
 
@@ -22,7 +23,7 @@ def cuda_attrs(cfg) -> list[tuple[object, str, object]]:
         (c, "is_available", lambda: cfg.device_count > 0),
         (c, "device_count", lambda: cfg.device_count),
         (c, "current_device", lambda: 0),
-        (c, "set_device", lambda d: None),
+        (c, "set_device", lambda d: device_ordinal("torch.cuda.set_device", d)),
         (c, "synchronize", lambda device=None: None),
         (c, "get_device_name", lambda device=None: cfg.device_name),
         (c, "mem_get_info", lambda device=None: (cfg.free_bytes, cfg.total_bytes)),

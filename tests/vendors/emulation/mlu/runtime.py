@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import torch
 
+from ..checks import device_ordinal
 from ..graph_tape import GraphContext, TapeGraph
 
 
@@ -35,7 +36,7 @@ def build(cfg) -> types.ModuleType:
         is_available=lambda: cfg.device_count > 0,
         device_count=lambda: cfg.device_count,
         current_device=lambda: state["device"],
-        set_device=lambda d: state.__setitem__("device", getattr(d, "index", d) or 0),
+        set_device=lambda d: state.__setitem__("device", device_ordinal("set_device", d)),
         synchronize=lambda device=None: None,
         get_device_name=lambda device=None: cfg.device_name,
         mem_get_info=lambda device=None: (cfg.free_bytes, cfg.total_bytes),

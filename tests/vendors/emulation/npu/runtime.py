@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import torch
 
 from .. import graph_tape
+from ..checks import device_ordinal
 from ..graph_tape import CaptureError, GraphContext, TapeGraph
 
 
@@ -100,7 +101,7 @@ def build(cfg) -> SimpleNamespace:
         is_available=lambda: cfg.device_count > 0,
         device_count=lambda: cfg.device_count,
         current_device=lambda: state["device"],
-        set_device=lambda d: state.__setitem__("device", getattr(d, "index", d) or 0),
+        set_device=lambda d: state.__setitem__("device", device_ordinal("set_device", d)),
         synchronize=lambda device=None: None,
         get_device_name=lambda device=None: cfg.soc_name,
         get_soc_version=get_soc_version,
