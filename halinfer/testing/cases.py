@@ -60,6 +60,14 @@ CASES: dict[str, Case] = {
     "mixtral": Case("mixtral"),
     "qwen2-moe": Case("qwen2-moe"),
     "qwen3-moe": Case("qwen3-moe"),
+    "deepseek-moe": Case("qwen2-moe-as-deepseek", converter=convert.qwen2_moe_to_deepseek_moe),
+    "deepseek-v2": Case("deepseek-v2"),
+    "deepseek-v2-lite": Case("deepseek-v2-lite"),
+    "minicpm3": Case("minicpm3"),
+    "phi3.5-moe": Case("phimoe"),
+    "glm4.5-moe": Case("glm4-moe"),
+    "gpt-oss": Case("gpt-oss"),
+    "llama4-text": Case("llama4"),
 }
 
 

@@ -300,3 +300,38 @@ def llama_to_internlm3(src: str, dst: str) -> str:
     _copy_side_files(src, dst)
     _save(dst, new_cfg, w)
     return dst
+
+
+def qwen2_moe_to_deepseek_moe(src: str, dst: str) -> str:
+    """DeepSeek-MoE (the hub's modeling_deepseek.py, DeepseekForCausalLM) = Llama attention
+    without biases, a dense MLP in the first first_k_dense_replace layers, and elsewhere a
+    MoE block: softmax over the routed experts, top-k, weights left unnormalised when
+    norm_topk_prob is false, plus n_shared_experts always-on experts (one MLP of
+    n_shared_experts * moe_intermediate_size) added in.  Qwen2-MoE computes exactly that
+    with qkv_bias off, mlp_only_layers = those first layers and norm_topk_prob off, except
+    that it multiplies the shared expert by sigmoid(x @ shared_expert_gate).  The reference
+    recipe zeroes that gate, making the factor exactly 1/2, which this converter folds into
+    the shared expert's down_proj (halving is exact in floating point)."""
+    cfg, w = _load(src)
+    assert not cfg.get("qkv_bias") and not cfg.get("norm_topk_prob") and cfg.get("decoder_sparse_step", 1) == 1
+    dense = sorted(cfg.get("mlp_only_layers") or [])
+    assert dense == list(range(len(dense))), "DeepSeek-MoE's dense layers are the first ones"
+    inter, shared = cfg["moe_intermediate_size"], cfg["shared_expert_intermediate_size"]
+    assert shared % inter == 0
+    out = {}
+    for name, t in w.items():
+        if name.endswith(".shared_expert_gate.weight"):
+            assert not t.any(), "the reference's shared-expert gate must be zero (see the recipe)"
+            continue
+        name = name.replace(".mlp.shared_expert.", ".mlp.shared_experts.")
+        out[name] = t * 0.5 if ".mlp.shared_experts.down_proj." in name else t
+    drop = ("num_experts", "shared_expert_intermediate_size", "mlp_only_layers", "decoder_sparse_step", "qkv_bias",
+            "layer_types", "sliding_window", "use_sliding_window", "max_window_layers", "model_type")
+    new_cfg = {k: v for k, v in cfg.items() if k not in drop}
+    new_cfg.update(architectures=["DeepseekForCausalLM"], model_type="deepseek", n_routed_experts=cfg["num_experts"],
+                   n_shared_experts=shared // inter, first_k_dense_replace=len(dense), moe_layer_freq=1,
+                   norm_topk_prob=False, scoring_func="softmax", topk_method="greedy", attention_bias=False,
+                   auto_map={"AutoModelForCausalLM": "modeling_deepseek.DeepseekForCausalLM"})
+    _copy_side_files(src, dst)
+    _save(dst, new_cfg, out)
+    return dst

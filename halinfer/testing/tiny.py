@@ -73,6 +73,57 @@ FAMILIES = {
                                      "shared_expert_intermediate_size": 96, "mlp_only_layers": [1]}),
     "qwen3-moe": ("Qwen3MoeConfig", {"num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48,
                                      "norm_topk_prob": True, "head_dim": 32}),
+    # Qwen2-MoE as DeepSeek-MoE's reference: no q/k/v bias, layer 0 dense, a shared expert twice
+    # the routed width (n_shared_experts=2) whose sigmoid gate ADJUSTMENTS zeroes (convert.py says why)
+    "qwen2-moe-as-deepseek": ("Qwen2MoeConfig", {
+        "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 64,
+        "mlp_only_layers": [0], "qkv_bias": False}),
+    # multi-head latent attention: MHA-shaped (MLA has no KV groups), latent 32 + rope 8 per token;
+    # top-3 from the best 2 of 4 groups (with top-2, the 2 best groups always hold the 2 best experts)
+    "deepseek-v2": ("DeepseekV2Config", {
+        "num_key_value_heads": 4, "kv_lora_rank": 32, "q_lora_rank": 48, "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8, "v_head_dim": 24, "n_routed_experts": 8, "num_experts_per_tok": 3,
+        "n_shared_experts": 2, "moe_intermediate_size": 32, "first_k_dense_replace": 1,
+        "topk_method": "group_limited_greedy", "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.0,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                            "original_max_position_embeddings": 128, "beta_fast": 32, "beta_slow": 1,
+                            "mscale": 0.707, "mscale_all_dim": 0.707}}),
+    "deepseek-v2-lite": ("DeepseekV2Config", {
+        "num_key_value_heads": 4, "kv_lora_rank": 32, "q_lora_rank": None, "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 8, "num_experts_per_tok": 2,
+        "n_shared_experts": 2, "moe_intermediate_size": 32, "first_k_dense_replace": 1}),
+    # original context 64 > the longest test sequence (29 + 32): the short factors throughout
+    "minicpm3": ("MiniCPM3Config", {
+        "num_key_value_heads": 4, "kv_lora_rank": 32, "q_lora_rank": 48, "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8, "scale_emb": 12, "scale_depth": 1.4, "dim_model_base": 32,
+        "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.2, 1.5, 2.0],
+                            "long_factor": [1.5, 2.5, 4.0, 6.0], "original_max_position_embeddings": 64}}),
+    # eps 0.1 (real: 0.01) so the sparsemixer masks keep several experts in each softmax
+    "phimoe": ("PhimoeConfig", {
+        "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 64, "attention_bias": True,
+        "lm_head_bias": True, "router_jitter_noise": 0.1,
+        "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_mscale": 1.1, "long_mscale": 1.3,
+                            "short_factor": [1.0 + 0.1 * i for i in range(12)],
+                            "long_factor": [1.5 + 0.5 * i for i in range(12)], "original_max_position_embeddings": 64}}),
+    "glm4-moe": ("Glm4MoeConfig", {
+        "head_dim": 32, "n_routed_experts": 8, "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1,
+        "n_shared_experts": 1, "moe_intermediate_size": 32, "first_k_dense_replace": 1, "norm_topk_prob": True,
+        "routed_scaling_factor": 2.5, "attention_bias": True, "use_qk_norm": True}),
+    # window 8 < the prompts; YaRN as gpt-oss ships it (truncate off)
+    "gpt-oss": ("GptOssConfig", {
+        "head_dim": 24, "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 64,
+        "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
+                            "original_max_position_embeddings": 128, "beta_fast": 32.0, "beta_slow": 1.0,
+                            "truncate": False}}),
+    # chunks of 8 and a temperature floor of 4, so both act within the test sequences; top-2
+    # (Scout/Maverick route top-1) to exercise several input-scaled experts per token
+    "llama4": ("Llama4TextConfig", {
+        "head_dim": 24, "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 48,
+        "intermediate_size_mlp": 160, "moe_layers": [0, 2], "no_rope_layers": [1, 1, 0],
+        "attention_chunk_size": 8, "floor_scale": 4, "attn_scale": 0.1,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
 }
 
 
@@ -143,6 +194,32 @@ ADJUSTMENTS = {
     "llama-mha-bias": (_perturb_norms,), "llama-mha": (_perturb_norms,), "llama-mha-unit-head": (_perturb_norms, _unit_lm_head),
     "llama-alibi": (_perturb_norms, _unit_lm_head),
 }
+
+
+def _zero_shared_expert_gate(model) -> None:
+    """sigmoid(x @ 0) = 1/2 exactly: the shared expert becomes an ungated one at half scale."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("shared_expert_gate.weight"):
+                p.zero_()
+
+
+def _random_correction_bias(model) -> None:
+    """The router's e_score_correction_bias starts at 0; make it move the expert choice."""
+    g = torch.Generator().manual_seed(4321)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+
+
+ADJUSTMENTS.update({
+    "mixtral": (_perturb_norms,), "qwen2-moe": (_perturb_norms,), "qwen3-moe": (_perturb_norms,),
+    "qwen2-moe-as-deepseek": (_perturb_norms, _zero_shared_expert_gate),
+    "deepseek-v2": (_perturb_norms,), "deepseek-v2-lite": (_perturb_norms,), "minicpm3": (_perturb_norms,),
+    "phimoe": (_perturb_norms,), "glm4-moe": (_perturb_norms, _random_correction_bias),
+    "gpt-oss": (_perturb_norms,), "llama4": (_perturb_norms,),
+})
 # Recipes whose saved directory is the reference of a family transformers lacks:
 # hf_compare.hf_model reads this file and adapts the transformers model (see there).
 REFERENCE_MARKERS = {"llama-alibi": {"attention": "alibi"}}
