@@ -120,6 +120,7 @@ class EngineConfig:
     enforce_eager: bool = False
     kv_cache_dtype: str = "auto"
     num_kv_blocks: int | None = None      # override the computed KV capacity (tests, CPU)
+    scheduling_policy: str = "separate"   # "separate" prefill/decode steps, or "mixed" (core/scheduler.py)
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

@@ -110,7 +110,8 @@ class LLMEngine:
         self.runner = ModelRunner(self.model, self.backend, self.device, self.dtype, self.block_size, num_blocks,
                                   cfg.kv_cache_dtype, self.max_model_len)
         self.block_manager = BlockManager(num_blocks, self.block_size, cfg.enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, self.max_num_batched_tokens)
+        self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, self.max_num_batched_tokens,
+                                   cfg.scheduling_policy)
         self.graphs = False
         if not cfg.enforce_eager and "graph" in self.backend.graph_modes:
             self.runner.enable_graphs(cfg.max_num_seqs)

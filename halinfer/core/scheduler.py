@@ -1,10 +1,20 @@
 """Continuous batching with chunked prefill and preemption by recompute.
 
-Each step has a token budget (max_num_batched_tokens).  Running sequences go
-first, oldest first: a decoding sequence takes one token, a sequence part-way
-through its prompt takes its next chunk.  Then waiting sequences are admitted,
-oldest first, each taking a prompt chunk from what is left of the budget, while
-there are free blocks and fewer than max_num_seqs run.  When a running sequence
+Each step has a token budget (max_num_batched_tokens).  Two policies:
+
+"separate" (default): a step is either a prefill step (prompt chunks only) or a
+decode step (one token for every decoding sequence).  Decode steps then always
+have the shape a captured graph replays, and prefills are batched: while
+sequences are decoding, waiting requests are admitted every ``prefill_interval``
+decode steps (or at once when fewer than half the sequence slots are busy), so
+many prompts share one large prefill step instead of each costing a step.
+
+"mixed": one step carries both.  Running sequences go first, oldest first: a
+decoding sequence takes one token, a sequence part-way through its prompt takes
+its next chunk.  Then waiting sequences are admitted, oldest first, each taking
+a prompt chunk from what is left of the budget.
+
+Either way admission needs free blocks and fewer than max_num_seqs running.  When a running sequence
 needs a block and none is free, the newest running sequence is preempted: its
 blocks are released and it goes back to the head of the queue, to recompute
 its prompt and outputs later (prefix caching often makes that cheap).  No
@@ -34,14 +44,23 @@ class ScheduledBatch:
         return sum(self.num_new)
 
 
+POLICIES = ("separate", "mixed")
+
+
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
+                 policy: str = "separate", prefill_interval: int = 16):
+        if policy not in POLICIES:
+            raise ValueError(f"scheduling policy {policy!r} is unknown; accepted: {', '.join(POLICIES)}")
         self.bm = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.policy = policy
+        self.prefill_interval = prefill_interval
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self._decodes_since_prefill = 0
 
     def add(self, seq: Sequence) -> None:
         seq.status = SeqStatus.WAITING
@@ -60,6 +79,95 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def schedule(self) -> ScheduledBatch:
+        if self.policy == "mixed":
+            return self._schedule_mixed()
+        if self._prefill_due():
+            batch = self._schedule_prefill()
+            if batch.seqs:
+                self._decodes_since_prefill = 0
+                return batch
+        batch = self._schedule_decode()
+        if batch.seqs:
+            self._decodes_since_prefill += 1
+            return batch
+        batch = self._schedule_prefill()  # nothing decodes: make progress on prompts
+        if batch.seqs or not self.running:
+            return batch
+        return self._schedule_mixed()  # prompts blocked for blocks: the mixed path preempts to free some
+
+    @staticmethod
+    def _in_prefill(seq: Sequence) -> bool:
+        return seq.num_tokens - seq.num_computed > 1
+
+    def _prefill_due(self) -> bool:
+        if any(self._in_prefill(s) for s in self.running):
+            return True  # a chunked prompt continues at once
+        if not self.waiting or len(self.running) >= self.max_num_seqs:
+            return False
+        return (len(self.running) < self.max_num_seqs // 2
+                or self._decodes_since_prefill >= self.prefill_interval)
+
+    def _schedule_prefill(self) -> ScheduledBatch:
+        """Prompt chunks only: running sequences mid-prompt first, then admissions."""
+        batch = ScheduledBatch()
+        budget = self.max_num_batched_tokens
+        for seq in self.running:
+            if budget <= 0:
+                break
+            if not self._in_prefill(seq):
+                continue
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            if not self.bm.can_allocate(seq, seq.num_computed + n):
+                continue  # the decode step's preemption will free blocks
+            self.bm.allocate(seq, seq.num_computed + n)
+            batch.seqs.append(seq)
+            batch.num_new.append(n)
+            budget -= n
+        self._admit(batch, budget)
+        return batch
+
+    def _schedule_decode(self) -> ScheduledBatch:
+        """One token for every running sequence that has finished its prompt."""
+        batch = ScheduledBatch()
+        i = 0
+        while i < len(self.running):
+            seq = self.running[i]
+            if self._in_prefill(seq):
+                i += 1
+                continue
+            while not self.bm.can_allocate(seq, seq.num_computed + 1):
+                victim = self.running[-1]
+                self._preempt(victim)
+                batch.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SeqStatus.RUNNING:
+                break
+            self.bm.allocate(seq, seq.num_computed + 1)
+            batch.seqs.append(seq)
+            batch.num_new.append(1)
+            i += 1
+        return batch
+
+    def _admit(self, batch: ScheduledBatch, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            if not seq.block_ids:
+                seq.num_computed = self.bm.match_prefix(seq)
+            n = min(seq.num_tokens - seq.num_computed, budget)
+            if not self.bm.can_allocate(seq, seq.num_computed + n):
+                self.bm.free_seq(seq)  # give back prefix hits; retry on a later step
+                seq.num_computed = 0
+                break
+            self.bm.allocate(seq, seq.num_computed + n)
+            self.waiting.popleft()
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            batch.seqs.append(seq)
+            batch.num_new.append(n)
+            budget -= n
+
+    def _schedule_mixed(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
         i = 0
@@ -82,22 +190,8 @@ class Scheduler:
 
         # Admit new work only when nothing had to be preempted: admitting now would
         # take the blocks back from the sequences that were just denied them.
-        while self.waiting and budget > 0 and not batch.preempted and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
-            if not seq.block_ids:
-                seq.num_computed = self.bm.match_prefix(seq)
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            if not self.bm.can_allocate(seq, seq.num_computed + n):
-                self.bm.free_seq(seq)  # give back prefix hits; retry on a later step
-                seq.num_computed = 0
-                break
-            self.bm.allocate(seq, seq.num_computed + n)
-            self.waiting.popleft()
-            seq.status = SeqStatus.RUNNING
-            self.running.append(seq)
-            batch.seqs.append(seq)
-            batch.num_new.append(n)
-            budget -= n
+        if not batch.preempted:
+            self._admit(batch, budget)
         return batch
 
     def after_step(self, batch: ScheduledBatch) -> None:

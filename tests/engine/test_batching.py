@@ -3,6 +3,7 @@ same greedy tokens as running each prompt alone."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from halinfer import SamplingParams
 
@@ -22,23 +23,51 @@ def alone(llm, ps, params=GREEDY):
     return [tokens(llm.generate(prompt_token_ids=[p], sampling_params=params, use_tqdm=False))[0] for p in ps]
 
 
-def test_eight_prompts_batched_equal_each_alone(llm):
+POLICIES = pytest.mark.parametrize("policy", ["separate", "mixed"])
+
+
+@POLICIES
+def test_eight_prompts_batched_equal_each_alone(make_llm, llm, policy):
     ps = prompts()
-    batched = tokens(llm.generate(prompt_token_ids=ps, sampling_params=GREEDY, use_tqdm=False))
+    batched = tokens(make_llm(scheduling_policy=policy).generate(prompt_token_ids=ps, sampling_params=GREEDY,
+                                                                  use_tqdm=False))
     assert batched == alone(llm, ps)
     assert all(len(t) == 24 for t in batched)
 
 
-def test_chunked_prefill_under_a_small_token_budget(make_llm, llm):
+@POLICIES
+def test_chunked_prefill_under_a_small_token_budget(make_llm, llm, policy):
     ps = prompts(1)
-    small = make_llm(max_num_batched_tokens=7)
+    small = make_llm(max_num_batched_tokens=7, scheduling_policy=policy)
     assert tokens(small.generate(prompt_token_ids=ps, sampling_params=GREEDY, use_tqdm=False)) == alone(llm, ps)
 
 
-def test_max_num_seqs_limits_concurrency(make_llm, llm):
+@POLICIES
+def test_max_num_seqs_limits_concurrency(make_llm, llm, policy):
     ps = prompts(2)
-    two = make_llm(max_num_seqs=2)
+    two = make_llm(max_num_seqs=2, scheduling_policy=policy)
     assert tokens(two.generate(prompt_token_ids=ps, sampling_params=GREEDY, use_tqdm=False)) == alone(llm, ps)
+
+
+def test_separate_policy_never_mixes_prefill_and_decode(make_llm):
+    sep = make_llm(max_num_seqs=4)
+    eng = sep.engine
+    for p in prompts(5):
+        eng.add_request(None, GREEDY, p)
+    kinds = []
+    while eng.has_unfinished():
+        batch = eng.scheduler.schedule()
+        q = batch.num_new
+        assert all(n == 1 for n in q) or all(s.num_computed + n <= s.num_prompt for s, n in zip(batch.seqs, q))
+        kinds.append("decode" if all(n == 1 for n in q) else "prefill")
+        out = eng.runner.execute(batch)
+        eng.scheduler.after_step(batch)
+        for s, t in zip(out.seqs, out.tokens):
+            eng._append(s, t, None)
+            if s.finish_reason is not None:
+                eng.scheduler.finish(s)
+    eng.take_finished()
+    assert "decode" in kinds and "prefill" in kinds
 
 
 def test_prefix_caching_on_and_off_agree_and_hits(make_llm):
@@ -54,10 +83,11 @@ def test_prefix_caching_on_and_off_agree_and_hits(make_llm):
     assert off.engine.block_manager.hits == 0
 
 
-def test_preemption_when_blocks_run_out_keeps_every_token(make_llm, llm):
+@POLICIES
+def test_preemption_when_blocks_run_out_keeps_every_token(make_llm, llm, policy):
     ps = prompts(4)
     # 20 blocks of 4 tokens: fits one long sequence (40 + 24 tokens) but not all 8 at once.
-    tight = make_llm(num_kv_blocks=20, max_model_len=80)
+    tight = make_llm(num_kv_blocks=20, max_model_len=80, scheduling_policy=policy)
     outs = tight.generate(prompt_token_ids=ps, sampling_params=GREEDY, use_tqdm=False)
     assert tight.engine.scheduler.num_preemptions > 0
     assert tokens(outs) == alone(llm, ps)
