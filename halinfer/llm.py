@@ -23,13 +23,14 @@ class LLM:
                  block_size: int | None = None, enable_prefix_caching: bool = True, enforce_eager: bool = False,
                  kv_cache_dtype: str = "auto", quantization: str | None = None, tensor_parallel_size: int = 1,
                  seed: int = 0, max_num_batched_tokens: int | None = None, num_kv_blocks: int | None = None,
-                 load_format: str = "auto", tokenizer=None, scheduling_policy: str = "separate"):
+                 load_format: str = "auto", tokenizer=None, scheduling_policy: str = "separate",
+                 async_scheduling: bool = True):
         cfg = EngineConfig(max_model_len=max_model_len, max_num_seqs=max_num_seqs,
                            max_num_batched_tokens=max_num_batched_tokens,
                            gpu_memory_utilization=gpu_memory_utilization, block_size=block_size,
                            enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
                            kv_cache_dtype=kv_cache_dtype, num_kv_blocks=num_kv_blocks, seed=seed,
-                           scheduling_policy=scheduling_policy)
+                           scheduling_policy=scheduling_policy, async_scheduling=async_scheduling)
         self.engine = LLMEngine(model, device=device, dtype=dtype, quantization=quantization,
                                 tensor_parallel_size=tensor_parallel_size, load_format=load_format,
                                 tokenizer=tokenizer, config=cfg)

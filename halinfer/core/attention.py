@@ -98,9 +98,13 @@ class MetadataBuilder:
 
     def _dev(self, a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         # One host->device copy per field; a backend with pinned staging overrides this.
+        # non_blocking: a blocking copy would wait for the device queue to drain, and an
+        # async-scheduled step is queued behind the previous one (the source is staged
+        # at once, so the numpy array may be reused).
         # copy=True: on a CPU device .to() would otherwise alias the step's numpy array,
         # which the runner may refill for the next step.
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=dtype, copy=True)
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=dtype, copy=True,
+                                                           non_blocking=True)
 
     def build(self, step: StepInputs) -> AttentionMetadata:
         q_start = np.zeros(step.num_seqs + 1, dtype=np.int32)

@@ -150,6 +150,23 @@ class Backend:
         free, total = self.mem_get_info(device)
         return max(0, min(free, int(total * utilization) - in_use))
 
+    # ---- asynchronous steps ------------------------------------------------------
+    def host_buffer(self, shape, dtype: torch.dtype) -> torch.Tensor:
+        """Host memory a device->host copy may land in without blocking (pinned on GPUs)."""
+        return torch.empty(shape, dtype=dtype)
+
+    def record_event(self, device: torch.device):
+        """Mark the point in the device's queue after the work issued so far; None if the
+        device runs synchronously (the CPU)."""
+        return None
+
+    def wait_event(self, event, device: torch.device) -> None:
+        """Block the host until ``event`` (from record_event) has been reached."""
+        if event is None:
+            self.synchronize(device)
+        else:
+            event.synchronize()
+
     # ---- KV cache allocation --------------------------------------------
     def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
         if self.kv_layout == "NHD":

@@ -121,6 +121,7 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     num_kv_blocks: int | None = None      # override the computed KV capacity (tests, CPU)
     scheduling_policy: str = "separate"   # "separate" prefill/decode steps, or "mixed" (core/scheduler.py)
+    async_scheduling: bool = True         # launch decode step N+1 before reading step N's tokens
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

@@ -120,6 +120,7 @@ class LLMEngine:
         self.backend.manual_seed(cfg.seed)
         self._ids = itertools.count()
         self._arrival = itertools.count()
+        self._pending = None  # a launched step whose tokens the host has not read yet
         self.requests: dict[str, _Request] = {}
 
     # -- choices made at start-up, each with its error ---------------------------
@@ -303,17 +304,69 @@ class LLMEngine:
                 self.scheduler.finish(s)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work()
+        return self.scheduler.has_work() or self._pending is not None
 
     # -- the loop ---------------------------------------------------------------------
     def step(self) -> list[StreamEvent]:
+        """Run one step and return what it produced.
+
+        With async scheduling a decode step's successor is launched before the host
+        reads the step's tokens (they feed the successor on the device), so the host's
+        bookkeeping overlaps the device's work; the events then arrive one call later.
+        """
+        prev = self._pending
+        if prev is not None:
+            self._pending = self._launch_successor(prev)
+            return self._process(self.runner.collect(prev))
         batch = self.scheduler.schedule()
         if not batch.seqs:
             return []
-        out = self.runner.execute(batch)
+        pending = self.runner.launch(batch)
         self.scheduler.after_step(batch)
+        if self._may_overlap(batch, pending):
+            self._pending = pending
+            return []
+        return self._process(self.runner.collect(pending))
+
+    def _may_overlap(self, batch, pending) -> bool:
+        return (self.cfg_engine.async_scheduling and batch.is_decode and len(pending.seqs) == len(batch.seqs)
+                # penalties read the output history on the host, which lags by a step here
+                and not any(s.params.uses_penalties for s in batch.seqs))
+
+    def _launch_successor(self, prev):
+        """Launch the decode step after ``prev`` from prev's device-side tokens, or None
+        when the next step must be planned with prev's results in hand."""
+        if self.scheduler._prefill_due():
+            return None
+        keep, rows, need = [], [], 0
+        bs = self.block_size
+        for i, s in enumerate(prev.seqs):
+            if s.is_finished:
+                continue
+            if s.num_computed + 1 >= self.max_model_len or (
+                    s.params.max_tokens is not None and s.num_computed + 1 - s.num_prompt >= s.params.max_tokens):
+                continue  # prev drew its last token (length or max_tokens): nothing to compute for it
+            need += s.num_computed >= len(s.block_ids) * bs
+            keep.append(s)
+            rows.append(i)
+        if not keep or need > self.block_manager.num_free:
+            return None
+        from .scheduler import ScheduledBatch
+
+        for s in keep:
+            self.block_manager.allocate(s, s.num_computed + 1)
+        batch = ScheduledBatch(keep, [1] * len(keep))
+        ids = prev.tokens if len(rows) == len(prev.seqs) else \
+            prev.tokens.index_select(0, torch.tensor(rows, device=prev.tokens.device))
+        pending = self.runner.launch(batch, input_ids=ids)
+        self.scheduler.after_step(batch)
+        return pending
+
+    def _process(self, out) -> list[StreamEvent]:
         events = []
         for i, (seq, tok) in enumerate(zip(out.seqs, out.tokens)):
+            if seq.is_finished:
+                continue  # it ended (or was aborted) while this step was in flight
             try:
                 delta = self._append(seq, tok, out.logprobs[i] if out.logprobs else None)
             except Exception as e:  # noqa: BLE001 - one request's failure must not end the others

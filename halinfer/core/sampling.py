@@ -86,23 +86,24 @@ class SamplingParams:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
-def build_sampling_tensors(seqs: Seq, device: torch.device) -> SamplingTensors:
-    """One row per sequence, in order."""
+def build_sampling_tensors(seqs: Seq, device: torch.device, offsets=None) -> SamplingTensors:
+    """One row per sequence, in order.  offsets: index of the token each row draws
+    (default: the sequence's current output count)."""
     ps = [s.params for s in seqs]
     temp = np.array([p.temperature for p in ps], dtype=np.float32)
     top_k = np.array([p.top_k for p in ps], dtype=np.int64)
     top_p = np.array([p.top_p for p in ps], dtype=np.float32)
     min_p = np.array([p.min_p for p in ps], dtype=np.float32)
     seeds = np.array([s.seed for s in seqs], dtype=np.int64)
-    offsets = np.array([s.num_output for s in seqs], dtype=np.int64)
+    offsets = np.asarray(offsets if offsets is not None else [s.num_output for s in seqs], dtype=np.int64)
     sampled = temp > 0
     return SamplingTensors(
-        temperature=torch.from_numpy(temp).to(device),
-        top_k=torch.from_numpy(top_k).to(device),
-        top_p=torch.from_numpy(top_p).to(device),
-        min_p=torch.from_numpy(min_p).to(device),
-        seeds=torch.from_numpy(seeds).to(device),
-        offsets=torch.from_numpy(offsets).to(device),
+        temperature=torch.from_numpy(temp).to(device, non_blocking=True),
+        top_k=torch.from_numpy(top_k).to(device, non_blocking=True),
+        top_p=torch.from_numpy(top_p).to(device, non_blocking=True),
+        min_p=torch.from_numpy(min_p).to(device, non_blocking=True),
+        seeds=torch.from_numpy(seeds).to(device, non_blocking=True),
+        offsets=torch.from_numpy(offsets).to(device, non_blocking=True),
         all_greedy=not sampled.any(),
         any_top_k=bool((sampled & (top_k > 0)).any()),
         any_top_p=bool((sampled & (top_p < 1)).any()),

@@ -43,6 +43,12 @@ class ScheduledBatch:
     def num_tokens(self) -> int:
         return sum(self.num_new)
 
+    @property
+    def is_decode(self) -> bool:
+        """Every sequence computes exactly one token (its last, known or in flight)."""
+        return bool(self.seqs) and all(n == 1 for n in self.num_new) and \
+            all(s.num_tokens - s.num_computed <= 1 for s in self.seqs)
+
 
 POLICIES = ("separate", "mixed")
 
@@ -133,6 +139,12 @@ class Scheduler:
         while i < len(self.running):
             seq = self.running[i]
             if self._in_prefill(seq):
+                i += 1
+                continue
+            # Fast path: a new block is needed only at a block boundary.
+            if seq.num_computed < len(seq.block_ids) * self.bm.block_size:
+                batch.seqs.append(seq)
+                batch.num_new.append(1)
                 i += 1
                 continue
             while not self.bm.can_allocate(seq, seq.num_computed + 1):

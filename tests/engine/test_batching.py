@@ -92,3 +92,37 @@ def test_preemption_when_blocks_run_out_keeps_every_token(make_llm, llm, policy)
     assert tight.engine.scheduler.num_preemptions > 0
     assert tokens(outs) == alone(llm, ps)
     assert tight.engine.block_manager.num_free == 20  # everything released
+
+
+def test_async_scheduling_gives_the_same_tokens(make_llm):
+    """Launching decode step N+1 before reading step N's tokens changes nothing visible:
+    greedy and seeded outputs, stops by length, EOS, stop ids and max_tokens."""
+    ps = prompts(6)
+    params = [SamplingParams(temperature=0, max_tokens=5 + 3 * i, ignore_eos=i % 2 == 0) for i in range(4)] + \
+             [SamplingParams(temperature=0.9, top_p=0.8, seed=11 + i, max_tokens=20) for i in range(4)]
+    on = make_llm(async_scheduling=True, max_model_len=60)
+    off = make_llm(async_scheduling=False, max_model_len=60)
+    a = on.generate(prompt_token_ids=ps, sampling_params=params, use_tqdm=False)
+    b = off.generate(prompt_token_ids=ps, sampling_params=params, use_tqdm=False)
+    assert tokens(a) == tokens(b)
+    assert [o.outputs[0].finish_reason for o in a] == [o.outputs[0].finish_reason for o in b]
+    assert on.engine.block_manager.num_free == on.engine.block_manager.num_blocks
+
+
+def test_async_steps_really_overlap(make_llm):
+    """A decode step is launched while the previous one's tokens are still unread."""
+    llm = make_llm(async_scheduling=True)
+    eng = llm.engine
+    launched_blind = []
+    real = eng.runner.launch
+
+    def spy(batch, input_ids=None):
+        launched_blind.append(input_ids is not None)
+        return real(batch, input_ids)
+
+    eng.runner.launch = spy
+    try:
+        llm.generate(prompt_token_ids=prompts(7)[:3], sampling_params=GREEDY, use_tqdm=False)
+    finally:
+        eng.runner.launch = real
+    assert sum(launched_blind) > 10

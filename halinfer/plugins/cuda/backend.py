@@ -100,6 +100,14 @@ class CudaBackend(Backend):
         return implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": False, "W8A8": False,
                                  "W4A16": False})
 
+    def host_buffer(self, shape, dtype):
+        return torch.empty(shape, dtype=dtype, pin_memory=True)  # so device->host copies do not block
+
+    def record_event(self, device):
+        ev = torch.cuda.Event()
+        ev.record(torch.cuda.current_stream(_index(device)))
+        return ev
+
     def set_device(self, device: torch.device) -> None:
         torch.cuda.set_device(_index(device))
 
