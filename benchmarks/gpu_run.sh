@@ -10,6 +10,8 @@ for p in "$@"; do
   case $p in
     bench) phase bench 300 python benchmarks/throughput.py --model llama3-8b --device cuda --workload all \
              --peer hf --hf-requests 64 --hf-batch 32 --out "$OUT/bench.json" ;;
+    benchnopeer) phase benchnopeer 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload all \
+             --out "$OUT/benchnopeer.json" ;;
     bench512) phase bench512 150 python benchmarks/throughput.py --model llama3-8b --device cuda \
              --workload offline-1000 --max-num-seqs 512 --out "$OUT/bench512.json" ;;
     profile) phase profile 120 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 64 ;;
