@@ -23,6 +23,8 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
+    """§4: decode over a paged NHD cache: q [B, 1, H, D] -> [B, 1, H, Dv]; block_table and
+    cache_seqlens int32 device tensors (the full KV length, new token included)."""
     tensor(OP, "q", q, FLOAT16S, ndim=4)
     require(q.stride(-1) == 1, OP, "q's last dimension must be contiguous")
     require(k is None and v is None and rotary_cos is None and cache_batch_idx is None and cache_leftpad is None
