@@ -33,8 +33,11 @@ class TmoMoE:
         E, inter = w13.shape[0], w2.shape[-1]
         tmo = self.tmo
         expand_idx, combine_idx, counts, cusum = tmo.moe_gen_idx(topk_ids.to(torch.int32), E)
-        xs = tmo.moe_expand_input(x.contiguous(), expand_idx, cusum, 0, E)
+        xs = tmo.moe_expand_input(x.contiguous(), expand_idx, cusum, start_expert_id=0, expert_size=E)
         up = tmo.group_gemm(xs, w13, counts, None, None, None, None, max_in_group_list=T)
-        act = tmo.moe_active(up, "silu", True, up, None, cusum, 0, E)[:, :inter]
+        act = tmo.moe_active(up, act_mode="silu", is_gated=True, output=up, bias=None, cusum_token_count=cusum,
+                             start_expert_id=0, expert_size=E)[:, :inter]
         down = tmo.group_gemm(act, w2, counts, None, None, None, None, max_in_group_list=T)
-        return tmo.moe_combine_result(down, topk_weights.float(), combine_idx, None, cusum, 0, E, None)
+        return tmo.moe_combine_result(down, reduce_weight=topk_weights.float(), gather_ids=combine_idx,
+                                      residual=None, cusum_token_count=cusum, start_expert_id=0, expert_size=E,
+                                      bias=None)
