@@ -27,8 +27,9 @@ class Glm4MoeForCausalLM(ExpertLoading, CausalLM):
         rotary = Rotary(ctx, rope_spec(cfg, cfg.head_dim))
         route = RouteSpec(top_k=cfg.num_experts_per_tok, scoring="sigmoid",
                           renormalize=bool(cfg.get("norm_topk_prob", True)), num_groups=cfg.get("n_group"),
-                          topk_groups=cfg.get("topk_group"), routed_scaling=float(cfg.get("routed_scaling_factor", 1.0)),
-                          correction_bias=True, fp32_router=True)
+                          topk_groups=cfg.get("topk_group"),
+                          routed_scaling=float(cfg.get("routed_scaling_factor", 1.0)), correction_bias=True,
+                          fp32_router=True)
         act = hf_activation(cfg.get("hidden_act"))
         shared = (cfg.get("n_shared_experts") or 0) * cfg.moe_intermediate_size or None
         dense_layers = cfg.get("first_k_dense_replace", 0)
