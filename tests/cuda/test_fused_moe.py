@@ -117,7 +117,7 @@ def test_fused_moe_qwen3_30b_shape_in_a_cuda_graph(gen):
     class T_:
         device, dtype = dev, dt
 
-    for T in (64, 1024):
+    for T in (64, 1024, 2048):   # the three tile configurations (pairs per expert 4, 64, 128)
         x, w13, w2, _, _, w, ids = _inputs(gen, T_, T, 2048, 768, 128, 8, bias=False)
         _check(ops, T_, (x, w13, w2, None, None, w, ids), "silu")
         ops.fused_moe(x, w13, w2, w, ids)          # compile outside the capture
