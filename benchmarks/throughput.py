@@ -148,11 +148,19 @@ def run_halinfer(args, model_dir):
             be.synchronize(dev)
             t = time.perf_counter()
             first_token_at: dict[str, float] = {}
+            stats0 = dict(eng.stats)
             for p_, sp in zip(prompts, sps):
                 eng.add_request(None, sp, p_)
+            spent = {"prefill_s": 0.0, "decode_s": 0.0}
             while eng.has_unfinished():
+                before = eng.stats["prefill_steps"]
+                t_step = time.perf_counter()
                 evs = eng.step()
                 now = time.perf_counter() - t
+                # Host time of the call, by the kind of step it launched (with async scheduling a
+                # decode call mostly waits for the step launched before it).
+                spent["prefill_s" if eng.stats["prefill_steps"] > before else "decode_s"] += \
+                    time.perf_counter() - t_step
                 for e in evs:
                     first_token_at.setdefault(e.request_id, now)
             be.synchronize(dev)
@@ -167,6 +175,8 @@ def run_halinfer(args, model_dir):
                 "mean_ttft_s": round(float(np.mean(list(first_token_at.values()))), 3),
                 "preemptions": eng.scheduler.num_preemptions,
                 "peak_memory_GiB": round(be.max_memory_allocated(dev) / 2**30, 2),
+                "steps": {k: eng.stats[k] - stats0[k] for k in eng.stats},
+                "step_time_s": {k: round(v, 2) for k, v in spent.items()},
             }
             print(json.dumps({name: res[f"offline-{args.num_requests}/{name}"]}), flush=True)
     del llm, eng

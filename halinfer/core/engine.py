@@ -121,6 +121,8 @@ class LLMEngine:
         self._ids = itertools.count()
         self._arrival = itertools.count()
         self._pending = None  # a launched step whose tokens the host has not read yet
+        # Steps launched, by kind, and their tokens (benchmarks read these).
+        self.stats = {"prefill_steps": 0, "prefill_tokens": 0, "decode_steps": 0, "decode_tokens": 0}
         self.requests: dict[str, _Request] = {}
 
     # -- choices made at start-up, each with its error ---------------------------
@@ -323,6 +325,7 @@ class LLMEngine:
             return []
         pending = self.runner.launch(batch)
         self.scheduler.after_step(batch)
+        self._count(batch)
         if self._may_overlap(batch, pending):
             self._pending = pending
             return []
@@ -360,7 +363,13 @@ class LLMEngine:
             prev.tokens.index_select(0, torch.tensor(rows, device=prev.tokens.device))
         pending = self.runner.launch(batch, input_ids=ids)
         self.scheduler.after_step(batch)
+        self._count(batch)
         return pending
+
+    def _count(self, batch) -> None:
+        kind = "decode" if batch.is_decode else "prefill"
+        self.stats[f"{kind}_steps"] += 1
+        self.stats[f"{kind}_tokens"] += batch.num_tokens
 
     def _process(self, out) -> list[StreamEvent]:
         events = []

@@ -70,7 +70,7 @@ class LlamaAttention(nn.Module):
             k = self.k_norm(k.reshape(-1, self.D)).view(T, self.Hk, self.D)
         if self.rotary is not None:
             q, k = self.rotary(positions, q, k)
-        return self.o_proj(self.attn(q, k, v.contiguous(), meta))
+        return self.o_proj(self.attn(q, k, v, meta))  # v stays a strided view: store_kv takes strides
 
 
 class LlamaDecoderLayer(nn.Module):
