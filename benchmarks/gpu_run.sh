@@ -15,6 +15,17 @@ for p in "$@"; do
     bench512) phase bench512 150 python benchmarks/throughput.py --model llama3-8b --device cuda \
              --workload offline-1000 --max-num-seqs 512 --out "$OUT/bench512.json" ;;
     profile) phase profile 120 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 64 ;;
+    cudatests)  # the declared-support cells on cuda, two processes in parallel (one per column)
+      echo "=== cudatests"
+      for col in "FP16/BF16" "KV INT8"; do
+        tag=$(echo "$col" | tr -dc 'A-Za-z0-9')
+        OMP_NUM_THREADS=8 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$OUT/rec$tag" timeout -s INT 230 \
+          python -m pytest tests/models/test_declared_support.py -k "cuda-$col" -q -p no:cacheprovider \
+          >"$OUT/cudatests-$tag.log" 2>&1 &
+      done
+      wait; for f in "$OUT"/cudatests-*.log; do echo "--- $f"; tail -n 6 "$f"; done ;;
+    moe) phase moe 200 python benchmarks/moe_throughput.py --device cuda --hf-requests 32 --hf-batch 32 \
+             --out "$OUT/moe.json" ;;
     tests) phase tests 420 python -m pytest tests/models/test_declared_support.py tests/cuda -m "gpu or not slow" \
              -q -x -p no:cacheprovider ;;
   esac
