@@ -20,7 +20,7 @@ for p in "$@"; do
       for col in "FP16/BF16" "KV INT8"; do
         tag=$(echo "$col" | tr -dc 'A-Za-z0-9')
         OMP_NUM_THREADS=8 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$OUT/rec$tag" timeout -s INT 230 \
-          python -m pytest tests/models/test_declared_support.py -k "cuda-$col" -q -p no:cacheprovider \
+          python -m pytest tests/models/test_declared_support.py -k "cuda-${col%% *}" -q -p no:cacheprovider \
           >"$OUT/cudatests-$tag.log" 2>&1 &
       done
       wait; for f in "$OUT"/cudatests-*.log; do echo "--- $f"; tail -n 6 "$f"; done ;;
