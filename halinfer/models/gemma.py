@@ -139,7 +139,9 @@ class GemmaModel(nn.Module):
     def __init__(self, ctx: ModelContext, cfg: ModelConfig, version: int):
         super().__init__()
         self.embed_tokens = make_embedding(ctx, cfg.vocab_size, cfg.hidden_size)
-        self.embed_scale = cfg.hidden_size ** 0.5
+        # HF rounds sqrt(hidden) to the model dtype; keep that value as a Python float so the
+        # forward makes no host->device copy (which a CUDA graph capture refuses).
+        self.embed_scale = float(torch.tensor(cfg.hidden_size ** 0.5, dtype=ctx.dtype))
         types = layer_types(cfg, version)
         specs = rope_specs(cfg, cfg.head_dim, version)
         rotaries: dict[int, Rotary] = {}   # Gemma 1/2 share one table between the layer types
@@ -155,7 +157,7 @@ class GemmaModel(nn.Module):
     def forward(self, input_ids, positions, meta):
         x = self.embed_tokens(input_ids)
         # HF multiplies by the scale rounded to the weight dtype (matters in bf16).
-        x = x * torch.tensor(self.embed_scale, dtype=x.dtype, device=x.device)
+        x = x * self.embed_scale
         residual = None
         for layer in self.layers:
             x, residual = layer(positions, x, residual, meta)

@@ -97,7 +97,9 @@ FAMILIES = {
         "num_key_value_heads": 4, "kv_lora_rank": 32, "q_lora_rank": 48, "qk_nope_head_dim": 16,
         "qk_rope_head_dim": 8, "scale_emb": 12, "scale_depth": 1.4, "dim_model_base": 32,
         "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.2, 1.5, 2.0],
-                            "long_factor": [1.5, 2.5, 4.0, 6.0], "original_max_position_embeddings": 64}}),
+                            "long_factor": [1.5, 2.5, 4.0, 6.0], "original_max_position_embeddings": 64,
+                            # = max_position / original; transformers 5.17's MiniCPM3 requires the key
+                            "factor": 8.0}}),
     # eps 0.1 (real: 0.01) so the sparsemixer masks keep several experts in each softmax
     "phimoe": ("PhimoeConfig", {
         "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 64, "attention_bias": True,
