@@ -113,6 +113,9 @@ class LLMEngine:
         self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, self.max_num_batched_tokens,
                                    cfg.scheduling_policy)
         self.graphs = False
+        if cfg.enforce_eager and "eager" not in self.backend.graph_modes:
+            raise ValueError(f"enforce_eager=True, but the {self.backend.name} backend runs only in graph mode "
+                             f"here (its modes: {', '.join(self.backend.graph_modes)})")
         if not cfg.enforce_eager and "graph" in self.backend.graph_modes:
             self.runner.enable_graphs(cfg.max_num_seqs)
             self.graphs = True

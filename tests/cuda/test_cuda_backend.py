@@ -113,3 +113,15 @@ def test_memory_queries_on_the_gpu(x):
 
 
 test_memory_queries_on_the_gpu = pytest.mark.gpu(test_memory_queries_on_the_gpu)
+
+
+def test_a_maca_build_is_left_to_the_maca_backend(monkeypatch):
+    """MetaX's torch presents itself as CUDA; the cuda backend must refuse it by name."""
+    import torch
+
+    from halinfer.plugins.cuda.backend import CudaBackend
+
+    monkeypatch.setattr(torch, "__version__", "2.10.0+metax3.8.0.7")
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    ok, why = CudaBackend().available()
+    assert not ok and "MetaX MACA build" in why and "device='maca'" in why

@@ -147,3 +147,12 @@ def test_list_devices_reports_cpu_available():
     assert devs["cpu"]["available"] is True
     for name in ("cuda", "ascend", "camb", "maca"):
         assert name in devs and devs[name]["reason"]
+
+
+def test_enforce_eager_on_a_graph_only_backend_is_refused(llama_dir, monkeypatch):
+    from halinfer.core.plugin import load_plugins
+
+    cpu = load_plugins().backends["cpu"]
+    monkeypatch.setattr(type(cpu), "graph_modes", ("graph",))
+    with pytest.raises(ValueError, match=r"enforce_eager=True, but the cpu backend runs only in graph mode"):
+        LLM(llama_dir, device="cpu", enforce_eager=True, num_kv_blocks=64)

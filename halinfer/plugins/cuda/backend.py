@@ -50,6 +50,10 @@ class CudaBackend(Backend):
             return False, f"torch {torch.__version__} is a ROCm build, not CUDA"
         if not torch.version.cuda:
             return False, f"torch {torch.__version__} was built without CUDA"
+        from halinfer.plugins.maca.detect import maca_markers
+
+        if maca_markers():  # MetaX's torch looks like CUDA; the maca backend drives it
+            return False, f"torch {torch.__version__} is a MetaX MACA build; use device='maca'"
         try:
             if not torch.cuda.is_available():
                 return False, "no CUDA device visible (torch.cuda.is_available() is False; check the driver " \
