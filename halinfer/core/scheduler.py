@@ -147,19 +147,25 @@ class Scheduler:
                 batch.num_new.append(1)
                 i += 1
                 continue
-            while not self.bm.can_allocate(seq, seq.num_computed + 1):
-                victim = self.running[-1]
-                self._preempt(victim)
-                batch.preempted.append(victim)
-                if victim is seq:
-                    break
-            if seq.status is not SeqStatus.RUNNING:
-                break
-            self.bm.allocate(seq, seq.num_computed + 1)
-            batch.seqs.append(seq)
-            batch.num_new.append(1)
+            if not self._reserve(seq, 1, batch):
+                break  # seq itself was the last one left to preempt
             i += 1
         return batch
+
+    def _reserve(self, seq: Sequence, n: int, batch: ScheduledBatch) -> bool:
+        """Blocks for n more tokens of a running seq, preempting the newest running
+        sequences while none are free; adds seq to the batch.  False if seq itself
+        had to be preempted."""
+        while not self.bm.can_allocate(seq, seq.num_computed + n):
+            victim = self.running[-1]
+            self._preempt(victim)
+            batch.preempted.append(victim)
+            if victim is seq:
+                return False
+        self.bm.allocate(seq, seq.num_computed + n)
+        batch.seqs.append(seq)
+        batch.num_new.append(n)
+        return True
 
     def _admit(self, batch: ScheduledBatch, budget: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
@@ -186,17 +192,8 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             n = min(seq.num_tokens - seq.num_computed, budget)
-            while not self.bm.can_allocate(seq, seq.num_computed + n):
-                victim = self.running[-1]
-                self._preempt(victim)
-                batch.preempted.append(victim)
-                if victim is seq:
-                    break
-            if seq.status is not SeqStatus.RUNNING:
+            if not self._reserve(seq, n, batch):
                 break  # seq itself was the last one left to preempt
-            self.bm.allocate(seq, seq.num_computed + n)
-            batch.seqs.append(seq)
-            batch.num_new.append(n)
             budget -= n
             i += 1
 

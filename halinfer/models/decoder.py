@@ -19,7 +19,9 @@ from .layers import LayerNorm, ModelContext, RMSNorm
 
 
 def make_norm(ctx: ModelContext, cfg: ModelConfig, kind: str = "rms"):
-    eps = cfg.get("rms_norm_eps", 1e-6)
+    # Families name the epsilon differently (StarCoder2: norm_epsilon).
+    eps = cfg.get("rms_norm_eps") or cfg.get("norm_epsilon") or cfg.get("layer_norm_eps") or \
+        (1e-6 if kind == "rms" else 1e-5)
     return RMSNorm(ctx, cfg.hidden_size, eps) if kind == "rms" else LayerNorm(ctx, cfg.hidden_size, eps)
 
 

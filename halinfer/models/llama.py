@@ -16,8 +16,9 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from ..core.rope import RopeSpec
-from .base import CausalLM, make_embedding, make_lm_head
+from .base import CausalLM, make_lm_head
 from ..core.ops.paged import alibi_slopes as make_alibi_slopes
+from .decoder import DecoderModel
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary, hf_activation
 
 
@@ -105,27 +106,13 @@ class LlamaDecoderLayer(nn.Module):
         return x, residual
 
 
-class LlamaModel(nn.Module):
+class LlamaModel(DecoderModel):
     def __init__(self, ctx, cfg: ModelConfig, qkv_bias: bool, o_bias: bool, qk_norm: bool, *,
                  is_neox: bool = True, alibi: bool = False, sandwich_norms: bool = False):
-        super().__init__()
-        self.embed_tokens = make_embedding(ctx, cfg.vocab_size, cfg.hidden_size)
         rotary = None if alibi else Rotary(ctx, rope_spec(cfg, cfg.head_dim, is_neox))
         slopes = make_alibi_slopes(cfg.num_attention_heads).to(ctx.device) if alibi else None
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm, alibi_slopes=slopes,
-                              sandwich_norms=sandwich_norms)
-            for i in range(cfg.num_hidden_layers)
-        )
-        self.norm = RMSNorm(ctx, cfg.hidden_size, cfg.get("rms_norm_eps", 1e-6))
-
-    def forward(self, input_ids, positions, meta):
-        x = self.embed_tokens(input_ids)
-        residual = None
-        for layer in self.layers:
-            x, residual = layer(positions, x, residual, meta)
-        x, _ = self.norm(x, residual)
-        return x
+        super().__init__(ctx, cfg, lambda i: LlamaDecoderLayer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm,
+                                                               alibi_slopes=slopes, sandwich_norms=sandwich_norms))
 
 
 class LlamaForCausalLM(CausalLM):

@@ -16,6 +16,17 @@ def ids(outs):
     return [c.token_ids for o in outs for c in o.outputs]
 
 
+def generate_logged(llm, sp):
+    """(the completion of P, the logits each of its tokens was drawn from)."""
+    runner = llm.engine.runner
+    runner.logit_log = []
+    try:
+        out = llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False)[0].outputs[0]
+        return out, [step[0][2] for step in runner.logit_log]
+    finally:
+        runner.logit_log = None
+
+
 def test_seeded_sampling_is_independent_of_the_batch(llm):
     sp = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, seed=1234, max_tokens=20, ignore_eos=True)
     alone = ids(llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False))[0]
@@ -42,13 +53,7 @@ def test_different_seeds_and_n_give_different_completions(llm):
 
 def test_logprobs_match_log_softmax_of_the_logits(llm):
     sp = SamplingParams(temperature=0, max_tokens=4, logprobs=3, ignore_eos=True)
-    runner = llm.engine.runner
-    runner.logit_log = []
-    try:
-        out = llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False)[0].outputs[0]
-        logged = [step[0][2] for step in runner.logit_log]
-    finally:
-        runner.logit_log = None
+    out, logged = generate_logged(llm, sp)
     assert len(out.logprobs) == 4
     for tok, lp, logits in zip(out.token_ids, out.logprobs, logged):
         ref = torch.log_softmax(logits, -1)
@@ -62,13 +67,7 @@ def test_repetition_penalty_matches_transformers_processor(llm):
     from transformers import RepetitionPenaltyLogitsProcessor
 
     sp = SamplingParams(temperature=0, max_tokens=12, repetition_penalty=1.7, ignore_eos=True)
-    runner = llm.engine.runner
-    runner.logit_log = []
-    try:
-        out = llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False)[0].outputs[0]
-        logged = [step[0][2] for step in runner.logit_log]
-    finally:
-        runner.logit_log = None
+    out, logged = generate_logged(llm, sp)
     proc = RepetitionPenaltyLogitsProcessor(1.7)
     seen = list(P)
     for tok, logits in zip(out.token_ids, logged):
@@ -79,13 +78,7 @@ def test_repetition_penalty_matches_transformers_processor(llm):
 
 def test_presence_and_frequency_penalties_follow_openai(llm):
     sp = SamplingParams(temperature=0, max_tokens=10, presence_penalty=1.5, frequency_penalty=0.7, ignore_eos=True)
-    runner = llm.engine.runner
-    runner.logit_log = []
-    try:
-        out = llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False)[0].outputs[0]
-        logged = [step[0][2] for step in runner.logit_log]
-    finally:
-        runner.logit_log = None
+    out, logged = generate_logged(llm, sp)
     produced: list[int] = []
     for tok, logits in zip(out.token_ids, logged):
         adj = logits.clone()
