@@ -187,6 +187,11 @@ class Backend:
         """Model families this backend claims (see ``halinfer support``)."""
         return []
 
+    def variant(self) -> str:
+        """The hardware variant of the device in hand, as SupportDecl.variant names it
+        ("" when the backend's claims do not differ by variant or none is detected)."""
+        return ""
+
     def supports_family(self, family: str) -> bool:
         decls = self.support()
         if not decls:  # a backend that declares nothing is not restricted

@@ -61,7 +61,8 @@ def columns_of(decls: list[SupportDecl]) -> list[str]:
     return cols or list(SUPPORT_COLUMNS)
 
 
-def cell(backend: Backend, decl: SupportDecl | None, r: SeedRow, column: str, records: dict) -> str:
+def cell(backend: Backend, decl: SupportDecl | None, r: SeedRow, column: str, records: dict,
+         variant: str = "") -> str:
     claim = None if decl is None else decl.columns.get(column)
     if claim is False:
         return "no"
@@ -69,7 +70,9 @@ def cell(backend: Backend, decl: SupportDecl | None, r: SeedRow, column: str, re
         return "-"
     if not r.cases:
         return "no-impl"
-    rec = records["cells"].get(row_key(r), {}).get(column)
+    # A record may name the hardware variant it ran as ("<variant>|<column>").
+    cols = records["cells"].get(row_key(r), {})
+    rec = cols.get(f"{variant}|{column}") or cols.get(column)
     if rec:
         return "emulated" if rec["how"] == "emulation" else "verified"
     if decl is not None and column in decl.hardware_verified:
@@ -98,7 +101,7 @@ def table(backend: Backend, llm_only: bool = False) -> list[tuple[str, list[str]
             if llm_only and r.type != "LLM":
                 continue
             d = _decl_for(vdecls, r, variant)
-            rows.append([r.model, r.size, r.type] + [MARKS[cell(backend, d, r, c, records)] for c in cols])
+            rows.append([r.model, r.size, r.type] + [MARKS[cell(backend, d, r, c, records, variant)] for c in cols])
         out.append((variant, ["Model", "Size", "Type"] + cols, rows))
     return out
 

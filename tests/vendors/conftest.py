@@ -98,3 +98,10 @@ def make_camb(mlu_emulation, **config):
     ok, why = b.available()
     assert ok, why
     return b
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from .support_records import write_records
+
+    for path in write_records():
+        print(f"\nsupport record written: {path}")

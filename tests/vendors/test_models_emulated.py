@@ -17,6 +17,7 @@ from halinfer.testing.hf_compare import assert_close_to_transformers, hf_model, 
 from halinfer.testing.tiny import save_tiny_model
 
 from .conftest import make_ascend, make_camb, make_maca
+from .support_records import note
 
 MODELS = {
     # id: (tiny family, overrides)
@@ -63,7 +64,8 @@ def registered(backend):
         reg.backends[backend.name] = old
 
 
-def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12, slack=3.0):
+def _check(backend, checkpoint, model_id, mode, dtype=torch.float16, n_tokens=12, slack=3.0):
+    model_dir = checkpoint(model_id)
     with registered(backend):
         llm = LLM(model_dir, device=backend.name, dtype=dtype, num_kv_blocks=24, max_num_seqs=4,
                   max_model_len=256, enforce_eager=(mode == "eager"))
@@ -77,36 +79,37 @@ def _check(backend, model_dir, mode, dtype=torch.float16, n_tokens=12, slack=3.0
         seed = zlib.crc32(model_dir.rstrip("/").split("/")[-1].rstrip("0123456789").encode())
         prompts = random_prompts(seed, llm.engine.vocab_size, lengths=(21, 5, 13))
         assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=n_tokens, slack=slack)
+    note(backend, model_id, mode, str(dtype).replace("torch.", ""))
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 @pytest.mark.parametrize("model_id", DENSE)
 def test_ascend_a2(npu_emulation, checkpoint, model_id, mode):
-    _check(make_ascend(npu_emulation, soc="A2"), checkpoint(model_id), mode)
+    _check(make_ascend(npu_emulation, soc="A2"), checkpoint, model_id, mode)
 
 
 def test_ascend_300i_duo_graph(npu_emulation, checkpoint):
-    _check(make_ascend(npu_emulation, soc="310P"), checkpoint("llama-d128"), "graph")
+    _check(make_ascend(npu_emulation, soc="310P"), checkpoint, "llama-d128", "graph")
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
 @pytest.mark.parametrize("model_id", DENSE)
 def test_camb(mlu_emulation, checkpoint, model_id, mode):
-    _check(make_camb(mlu_emulation), checkpoint(model_id), mode)
+    _check(make_camb(mlu_emulation), checkpoint, model_id, mode)
 
 
 def test_ascend_mixtral_graph(npu_emulation, checkpoint):
     """MoE through npu_moe_* ops and grouped matmuls, in captured decode graphs."""
-    _check(make_ascend(npu_emulation, soc="A2"), checkpoint("mixtral-d64"), "graph", slack=MOE_SLACK)
+    _check(make_ascend(npu_emulation, soc="A2"), checkpoint, "mixtral-d64", "graph", slack=MOE_SLACK)
 
 
 def test_camb_mixtral_graph(mlu_emulation, checkpoint):
-    _check(make_camb(mlu_emulation), checkpoint("mixtral-d64"), "graph", slack=MOE_SLACK)
+    _check(make_camb(mlu_emulation), checkpoint, "mixtral-d64", "graph", slack=MOE_SLACK)
 
 
 @pytest.mark.slow      # prefill runs the CUDA plugin's Triton kernels under the interpreter
 @pytest.mark.parametrize("model_id, mode", [("qwen3-d64", "eager"), ("qwen3-d64", "graph"),
                                             ("mixtral-d64", "graph")])
 def test_maca(maca_emulation, checkpoint, model_id, mode):
-    _check(make_maca(maca_emulation), checkpoint(model_id), mode, n_tokens=8,
+    _check(make_maca(maca_emulation), checkpoint, model_id, mode, n_tokens=8,
            slack=MOE_SLACK if model_id.startswith("mixtral") else 3.0)

@@ -13,6 +13,7 @@ from halinfer.testing.tiny import save_tiny_model
 
 from .conftest import make_ascend
 from .quantized_ckpt import quantize
+from .support_records import note
 from .test_models_emulated import registered
 
 
@@ -49,3 +50,4 @@ def test_ascend_a2_quantized_matches_the_reference_operators(npu_emulation, quan
             assert err < TOL[method][1], f"step {i}: {err:.2e}"
             if tokens[i] != ref_tokens[i]:
                 break      # a near-tie: past it the continuations differ
+    note(backend, "llama-d128", mode, "float16", column=f"{'W4A16' if method == 'awq' else 'W8A8'}({mode})")

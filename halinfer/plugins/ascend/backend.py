@@ -193,6 +193,9 @@ class AscendBackend(Backend):
     def support(self):
         return declarations()
 
+    def variant(self) -> str:
+        return self._soc.product if self._soc is not None else ""
+
     def supports_family(self, family: str) -> bool:
         # Once the SoC is known, only its own declarations count.
         product = self._soc.product if self._soc is not None else None
