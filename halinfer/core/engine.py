@@ -106,6 +106,7 @@ class LLMEngine:
         self.vocab_size = int(mc.vocab_size)
 
         self.max_num_batched_tokens = cfg.max_num_batched_tokens or max(8192, cfg.max_num_seqs)
+        self.graph_memory_estimate = 0  # bytes reserved in the KV budget for captured graphs
         num_blocks = self._pick_num_blocks()
         self.runner = ModelRunner(self.model, self.backend, self.device, self.dtype, self.block_size, num_blocks,
                                   cfg.kv_cache_dtype, self.max_model_len)
@@ -116,7 +117,7 @@ class LLMEngine:
         if cfg.enforce_eager and "eager" not in self.backend.graph_modes:
             raise ValueError(f"enforce_eager=True, but the {self.backend.name} backend runs only in graph mode "
                              f"here (its modes: {', '.join(self.backend.graph_modes)})")
-        if not cfg.enforce_eager and "graph" in self.backend.graph_modes:
+        if self._graphs_wanted():
             self.runner.enable_graphs(cfg.max_num_seqs)
             self.graphs = True
         self.rng = np.random.default_rng(cfg.seed)
@@ -247,11 +248,26 @@ class LLMEngine:
         logits = torch.empty(self.cfg_engine.max_num_seqs, self.vocab_size, dtype=torch.float32, device=self.device)
         logits.normal_()
         logits.softmax(-1)
-        del logits, scratch
+        del logits
         b.synchronize(self.device)
         peak = b.max_memory_allocated(self.device)
+        graph_bytes = 0
+        if self._graphs_wanted():
+            # Graphs are captured after the cache exists (they bake its addresses in), so
+            # measure what they will hold now: the largest bucket's pool, which the smaller
+            # buckets share.
+            before = b.memory_allocated(self.device)
+            g = scratch.captured_runner([max(b.graph_capture_sizes(self.cfg_engine.max_num_seqs))])
+            b.synchronize(self.device)
+            graph_bytes = max(0, b.memory_allocated(self.device) - before)
+            del g
+        del scratch
         b.empty_cache()
-        return peak
+        self.graph_memory_estimate = graph_bytes
+        return peak + graph_bytes
+
+    def _graphs_wanted(self) -> bool:
+        return not self.cfg_engine.enforce_eager and "graph" in self.backend.graph_modes
 
     # -- requests -------------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:

@@ -72,14 +72,17 @@ class ModelRunner:
     def _forward(self, input_ids, positions, meta):
         return self.model(input_ids, positions, meta)
 
-    def enable_graphs(self, max_num_seqs: int) -> None:
-        self.graph = self.backend.graph_runner(
-            self._forward, self.device, sizes=self.backend.graph_capture_sizes(max_num_seqs),
-            max_blocks_per_seq=self.max_blocks_per_seq, block_size=self.block_size,
-            max_seq_len=self.max_model_len,
-        )
+    def captured_runner(self, sizes: list[int]) -> GraphRunner:
+        """A graph runner with decode graphs captured for these batch sizes."""
+        g = self.backend.graph_runner(self._forward, self.device, sizes=sizes,
+                                      max_blocks_per_seq=self.max_blocks_per_seq, block_size=self.block_size,
+                                      max_seq_len=self.max_model_len)
         with torch.inference_mode():
-            self.graph.capture(builder=self.builder)
+            g.capture(builder=self.builder)
+        return g
+
+    def enable_graphs(self, max_num_seqs: int) -> None:
+        self.graph = self.captured_runner(self.backend.graph_capture_sizes(max_num_seqs))
 
     # -- a step ----------------------------------------------------------------
     def prepare(self, batch: ScheduledBatch):
