@@ -86,7 +86,6 @@ def test_support_declares_the_seed_column():
     assert all(not d.hardware_verified for d in decls.values())
 
 
-@pytest.mark.slow
 def test_graph_decode_equals_eager_decode(maca_emulation):
     """Prefill runs the Triton kernels (interpreted: slow), decode flash_attn, captured."""
     b = make_maca(maca_emulation)
