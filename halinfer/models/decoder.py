@@ -26,16 +26,20 @@ def make_norm(ctx: ModelContext, cfg: ModelConfig, kind: str = "rms"):
 
 
 class DecoderLayer(nn.Module):
-    """residual_scale multiplies both blocks' outputs before they join the stream (MiniCPM)."""
+    """residual_scale multiplies both blocks' outputs before they join the stream (MiniCPM).
+    sandwich_norms: a norm on each block's output before it joins the stream
+    (GLM-4-0414's post_self_attn_layernorm / post_mlp_layernorm)."""
 
     def __init__(self, ctx: ModelContext, cfg: ModelConfig, attn: nn.Module, mlp: nn.Module, norm: str = "rms",
-                 residual_scale: float = 1.0):
+                 residual_scale: float = 1.0, sandwich_norms: bool = False):
         super().__init__()
         self.input_layernorm = make_norm(ctx, cfg, norm)
         self.self_attn = attn
         self.post_attention_layernorm = make_norm(ctx, cfg, norm)
         self.mlp = mlp
         self.residual_scale = residual_scale
+        self.post_self_attn_layernorm = make_norm(ctx, cfg, norm) if sandwich_norms else None
+        self.post_mlp_layernorm = make_norm(ctx, cfg, norm) if sandwich_norms else None
 
     def forward(self, positions, x, residual, meta):
         if residual is None:
@@ -44,10 +48,14 @@ class DecoderLayer(nn.Module):
         else:
             x, residual = self.input_layernorm(x, residual)
         x = self.self_attn(positions, x, meta)
+        if self.post_self_attn_layernorm is not None:
+            x = self.post_self_attn_layernorm(x)
         if self.residual_scale != 1.0:
             x = x * self.residual_scale
         x, residual = self.post_attention_layernorm(x, residual)
         x = self.mlp(x)
+        if self.post_mlp_layernorm is not None:
+            x = self.post_mlp_layernorm(x)
         if self.residual_scale != 1.0:
             x = x * self.residual_scale
         return x, residual

@@ -18,7 +18,7 @@ from ..core.config import ModelConfig
 from ..core.rope import RopeSpec
 from .base import CausalLM, make_lm_head
 from ..core.ops.paged import alibi_slopes as make_alibi_slopes
-from .decoder import DecoderModel
+from .decoder import DecoderLayer, DecoderModel
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary, hf_activation
 
 
@@ -74,36 +74,12 @@ class LlamaAttention(nn.Module):
         return self.o_proj(self.attn(q, k, v, meta))  # v stays a strided view: store_kv takes strides
 
 
-class LlamaDecoderLayer(nn.Module):
-    """sandwich_norms: GLM-4-0414's post_self_attn_layernorm / post_mlp_layernorm, applied to
-    each block's output before it joins the residual stream."""
-
-    def __init__(self, ctx, cfg: ModelConfig, i: int, rotary: Rotary | None, qkv_bias: bool, o_bias: bool,
-                 qk_norm: bool, *, alibi_slopes: torch.Tensor | None = None, sandwich_norms: bool = False):
-        super().__init__()
-        eps = cfg.get("rms_norm_eps", 1e-6)
-        self.input_layernorm = RMSNorm(ctx, cfg.hidden_size, eps)
-        self.self_attn = LlamaAttention(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm, alibi_slopes=alibi_slopes)
-        self.post_attention_layernorm = RMSNorm(ctx, cfg.hidden_size, eps)
-        self.mlp = GatedMLP(ctx, cfg.hidden_size, cfg.intermediate_size, hf_activation(cfg.get("hidden_act")),
-                            bias=bool(cfg.get("mlp_bias", False)))
-        self.post_self_attn_layernorm = RMSNorm(ctx, cfg.hidden_size, eps) if sandwich_norms else None
-        self.post_mlp_layernorm = RMSNorm(ctx, cfg.hidden_size, eps) if sandwich_norms else None
-
-    def forward(self, positions, x, residual, meta):
-        if residual is None:
-            residual = x
-            x = self.input_layernorm(x)
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(positions, x, meta)
-        if self.post_self_attn_layernorm is not None:
-            x = self.post_self_attn_layernorm(x)
-        x, residual = self.post_attention_layernorm(x, residual)
-        x = self.mlp(x)
-        if self.post_mlp_layernorm is not None:
-            x = self.post_mlp_layernorm(x)
-        return x, residual
+def llama_layer(ctx, cfg: ModelConfig, i: int, rotary: Rotary | None, qkv_bias: bool, o_bias: bool,
+                qk_norm: bool, *, alibi_slopes: torch.Tensor | None = None, sandwich_norms: bool = False):
+    attn = LlamaAttention(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm, alibi_slopes=alibi_slopes)
+    mlp = GatedMLP(ctx, cfg.hidden_size, cfg.intermediate_size, hf_activation(cfg.get("hidden_act")),
+                   bias=bool(cfg.get("mlp_bias", False)))
+    return DecoderLayer(ctx, cfg, attn, mlp, sandwich_norms=sandwich_norms)
 
 
 class LlamaModel(DecoderModel):
@@ -111,7 +87,7 @@ class LlamaModel(DecoderModel):
                  is_neox: bool = True, alibi: bool = False, sandwich_norms: bool = False):
         rotary = None if alibi else Rotary(ctx, rope_spec(cfg, cfg.head_dim, is_neox))
         slopes = make_alibi_slopes(cfg.num_attention_heads).to(ctx.device) if alibi else None
-        super().__init__(ctx, cfg, lambda i: LlamaDecoderLayer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm,
+        super().__init__(ctx, cfg, lambda i: llama_layer(ctx, cfg, i, rotary, qkv_bias, o_bias, qk_norm,
                                                                alibi_slopes=slopes, sandwich_norms=sandwich_norms))
 
 
