@@ -358,7 +358,7 @@ class LLMEngine:
     def _launch_successor(self, prev):
         """Launch the decode step after ``prev`` from prev's device-side tokens, or None
         when the next step must be planned with prev's results in hand."""
-        if self.scheduler._prefill_due():
+        if self.scheduler.prefill_due():
             return None
         keep, rows, need = [], [], 0
         bs = self.block_size

@@ -87,7 +87,7 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         if self.policy == "mixed":
             return self._schedule_mixed()
-        if self._prefill_due():
+        if self.prefill_due():
             batch = self._schedule_prefill()
             if batch.seqs:
                 self._decodes_since_prefill = 0
@@ -105,7 +105,7 @@ class Scheduler:
     def _in_prefill(seq: Sequence) -> bool:
         return seq.num_tokens - seq.num_computed > 1
 
-    def _prefill_due(self) -> bool:
+    def prefill_due(self) -> bool:
         if any(self._in_prefill(s) for s in self.running):
             return True  # a chunked prompt continues at once
         if not self.waiting or len(self.running) >= self.max_num_seqs:

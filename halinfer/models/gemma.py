@@ -21,6 +21,7 @@ from ..core.config import ModelConfig
 from ..core.rope import RopeSpec
 from .base import CausalLM, make_embedding, make_lm_head
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary
+from .llama import LlamaAttention
 
 
 def gemma_activation(cfg: ModelConfig) -> str:
@@ -76,10 +77,12 @@ def rope_specs(cfg: ModelConfig, head_dim: int, version: int) -> dict[str, RopeS
             "sliding_attention": _spec(cfg, head_dim, local, 10_000.0)}
 
 
-class GemmaAttention(nn.Module):
+class GemmaAttention(LlamaAttention):
+    """Llama's attention step (forward inherited) with Gemma's scale, soft-cap and windows."""
+
     def __init__(self, ctx: ModelContext, cfg: ModelConfig, rotary: Rotary, sliding_window: int | None,
                  version: int):
-        super().__init__()
+        nn.Module.__init__(self)  # LlamaAttention's constructor reads Llama's config fields
         H, Hk, D = cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim
         self.H, self.Hk, self.D = H, Hk, D
         bias = bool(cfg.get("attention_bias", False))
@@ -92,16 +95,6 @@ class GemmaAttention(nn.Module):
         scale = D ** -0.5 if version == 1 else float(hf_default(cfg, "query_pre_attn_scalar", version)) ** -0.5
         soft_cap = hf_default(cfg, "attn_logit_softcapping", version) if version >= 2 else None
         self.attn = Attention(ctx, H, Hk, D, scale=scale, sliding_window=sliding_window, soft_cap=soft_cap)
-
-    def forward(self, positions, x, meta):
-        T = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.H * self.D, self.Hk * self.D, self.Hk * self.D], dim=-1)
-        q, k = q.reshape(T, self.H, self.D), k.reshape(T, self.Hk, self.D)
-        if self.q_norm is not None:
-            q = self.q_norm(q.reshape(-1, self.D)).view(T, self.H, self.D)
-            k = self.k_norm(k.reshape(-1, self.D)).view(T, self.Hk, self.D)
-        q, k = self.rotary(positions, q, k)
-        return self.o_proj(self.attn(q, k, v.contiguous(), meta))
 
 
 class GemmaDecoderLayer(nn.Module):
