@@ -80,6 +80,14 @@ def cell(backend: Backend, decl: SupportDecl | None, r: SeedRow, column: str, re
     return "declared"
 
 
+def mark(kind: str, r: SeedRow) -> str:
+    """The printed cell; a "Yes" on an MLLM row covers its text model only."""
+    text = MARKS[kind]
+    if r.type == "MLLM" and kind in ("verified", "emulated", "declared"):
+        text += " (text only)"
+    return text
+
+
 def variants_of(decls: list[SupportDecl]) -> list[str]:
     out: list[str] = []
     for d in decls:
@@ -101,7 +109,7 @@ def table(backend: Backend, llm_only: bool = False) -> list[tuple[str, list[str]
             if llm_only and r.type != "LLM":
                 continue
             d = _decl_for(vdecls, r, variant)
-            rows.append([r.model, r.size, r.type] + [MARKS[cell(backend, d, r, c, records, variant)] for c in cols])
+            rows.append([r.model, r.size, r.type] + [mark(cell(backend, d, r, c, records, variant), r) for c in cols])
         out.append((variant, ["Model", "Size", "Type"] + cols, rows))
     return out
 
@@ -115,5 +123,6 @@ def render_markdown(backend: Backend, llm_only: bool = False) -> str:
         parts.append("\n".join(lines))
     legend = ("verified: a test of the row's cases passed on this backend; emulated: passed through emulated "
               "vendor operators on the CPU; declared: claimed, not yet tested here; not implemented: the vendor "
-              "lists it but halinfer has no implementation; -: no claim")
+              "lists it but halinfer has no implementation; text only: the text model of a multimodal row (no vision "
+              "encoder); -: no claim")
     return "\n\n".join(parts) + "\n\n" + legend + "\n"

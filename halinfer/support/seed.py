@@ -15,7 +15,9 @@ class SeedRow:
     model: str
     size: str
     type: str                 # "LLM" or "MLLM"
-    cases: tuple[str, ...]    # ids in halinfer.testing.cases.CASES; () = not implemented
+    # ids in halinfer.testing.cases.CASES; () = not implemented.  An MLLM row with cases is
+    # implemented for its text model only (halinfer has no vision encoders).
+    cases: tuple[str, ...]
     note: str = ""
 
 
@@ -26,8 +28,8 @@ SEED_ROWS: list[SeedRow] = [
     SeedRow("Llama3.1", "8B, 70B", "LLM", ("llama3-rope",)),
     SeedRow("Llama3.2", "1B, 3B", "LLM", ("llama3-rope", "llama3.2-tied")),
     SeedRow("Llama3.2-VL", "11B, 90B", "MLLM", ()),
-    SeedRow("Llama4", "Scout, Maverick", "MLLM", (),
-            "text model only (Llama4ForCausalLM, case llama4-text); the multimodal checkpoints are not read"),
+    SeedRow("Llama4", "Scout, Maverick", "MLLM", ("llama4-text",),
+            "text model only (Llama4ForCausalLM); the multimodal checkpoints are not read"),
     SeedRow("InternLM", "7B - 20B", "LLM", ("internlm",)),
     SeedRow("InternLM2", "7B - 20B", "LLM", ("internlm2",)),
     SeedRow("InternLM2.5", "7B", "LLM", ("internlm2",)),

@@ -49,3 +49,18 @@ def test_cli_prints_every_backend_in_the_seed_format():
         assert name in out
     assert "| Model | Size | Type | FP16/BF16 | KV INT8 | KV INT4 | W8A8 | W4A16 |" in out
     assert "Atlas 300I Duo" in out and "Yes (verified)" in out
+
+
+def test_multimodal_rows_claim_only_their_text_model(tmp_path, monkeypatch):
+    """Gemma3 / Llama4 are MLLM rows whose text model halinfer implements: a claim shows as
+    text only, never as a plain Yes, and a row without cases stays not implemented."""
+    from halinfer.core.plugin import load_plugins
+
+    monkeypatch.setattr(matrix, "VERIFIED_DIR", str(tmp_path))
+    cpu = load_plugins().backends["cpu"]
+    by_model = {r[0]: r for _, _, rows in matrix.table(cpu) for r in rows}
+    for name in ("Gemma3", "Llama4"):
+        assert row(name).type == "MLLM" and row(name).cases
+        assert by_model[name][3] == "declared (text only)"
+    assert by_model["Llama3.2-VL"][3] == "-"          # no cases: not claimed at all
+    assert by_model["Llama3"][3] == "declared"        # an LLM row carries no such mark
