@@ -84,7 +84,7 @@ def mark(kind: str, r: SeedRow) -> str:
     """The printed cell; a "Yes" on an MLLM row covers its text model only."""
     text = MARKS[kind]
     if r.type == "MLLM" and kind in ("verified", "emulated", "declared"):
-        text += " (text only)"
+        text = text[:-1] + ", text only)" if text.endswith(")") else text + " (text only)"
     return text
 
 
