@@ -28,7 +28,7 @@ def make_norm(ctx: ModelContext, cfg: ModelConfig, kind: str = "rms"):
 class DecoderLayer(nn.Module):
     """residual_scale multiplies both blocks' outputs before they join the stream (MiniCPM).
     sandwich_norms: a norm on each block's output before it joins the stream
-    (GLM-4-0414's post_self_attn_layernorm / post_mlp_layernorm)."""
+    (GLM-4-0414's post_self_attn_layernorm / post_mlp_layernorm; Gemma 2/3 load theirs under these names)."""
 
     def __init__(self, ctx: ModelContext, cfg: ModelConfig, attn: nn.Module, mlp: nn.Module, norm: str = "rms",
                  residual_scale: float = 1.0, sandwich_norms: bool = False):

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..core.config import ModelConfig
 from ..core.rope import RopeSpec
-from .base import CausalLM, make_embedding, make_lm_head
+from .base import CausalLM, make_lm_head
+from .decoder import DecoderLayer, DecoderModel
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary
 from .llama import LlamaAttention
 
@@ -97,65 +98,31 @@ class GemmaAttention(LlamaAttention):
         self.attn = Attention(ctx, H, Hk, D, scale=scale, sliding_window=sliding_window, soft_cap=soft_cap)
 
 
-class GemmaDecoderLayer(nn.Module):
-    def __init__(self, ctx: ModelContext, cfg: ModelConfig, rotary: Rotary, sliding_window: int | None,
-                 version: int):
-        super().__init__()
-        eps, h = cfg.get("rms_norm_eps", 1e-6), cfg.hidden_size
-        self.input_layernorm = RMSNorm(ctx, h, eps)
-        self.self_attn = GemmaAttention(ctx, cfg, rotary, sliding_window, version)
-        # Gemma 1: post_attention_layernorm is the pre-MLP norm.  Gemma 2/3: it normalises the
-        # attention output, and pre_/post_feedforward_layernorm wrap the MLP.
-        self.post_attention_layernorm = RMSNorm(ctx, h, eps)
-        self.sandwich = version >= 2
-        if self.sandwich:
-            self.pre_feedforward_layernorm = RMSNorm(ctx, h, eps)
-            self.post_feedforward_layernorm = RMSNorm(ctx, h, eps)
-        self.mlp = GatedMLP(ctx, h, cfg.intermediate_size, gemma_activation(cfg))
-
-    def forward(self, positions, x, residual, meta):
-        if residual is None:
-            residual = x
-            x = self.input_layernorm(x)
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(positions, x, meta)
-        if not self.sandwich:
-            x, residual = self.post_attention_layernorm(x, residual)
-            return self.mlp(x), residual
-        x = self.post_attention_layernorm(x)
-        x, residual = self.pre_feedforward_layernorm(x, residual)
-        return self.post_feedforward_layernorm(self.mlp(x)), residual
+# Gemma 2/3's sandwich norms under the shared DecoderLayer's names: their
+# post_attention_layernorm normalises the attention output, and pre_/post_feedforward
+# wrap the MLP (Gemma 1's post_attention_layernorm is the pre-MLP norm, as in Llama).
+SANDWICH_NAMES = {"post_attention_layernorm": "post_self_attn_layernorm",
+                  "pre_feedforward_layernorm": "post_attention_layernorm",
+                  "post_feedforward_layernorm": "post_mlp_layernorm"}
 
 
-class GemmaModel(nn.Module):
-    def __init__(self, ctx: ModelContext, cfg: ModelConfig, version: int):
-        super().__init__()
-        self.embed_tokens = make_embedding(ctx, cfg.vocab_size, cfg.hidden_size)
-        # HF rounds sqrt(hidden) to the model dtype; keep that value as a Python float so the
-        # forward makes no host->device copy (which a CUDA graph capture refuses).
-        self.embed_scale = float(torch.tensor(cfg.hidden_size ** 0.5, dtype=ctx.dtype))
-        types = layer_types(cfg, version)
-        specs = rope_specs(cfg, cfg.head_dim, version)
-        rotaries: dict[int, Rotary] = {}   # Gemma 1/2 share one table between the layer types
-        for t in sorted(set(types)):
-            rotaries.setdefault(id(specs[t]), Rotary(ctx, specs[t]))
-        window = cfg.get("sliding_window")
-        self.layers = nn.ModuleList(
-            GemmaDecoderLayer(ctx, cfg, rotaries[id(specs[t])], window if t == "sliding_attention" else None, version)
-            for t in types
-        )
-        self.norm = RMSNorm(ctx, cfg.hidden_size, cfg.get("rms_norm_eps", 1e-6))
+def gemma_model(ctx: ModelContext, cfg: ModelConfig, version: int) -> DecoderModel:
+    types = layer_types(cfg, version)
+    specs = rope_specs(cfg, cfg.head_dim, version)
+    rotaries: dict[int, Rotary] = {}   # Gemma 1/2 share one table between the layer types
+    for t in sorted(set(types)):
+        rotaries.setdefault(id(specs[t]), Rotary(ctx, specs[t]))
+    window = cfg.get("sliding_window")
 
-    def forward(self, input_ids, positions, meta):
-        x = self.embed_tokens(input_ids)
-        # HF multiplies by the scale rounded to the weight dtype (matters in bf16).
-        x = x * self.embed_scale
-        residual = None
-        for layer in self.layers:
-            x, residual = layer(positions, x, residual, meta)
-        x, _ = self.norm(x, residual)
-        return x
+    def layer(i):
+        t = types[i]
+        attn = GemmaAttention(ctx, cfg, rotaries[id(specs[t])], window if t == "sliding_attention" else None, version)
+        mlp = GatedMLP(ctx, cfg.hidden_size, cfg.intermediate_size, gemma_activation(cfg))
+        return DecoderLayer(ctx, cfg, attn, mlp, sandwich_norms=version >= 2)
+
+    # HF multiplies by sqrt(hidden) rounded to the model dtype (matters in bf16); a Python
+    # float, so the forward makes no host->device copy (which a CUDA graph capture refuses).
+    return DecoderModel(ctx, cfg, layer, embed_scale=float(torch.tensor(cfg.hidden_size ** 0.5, dtype=ctx.dtype)))
 
 
 class GemmaForCausalLM(CausalLM):
@@ -166,7 +133,7 @@ class GemmaForCausalLM(CausalLM):
         if cfg.get("use_bidirectional_attention"):
             raise NotImplementedError("Gemma with use_bidirectional_attention (embedding models) is not supported")
         self.tie_word_embeddings = bool(cfg.get("tie_word_embeddings", True))   # Gemma's default
-        self.model = GemmaModel(ctx, cfg, self.version)
+        self.model = gemma_model(ctx, cfg, self.version)
         self.lm_head = make_lm_head(ctx, cfg.hidden_size, cfg.vocab_size)
         if self.version >= 2:
             self.logit_soft_cap = hf_default(cfg, "final_logit_softcapping", self.version)
@@ -175,6 +142,10 @@ class GemmaForCausalLM(CausalLM):
         for name, t in weights:
             if name.endswith("norm.weight"):
                 t = t.float() + 1.0   # Gemma's norms multiply by (1 + w); cast to the model dtype on copy
+                if self.version >= 2:
+                    parts = name.split(".")
+                    parts[-2] = SANDWICH_NAMES.get(parts[-2], parts[-2])
+                    name = ".".join(parts)
             yield name, t
 
 
