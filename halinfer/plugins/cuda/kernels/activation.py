@@ -4,6 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
+from .tl_math import gelu_tanh
 
 _SILU, _GELU, _GELU_TANH = 0, 1, 2
 
@@ -22,11 +23,7 @@ def _act_and_mul_kernel(x_ptr, o_ptr, T, stride_x, stride_o, I, KIND: tl.constex
     elif KIND == 1:
         a = 0.5 * gf * (1.0 + tl.math.erf(gf * 0.7071067811865476))
     else:
-        z = 0.7978845608028654 * (gf + 0.044715 * gf * gf * gf)
-        e = tl.exp(-2.0 * tl.abs(z))       # tanh via exp, stable for large |z|
-        th = (1.0 - e) / (1.0 + e)
-        th = tl.where(z < 0, -th, th)
-        a = 0.5 * gf * (1.0 + th)
+        a = gelu_tanh(gf)
     # torch rounds the activation to the model dtype before the product: so do we.
     a = a.to(g.dtype).to(tl.float32)
     tl.store(o_ptr + row * stride_o + cols, (a * u.to(tl.float32)).to(o_ptr.dtype.element_ty), mask=mask)

@@ -18,6 +18,7 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
+from .tl_math import key_scores, weighted_values
 
 MAX_SPLITS = 64
 
@@ -75,19 +76,8 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
         nmask = offs < end
         blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
         tok = offs % BS
-        k = tl.load(k_ptr + (blk * stride_kb + tok * stride_kt + kvh * stride_kh)[:, None] + d[None, :],
-                    mask=nmask[:, None] & dmask[None, :], other=0.0)
-        sc = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PREC)
-        if KV_INT8:
-            # int8 values are exact in fp16/bf16: apply the per-key scale to the scores instead.
-            ksc = tl.load(ks_ptr + blk * stride_ksb + tok * stride_kst + kvh * stride_ksh, mask=nmask, other=0.0)
-            sc = sc * ksc[None, :]
-        sc = sc * scale
-        if SOFTCAP:
-            z = sc / soft_cap
-            e = tl.exp(-2.0 * tl.abs(z))
-            th = (1.0 - e) / (1.0 + e)
-            sc = soft_cap * tl.where(z < 0, -th, th)
+        sc = key_scores(q, k_ptr, ks_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
+                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV_INT8, SOFTCAP, PREC)
         if ALIBI:
             sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
         sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
@@ -95,12 +85,9 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(sc - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + (blk * stride_vb + tok * stride_vt + kvh * stride_vh)[:, None] + dv[None, :],
-                    mask=nmask[:, None] & dvmask[None, :], other=0.0)
-        if KV_INT8:
-            vsc = tl.load(vs_ptr + blk * stride_vsb + tok * stride_vst + kvh * stride_vsh, mask=nmask, other=0.0)
-            p = p * vsc[None, :]
-        acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision=PREC)
+        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, blk, tok, kvh, nmask, dv, dvmask,
+                                                     stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
+                                                     stride_vsh, KV_INT8, PREC)
         m_i = m_new
 
     hdmask = hmask[:, None] & dvmask[None, :]

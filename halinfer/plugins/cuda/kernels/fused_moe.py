@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from .common import cdiv, dot_precision, on_interpreter
+from .tl_math import gelu_tanh
 
 ACTIVATIONS = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "swiglu_oai": 3}
 SWIGLU_ALPHA, SWIGLU_LIMIT = 1.702, 7.0
@@ -69,10 +70,7 @@ def _gemm1_act_kernel(x_ptr, w_ptr, b_ptr, h_ptr, pairs_ptr, block_expert_ptr,
     elif ACT == 1:
         act = 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
     elif ACT == 2:
-        z = 0.7978845608028654 * (g + 0.044715 * g * g * g)
-        ez = tl.exp(-2.0 * tl.abs(z))        # tanh via exp, stable for large |z|
-        th = (1.0 - ez) / (1.0 + ez)
-        act = 0.5 * g * (1.0 + tl.where(z < 0, -th, th))
+        act = gelu_tanh(g)
     else:
         g = tl.minimum(g, limit)
         acc_u = tl.minimum(tl.maximum(acc_u, -limit), limit) + 1.0
