@@ -118,3 +118,32 @@ def init_dummy_weights(model: torch.nn.Module, seed: int = 0) -> None:
         else:  # large tensors: generate on the device, seeded per tensor
             dg = torch.Generator(device=p.device).manual_seed(seed + hash(name) % (1 << 30))
             p.data.normal_(0, 0.02, generator=dg)
+
+
+class Checkpoint:
+    """A model as stored: its config, weights, tokenizer and stop ids, whatever the format.
+
+    ``open_checkpoint`` picks the format; the engine and the workers read a model only
+    through this, so a new format (GGUF, a hub id) is a new way to build one.
+    """
+
+    def __init__(self, path: str):
+        check_model_dir(path)
+        self.path = path
+        from .config import ModelConfig
+
+        self.config = ModelConfig.from_dir(path)
+
+    def weights(self, progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+        return iter_weights(self.path, progress)
+
+    def tokenizer(self):
+        return load_tokenizer(self.path)
+
+    def eos_token_ids(self, tokenizer) -> set[int]:
+        return eos_token_ids(self.path, self.config, tokenizer)
+
+
+def open_checkpoint(model: str) -> Checkpoint:
+    """The checkpoint ``model`` names (a local Hugging Face directory)."""
+    return Checkpoint(model)
