@@ -155,14 +155,14 @@ def run_halinfer(args, model_dir):
             while eng.has_unfinished():
                 before = eng.stats["prefill_steps"]
                 t_step = time.perf_counter()
-                evs = eng.step()
+                changed = eng.step()   # ids of the requests that gained tokens
                 now = time.perf_counter() - t
                 # Host time of the call, by the kind of step it launched (with async scheduling a
                 # decode call mostly waits for the step launched before it).
                 spent["prefill_s" if eng.stats["prefill_steps"] > before else "decode_s"] += \
                     time.perf_counter() - t_step
-                for e in evs:
-                    first_token_at.setdefault(e.request_id, now)
+                for rid in changed:
+                    first_token_at.setdefault(rid, now)
             be.synchronize(dev)
             wall = time.perf_counter() - t
             done = eng.take_finished()
