@@ -29,7 +29,7 @@ def timed_step(eng):
     tokens, positions, step, mask, rows = eng.runner.prepare(batch)
     t2 = time.perf_counter()
     out = eng.runner.execute(batch)  # prepares again: the prepare cost is counted twice in "execute"
-    be.synchronize(dev)
+    eng.runtime.synchronize()
     t3 = time.perf_counter()
     eng.scheduler.after_step(batch)
     for i, (seq, tok) in enumerate(zip(out.seqs, out.tokens)):

@@ -70,7 +70,8 @@ class LLMEngine:
         dev = resolve_device(device)
         self.backend: Backend = dev.backend
         self.device = dev.torch_device
-        self.backend.set_device(self.device)
+        self.runtime = self.backend.runtime(self.device)
+        self.runtime.set_device()
 
         check_model_dir(model)
         self.model_dir = model
@@ -205,7 +206,7 @@ class LLMEngine:
             source = "num_kv_blocks"
         else:
             in_use = self._profile_peak_memory()
-            budget = self.backend.kv_cache_budget(self.device, cfg.gpu_memory_utilization, in_use)
+            budget = self.runtime.kv_cache_budget(cfg.gpu_memory_utilization, in_use)
             num = budget // per_block
             source = f"{budget / 2**30:.2f} GiB KV budget"
         need = -(-self.max_model_len // self.block_size)
@@ -226,11 +227,11 @@ class LLMEngine:
         """
         from .scheduler import ScheduledBatch
 
-        b = self.backend
-        b.synchronize(self.device)
-        if b.max_memory_allocated(self.device) == 0:
+        b, rt = self.backend, self.runtime
+        rt.synchronize()
+        if rt.max_memory_allocated() == 0:
             return 0
-        b.reset_peak_memory(self.device)
+        rt.reset_peak_memory()
         scratch = ModelRunner(self.model, b, self.device, self.dtype, self.block_size, 1, "auto", self.max_model_len)
         total, per = self.max_num_batched_tokens, max(1, self.max_model_len - 1)
         seqs, num_new, sid = [], [], 0
@@ -249,20 +250,20 @@ class LLMEngine:
         logits.normal_()
         logits.softmax(-1)
         del logits
-        b.synchronize(self.device)
-        peak = b.max_memory_allocated(self.device)
+        rt.synchronize()
+        peak = rt.max_memory_allocated()
         graph_bytes = 0
         if self._graphs_wanted():
             # Graphs are captured after the cache exists (they bake its addresses in), so
             # measure what they will hold now: the largest bucket's pool, which the smaller
             # buckets share.
-            before = b.memory_allocated(self.device)
+            before = rt.memory_allocated()
             g = scratch.captured_runner([max(b.graph_capture_sizes(self.cfg_engine.max_num_seqs))])
-            b.synchronize(self.device)
-            graph_bytes = max(0, b.memory_allocated(self.device) - before)
+            rt.synchronize()
+            graph_bytes = max(0, rt.memory_allocated() - before)
             del g
         del scratch
-        b.empty_cache()
+        rt.empty_cache()
         self.graph_memory_estimate = graph_bytes
         return peak + graph_bytes
 

@@ -8,7 +8,7 @@ import torch
 
 from .attention import LayerKV, StepInputs
 from .backend import Backend
-from .graph import EagerRunner, GraphRunner
+from .graph import CapturedDecodeRunner, EagerRunner, GraphRunner
 from .sampling import build_sampling_tensors, penalty_inputs, top_logprobs
 from .scheduler import ScheduledBatch
 
@@ -37,6 +37,7 @@ class ModelRunner:
         self.model = model
         self.backend = backend
         self.device = device
+        self.runtime = backend.runtime(device)
         self.dtype = dtype
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -74,9 +75,11 @@ class ModelRunner:
 
     def captured_runner(self, sizes: list[int]) -> GraphRunner:
         """A graph runner with decode graphs captured for these batch sizes."""
-        g = self.backend.graph_runner(self._forward, self.device, sizes=sizes,
-                                      max_blocks_per_seq=self.max_blocks_per_seq, block_size=self.block_size,
-                                      max_seq_len=self.max_model_len)
+        api = self.backend.graph_api(self.device)
+        if api is None:  # a backend without graphs runs every step eagerly
+            return EagerRunner(self._forward)
+        g = CapturedDecodeRunner(self._forward, api, self.runtime, sizes, self.max_blocks_per_seq,
+                                 self.block_size, self.max_model_len)
         with torch.inference_mode():
             g.capture(builder=self.builder)
         return g
@@ -150,15 +153,15 @@ class ModelRunner:
         if self.logit_log is not None:
             self.logit_log.append([(s.request_id, s.index, logits[i].cpu()) for i, s in enumerate(sampled)])
         toks, lp = self._sample(sampled, logits, offsets)
-        host = self.backend.host_buffer(toks.shape, toks.dtype)
+        host = self.runtime.host_buffer(toks.shape, toks.dtype)
         host.copy_(toks, non_blocking=True)
-        return PendingStep(batch, sampled, toks, host, lp, self.backend.record_event(self.device))
+        return PendingStep(batch, sampled, toks, host, lp, self.runtime.record_event())
 
     def collect(self, p: "PendingStep") -> StepOutput:
         """Wait for a launched step and bring its tokens (and log-probabilities) to the host."""
         if not p.seqs:
             return StepOutput([], [], None)
-        self.backend.wait_event(p.event, self.device)
+        self.runtime.wait_event(p.event)
         tl = p.host.tolist()
         if p.logprobs is None:
             return StepOutput(p.seqs, tl, None)

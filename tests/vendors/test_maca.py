@@ -99,4 +99,4 @@ def test_graph_decode_equals_eager_decode(maca_emulation):
 
 def test_set_device_passes_an_ordinal(maca_emulation):
     b = make_maca(maca_emulation)
-    b.set_device(b.torch_device(None))      # torch.cuda.set_device(torch.device("cuda")) raises
+    b.runtime(b.torch_device(None)).set_device()      # torch.cuda.set_device(torch.device("cuda")) raises
