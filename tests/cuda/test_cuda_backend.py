@@ -65,7 +65,7 @@ def test_graph_api_is_cuda_graphs():
 
 
 def test_ops_are_the_triton_ops():
-    from halinfer.plugins.cuda.ops import TritonOps
+    from halinfer.kernels.triton.ops import TritonOps
 
     assert isinstance(CudaBackend().ops, TritonOps)
 

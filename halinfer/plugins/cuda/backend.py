@@ -43,7 +43,7 @@ class CudaBackend(Backend):
             return False, f"torch {torch.__version__} is a ROCm build, not CUDA"
         if not torch.version.cuda:
             return False, f"torch {torch.__version__} was built without CUDA"
-        from halinfer.plugins.maca.detect import maca_markers
+        from halinfer.torch_build import maca_markers
 
         if maca_markers():  # MetaX's torch looks like CUDA; the maca backend drives it
             return False, f"torch {torch.__version__} is a MetaX MACA build; use device='maca'"
@@ -72,7 +72,7 @@ class CudaBackend(Backend):
     # ---- what the plugin provides ---------------------------------------------
     @functools.cached_property
     def ops(self):
-        from .ops import TritonOps
+        from halinfer.kernels.triton.ops import TritonOps
 
         return TritonOps()
 

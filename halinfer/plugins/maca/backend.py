@@ -16,7 +16,7 @@ import torch
 
 from halinfer.core.backend import Backend
 
-from . import detect
+from halinfer import torch_build as detect
 from . import versions as _versions
 from .support import declarations
 

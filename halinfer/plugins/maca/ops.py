@@ -8,7 +8,7 @@ From mcoplib / MetaX flash_attn:
   store_kv          torch.ops._C_cache_ops.reshape_and_cache_flash (NHD model-dtype caches)
   paged_attention   decode: flash_attn.flash_attn_with_kvcache (paged, all lengths on the device)
   moe_route         torch.ops._moe_C.topk_softmax (schema probed: 4 or 5 arguments)
-From the CUDA plugin's Triton kernels (halinfer/plugins/cuda, imported here, lazily: this module
+From the Triton kernels it shares with the CUDA plugin (halinfer/kernels/triton, imported here, lazily: this module
 loads only when the backend's ops are first used), which MACA's Triton runs (§1: dlinfer runs
 Triton attention and MoE kernels on MACA; warp size 64 is the compiler's business):
   paged_attention   prefill, mixed steps, and decode with sinks / chunked attention
@@ -25,7 +25,7 @@ import weakref
 import torch
 
 from halinfer.core.ops import Ops
-from halinfer.plugins.cuda.ops import TritonOps
+from halinfer.kernels.triton.ops import TritonOps
 
 from .moe import DENSE_MAX_TOKENS, dense_experts
 
