@@ -68,17 +68,20 @@ class ModuleGraphAPI(GraphAPI):
     and ``module.graph_pool_handle()``, with the module's graph class (CUDAGraph, MLUGraph, ...)."""
 
     def __init__(self, module, graph_cls):
+        # Bound once: the API keeps working with the entry points it was made with, even if
+        # the module's attributes are swapped later (tests install and remove emulations).
         self.module = module
         self.graph_cls = graph_cls
+        self._graph, self._pool_handle = module.graph, module.graph_pool_handle
 
     def new_graph(self):
         return self.graph_cls()
 
     def capture(self, graph, pool, stream=None):
-        return self.module.graph(graph, pool=pool, stream=stream)
+        return self._graph(graph, pool=pool, stream=stream)
 
     def pool_handle(self):
-        return self.module.graph_pool_handle()
+        return self._pool_handle()
 
 
 class CapturedDecodeRunner(GraphRunner):
