@@ -13,7 +13,7 @@ from torch import nn
 
 from ..core.attention import AttentionMetadata, LayerKV
 from ..core.ops import Ops
-from ..core.rope import RopeSpec, build_cos_sin_cache
+from .rope import RopeSpec, build_cos_sin_cache
 
 
 @dataclass

@@ -7,8 +7,6 @@ runs, because store_kv runs first.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..attention import AttentionMetadata, LayerKV
@@ -63,17 +61,6 @@ def gather_seq_kv(kv: LayerKV, cache: torch.Tensor, scales, blocks: torch.Tensor
             s = s.transpose(1, 2)
         x = x * s.reshape(-1, s.shape[-1])[:n, :, None]
     return x
-
-
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """ALiBi head slopes (Press et al.), including the non-power-of-two interleave."""
-    p = 2 ** math.floor(math.log2(num_heads))
-    base = 2.0 ** (-8.0 / p)
-    slopes = [base ** (i + 1) for i in range(p)]
-    if p < num_heads:
-        extra = 2.0 ** (-4.0 / p)
-        slopes += [extra ** (2 * i + 1) for i in range(num_heads - p)]
-    return torch.tensor(slopes, dtype=torch.float32)
 
 
 def paged_attention(
