@@ -52,6 +52,8 @@ PA_CASES = [
     _pa("int8_mixed", lambda b: [(b + 1, 3), (2 * b, 1), (0, b)], 8, 2, 128, int8=True),
     _pa("int8_mla", lambda b: [(b - 1, 2), (b, 1)], 4, 1, 80, int8=True, mla=64),
     _pa("noncausal", lambda b: [(0, 9), (0, b + 1)], 4, 2, 64, causal=False),
+    # head size not a multiple of 16 (FIA's tiles): feature "d72" for providers that hand it elsewhere
+    _pa("mixed_gqa2_d72", lambda b: [(b, 5), (b - 1, 1)], 4, 2, 72, features=("d72",)),
 ]
 
 

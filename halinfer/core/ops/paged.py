@@ -63,6 +63,28 @@ def gather_seq_kv(kv: LayerKV, cache: torch.Tensor, scales, blocks: torch.Tensor
     return x
 
 
+def attention_case(q, kv: LayerKV, layout: str, dtypes, unsupported: tuple[str, ...], *, sliding_window=None,
+                   chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None, **_) -> str | None:
+    """Why an override for model-dtype caches in ``layout`` and q in ``dtypes`` cannot take a
+    paged_attention call, as a case name for its fallbacks, or None: the first feature present
+    among ``unsupported`` ("sliding_window", "chunked", "soft_cap", "alibi", "sinks"), then
+    kv_case, then q's dtype ("float32")."""
+    present = {"sliding_window": bool(sliding_window), "chunked": bool(chunk_size), "soft_cap": bool(soft_cap),
+               "alibi": alibi_slopes is not None, "sinks": sinks is not None}
+    case = next((f for f in unsupported if present[f]), None) or kv_case(kv, layout)
+    return case or (None if q.dtype in dtypes else str(q.dtype).replace("torch.", ""))
+
+
+def kv_case(kv: LayerKV, layout: str) -> str | None:
+    """What of a layer's cache an override for model-dtype k/v caches in ``layout`` cannot read:
+    "mla" (one latent cache), "int8_kv", or the other layout's name; None when it can."""
+    if kv.v is None:
+        return "mla"
+    if kv.quantized:
+        return "int8_kv"
+    return kv.layout if kv.layout != layout else None
+
+
 def paged_attention(
     q: torch.Tensor,
     kv: LayerKV,

@@ -62,6 +62,7 @@ class TritonOps(Ops):
         return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
-    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
-        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
+        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, activation=activation, w13_bias=w13_bias,
+                              w2_bias=w2_bias)
     fused_moe.__doc__ = Ops.fused_moe.__doc__
