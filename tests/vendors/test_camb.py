@@ -108,4 +108,4 @@ def test_a_frozen_max_context_len_would_be_caught(mlu_emulation, monkeypatch):
 
 def test_set_device_passes_an_ordinal(mlu_emulation):
     b = make_camb(mlu_emulation)
-    b.set_device(b.torch_device(None))      # would raise in torch_mlu without an ordinal
+    b.runtime(b.torch_device(None)).set_device()      # would raise in torch_mlu without an ordinal

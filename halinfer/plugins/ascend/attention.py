@@ -17,8 +17,8 @@ nothing to refresh in a graph); a prefill without cached history with
 ``_npu_flash_attention`` on the new tokens' keys and values, read back from
 the cache rows ``store_kv`` just wrote.
 
-``__call__`` returns None for a step its op cannot take; AscendOps then uses
-the core reference.
+``__call__`` returns the case name (a str) for a step its op cannot take;
+AscendOps declares those cases and runs the core reference for them.
 """
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ class FiaAttention:
         T, N, D = q.shape
         nb, bs, kvn, _ = kv.k.shape
         dv = kv.v.shape[-1]
-        if D != dv or D % 16 or D > 512 or N > 256:
-            return None
+        if D != dv:
+            return "mixed_head_dims"
+        if D % 16 or D > 512 or N > 256:
+            return "head_shape"
         key, value = kv.k.view(nb, bs, kvn * D), kv.v.view(nb, bs, kvn * dv)
         kw = dict(block_table=meta.block_tables, num_heads=N, num_key_value_heads=kvn, scale=scale, block_size=bs)
         if causal and not meta.is_decode:
@@ -103,15 +105,17 @@ class AtbAttention:
     def __call__(self, q, kv, meta, scale: float, causal: bool):
         T, N, D = q.shape
         kvn, dv = kv.k.shape[2], kv.v.shape[-1]
-        if D != dv or D > 256:
-            return None
+        if D != dv:
+            return "mixed_head_dims"
+        if D > 256:
+            return "head_shape"
         out = _out_like(q, (T, N, dv))
         if meta.is_decode:
             self.npu._npu_paged_attention(q.contiguous(), kv.k, kv.v, kvn, N, scale, meta.block_tables,
                                           meta.seq_lens, out)
             return out
         if meta.has_history or not causal:
-            return None   # no ATB op here attends over a cached prefix
+            return "prefix_or_noncausal"   # no ATB op here attends over a cached prefix
         k = kv.k.view(-1, kvn, D).index_select(0, meta.slot_mapping)
         v = kv.v.view(-1, kvn, dv).index_select(0, meta.slot_mapping)
         S = meta.max_q_len
