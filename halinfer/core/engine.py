@@ -14,7 +14,7 @@ from .backend import Backend
 from .config import EngineConfig, ModelConfig, parse_dtype
 from .device import resolve_device
 from .kv_cache import BlockManager
-from .loader import check_model_dir, eos_token_ids, init_dummy_weights, iter_weights, load_tokenizer
+from .loader import init_dummy_weights, open_checkpoint
 from .outputs import CompletionOutput, RequestOutput
 from .runner import ModelRunner, kv_bytes_per_block
 from .sampling import SamplingParams
@@ -72,9 +72,9 @@ class LLMEngine:
         self.device = dev.torch_device
         self.backend.set_device(self.device)
 
-        check_model_dir(model)
+        self.checkpoint = ckpt = open_checkpoint(model)
         self.model_dir = model
-        self.model_config = mc = ModelConfig.from_dir(model)
+        self.model_config = mc = ckpt.config
         from ..models.registry import model_class
 
         cls = model_class(mc.architecture)
@@ -93,7 +93,7 @@ class LLMEngine:
         if load_format == "dummy":
             init_dummy_weights(self.model, cfg.seed)
         else:
-            loaded = self.model.load_weights(iter_weights(model))
+            loaded = self.model.load_weights(ckpt.weights())
             missing = sorted(self.model.expected_params() - loaded)
             if missing:
                 raise ValueError(f"checkpoint {model!r} lacks {len(missing)} tensor(s) the model needs, e.g. "
@@ -101,8 +101,8 @@ class LLMEngine:
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
 
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-        self.eos_ids = eos_token_ids(model, mc, self.tokenizer)
+        self.tokenizer = tokenizer if tokenizer is not None else ckpt.tokenizer()
+        self.eos_ids = ckpt.eos_token_ids(self.tokenizer)
         self.vocab_size = int(mc.vocab_size)
 
         self.max_num_batched_tokens = cfg.max_num_batched_tokens or max(8192, cfg.max_num_seqs)

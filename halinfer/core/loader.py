@@ -145,5 +145,28 @@ class Checkpoint:
 
 
 def open_checkpoint(model: str) -> Checkpoint:
-    """The checkpoint ``model`` names (a local Hugging Face directory)."""
+    """The checkpoint ``model`` names: a Hugging Face directory, a .gguf file, a
+    directory holding exactly one .gguf file, or a Hugging Face hub id."""
+    model = os.fspath(model)
+    if os.path.isfile(model):
+        if model.endswith(".gguf"):
+            from .gguf import GGUFCheckpoint
+
+            return GGUFCheckpoint(model)
+        raise ValueError(f"{model!r} is a file but not a .gguf; pass a .gguf file, a model directory "
+                         "(config.json + *.safetensors) or a Hugging Face hub id")
+    if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")):
+        ggufs = sorted(glob.glob(os.path.join(model, "*.gguf")))
+        if len(ggufs) == 1:
+            from .gguf import GGUFCheckpoint
+
+            return GGUFCheckpoint(ggufs[0])
+        if ggufs:
+            raise ValueError(f"{model!r} holds {len(ggufs)} .gguf files ({', '.join(map(os.path.basename, ggufs))}); "
+                             "pass the one to load")
+    if not os.path.exists(model):
+        from .hub import looks_like_hub_id, resolve
+
+        if looks_like_hub_id(model):
+            return open_checkpoint(resolve(model))
     return Checkpoint(model)
