@@ -39,8 +39,30 @@ class ModelConfig:
         p = os.path.join(model_dir, "config.json")
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{model_dir!r} has no config.json; a Hugging Face model directory is expected")
-        with open(p) as f:
-            return cls(json.load(f), model_dir)
+        try:
+            with open(p) as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{p!r} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{p!r} must hold a JSON object, got {type(data).__name__}")
+        cfg = cls(data, model_dir)
+        cfg.validate(p)
+        return cfg
+
+    # Fields the model classes use as sizes: each must be a positive integer when present.
+    INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings")
+
+    def validate(self, source: str | None = None) -> None:
+        where = source or self.path or "config"
+        for k in self.INT_FIELDS:
+            v = self._data.get(k)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{where}: field {k!r} must be a positive integer, got {v!r} "
+                                 f"({type(v).__name__})")
 
     def get(self, key: str, default: Any = None) -> Any:
         v = self._data.get(key, default)
