@@ -66,7 +66,7 @@ class Backend:
     kv_layout: str = "NHD"
     block_sizes: tuple[int, ...] = (16, 32, 64, 128)
     default_block_size: int = 16
-    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8", "int4"
+    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8"
 
     # ---- numerics and modes ----------------------------------------------
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)

@@ -99,8 +99,12 @@ def config_from_metadata(md: dict[str, Any], tensor_names: set[str], path: str) 
         raise ValueError(f"{path!r}: GGUF metadata lacks {', '.join(f'{arch}.{k}' for k in missing)}")
     cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
     cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
-    cfg["vocab_size"] = len(md["tokenizer.ggml.tokens"]) if "tokenizer.ggml.tokens" in md \
-        else md[f"{arch}.vocab_size"]
+    if "tokenizer.ggml.tokens" in md:
+        cfg["vocab_size"] = len(md["tokenizer.ggml.tokens"])
+    elif f"{arch}.vocab_size" in md:
+        cfg["vocab_size"] = md[f"{arch}.vocab_size"]
+    else:
+        raise ValueError(f"{path!r}: GGUF metadata gives no vocabulary (tokenizer.ggml.tokens or {arch}.vocab_size)")
     cfg["tie_word_embeddings"] = "output.weight" not in tensor_names  # llama.cpp omits a tied head
     for name in ("bos", "eos", "padding"):
         if f"tokenizer.ggml.{name}_token_id" in md:
@@ -170,8 +174,9 @@ class GGUFCheckpoint(Checkpoint):
         self.metadata = read_metadata(self.reader)
         self.arch = self.metadata.get("general.architecture")
         names = {t.name for t in self.reader.tensors}
-        self.config = ModelConfig(config_from_metadata(self.metadata, names, path), os.path.dirname(path))
         self._check_types()
+        self.config = ModelConfig(config_from_metadata(self.metadata, names, path), os.path.dirname(path))
+        self.config.validate(path)
 
     def _check_types(self) -> None:
         ok = set(supported_tensor_types())
