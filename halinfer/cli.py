@@ -72,6 +72,7 @@ def _params(a):
 
 
 def cmd_devices(a) -> int:
+    from .core.backend import quant_columns
     from .core.device import list_devices
 
     devs = list_devices()
@@ -84,8 +85,8 @@ def cmd_devices(a) -> int:
         print(f"{names:<18} {mark:<12} {d['reason'].splitlines()[0]}")
         if d["available"] and "dtypes" in d:
             print(f"{'':<18} devices: {d['device_count']}  dtypes: {', '.join(d['dtypes'])}  "
-                  f"modes: {', '.join(d['graph_modes'])}  kv: {', '.join(d['kv_cache_dtypes'])}  "
-                  f"weight quant: {', '.join(d['weight_quant']) or '-'}")
+                  f"modes: {', '.join(d['graph_modes'])}  quantization: "
+                  f"{', '.join(quant_columns(d['weight_quant'], d['kv_cache_dtypes'])) or '-'}")
     return 0
 
 
@@ -177,6 +178,13 @@ def cmd_support(a) -> int:
     return 0
 
 
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...], indent: str = "  ") -> list[str]:
+    """Left-aligned columns as wide as their widest cell, two spaces apart (none overflows)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: indent + "  ".join(f"{str(c):<{w}}" for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [fmt(header), *map(fmt, rows)]
+
+
 def cmd_doctor(a) -> int:
     import platform
 
@@ -184,20 +192,27 @@ def cmd_doctor(a) -> int:
 
     print(f"python {platform.python_version()}  halinfer {__import__('halinfer').__version__}")
     reg = load_plugins()
+    sections: list[tuple[str, list[tuple[str, str, str]] | None]] = []
     for rec in reg.records:
         if rec.error:
-            print(f"\n{rec.name}: plugin failed to load: {rec.error.splitlines()[0]}")
+            sections.append((f"{rec.name}: plugin failed to load: {rec.error.splitlines()[0]}", None))
             continue
         for b in rec.backends:
             ok, why = b.available()
-            print(f"\n{b.name}: {'available' if ok else 'unavailable'} — {why.splitlines()[0]}")
+            title = f"{b.name}: {'available' if ok else 'unavailable'} — {why.splitlines()[0]}"
             try:
-                versions = b.versions()
+                rows = [(name, need, str(have)) for name, (need, have) in b.versions().items()]
             except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
-                print(f"  versions(): {type(e).__name__}: {e}")
-                continue
-            for name, (need, have) in versions.items():
-                print(f"  {name:<20} needs {need:<28} installed {have}")
+                title += f"\n  versions(): {type(e).__name__}: {e}"
+                rows = []
+            sections.append((title, rows))
+    # One width for all backends, so every table lines up.
+    all_rows = [r for _, rows in sections for r in rows or []]
+    for title, rows in sections:
+        print(f"\n{title}")
+        if rows:
+            lines = table(all_rows + rows, ("component", "needs", "installed"))
+            print("\n".join([lines[0], *lines[1 + len(all_rows):]]))
     return 0
 
 

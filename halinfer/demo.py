@@ -24,7 +24,8 @@ def run_demo(device: str = "auto", max_tokens: int = 64, check: bool = True) -> 
         print(f"halinfer demo: {e}", file=sys.stderr)
         return 1
     print(f"model: {path}", flush=True)
-    llm = LLM(path, device=device, dtype="float32", max_model_len=2048)
+    # A small context and KV cache: the reference CPU backend slows with a large cache.
+    llm = LLM(path, device=device, dtype="float32", max_model_len=1024, num_kv_blocks=256)
     sp = SamplingParams(temperature=0, max_tokens=max_tokens)
     convs = [[{"role": "user", "content": p}] for p in PROMPTS]
     streamed_tokens, streamed_s = 0, 0.0
