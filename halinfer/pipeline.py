@@ -7,6 +7,9 @@ SamplingParams' 16, which is vLLM's API default.
 """
 from __future__ import annotations
 
+import sys
+import types
+
 from dataclasses import replace
 
 from .core.sampling import SamplingParams
@@ -45,3 +48,15 @@ class Pipeline:
 def pipeline(model: str, device: str = "auto", chat_template: bool = True, **kw) -> Pipeline:
     """``chat_template=False``: send string prompts as they are (no chat template)."""
     return Pipeline(LLM(model, device=device, **kw), chat_template=chat_template)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule makes ``halinfer.pipeline`` the module (Python sets the
+    package attribute), which would break ``halinfer.pipeline(model)``; calling the
+    module calls the function, so both spellings keep working."""
+
+    def __call__(self, *args, **kwargs) -> Pipeline:
+        return pipeline(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# transformers module -> GGUF module, per layer
-LAYER = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-         "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
-         "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-         "mlp.down_proj": "ffn_down", "post_attention_layernorm": "ffn_norm"}
-TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+from ..core.gguf import LAYER_NAMES, TOP_NAMES
+
+# transformers module -> GGUF module: the loader's tables inverted.  A wrong entry there
+# still shows: transformers, the reference, reads the file with its own names.
+LAYER = {hf: g for g, hf in LAYER_NAMES.items()}
+TOP = {hf: g for g, hf in TOP_NAMES.items()}
 
 
 def _gguf_name(name: str) -> str | None:
