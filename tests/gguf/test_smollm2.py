@@ -46,15 +46,25 @@ def test_tokenizer_round_trip_equals_transformers(smol32, hf_smol_tokenizer):
 
 
 def test_bfloat16_batched_equals_alone(smol_path):
+    """bf16 GEMMs of a batch round differently from one sequence's, so the two may part at a
+    near-tie; until then the tokens are equal and the logits close, and where they part the
+    two picks are within bf16 noise of each other (a batching bug gives far larger gaps)."""
+    from halinfer.testing.hf_compare import halinfer_greedy, max_rel_err
+
     llm = LLM(smol_path, device="cpu", dtype="bfloat16", max_model_len=512, num_kv_blocks=256, block_size=16)
     prompts = [llm.engine.encode(llm.apply_chat_template([{"role": "user", "content": q}])) for q in QUESTIONS[:4]]
-    sp = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
-    batched = [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=sp,
-                                                              use_tqdm=False)]
-    alone = [llm.generate(prompt_token_ids=[p], sampling_params=sp, use_tqdm=False)[0].outputs[0].token_ids
-             for p in prompts]
-    assert batched == alone
-    assert all(len(set(t)) > 3 for t in batched)  # real text, not one token repeated
+    batched = halinfer_greedy(llm, prompts, 16)
+    for p, (tokens, logits) in zip(prompts, batched):
+        (alone_tokens, alone_logits), = halinfer_greedy(llm, [p], 16)
+        assert tokens[:4] == alone_tokens[:4]
+        for i, (a, b) in enumerate(zip(tokens, alone_tokens)):
+            assert max_rel_err(logits[i].float(), alone_logits[i].float()) < 0.05, f"step {i} logits differ"
+            if a != b:
+                ref = alone_logits[i].float()
+                gap = (ref[b] - ref[a]).item()
+                assert gap <= 0.02 * ref.abs().max().item(), f"step {i}: batched picked {a}, alone {b}, gap {gap}"
+                break
+        assert len(set(tokens)) > 3  # real text, not one token repeated
 
 
 @pytest.mark.parametrize("form", ["file", "dir"])
