@@ -1,7 +1,6 @@
 """SmolLM2-135M-Instruct (Q4_1 GGUF) through halinfer against transformers loading the same file."""
 from __future__ import annotations
 
-
 from halinfer import LLM, SamplingParams
 from halinfer.testing.hf_gguf import hf_greedy_tokens
 
