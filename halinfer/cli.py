@@ -58,7 +58,8 @@ def printable(text: str) -> str:
 def _make_llm(a):
     from .llm import LLM
 
-    return LLM(_model_path(a), device=a.device, dtype=a.dtype, max_model_len=a.max_model_len, quantization=a.quantization,
+    return LLM(_model_path(a), device=a.device, dtype=a.dtype, max_model_len=a.max_model_len,
+               quantization=a.quantization,
                kv_cache_dtype=a.kv_cache_dtype, enforce_eager=a.enforce_eager,
                gpu_memory_utilization=a.gpu_memory_utilization)
 

