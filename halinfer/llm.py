@@ -1,4 +1,4 @@
-"""The user API: ``LLM`` (vLLM-style) and ``pipeline`` (LMDeploy-style)."""
+"""The user API: ``LLM`` (vLLM-style); the LMDeploy-style ``pipeline`` is in pipeline.py."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -202,22 +202,3 @@ def engine_kwargs(**kw) -> tuple[dict, EngineConfig]:
         raise TypeError(f"unknown engine argument(s) {', '.join(unknown)}; known: "
                         f"{', '.join(sorted(known | set(_ENGINE_ARGS)))}")
     return eng, EngineConfig(**kw)
-
-
-class Pipeline:
-    """LMDeploy-style callable: ``pipe(["hi", "hello"])`` -> responses with ``.text``."""
-
-    def __init__(self, llm: LLM):
-        self.llm = llm
-
-    def __call__(self, prompts, gen_config: SamplingParams | None = None, use_tqdm: bool = False):
-        single = isinstance(prompts, str)
-        outs = self.llm.generate([prompts] if single else list(prompts), gen_config, use_tqdm=use_tqdm)
-        return outs[0] if single else outs
-
-    def stream_infer(self, prompt: str, gen_config: SamplingParams | None = None):
-        yield from self.llm.stream(prompt, gen_config)
-
-
-def pipeline(model: str, device: str = "auto", **kw) -> Pipeline:
-    return Pipeline(LLM(model, device=device, **kw))

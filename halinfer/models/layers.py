@@ -62,21 +62,29 @@ class Linear(nn.Module):
         start = sum(self.out_sizes[:shard])
         return start // packed, (start + self.out_sizes[shard]) // packed
 
-    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
-        """Copy one checkpoint tensor (for logical matrix ``shard``) into place."""
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
+        """Copy one checkpoint tensor (for logical matrix ``shard``) into place.
+
+        ``source`` (the checkpoint tensor's name) is named in the error when the shape
+        does not fit: copy_ would broadcast a [N] into [N, K] silently."""
         p = getattr(self, param_name)
+        if param_name == "weight_scale":               # stored [N] or [N, 1]
+            tensor = tensor.reshape(-1)
+        dst = self._destination(p, param_name, shard)
+        if tuple(tensor.shape) != tuple(dst.shape):
+            raise ValueError(f"checkpoint tensor {source or param_name!r} has shape {tuple(tensor.shape)}, "
+                             f"the model expects {tuple(dst.shape)} (check the config's head and size fields)")
+        dst.copy_(tensor)
+
+    def _destination(self, p: torch.Tensor, param_name: str, shard: int) -> torch.Tensor:
+        """The slice of ``p`` that logical matrix ``shard`` fills (weight_scale as a flat vector)."""
         if param_name in ("qweight", "qzeros"):        # [K, N/8]: output dim is 1, packed by 8
             a, b = self.shard_range(shard, 8)
-            p.data[:, a:b].copy_(tensor)
-        elif param_name == "scales":                   # [K/g, N]
-            a, b = self.shard_range(shard)
-            p.data[:, a:b].copy_(tensor)
-        elif param_name == "weight_scale":
-            a, b = self.shard_range(shard)
-            p.data[a:b].copy_(tensor.reshape(-1))
-        else:                                          # weight [N, K], bias [N]
-            a, b = self.shard_range(shard)
-            p.data[a:b].copy_(tensor)
+            return p.data[:, a:b]
+        a, b = self.shard_range(shard)
+        if param_name == "scales":                     # [K/g, N]
+            return p.data[:, a:b]
+        return p.data[a:b]                             # weight [N, K], bias [N], weight_scale [N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.method is None:
