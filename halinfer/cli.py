@@ -156,6 +156,12 @@ def cmd_demo(a) -> int:
     return run_demo(device=a.device, cache_dir=a.cache_dir, max_tokens=a.max_tokens)
 
 
+def cmd_serve(a) -> int:
+    from .serve.cli import serve
+
+    return serve(a)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="halinfer", description="LLM inference on any accelerator")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -192,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("doctor", help="per plugin: what it needs beside what is installed")
     s.set_defaults(fn=cmd_doctor)
+
+    from .serve.cli import add_arguments as serve_arguments
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (needs the serve extra)")
+    serve_arguments(s)
+    s.set_defaults(fn=cmd_serve)
 
     a = p.parse_args(argv)
     try:
