@@ -99,12 +99,13 @@ def build_app(engine, served_model_name: str, api_key: str | None = None,
             raise APIError(404, f"model {shown(name)} is not served here; served: {served_model_name!r}",
                            param="model", code="model_not_found")
 
-    async def run(request: Request, kind: str, prompts, sp, fmt_cls, include_usage: bool, streaming: bool):
+    async def run(request: Request, kind: str, body, prompts, sp, fmt_cls):
         release = admission.admit(engine, sp.n * len(prompts))
         rid = f"{kind}-{uuid.uuid4().hex}"
         r = Run(engine, metrics, rid, prompts, sp)
-        fmt = fmt_cls(rid, served_model_name, engine.tokenizer, sp.logprobs)
-        if streaming:
+        fmt = fmt_cls(rid, served_model_name, engine.tokenizer, sp.logprobs, body.return_token_ids)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return stream(r, fmt, include_usage, release)
         try:
             return await _unless_disconnected(request, collect(r, fmt))
@@ -133,8 +134,7 @@ def build_app(engine, served_model_name: str, api_key: str | None = None,
         check_model(body.model)
         sp = params.completion_params(engine, body)
         prompts = params.completion_prompts(engine, body)
-        usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await run(request, "cmpl", prompts, sp, CompletionFormat, usage, body.stream)
+        return await run(request, "cmpl", body, prompts, sp, CompletionFormat)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat(body: ChatCompletionRequest, request: Request):
@@ -142,8 +142,7 @@ def build_app(engine, served_model_name: str, api_key: str | None = None,
         sp = params.chat_params(engine, body)
         text, ids = params.chat_prompt(engine, params.chat_messages(body), body.add_generation_prompt)
         params.check_prompt(engine, ids, "messages")
-        usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await run(request, "chatcmpl", [(text, ids)], sp, ChatFormat, usage, body.stream)
+        return await run(request, "chatcmpl", body, [(text, ids)], sp, ChatFormat)
 
     @app.post("/tokenize", dependencies=[Depends(authorized)])
     async def tokenize(body: TokenizeRequest):

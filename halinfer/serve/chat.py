@@ -19,8 +19,9 @@ class ChatFormat(Format):
                             for t, lp in zip(ids, lps)]}
 
     def choice(self, index, text, ids, lps, reason, stop) -> dict:
-        return {"index": index, "message": {"role": "assistant", "content": text},
-                "logprobs": self._logprobs(ids, lps), "finish_reason": reason, "stop_reason": stop}
+        c = {"index": index, "message": {"role": "assistant", "content": text},
+             "logprobs": self._logprobs(ids, lps), "finish_reason": reason, "stop_reason": stop}
+        return self.with_ids(c, ids)
 
     def first_chunk(self, index: int) -> dict:
         """OpenAI opens each choice with the role."""
@@ -31,4 +32,4 @@ class ChatFormat(Format):
         delta = {"content": d.text} if d.text or d.finish_reason is None else {}
         c = {"index": d.index, "delta": delta, "logprobs": self._logprobs(d.token_ids, d.logprobs) if want_lp else None,
              "finish_reason": d.finish_reason, "stop_reason": d.stop_reason}
-        return {**self.chunk_base(), "choices": [c]}
+        return {**self.chunk_base(), "choices": [self.with_ids(c, d.token_ids)]}

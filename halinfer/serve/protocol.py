@@ -40,6 +40,7 @@ class _Sampling(_Body):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
+    return_token_ids: bool = False  # extension (as vLLM's): each choice carries its token ids
     # Accepted by OpenAI but not implemented here: refused with a 400 rather than ignored.
     logit_bias: Optional[dict[str, float]] = None
 

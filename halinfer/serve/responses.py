@@ -36,9 +36,16 @@ class Format:
 
     object = chunk_object = ""
 
-    def __init__(self, request_id: str, model: str, tokenizer, num_logprobs: int | None):
+    def __init__(self, request_id: str, model: str, tokenizer, num_logprobs: int | None,
+                 return_token_ids: bool = False):
         self.id, self.model, self.tok, self.k = request_id, model, tokenizer, num_logprobs
+        self.return_token_ids = return_token_ids
         self.created = int(time.time())
+
+    def with_ids(self, choice: dict, ids: list[int]) -> dict:
+        if self.return_token_ids:
+            choice["token_ids"] = list(ids)
+        return choice
 
     def body(self, choices: list[dict], usage: dict) -> dict:
         return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
