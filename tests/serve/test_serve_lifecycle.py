@@ -1,0 +1,91 @@
+"""Startup, SIGTERM, and the default model, each on its own server process."""
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+
+def test_startup_logs_device_model_kv_capacity_and_url(server, tiny_model):
+    log = server.log()
+    assert f"model {tiny_model}" in log and "on cpu" in log
+    assert "KV cache 1024 blocks x 16 tokens = 16384 tokens" in log
+    assert f"listening on {server.url}" in log
+
+
+def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(start_server, tiny_model):
+    s = start_server(tiny_model, "--shutdown-timeout", "20")
+    result = {}
+
+    def long_request():
+        body = {"prompt": "go", "max_tokens": 200, "temperature": 0, "ignore_eos": True}
+        r = httpx.post(s.url + "/v1/completions", json=body, timeout=60)
+        result["status"], result["body"] = r.status_code, r.json()
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    deadline = time.monotonic() + 30
+    while "halinfer_requests_running 1.0" not in httpx.get(s.url + "/metrics", timeout=10).text:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.proc.terminate()
+    assert s.proc.wait(60) == 0
+    t.join(60)
+    assert result["status"] == 200 and result["body"]["usage"]["completion_tokens"] == 200
+    assert "refusing new requests" in s.log()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(s.url + "/health", timeout=5)
+
+
+def test_sigterm_aborts_what_outlasts_the_grace_period(start_server, tiny_model):
+    s = start_server(tiny_model, "--shutdown-timeout", "1")
+    got = {}
+
+    def endless_stream():
+        body = {"prompt": "go", "max_tokens": 500, "temperature": 0, "ignore_eos": True, "stream": True}
+        try:
+            with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
+                got["lines"] = [ln for ln in r.iter_lines() if ln]
+        except httpx.HTTPError as e:  # the connection closes under the stream: also acceptable
+            got["error"] = e
+
+    t = threading.Thread(target=endless_stream)
+    t.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    s.proc.terminate()
+    assert s.proc.wait(30) == 0
+    assert time.monotonic() - t0 < 15  # 1 s grace, then abort; not 500 tokens
+    t.join(30)
+    assert not t.is_alive()
+    assert "error" in got or not any('"finish_reason": "length"' in ln for ln in got["lines"])
+
+
+def test_default_model_answers_a_chat_over_http(start_server):
+    try:
+        from halinfer.defaults import default_model  # noqa: F401 - the default-model issue adds it
+    except ImportError:
+        pytest.skip("halinfer.defaults.default_model does not exist yet (the default-model issue: SmolLM2-135M)")
+    s = start_server(None, engine={"num_kv_blocks": 256})
+    r = httpx.post(s.url + "/v1/chat/completions", timeout=120,
+                   json={"messages": [{"role": "user", "content": "What is the capital of France?"}],
+                         "max_tokens": 16, "temperature": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["message"]["content"].strip()
+    assert body["usage"]["completion_tokens"] >= 1
+
+
+def test_serve_without_model_or_default_says_what_to_do():
+    from halinfer.serve.cli import resolve_model
+
+    try:
+        from halinfer.defaults import default_model  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="no MODEL given.*halinfer serve MODEL"):
+            resolve_model(None)
+    else:
+        assert resolve_model(None)
+    assert resolve_model("/some/dir") == "/some/dir"
