@@ -136,3 +136,22 @@ def test_overload_refuses_the_excess_with_503_and_the_rest_complete(start_server
     # once the burst is over, the server takes requests again
     r = httpx.post(s.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
     assert r.status_code == 200
+
+
+def test_serving_benchmark_runs_against_the_server(server, capsys):
+    import importlib.util
+    import os
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_serve", os.path.join(REPO, "benchmarks", "serve.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rc = bench.main(["--base-url", server.url, "--api-key", API_KEY, "--num-prompts", "12", "--max-concurrency", "4",
+                     "--input-len", "5,30", "--output-len", "3,12", "--token-range", "3,500", "--warmup", "1"])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("RESULT "))
+    res = json.loads(line[7:])
+    assert rc == 0 and res["completed"] == 12 and res["wrong_output_len"] == 0
+    assert res["total_output_tokens"] == res["expected_output_tokens"]
+    assert res["total_prompt_tokens_reported"] == res["expected_prompt_tokens"]
+    assert res["ttft_ms"]["p99"] >= res["ttft_ms"]["p50"] > 0
