@@ -72,31 +72,27 @@ bench() {  # engine, port, phase end (SECONDS)
   done
 }
 
+serve_phase() {  # name, port, phase end (SECONDS), env, server command...: start, wait, bench, stop
+  local name=$1 port=$2 end=$3 env=$4; shift 4
+  env $env setsid "$@" >"$OUT/$name.log" 2>&1 &
+  local pid=$!
+  if wait_ready "$port" $(( end - SECONDS - 70 )) $pid; then
+    echo "$name ready at ${SECONDS}s"; bench "$name" "$port" "$end"
+  else
+    echo "$name did not come up"; tail -20 "$OUT/$name.log"
+  fi
+  stop_group $pid
+}
+
 # Each engine gets half of what is left after the build.
 HALF=$(( ($(left) - 10) / 2 ))
-
 # 1. LMDeploy's api_server (PyTorch engine, graph mode), port 23333
-END=$(( SECONDS + HALF ))
-PORT=23333 PYTHONPATH=/tmp/peersite:$P/payload/py setsid python3 "$P/lmdeploy_serve.py" >"$OUT/lmdeploy.log" 2>&1 &
-LPID=$!
-if wait_ready 23333 $(( END - SECONDS - 70 )) $LPID; then
-  echo "lmdeploy ready at ${SECONDS}s"; bench lmdeploy 23333 $END
-else
-  echo "lmdeploy did not come up"; tail -20 "$OUT/lmdeploy.log"
-fi
-stop_group $LPID
-
+serve_phase lmdeploy 23333 $(( SECONDS + HALF )) "PORT=23333 PYTHONPATH=/tmp/peersite:$P/payload/py" \
+  python3 "$P/lmdeploy_serve.py"
 # 2. halinfer serve, port 8000
-END=$(( DEADLINE_S - 5 ))
-PYTHONPATH=/tmp/site setsid python3 -m halinfer.cli serve "$MODEL_DIR" --device cuda --dtype bfloat16 \
-  --port 8000 --max-num-seqs 256 --gpu-memory-utilization 0.85 --log-level warning >"$OUT/halinfer.log" 2>&1 &
-HPID=$!
-if wait_ready 8000 $(( END - SECONDS - 70 )) $HPID; then
-  echo "halinfer ready at ${SECONDS}s"; bench halinfer 8000 $END
-else
-  echo "halinfer did not come up"; tail -20 "$OUT/halinfer.log"
-fi
-stop_group $HPID
+serve_phase halinfer 8000 $(( DEADLINE_S - 5 )) "PYTHONPATH=/tmp/site" \
+  python3 -m halinfer.cli serve "$MODEL_DIR" --device cuda --dtype bfloat16 --port 8000 --max-num-seqs 256 \
+  --gpu-memory-utilization 0.85 --log-level warning
 
 python3 - "$RES" "$CARD" <<'PY'
 import json, sys
