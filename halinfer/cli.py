@@ -230,6 +230,12 @@ def cmd_demo(a) -> int:
     return run_demo(device=a.device, max_tokens=a.max_tokens, check=not a.no_check)
 
 
+def cmd_serve(a) -> int:
+    from .serve.cli import serve
+
+    return serve(a)
+
+
 def main(argv: list[str] | None = None) -> int:
     from . import __version__
 
@@ -270,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("doctor", help="per plugin: what it needs beside what is installed")
     s.set_defaults(fn=cmd_doctor)
+
+    from .serve.cli import add_arguments as serve_arguments
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (needs the serve extra)")
+    serve_arguments(s)
+    s.set_defaults(fn=cmd_serve)
 
     a = p.parse_args(argv)
     try:
