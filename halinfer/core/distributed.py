@@ -49,7 +49,9 @@ class TPGroup:
         dim = dim % x.dim()
         x = x.contiguous()
         out = torch.empty((self.size * x.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-        torch.distributed.all_gather_into_tensor(out, x, group=self.group)
+        # all_gather_single is the newer name (torch 2.13 deprecates the older one)
+        gather = getattr(torch.distributed, "all_gather_single", None) or torch.distributed.all_gather_into_tensor
+        gather(out, x, group=self.group)
         if dim == 0:
             return out
         # [size * d0, ...] -> [d0, ..., size * d_dim, ...]
