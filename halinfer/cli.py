@@ -16,6 +16,10 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache-dtype", default="auto", help="auto or int8")
     p.add_argument("--enforce-eager", action="store_true", help="no graph capture")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                   help="ranks (devices) to split the model over; one worker process each")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="MoE: split the experts across the ranks instead of sharding each expert")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -35,7 +39,8 @@ def _make_llm(a):
 
     return LLM(a.model, device=a.device, dtype=a.dtype, max_model_len=a.max_model_len, quantization=a.quantization,
                kv_cache_dtype=a.kv_cache_dtype, enforce_eager=a.enforce_eager,
-               gpu_memory_utilization=a.gpu_memory_utilization)
+               gpu_memory_utilization=a.gpu_memory_utilization, tensor_parallel_size=a.tensor_parallel_size,
+               enable_expert_parallel=a.enable_expert_parallel)
 
 
 def _params(a):
