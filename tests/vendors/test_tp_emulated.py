@@ -4,15 +4,14 @@ registers HCCL the same way, through Backend.register_backend).  Eager decode gi
 tokens; NPU-graph decode with the all-reduce inside is expected to, and does not yet (below)."""
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from halinfer import LLM, SamplingParams
+from halinfer.core.mp_executor import _free_port
 
 from .conftest import make_ascend
 from .emulation.install import UNTESTED_OK, installed, npu_modules
@@ -51,12 +50,6 @@ def _rank_main(rank: int, model_dir: str, port: int, eager: bool, q) -> None:
                 q.put((rank, out, llm.engine.graphs))
     except BaseException as e:  # noqa: BLE001 - the parent reports it
         q.put((rank, f"{type(e).__name__}: {e}", None))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
