@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -25,6 +24,10 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    "(halinfer devices lists each backend's)")
     p.add_argument("--enforce-eager", action="store_true", help="no graph capture")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="fraction of device memory to use")
+    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                   help="ranks (devices) to split the model over; one worker process each")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="MoE: split the experts across the ranks instead of sharding each expert")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -61,7 +64,8 @@ def _make_llm(a):
     return LLM(_model_path(a), device=a.device, dtype=a.dtype, max_model_len=a.max_model_len,
                quantization=a.quantization,
                kv_cache_dtype=a.kv_cache_dtype, enforce_eager=a.enforce_eager,
-               gpu_memory_utilization=a.gpu_memory_utilization)
+               gpu_memory_utilization=a.gpu_memory_utilization, tensor_parallel_size=a.tensor_parallel_size,
+               enable_expert_parallel=a.enable_expert_parallel)
 
 
 def _params(a):

@@ -25,7 +25,9 @@ class LLM:
         gpu_memory_utilization=0.85, block_size=None, enable_prefix_caching=True,
         enforce_eager=False, kv_cache_dtype="auto", quantization=None, tensor_parallel_size=1,
         seed=0, max_num_batched_tokens=None, num_kv_blocks=None, load_format="auto",
-        tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc"."""
+        tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc",
+        enable_expert_parallel=False.  tensor_parallel_size > 1 runs one worker process per rank
+        (README "Multi-device")."""
         eng_kw, cfg = engine_kwargs(**kw)
         self.engine = LLMEngine(model, config=cfg, **eng_kw)
 

@@ -71,7 +71,8 @@ class Backend:
     description: str = ""               # one line for `halinfer devices`
     device_type: str = "cpu"            # torch device type: "cpu", "cuda", "npu", "mlu"
     priority: int = 0                   # higher wins for device="auto"
-    dist_backend: str = "gloo"          # torch.distributed backend: nccl / hccl / cncl / gloo
+    dist_backend: str = "gloo"          # torch.distributed backend: nccl / hccl / cncl / gloo ("": none)
+    graph_collectives: bool = False     # its collectives may run inside captured graphs (NCCL: yes)
 
     # ---- KV cache -------------------------------------------------------
     kv_layout: str = "NHD"
@@ -170,6 +171,7 @@ class Backend:
             "device_count": self.device_count() if ok else 0,
             "priority": self.priority,
             "dist_backend": self.dist_backend,
+            "graph_collectives": self.graph_collectives,
             "kv_layout": self.kv_layout,
             "block_sizes": list(self.block_sizes),
             "dtypes": [str(d).replace("torch.", "") for d in self.dtypes],

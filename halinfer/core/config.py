@@ -145,6 +145,7 @@ class EngineConfig:
     scheduling_policy: str = "separate"   # "separate" prefill/decode steps, or "mixed" (core/scheduler.py)
     async_scheduling: bool = True         # launch decode step N+1 before reading step N's tokens
     seed: int = 0
+    enable_expert_parallel: bool = False  # MoE with tensor_parallel_size > 1: split the experts across ranks
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:

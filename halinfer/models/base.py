@@ -9,7 +9,9 @@ from torch import nn
 
 from ..core.attention import AttentionMetadata, LayerKV
 from ..core.config import ModelConfig
-from .layers import Attention, Embedding, KVSpec, Linear, ModelContext
+from .layers import Attention, KVSpec, Linear, ModelContext
+from .moe import FusedExperts
+from .parallel import ParallelLMHead, VocabParallelEmbedding
 
 
 class CausalLM(nn.Module):
@@ -93,7 +95,7 @@ class CausalLM(nn.Module):
                 merged, shard = self.stacked[leaf]
                 mod_path = f"{parent}.{merged}" if parent else merged
             target = modules.get(mod_path)
-            if isinstance(target, Linear):
+            if isinstance(target, (Linear, VocabParallelEmbedding, FusedExperts)):  # they slice out their shard
                 if not hasattr(target, pname) or getattr(target, pname) is None:
                     unused.append(name)
                     continue
@@ -132,8 +134,8 @@ class CausalLM(nn.Module):
 
 def make_lm_head(ctx: ModelContext, hidden: int, vocab: int, bias: bool = False) -> Linear:
     # The LM head stays unquantized, as the quantized formats we read leave it.
-    return Linear(ctx, hidden, vocab, bias=bias, quantize=False)
+    return ParallelLMHead(ctx, hidden, vocab, bias=bias)
 
 
-def make_embedding(ctx: ModelContext, vocab: int, hidden: int) -> Embedding:
-    return Embedding(ctx, vocab, hidden)
+def make_embedding(ctx: ModelContext, vocab: int, hidden: int) -> VocabParallelEmbedding:
+    return VocabParallelEmbedding(ctx, vocab, hidden)

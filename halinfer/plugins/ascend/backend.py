@@ -28,6 +28,8 @@ class AscendBackend(Backend):
     device_type = "npu"
     priority = 90
     dist_backend = "hccl"
+    # Declared, unverified on hardware: lmdeploy/dlinfer run TP decode through aclgraph (ascend.md §10)
+    graph_collectives = True
     kv_layout = "NHD"            # §2: per layer (num_blocks, block_size, kv_heads, head_dim), viewed BnBsH by FIA
     # §2/§3.1: paged FIA with more than one query token needs a multiple of 128 up to
     # 512 (the TND layout allows multiples of 16, but older CANN may not), decode any
