@@ -132,7 +132,7 @@ class FusedExperts(nn.Module):
         need = self.num_experts * (1 if shard is None else 2)
         return param if len(got) == need else None
 
-    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         """A checkpoint that stores all experts stacked (gpt-oss): w13 [E, 2I, H] (gate rows,
         then up rows), w2 [E, H, I] and their biases, sliced to this rank's share."""
         p = getattr(self, param_name)

@@ -96,7 +96,7 @@ class ColumnParallelLinear(Linear):
         self.tp = tp
         self.parts = self_parts
 
-    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         if self.tp.is_parallel:
             dim, pack = output_dim_and_packing(param_name)
             if tensor.dim() == 1:
@@ -104,7 +104,7 @@ class ColumnParallelLinear(Linear):
             p = self.parts[shard]
             assert p.start % pack == 0 and p.size % pack == 0, f"{param_name}: shard not aligned to packs of {pack}"
             tensor = narrow_padded(tensor, dim, p.start // pack, p.size // pack)
-        super().load(param_name, tensor, shard)
+        super().load(param_name, tensor, shard, source)
 
 
 class QKVParallelLinear(ColumnParallelLinear):
@@ -143,12 +143,12 @@ class RowParallelLinear(Linear):
             raise ValueError(f"an input shard of {self.part.size} channels is not a whole number of AWQ groups "
                              f"({self.group_size}); use a tensor_parallel_size that keeps groups whole")
 
-    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         if self.tp.is_parallel:
             dim, per = _input_dim(param_name, self)
             if dim is not None:
                 tensor = tensor.narrow(dim, self.part.start // per, self.part.size // per)
-        super().load(param_name, tensor, shard)
+        super().load(param_name, tensor, shard, source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.tp.is_parallel:
@@ -163,7 +163,7 @@ class VocabParallelEmbedding(Embedding):
         self.part = padded_part(vocab, ctx.tp)
         super().__init__(ctx, self.part.size, hidden)
 
-    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         assert param_name == "weight", param_name
         if tensor.shape[0] != self.part.full:
             raise ValueError(f"embedding has {tensor.shape[0]} rows, the config's vocabulary is {self.part.full}")
