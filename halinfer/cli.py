@@ -13,7 +13,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="auto, float16, bfloat16, float32")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--quantization", default=None, help="awq or w8a8 (the checkpoint must be quantized so)")
-    p.add_argument("--kv-cache-dtype", default="auto", help="auto or int8")
+    p.add_argument("--kv-cache-dtype", default="auto", help="auto, int8, int4 or fp8")
     p.add_argument("--enforce-eager", action="store_true", help="no graph capture")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
 

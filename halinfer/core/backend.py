@@ -67,11 +67,11 @@ class Backend:
     kv_layout: str = "NHD"
     block_sizes: tuple[int, ...] = (16, 32, 64, 128)
     default_block_size: int = 16
-    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8", "int4"
+    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8", "int4", "fp8"
 
     # ---- numerics and modes ----------------------------------------------
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
-    weight_quant: tuple[str, ...] = ()             # "awq" (W4A16), "w8a8"
+    weight_quant: tuple[str, ...] = ()             # "awq", "gptq" (W4A16), "w8a8", "fp8"
     graph_modes: tuple[str, ...] = ("eager",)      # "eager" always; "graph" if graph_api() gives an API
 
     # ---- availability ---------------------------------------------------

@@ -134,5 +134,5 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
-        if self.kv_cache_dtype not in ("auto", "int8", "int4"):
-            raise ValueError(f"kv_cache_dtype must be one of auto, int8, int4; got {self.kv_cache_dtype!r}")
+        if self.kv_cache_dtype not in ("auto", "int8", "int4", "fp8"):
+            raise ValueError(f"kv_cache_dtype must be one of auto, int8, int4, fp8; got {self.kv_cache_dtype!r}")

@@ -14,6 +14,7 @@ from torch import nn
 from ..core.attention import AttentionMetadata, LayerKV
 from ..core.model_protocol import KVSpec
 from ..core.ops import Ops
+from .quant_linear import add_weight_placeholder, load_into, make_method
 from .rope import RopeSpec, build_cos_sin_cache
 
 
@@ -24,7 +25,7 @@ class ModelContext:
     ops: Ops
     dtype: torch.dtype
     device: torch.device
-    quant: dict | None = None          # {"method": "awq"|"w8a8", "group_size": ...}
+    quant: dict | None = None          # core/quant_config.py's spec: {"method": "awq"|"gptq"|"w8a8"|"fp8", ...}
     max_model_len: int = 4096
     kv_specs: list = field(default_factory=list)   # filled by Attention layers as they are built
 
@@ -34,29 +35,23 @@ class ModelContext:
 # merged layer holds (e.g. q, k, v): checkpoints load them one shard at a time.
 # ---------------------------------------------------------------------------
 class Linear(nn.Module):
+    """x @ W^T + b, W in the checkpoint's format: a method object per format
+    (models/quant_linear.py) creates, loads and runs the parameters."""
+
     def __init__(self, ctx: ModelContext, in_features: int, out_sizes: list[int] | int, bias: bool = False,
                  quantize: bool = True):
         super().__init__()
         self.ops = ctx.ops
+        self.dtype = ctx.dtype
         self.in_features = in_features
         self.out_sizes = [out_sizes] if isinstance(out_sizes, int) else list(out_sizes)
         self.out_features = sum(self.out_sizes)
-        self.method = (ctx.quant or {}).get("method") if quantize else None
-        n, k = self.out_features, in_features
-        if self.method is None:
-            self.weight = nn.Parameter(torch.empty(n, k, dtype=ctx.dtype), requires_grad=False)
-        elif self.method == "awq":
-            g = ctx.quant["group_size"]
-            self.group_size = g
-            self.qweight = nn.Parameter(torch.empty(k, n // 8, dtype=torch.int32), requires_grad=False)
-            self.qzeros = nn.Parameter(torch.empty(-(-k // g), n // 8, dtype=torch.int32), requires_grad=False)
-            self.scales = nn.Parameter(torch.empty(-(-k // g), n, dtype=ctx.dtype), requires_grad=False)
-        elif self.method == "w8a8":
-            self.weight = nn.Parameter(torch.empty(n, k, dtype=torch.int8), requires_grad=False)
-            self.weight_scale = nn.Parameter(torch.empty(n, dtype=torch.float32), requires_grad=False)
-        else:
-            raise ValueError(f"unknown quantization method {self.method!r}; supported: awq, w8a8")
-        self.bias = nn.Parameter(torch.empty(n, dtype=ctx.dtype), requires_grad=False) if bias else None
+        self.qm = make_method(ctx.quant if quantize else None)
+        self.method = self.qm.name
+        self.loaded_quant_shards: set[int] = set()
+        self.qm.create(self, ctx.dtype)
+        add_weight_placeholder(self)
+        self.bias = nn.Parameter(torch.empty(self.out_features, dtype=ctx.dtype), requires_grad=False) if bias else None
 
     def shard_range(self, shard: int, packed: int = 1) -> tuple[int, int]:
         start = sum(self.out_sizes[:shard])
@@ -64,26 +59,11 @@ class Linear(nn.Module):
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
         """Copy one checkpoint tensor (for logical matrix ``shard``) into place."""
-        p = getattr(self, param_name)
-        if param_name in ("qweight", "qzeros"):        # [K, N/8]: output dim is 1, packed by 8
-            a, b = self.shard_range(shard, 8)
-            p.data[:, a:b].copy_(tensor)
-        elif param_name == "scales":                   # [K/g, N]
-            a, b = self.shard_range(shard)
-            p.data[:, a:b].copy_(tensor)
-        elif param_name == "weight_scale":
-            a, b = self.shard_range(shard)
-            p.data[a:b].copy_(tensor.reshape(-1))
-        else:                                          # weight [N, K], bias [N]
-            a, b = self.shard_range(shard)
-            p.data[a:b].copy_(tensor)
+        load_into(self, param_name, tensor, shard)
+        self.method = self.qm.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.method is None:
-            return self.ops.linear(x, self.weight, self.bias)
-        if self.method == "awq":
-            return self.ops.w4a16_linear(x, self.qweight, self.scales, self.qzeros, self.group_size, self.bias)
-        return self.ops.w8a8_linear(x, self.weight, self.weight_scale, self.bias)
+        return self.qm.apply(self, x)
 
 
 class RMSNorm(nn.Module):

@@ -16,9 +16,9 @@ class CpuBackend(Backend):
     kv_layout = "NHD"
     block_sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     default_block_size = 16
-    kv_cache_dtypes = ("auto", "int8")
+    kv_cache_dtypes = ("auto", "int8", "int4", "fp8")
     dtypes = (torch.float32, torch.bfloat16, torch.float16)
-    weight_quant = ("awq", "w8a8")
+    weight_quant = ("awq", "gptq", "w8a8", "fp8")
     graph_modes = ("eager",)
 
     def available(self):
