@@ -82,10 +82,11 @@ class GptqMethod:
 
     def load(self, layer, name, tensor, shard):
         if name == "g_idx":
-            if shard > 0 and not torch.equal(layer.g_idx.data, tensor.to(torch.int32)):
+            if getattr(layer, "g_idx_loaded", False) and not torch.equal(layer.g_idx.data, tensor.to(torch.int32)):
                 raise ValueError("the matrices of a merged GPTQ layer (e.g. q, k, v) carry different g_idx; "
                                  "halinfer needs one act-order permutation per input")
             layer.g_idx.data.copy_(tensor)
+            layer.g_idx_loaded = True
             return
         if name == "qzeros" and self.v1:
             tensor = gptq_v1_to_v2_zeros(tensor, self.bits)
