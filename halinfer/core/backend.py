@@ -29,7 +29,7 @@ CONTRACT_VERSION = 2
 KV_LAYOUTS = ("NHD", "HND")
 
 # Columns of the support matrix, as the seed writes them.
-SUPPORT_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W8A8", "W4A16")
+SUPPORT_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W8A8", "W4A16", "FP8")
 
 
 @dataclass(frozen=True)
