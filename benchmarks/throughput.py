@@ -12,6 +12,10 @@ offline-1000  1000 requests from numpy.random.default_rng(0): input lengths in [
               output lengths in [50, 350], token ids in [100, 120000); all submitted at
               once, greedy, ignore EOS.  A first pass after a short warm-up, then a second
               pass (steady state).  Reports wall s, output tok/s, total tok/s, req/s.
+--quantization awq|gptq|w8a8|fp8   random weights in that published format (AWQ/GPTQ 4-bit
+              group 128, compressed-tensors W8A8 int8, block-scaled FP8 128x128): the
+              config gets the format's quantization_config, so the real loading path runs.
+--kv-cache-dtype auto|int8|int4|fp8   the KV cache's storage.
 --peer hf     runs HF transformers generate() on the same workloads in the same run
               (offline: on the first --hf-requests requests, batched by --hf-batch) so
               every figure comes with its ratio.
@@ -62,6 +66,33 @@ def model_dir_for(spec: str) -> tuple[str, bool]:
     return d, True
 
 
+QUANT_CONFIGS = {
+    "awq": {"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemm", "zero_point": True},
+    "gptq": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
+             "checkpoint_format": "gptq"},
+    "w8a8": {"quant_method": "compressed-tensors", "format": "int-quantized", "ignore": ["lm_head"],
+             "config_groups": {"group_0": {"targets": ["Linear"], "format": "int-quantized",
+                                           "weights": {"num_bits": 8, "type": "int", "symmetric": True,
+                                                       "strategy": "channel"},
+                                           "input_activations": {"num_bits": 8, "type": "int", "symmetric": True,
+                                                                 "strategy": "token", "dynamic": True}}}},
+    "fp8": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]},
+}
+
+
+def with_quantization(model_dir: str, temp: bool, method: str) -> tuple[str, bool]:
+    """A config directory like model_dir's whose config.json declares ``method``'s format."""
+    d = tempfile.mkdtemp(prefix="halinfer-bench-q-")
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = QUANT_CONFIGS[method]
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    if temp:
+        shutil.rmtree(model_dir, ignore_errors=True)
+    return d, True
+
+
 def copy_bandwidth(runtime, nbytes: int = 1 << 30, reps: int = 20) -> float:
     """Device-to-device copy bandwidth, bytes read + written per second (median of reps)."""
     a = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=runtime.device).normal_()
@@ -93,7 +124,7 @@ def run_halinfer(args, model_dir):
 
     kw = dict(device=args.device, dtype=args.dtype, load_format="dummy", max_num_seqs=args.max_num_seqs,
               enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization,
-              enable_prefix_caching=not args.no_prefix_caching)
+              enable_prefix_caching=not args.no_prefix_caching, kv_cache_dtype=args.kv_cache_dtype)
     if args.max_model_len:
         kw["max_model_len"] = args.max_model_len
     if args.max_num_batched_tokens:
@@ -258,10 +289,14 @@ def main(argv=None):
     p.add_argument("--hf-requests", type=int, default=64)
     p.add_argument("--hf-batch", type=int, default=32)
     p.add_argument("--load-format", default="dummy", choices=("dummy",))
+    p.add_argument("--quantization", default=None, choices=tuple(QUANT_CONFIGS))
+    p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "int8", "int4", "fp8"))
     p.add_argument("--out", default=None, help="write the JSON result here")
     args = p.parse_args(argv)
 
     model_dir, temp = model_dir_for(args.model)
+    if args.quantization:
+        model_dir, temp = with_quantization(model_dir, temp, args.quantization)
     try:
         result = {"model": args.model, "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
         result["halinfer"] = run_halinfer(args, model_dir)

@@ -133,9 +133,13 @@ class LayerKV:
               single cache holds the compressed latent and the rope key per token
               (Hk = 1, D = kv_lora_rank + rope_dim); values are its first v_head_dim channels.
     k_scale,  float32 per-token-per-head scales ([num_blocks, block_size, Hk] for NHD,
-    v_scale   [num_blocks, Hk, block_size] for HND) when the cache is int8; else None.
-              Dequantised value = int8 * scale.
+    v_scale   [num_blocks, Hk, block_size] for HND) when the cache is quantized; else None.
+    k_zero,   float32 zeros of the same shape for an int4 cache; else None.
+    v_zero
     layout    "NHD" or "HND"
+    quant     None, "int8", "fp8" or "int4" (core/ops/kv_quant.py: storage and dequantization;
+              an int4 cache is uint8 with D/2 bytes per (token, head)).  Scales without a
+              mode mean int8, as before the other modes existed.
     """
 
     k: torch.Tensor
@@ -143,10 +147,24 @@ class LayerKV:
     layout: str = "NHD"
     k_scale: torch.Tensor | None = None
     v_scale: torch.Tensor | None = None
+    quant: str | None = None
+    k_zero: torch.Tensor | None = None
+    v_zero: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.quant is None and self.k_scale is not None:
+            self.quant = "int8"
+        assert (self.quant is None) == (self.k_scale is None), "a quantized KV cache needs scales, and only it"
+        assert (self.quant == "int4") == (self.k_zero is not None), "an int4 KV cache needs zeros, and only it"
 
     @property
     def quantized(self) -> bool:
-        return self.k_scale is not None
+        return self.quant is not None
+
+    @property
+    def head_dim(self) -> int:
+        """Channels per (token, head) of the key cache, unpacked."""
+        return self.k.shape[-1] * (2 if self.quant == "int4" else 1)
 
     @property
     def block_size(self) -> int:

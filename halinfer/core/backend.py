@@ -29,17 +29,17 @@ CONTRACT_VERSION = 2
 KV_LAYOUTS = ("NHD", "HND")
 
 # Columns of the support matrix, as the seed writes them.
-SUPPORT_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W8A8", "W4A16")
+SUPPORT_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W8A8", "W4A16", "FP8")  # FP8: beyond the seed
 # A backend's quantization fields in the support columns' words: `halinfer devices` and
 # `halinfer support` both print these, so the two never disagree.
 QUANT_COLUMNS = {("kv", "int8"): "KV INT8", ("kv", "int4"): "KV INT4", ("weight", "w8a8"): "W8A8",
-                 ("weight", "awq"): "W4A16"}
+                 ("weight", "awq"): "W4A16", ("weight", "gptq"): "W4A16", ("weight", "fp8"): "FP8"}
 
 
 def quant_columns(weight_quant, kv_cache_dtypes) -> list[str]:
     """The support columns a backend's own fields say it implements (ops exist, the engine accepts them)."""
     have = {("weight", w) for w in weight_quant} | {("kv", k) for k in kv_cache_dtypes}
-    return [c for key, c in QUANT_COLUMNS.items() if key in have]
+    return list(dict.fromkeys(c for key, c in QUANT_COLUMNS.items() if key in have))
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,11 @@ class Backend:
     kv_layout: str = "NHD"
     block_sizes: tuple[int, ...] = (16, 32, 64, 128)
     default_block_size: int = 16
-    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8"
+    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8", "int4", "fp8"
 
     # ---- numerics and modes ----------------------------------------------
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
-    weight_quant: tuple[str, ...] = ()             # "awq" (W4A16), "w8a8"
+    weight_quant: tuple[str, ...] = ()             # "awq", "gptq" (W4A16), "w8a8", "fp8"
     graph_modes: tuple[str, ...] = ("eager",)      # "eager" always; "graph" if graph_api() gives an API
 
     # ---- availability ---------------------------------------------------

@@ -130,7 +130,11 @@ def init_dummy_weights(model: torch.nn.Module, seed: int = 0) -> None:
             p.data.copy_(cpu)
         else:  # large tensors: generate on the device, seeded per tensor
             dg = torch.Generator(device=p.device).manual_seed(seed + hash(name) % (1 << 30))
-            p.data.normal_(0, 0.02, generator=dg)
+            # float8 has no normal_: draw in bf16 and cast (integer quantized tensors keep any bits)
+            dst = p.data if p.element_size() > 1 else torch.empty(p.shape, dtype=torch.bfloat16, device=p.device)
+            dst.normal_(0, 0.02, generator=dg)
+            if dst is not p.data:
+                p.data.copy_(dst)
 
 
 class Checkpoint:

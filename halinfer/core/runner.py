@@ -9,19 +9,27 @@ import torch
 from .attention import LayerKV, StepInputs
 from .backend import Backend
 from .graph import CapturedDecodeRunner, EagerRunner, GraphRunner
+from .ops.kv_quant import kv_storage_dtype, kv_stored_dim
 from .sampling import top_logprobs
 from .slots import SlotTable
 from .step_plan import StepOutput, StepPlan
 
 
-def kv_bytes_per_block(specs, block_size: int, dtype: torch.dtype, quantized: bool) -> int:
-    elt = 1 if quantized else torch.empty(0, dtype=dtype).element_size()
+def kv_mode(kv_cache_dtype: str) -> str | None:
+    """The cache's quantization (core/ops/kv_quant.py) for a kv_cache_dtype setting."""
+    return None if kv_cache_dtype in (None, "auto") else kv_cache_dtype
+
+
+def kv_bytes_per_block(specs, block_size: int, dtype: torch.dtype, quant: str | bool | None) -> int:
+    quant = "int8" if quant is True else (quant or None)
+    elt = torch.empty(0, dtype=kv_storage_dtype(quant, dtype)).element_size()
+    # float32 scale per token per head for k (and v); int4 adds a float32 zero
+    meta = {None: 0, "int8": 4, "fp8": 4, "int4": 8}[quant]
     total = 0
     for s in specs:
-        per_tok = s.num_kv_heads * (s.head_dim + (s.v_head_dim or 0))
+        per_tok = s.num_kv_heads * (kv_stored_dim(quant, s.head_dim) + kv_stored_dim(quant, s.v_head_dim or 0))
         total += block_size * per_tok * elt
-        if quantized:  # one float32 scale per token per head for k (and v)
-            total += block_size * s.num_kv_heads * 4 * (2 if s.v_head_dim else 1)
+        total += block_size * s.num_kv_heads * meta * (2 if s.v_head_dim else 1)
     return total
 
 
@@ -48,7 +56,7 @@ class ModelRunner:
         self.num_blocks = num_blocks
         self.max_model_len = max_model_len
         self.max_blocks_per_seq = -(-max_model_len // block_size)
-        self.quantized_kv = kv_cache_dtype == "int8"
+        self.kv_quant = kv_mode(kv_cache_dtype)
         self.caches = self._allocate(model.kv_cache_spec())
         model.bind_kv_caches(self.caches)
         self.builder = backend.metadata_builder(device, block_size)
@@ -62,20 +70,24 @@ class ModelRunner:
     def _allocate(self, specs) -> list[LayerKV]:
         b = self.backend
         caches = []
-        kv_dtype = torch.int8 if self.quantized_kv else self.dtype
+        mode = self.kv_quant
+        kv_dtype = kv_storage_dtype(mode, self.dtype)
         for s in specs:
-            shape = b.kv_cache_shape(self.num_blocks, self.block_size, s.num_kv_heads, s.head_dim)
+            shape = b.kv_cache_shape(self.num_blocks, self.block_size, s.num_kv_heads, kv_stored_dim(mode, s.head_dim))
             k = b.allocate_kv_cache(shape, kv_dtype, self.device)
             v = None
             if s.v_head_dim:
-                vshape = b.kv_cache_shape(self.num_blocks, self.block_size, s.num_kv_heads, s.v_head_dim)
+                vshape = b.kv_cache_shape(self.num_blocks, self.block_size, s.num_kv_heads,
+                                          kv_stored_dim(mode, s.v_head_dim))
                 v = b.allocate_kv_cache(vshape, kv_dtype, self.device)
-            ks = vs = None
-            if self.quantized_kv:
-                sshape = shape[:-1]
-                ks = torch.ones(sshape, dtype=torch.float32, device=self.device)
-                vs = torch.ones(sshape, dtype=torch.float32, device=self.device) if v is not None else None
-            caches.append(LayerKV(k, v, b.kv_layout, ks, vs))
+            meta = {}
+            if mode is not None:
+                def per_token(fill):
+                    return torch.full(shape[:-1], fill, dtype=torch.float32, device=self.device)
+                meta = dict(k_scale=per_token(1.0), v_scale=per_token(1.0) if v is not None else None)
+                if mode == "int4":
+                    meta.update(k_zero=per_token(0.0), v_zero=per_token(0.0) if v is not None else None)
+            caches.append(LayerKV(k, v, b.kv_layout, quant=mode, **meta))
         return caches
 
     def _forward(self, input_ids, positions, meta):

@@ -7,10 +7,11 @@ import torch
 
 from .backend import Backend
 from .config import ModelConfig, parse_dtype
+from .quant_config import ALIASES as QUANT_ALIASES
+from .quant_config import parse_quant_config, read_quant_config
 
 log = logging.getLogger("halinfer")
 
-_QUANT_ALIASES = {"awq": "awq", "w4a16": "awq", "w8a8": "w8a8", "smooth_quant": "w8a8"}
 
 
 def pick_dtype(b: Backend, dtype, mc: ModelConfig) -> torch.dtype:
@@ -30,30 +31,28 @@ def pick_dtype(b: Backend, dtype, mc: ModelConfig) -> torch.dtype:
     return d
 
 def pick_quant(b: Backend, quantization, mc: ModelConfig) -> dict | None:
-    qc = mc.get("quantization_config") or {}
-    ckpt = _QUANT_ALIASES.get(str(qc.get("quant_method", "")).lower()) if qc else None
-    if qc and ckpt is None:
-        raise ValueError(f"checkpoint quantization {qc.get('quant_method')!r} is not supported; supported: "
-                         "awq (W4A16), w8a8")
-    want = _QUANT_ALIASES.get(str(quantization).lower()) if quantization else None
-    if quantization and want is None:
-        raise ValueError(f"quantization={quantization!r} is not supported; accepted: None, awq, w8a8")
-    if want and ckpt and want != ckpt:
-        raise ValueError(f"quantization={quantization!r} but the checkpoint is quantized with {ckpt!r}")
-    if want and not ckpt:
+    """The quantization spec (core/quant_config.py) of the checkpoint, checked against the
+    user's ``quantization`` (a method name, or None to take the checkpoint's) and the backend."""
+    spec = parse_quant_config(read_quant_config(mc._data, mc.path))
+    ckpt = spec["method"] if spec else None
+    key = str(quantization).lower() if quantization else None
+    if key is not None and key not in QUANT_ALIASES:
+        raise ValueError(f"quantization={quantization!r} is not supported; accepted: None, "
+                         f"{', '.join(QUANT_ALIASES)}")
+    if key and not ckpt:
         raise ValueError(f"quantization={quantization!r} needs a checkpoint quantized that way; "
                          f"{mc.path!r} holds unquantized weights")
-    method = ckpt
-    if method is None:
+    want = QUANT_ALIASES.get(key) if key else None
+    if key == "w4a16" and ckpt not in ("awq", "gptq"):
+        want = "awq"
+    if want and ckpt and want != ckpt:
+        raise ValueError(f"quantization={quantization!r} but the checkpoint is quantized with {ckpt!r}")
+    if spec is None:
         return None
-    if method not in b.weight_quant:
-        raise ValueError(f"{method} quantization is not supported on {b.name}; this backend supports: "
+    if ckpt not in b.weight_quant:
+        raise ValueError(f"{ckpt} quantization is not supported on {b.name}; this backend supports: "
                          f"{', '.join(b.weight_quant) or 'no weight quantization'}")
-    if method == "awq":
-        if qc.get("bits", 4) != 4 or str(qc.get("version", "gemm")).lower() != "gemm":
-            raise ValueError("only 4-bit AWQ in GEMM packing is supported")
-        return {"method": "awq", "group_size": int(qc.get("group_size", 128))}
-    return {"method": "w8a8"}
+    return spec
 
 def pick_max_len(requested, mc: ModelConfig) -> int:
     limit = mc.max_position

@@ -15,7 +15,7 @@ from .attention import StepInputs
 from .device import resolve_device
 from .distributed import init_tp_group
 from .model_protocol import ModelSpec
-from .runner import ModelRunner, PendingStep, kv_bytes_per_block
+from .runner import ModelRunner, PendingStep, kv_bytes_per_block, kv_mode
 from .step_plan import StepOutput, StepPlan
 
 log = logging.getLogger("halinfer")
@@ -67,7 +67,7 @@ class Worker:
     # -- start-up: size the KV cache, allocate it, capture graphs -------------------
     def kv_bytes_per_block(self) -> int:
         return kv_bytes_per_block(self.model.kv_cache_spec(), self.cfg.block_size, self.cfg.model.dtype,
-                                  self.cfg.kv_cache_dtype == "int8")
+                                  kv_mode(self.cfg.kv_cache_dtype))
 
     def determine_num_blocks(self) -> tuple[int, str]:
         """(blocks, where the number came from) for this device's KV cache."""

@@ -15,6 +15,7 @@ from ..core.attention import AttentionMetadata, LayerKV
 from ..core.distributed import SINGLE, TPGroup
 from ..core.model_protocol import KVSpec
 from ..core.ops import Ops
+from .quant_linear import add_weight_placeholder, load_into, make_method
 from .rope import RopeSpec, build_cos_sin_cache
 
 
@@ -25,7 +26,7 @@ class ModelContext:
     ops: Ops
     dtype: torch.dtype
     device: torch.device
-    quant: dict | None = None          # {"method": "awq"|"w8a8", "group_size": ...}
+    quant: dict | None = None          # core/quant_config.py's spec: {"method": "awq"|"gptq"|"w8a8"|"fp8", ...}
     max_model_len: int = 4096
     kv_specs: list = field(default_factory=list)   # filled by Attention layers as they are built
     tp: TPGroup = SINGLE               # this rank's tensor-parallel group (models/parallel.py shards by it)
@@ -45,68 +46,51 @@ class ModelContext:
 # merged layer holds (e.g. q, k, v): checkpoints load them one shard at a time.
 # ---------------------------------------------------------------------------
 class Linear(nn.Module):
+    """x @ W^T + b, W in the checkpoint's format: a method object per format
+    (models/quant_linear.py) creates, loads and runs the parameters."""
+
     def __init__(self, ctx: ModelContext, in_features: int, out_sizes: list[int] | int, bias: bool = False,
                  quantize: bool = True):
         super().__init__()
         self.ops = ctx.ops
+        self.dtype = ctx.dtype
         self.in_features = in_features
         self.out_sizes = [out_sizes] if isinstance(out_sizes, int) else list(out_sizes)
         self.out_features = sum(self.out_sizes)
-        self.method = (ctx.quant or {}).get("method") if quantize else None
-        n, k = self.out_features, in_features
-        if self.method is None:
-            self.weight = nn.Parameter(torch.empty(n, k, dtype=ctx.dtype), requires_grad=False)
-        elif self.method == "awq":
-            g = ctx.quant["group_size"]
-            self.group_size = g
-            self.qweight = nn.Parameter(torch.empty(k, n // 8, dtype=torch.int32), requires_grad=False)
-            self.qzeros = nn.Parameter(torch.empty(-(-k // g), n // 8, dtype=torch.int32), requires_grad=False)
-            self.scales = nn.Parameter(torch.empty(-(-k // g), n, dtype=ctx.dtype), requires_grad=False)
-        elif self.method == "w8a8":
-            self.weight = nn.Parameter(torch.empty(n, k, dtype=torch.int8), requires_grad=False)
-            self.weight_scale = nn.Parameter(torch.empty(n, dtype=torch.float32), requires_grad=False)
-        else:
-            raise ValueError(f"unknown quantization method {self.method!r}; supported: awq, w8a8")
-        self.bias = nn.Parameter(torch.empty(n, dtype=ctx.dtype), requires_grad=False) if bias else None
+        self.qm = make_method(ctx.quant if quantize else None)
+        self.method = self.qm.name
+        self.loaded_quant_shards: set[int] = set()
+        self.qm.create(self, ctx.dtype)
+        add_weight_placeholder(self)
+        self.bias = nn.Parameter(torch.empty(self.out_features, dtype=ctx.dtype), requires_grad=False) if bias else None
 
     def shard_range(self, shard: int, packed: int = 1) -> tuple[int, int]:
         start = sum(self.out_sizes[:shard])
         return start // packed, (start + self.out_sizes[shard]) // packed
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
-        """Copy one checkpoint tensor (for logical matrix ``shard``) into place.
-
-        ``source`` (the checkpoint tensor's name) is named in the error when the shape
-        does not fit: copy_ would broadcast a [N] into [N, K] silently."""
-        p = getattr(self, param_name)
-        if param_name == "weight_scale":               # stored [N] or [N, 1]
-            tensor = tensor.reshape(-1)
-        dst = self._destination(p, param_name, shard)
-        if tuple(tensor.shape) != tuple(dst.shape):
-            raise ValueError(f"checkpoint tensor {source or param_name!r} has shape {tuple(tensor.shape)}, "
-                             f"the model expects {tuple(dst.shape)} (check the config's head and size fields)")
-        dst.copy_(tensor)
-
-    def _destination(self, p: torch.Tensor, param_name: str, shard: int) -> torch.Tensor:
-        """The slice of ``p`` that logical matrix ``shard`` fills (weight_scale as a flat vector)."""
-        if param_name in ("qweight", "qzeros"):        # [K, N/8]: output dim is 1, packed by 8
-            a, b = self.shard_range(shard, 8)
-            return p.data[:, a:b]
-        a, b = self.shard_range(shard)
-        if param_name == "scales":                     # [K/g, N]
-            return p.data[:, a:b]
-        return p.data[a:b]                             # weight [N, K], bias [N], weight_scale [N]
+        """Copy one checkpoint tensor (for logical matrix ``shard``) into place, through the
+        layer's format method.  ``source`` (the checkpoint tensor's name) is named when the
+        shape does not fit: copy_ would broadcast a [N] into [N, K] silently."""
+        if self.qm.name is None and param_name in ("weight", "bias"):
+            a, b = self.shard_range(shard)
+            want = (b - a,) + tuple(getattr(self, param_name).shape[1:])
+            if tuple(tensor.shape) != want:
+                raise ValueError(f"checkpoint tensor {source or param_name!r} has shape {tuple(tensor.shape)}, "
+                                 f"the model expects {want} (check the config's head and size fields)")
+        try:
+            load_into(self, param_name, tensor, shard)
+        except RuntimeError as e:  # a quantized tensor of the wrong shape
+            raise ValueError(f"checkpoint tensor {source or param_name!r} (shape {tuple(tensor.shape)}) does not "
+                             f"fit {type(self).__name__}.{param_name}: {e}") from None
+        self.method = self.qm.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.matmul(x, self.bias)
 
     def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x @ W^T + bias (a row-parallel layer passes the bias on one rank only)."""
-        if self.method is None:
-            return self.ops.linear(x, self.weight, bias)
-        if self.method == "awq":
-            return self.ops.w4a16_linear(x, self.qweight, self.scales, self.qzeros, self.group_size, bias)
-        return self.ops.w8a8_linear(x, self.weight, self.weight_scale, bias)
+        return self.qm.apply(self, x, bias)
 
 
 class RMSNorm(nn.Module):

@@ -125,7 +125,7 @@ def _input_dim(param_name: str, layer: Linear) -> tuple[int | None, int]:
     if param_name == "qweight":
         return 0, 1
     if param_name in ("qzeros", "scales"):
-        return 0, layer.group_size
+        return 0, layer.qm.group
     if param_name == "weight":
         return 1, 1
     return None, 1      # bias, weight_scale: per output channel, not split
@@ -139,9 +139,9 @@ class RowParallelLinear(Linear):
         super().__init__(ctx, self.part.size, out_features, bias=bias, quantize=quantize)
         self.tp = tp
         self.reduce = reduce
-        if tp.is_parallel and self.method == "awq" and self.part.size % self.group_size:
+        if tp.is_parallel and self.method == "awq" and self.part.size % self.qm.group:
             raise ValueError(f"an input shard of {self.part.size} channels is not a whole number of AWQ groups "
-                             f"({self.group_size}); use a tensor_parallel_size that keeps groups whole")
+                             f"({self.qm.group}); use a tensor_parallel_size that keeps groups whole")
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         if self.tp.is_parallel:

@@ -79,9 +79,10 @@ class Provider:
         for f in features:
             if f"{op}:{f}" in self.skip:
                 return self.skip[f"{op}:{f}"]
-            if f == "int8_kv" and "int8" not in self.kv_cache_dtypes:
-                return f"{self.name} declares no int8 KV cache (kv_cache_dtypes={self.kv_cache_dtypes})"
-        need = {"w4a16_linear": "awq", "w8a8_linear": "w8a8", "quant_per_token_int8": "w8a8"}.get(op)
+            if f in ("int8_kv", "int4_kv", "fp8_kv") and f[:-3] not in self.kv_cache_dtypes:
+                return f"{self.name} declares no {f[:-3]} KV cache (kv_cache_dtypes={self.kv_cache_dtypes})"
+        need = {"w4a16_linear": "awq", "gptq_linear": "gptq", "w8a8_linear": "w8a8", "quant_per_token_int8": "w8a8",
+                "fp8_linear": "fp8"}.get(op)
         if need and need not in self.weight_quant:
             return f"{self.name} declares no {need!r} weight quantization (weight_quant={self.weight_quant})"
         return None

@@ -83,12 +83,13 @@ def test_unsupported_architecture_lists_the_supported(tmp_path, llama_dir):
 
 
 def test_unsupported_quantization(tmp_path, llama_dir):
-    d = tmp_path / "gptq"
+    # GPTQ loads now (tests/models/test_quantized_checkpoints.py); 3-bit GPTQ does not.
+    d = tmp_path / "gptq3"
     shutil.copytree(llama_dir, d)
     cfg = json.loads((d / "config.json").read_text())
-    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4}
+    cfg["quantization_config"] = {"quant_method": "gptq", "bits": 3}
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"'gptq' is not supported"):
+    with pytest.raises(ValueError, match=r"gptq bits=3 is not supported; supported: .*gptq \(4/8-bit"):
         LLM(str(d), device="cpu")
     with pytest.raises(ValueError, match=r"quantization='fp3'.*accepted"):
         LLM(llama_dir, device="cpu", quantization="fp3")

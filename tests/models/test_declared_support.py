@@ -19,9 +19,16 @@ from halinfer.core.plugin import load_plugins
 from halinfer.support.seed import SEED_ROWS
 from halinfer.testing.hf_compare import assert_close_to_transformers, hf_model, random_prompts
 
+from halinfer.testing.quant_ckpt import fake_quant_activations, quantize
+
 from .support_records import note_result
 
-TESTED_COLUMNS = ("FP16/BF16", "KV INT8")
+TESTED_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W4A16", "W8A8", "FP8")
+# A quantized column runs the case's checkpoint quantized in these formats (quant_ckpt.py);
+# the reference is transformers on the dequantized twin, activations fake-quantized as the
+# format quantizes them.
+QUANT_FORMATS = {"W4A16": [("awq", dict(group=32)), ("gptq", dict(group=32, desc_act=True))],
+                 "W8A8": [("w8a8", {})], "FP8": [("fp8", dict(block=(128, 128)))]}
 
 
 def _claims():
@@ -58,15 +65,19 @@ def _modes(backend, column) -> list[tuple[torch.dtype, bool]]:
 
 
 @pytest.mark.parametrize("backend_name,column,case", UNIQUE, ids=[f"{b}-{c}-{k}" for b, c, k in UNIQUE])
-def test_claimed_cell_holds(backend_name, column, case, case_dirs):
+def test_claimed_cell_holds(backend_name, column, case, case_dirs, tmp_path):
     backend = load_plugins().backends[backend_name]
     model_dir, ref_dir = case_dirs(case)
-    kv = "int8" if column == "KV INT8" else "auto"
+    kv = {"KV INT8": "int8", "KV INT4": "int4"}.get(column, "auto")
     ok = True
     try:
         for dtype, graphs in _modes(backend, column):
             ok = False
-            _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv)
+            if column in QUANT_FORMATS:
+                for method, opts in QUANT_FORMATS[column]:
+                    _check_quantized(backend, model_dir, case, dtype, graphs, method, opts, tmp_path)
+            else:
+                _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv)
             ok = True
     finally:
         note_result(backend_name, column, case, ok, "/".join(str(d).replace("torch.", "") for d, _ in
@@ -83,5 +94,22 @@ def _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv):
     hf_lowp = hf_model(model_dir, dtype=dtype, reference_dir=ref_dir)
     hf_exact = hf_model(model_dir, dtype=dtype, reference_dir=ref_dir).float()
     prompts = random_prompts(zlib.crc32(case.encode()), llm.engine.vocab_size, lengths=(13, 5))
-    # An int8 cache adds its own rounding on top of the dtype's: allow more slack for it.
-    assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=16, slack=4.0 if kv == "auto" else 6.0)
+    # A quantized cache adds its own rounding on top of the dtype's: allow more slack for it.
+    slack = {"auto": 4.0, "int8": 6.0, "int4": 40.0}[kv]
+    assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=16 if kv != "int4" else 8, slack=slack)
+
+
+def _check_quantized(backend, model_dir, case, dtype, graphs, method, opts, tmp_path):
+    qdir, ddir = quantize(model_dir, str(tmp_path / method), method, **opts)
+    block = 8 if 8 in backend.block_sizes else backend.default_block_size
+    llm = LLM(qdir, device=backend.name, dtype=dtype, num_kv_blocks=max(160, 1280 // block), block_size=block,
+              enforce_eager=not graphs, max_num_seqs=8)
+    act = {"w8a8": ("w8a8", None), "fp8": ("fp8", opts.get("block", (0, 0))[1])}.get(method)
+
+    def ref(d):
+        m = hf_model(ddir, dtype=d)
+        return fake_quant_activations(m, *act) if act else m
+    hf_lowp, hf_exact = ref(dtype), ref(dtype).float()
+    prompts = random_prompts(zlib.crc32(case.encode()), llm.engine.vocab_size, lengths=(13, 5))
+    # Activation quantization turns the dtype's last-bit differences into whole int8 / fp8 steps.
+    assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=12, slack=4.0 if act is None else 12.0)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from . import activation as _act
+from . import fp8 as _fp8
+from . import gptq as _gptq
 from . import moe as _moe
 from . import norm as _norm
 from . import paged as _paged
@@ -29,8 +31,8 @@ __all__ = ["Ops", "SamplingTensors", "OP_NAMES", "UndeclaredFallback"]
 # Every operator a backend may override (the conformance suite tests each one).
 OP_NAMES = (
     "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai", "act_and_mul",
-    "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "w8a8_linear",
-    "quant_per_token_int8", "moe_route", "fused_moe", "apply_penalties", "sample",
+    "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "gptq_linear", "w8a8_linear",
+    "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
 )
 
 
@@ -120,6 +122,14 @@ class Ops:
     def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):
         return _quant.w4a16_linear(x, qweight, scales, qzeros, group_size, bias)
     w4a16_linear.__doc__ = _quant.w4a16_linear.__doc__
+
+    def gptq_linear(self, x, qweight, qzeros, scales, g_idx, bits, bias=None):
+        return _gptq.gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias)
+    gptq_linear.__doc__ = _gptq.gptq_linear.__doc__
+
+    def fp8_linear(self, x, weight, weight_scale, block_k, bias=None, input_scale=None):
+        return _fp8.fp8_linear(x, weight, weight_scale, block_k, bias, input_scale)
+    fp8_linear.__doc__ = _fp8.fp8_linear.__doc__
 
     def quant_per_token_int8(self, x):
         return _quant.quant_per_token_int8(x)

@@ -10,13 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..attention import AttentionMetadata, LayerKV
-
-
-def _quantize_int8(x: torch.Tensor):
-    """Symmetric per-(token, head) int8: scale = amax / 127 over the last dim."""
-    scale = x.float().abs().amax(-1).clamp(min=1e-8) / 127.0
-    q = torch.round(x.float() / scale[..., None]).clamp(-128, 127).to(torch.int8)
-    return q, scale
+from .kv_quant import dequantize_kv, quantize_kv
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping: torch.Tensor) -> None:
@@ -24,43 +18,45 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
 
     k: [T, Hk, D], v: [T, Hk, Dv] or None (MLA).  slot_mapping: int64 [T], slot =
     block_id * block_size + offset; negative slots are skipped (graph padding).
-    An int8 cache quantizes per (token, head) and stores the scale beside it.
+    A quantized cache (kv.quant: int8, fp8, int4; see kv_quant.py) quantizes per
+    (token, head) and stores the scale (and int4 zero) beside it.
     """
     valid = slot_mapping >= 0
     slots = slot_mapping[valid]
     bs = kv.block_size
     blk, off = slots // bs, slots % bs
 
-    def put(cache, scales, x):
-        x = x[valid]
-        if scales is not None:
-            x, s = _quantize_int8(x)
-            if kv.layout == "NHD":
-                scales[blk, off] = s
-            else:
-                scales[blk, :, off] = s
+    def write(dst, x):
         if kv.layout == "NHD":
-            cache[blk, off] = x.to(cache.dtype)
+            dst[blk, off] = x.to(dst.dtype)
         else:
-            cache[blk, :, off] = x.to(cache.dtype)
+            dst[blk, :, off] = x.to(dst.dtype)
 
-    put(kv.k, kv.k_scale, k)
+    def put(cache, scales, zeros, x):
+        x = x[valid]
+        if kv.quant is not None:
+            x, s, z = quantize_kv(x, kv.quant)
+            write(scales, s)
+            if zeros is not None:
+                write(zeros, z)
+        write(cache, x)
+
+    put(kv.k, kv.k_scale, kv.k_zero, k)
     if kv.v is not None and v is not None:
-        put(kv.v, kv.v_scale, v)
+        put(kv.v, kv.v_scale, kv.v_zero, v)
 
 
-def gather_seq_kv(kv: LayerKV, cache: torch.Tensor, scales, blocks: torch.Tensor, n: int) -> torch.Tensor:
+def gather_seq_kv(kv: LayerKV, cache: torch.Tensor, scales, blocks: torch.Tensor, n: int,
+                  zeros=None) -> torch.Tensor:
     """The first n tokens of one sequence from a cache, as float32 [n, Hk, D]."""
-    x = cache.index_select(0, blocks)
-    if kv.layout == "HND":
-        x = x.transpose(1, 2)
-    x = x.reshape(-1, *x.shape[2:])[:n].float()
-    if scales is not None:
-        s = scales.index_select(0, blocks)
+    def tokens(t):
+        t = t.index_select(0, blocks)
         if kv.layout == "HND":
-            s = s.transpose(1, 2)
-        x = x * s.reshape(-1, s.shape[-1])[:n, :, None]
-    return x
+            t = t.transpose(1, 2)
+        return t.reshape(-1, *t.shape[2:])[:n]
+
+    return dequantize_kv(tokens(cache), None if scales is None else tokens(scales),
+                         None if zeros is None else tokens(zeros), kv.quant)
 
 
 def attention_case(q, kv: LayerKV, layout: str, dtypes, unsupported: tuple[str, ...], *, sliding_window=None,
@@ -77,11 +73,12 @@ def attention_case(q, kv: LayerKV, layout: str, dtypes, unsupported: tuple[str, 
 
 def kv_case(kv: LayerKV, layout: str) -> str | None:
     """What of a layer's cache an override for model-dtype k/v caches in ``layout`` cannot read:
-    "mla" (one latent cache), "int8_kv", or the other layout's name; None when it can."""
+    "mla" (one latent cache), "int8_kv" / "fp8_kv" / "int4_kv", or the other layout's name;
+    None when it can."""
     if kv.v is None:
         return "mla"
     if kv.quantized:
-        return "int8_kv"
+        return f"{kv.quant}_kv"
     return kv.layout if kv.layout != layout else None
 
 
@@ -116,7 +113,8 @@ def paged_attention(
     T, Hq, D = q.shape
     hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1]
     group = Hq // hk
-    dv = kv.v.shape[-1] if kv.v is not None else (v_head_dim or kv.k.shape[-1])  # MLA default: the whole latent
+    pack = 2 if kv.quant == "int4" else 1
+    dv = kv.v.shape[-1] * pack if kv.v is not None else (v_head_dim or kv.head_dim)  # MLA default: the whole latent
     out = torch.empty(T, Hq, dv, dtype=q.dtype, device=q.device)
     bs = kv.block_size
     q_start = meta.q_start_loc.tolist()
@@ -127,11 +125,11 @@ def paged_attention(
         if e == s:
             continue
         blocks = meta.block_tables[i, : (n + bs - 1) // bs].long()
-        k = gather_seq_kv(kv, kv.k, kv.k_scale, blocks, n)                  # [n, Hk, D]
+        k = gather_seq_kv(kv, kv.k, kv.k_scale, blocks, n, kv.k_zero)       # [n, Hk, D]
         if kv.v is None:
             v = k[..., :dv]
         else:
-            v = gather_seq_kv(kv, kv.v, kv.v_scale, blocks, n)
+            v = gather_seq_kv(kv, kv.v, kv.v_scale, blocks, n, kv.v_zero)
         qi = q[s:e].float()                                                 # [m, Hq, D]
         m = e - s
         k = k.repeat_interleave(group, dim=1)                               # [n, Hq, D]

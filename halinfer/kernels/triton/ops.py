@@ -3,10 +3,12 @@
 Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
 paged_attention (prefill/mixed and split-KV decode; GQA/MQA, causal or not,
 sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA, int8 KV, NHD
-and HND caches), and fused_moe (tokens grouped by expert on the device, one
-launch per GEMM for all experts).  Everything else is the core's torch reference:
-dense GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, quantized
-GEMMs, MoE routing and sampling are plain torch ops too.
+and HND caches), fused_moe (tokens grouped by expert on the device, one
+launch per GEMM for all experts), and the quantized GEMMs: W4A16 in AWQ and GPTQ
+layouts (dequantized in the kernel, split-K for small M), W8A8 int8 and FP8
+(per-token activation quantization in torch, one scaled 8-bit GEMM).  Everything
+else is the core's torch reference: dense GEMMs stay on cuBLAS through torch, and
+layer_norm, swiglu_oai, MoE routing and sampling are plain torch ops too.
 
 Nothing here names a device API: the kernels run on whatever device the tensors
 are on (CUDA compiled, CPU through Triton's interpreter), so the CUDA plugin uses
@@ -22,6 +24,8 @@ from . import attention_prefill as _prefill
 from . import fused_moe as _moe
 from . import norm as _norm
 from . import rotary as _rotary
+from . import scaled_gemm as _sgemm
+from . import w4a16 as _w4a16
 from . import store_kv as _store
 
 
@@ -61,6 +65,22 @@ class TritonOps(Ops):
             return _decode.paged_attention_decode(q, kv, meta, num_splits=self.decode_splits, **kw)
         return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):
+        return _w4a16.awq_linear(x, qweight, scales, qzeros, group_size, bias)
+    w4a16_linear.__doc__ = Ops.w4a16_linear.__doc__
+
+    def gptq_linear(self, x, qweight, qzeros, scales, g_idx, bits, bias=None):
+        return _w4a16.gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias)
+    gptq_linear.__doc__ = Ops.gptq_linear.__doc__
+
+    def w8a8_linear(self, x, weight, weight_scale, bias=None):
+        return _sgemm.w8a8_linear(x, weight, weight_scale, bias)
+    w8a8_linear.__doc__ = Ops.w8a8_linear.__doc__
+
+    def fp8_linear(self, x, weight, weight_scale, block_k, bias=None, input_scale=None):
+        return _sgemm.fp8_linear(x, weight, weight_scale, block_k, bias, input_scale)
+    fp8_linear.__doc__ = Ops.fp8_linear.__doc__
 
     def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
         return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, activation=activation, w13_bias=w13_bias,

@@ -16,21 +16,21 @@ class CpuBackend(Backend):
     kv_layout = "NHD"
     block_sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     default_block_size = 16
-    kv_cache_dtypes = ("auto", "int8")
+    kv_cache_dtypes = ("auto", "int8", "int4", "fp8")
     dtypes = (torch.float32, torch.bfloat16, torch.float16)
-    weight_quant = ("awq", "w8a8")
+    weight_quant = ("awq", "gptq", "w8a8", "fp8")
     graph_modes = ("eager",)
 
     def available(self):
         return True, "ok"
 
     def support(self):
-        from halinfer.support.declare import implemented_rows
+        from halinfer.support.declare import implemented_rows, quant_rows
 
-        # int8 KV runs through the reference store/attention; W4A16/W8A8 ops exist but
-        # no model test backs them per family yet, so they are not claimed.
-        return implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": False, "W8A8": False,
-                                 "W4A16": False})
+        # KV INT8/INT4 run through the reference store/attention on every family; the
+        # quantized GEMMs are claimed where every format loads (support/declare.py).
+        return quant_rows(implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": True}),
+                          {"W8A8": True, "W4A16": True, "FP8": True})
 
     @functools.cached_property
     def ops(self):

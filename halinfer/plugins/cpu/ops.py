@@ -9,21 +9,19 @@ from __future__ import annotations
 import torch
 
 from halinfer.core.ops import Ops
+from halinfer.core.ops.kv_quant import dequantize_kv
 
 
-def _gather(cache: torch.Tensor, scales, tables: torch.Tensor, layout: str) -> torch.Tensor:
-    """[B, W*bs, H, D] float32 from a paged cache and block tables [B, W]."""
-    x = cache[tables.long()]                                   # [B, W, bs, H, D] (NHD) or [B, W, H, bs, D]
-    if layout == "HND":
-        x = x.transpose(2, 3)
-    B, W, bs = x.shape[:3]
-    x = x.reshape(B, W * bs, *x.shape[3:]).float()
-    if scales is not None:
-        s = scales[tables.long()]
+def _gather(cache: torch.Tensor, scales, tables: torch.Tensor, layout: str, zeros=None, quant=None) -> torch.Tensor:
+    """[B, W*bs, H, D] float32 from a paged cache (any KV quantization) and block tables [B, W]."""
+    def tokens(t):
+        t = t[tables.long()]                                   # [B, W, bs, H, ...] (NHD) or [B, W, H, bs, ...]
         if layout == "HND":
-            s = s.transpose(2, 3)
-        x = x * s.reshape(B, W * bs, -1)[..., None]
-    return x
+            t = t.transpose(2, 3)
+        return t.reshape(t.shape[0], t.shape[1] * t.shape[2], *t.shape[3:])
+
+    return dequantize_kv(tokens(cache), None if scales is None else tokens(scales),
+                         None if zeros is None else tokens(zeros), quant)
 
 
 class CpuOps(Ops):
@@ -38,8 +36,9 @@ class CpuOps(Ops):
         B, Hq, D = q.shape
         W = -(-meta.max_seq_len // kv.block_size)
         tables = meta.block_tables[:, :W]
-        k = _gather(kv.k, kv.k_scale, tables, kv.layout)          # [B, L, Hk, D]
-        v = k[..., :v_head_dim] if kv.v is None else _gather(kv.v, kv.v_scale, tables, kv.layout)
+        k = _gather(kv.k, kv.k_scale, tables, kv.layout, kv.k_zero, kv.quant)          # [B, L, Hk, D]
+        v = k[..., :v_head_dim] if kv.v is None else _gather(kv.v, kv.v_scale, tables, kv.layout, kv.v_zero,
+                                                             kv.quant)
         hk = k.shape[2]
         qg = q.float().view(B, hk, Hq // hk, D)
         scores = torch.einsum("bhgd,blhd->bhgl", qg, k) * scale    # [B, Hk, G, L]

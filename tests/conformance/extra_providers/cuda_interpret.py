@@ -31,5 +31,8 @@ def providers() -> list[Provider]:
     from halinfer.plugins.cuda.backend import CudaBackend
     from halinfer.kernels.triton.ops import TritonOps
 
+    # float8 tiles do not run in triton 3.9's interpreter (masked loads cannot cast to fp8):
+    # the FP8 kernel is tested on a GPU (tests/cuda/test_quant_gemm_gpu.py).
     return [from_backend(CudaBackend(), name=NAME, ops=TritonOps(), device=torch.device("cpu"),
-                         dtypes=(torch.float32, torch.float16), unavailable=None)]
+                         dtypes=(torch.float32, torch.float16), unavailable=None,
+                         skip={"fp8_linear": "float8 tiles do not run in the Triton interpreter; GPU test only"})]

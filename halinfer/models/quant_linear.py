@@ -1,0 +1,203 @@
+"""How a Linear holds, loads and runs each weight format: one small method object per format.
+
+A method creates the layer's parameters, copies checkpoint tensors into them (one logical
+matrix, a "shard", at a time for merged layers such as qkv: ``layer.shard_range``) after
+converting them to the op's layout, and runs the op.  A checkpoint that leaves a module
+unquantized (AutoAWQ's modules_to_not_convert, compressed-tensors' ignore) ships it as a
+plain floating-point ``weight``: the layer then switches to the dense method on the spot.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.ops.gptq import gptq_v1_to_v2_zeros
+
+
+def _param(layer, name, shape, dtype, fill=None):
+    t = torch.empty(shape, dtype=dtype) if fill is None else torch.full(shape, fill, dtype=dtype)
+    setattr(layer, name, nn.Parameter(t, requires_grad=False))
+
+
+def _float_weight(name: str, tensor: torch.Tensor) -> bool:
+    return name == "weight" and tensor.is_floating_point() and tensor.element_size() >= 2
+
+
+class DenseMethod:
+    name = None
+
+    def create(self, layer, dtype):
+        _param(layer, "weight", (layer.out_features, layer.in_features), dtype)
+
+    def load(self, layer, name, tensor, shard):
+        a, b = layer.shard_range(shard)
+        getattr(layer, name).data[a:b].copy_(tensor)
+
+    def apply(self, layer, x, bias):
+        return layer.ops.linear(x, layer.weight, bias)
+
+
+class AwqMethod:
+    """AutoAWQ GEMM: qweight/qzeros [K, N/8] (packed along N), scales [K/g, N]."""
+    name = "awq"
+
+    def __init__(self, spec):
+        self.group = int(spec["group_size"])
+
+    def create(self, layer, dtype):
+        n, k, g = layer.out_features, layer.in_features, self.group
+        _param(layer, "qweight", (k, n // 8), torch.int32)
+        _param(layer, "qzeros", (-(-k // g), n // 8), torch.int32)
+        _param(layer, "scales", (-(-k // g), n), dtype)
+
+    def load(self, layer, name, tensor, shard):
+        a, b = layer.shard_range(shard, 8 if name in ("qweight", "qzeros") else 1)
+        if name == "bias":
+            layer.bias.data[a:b].copy_(tensor)
+        else:
+            getattr(layer, name).data[:, a:b].copy_(tensor)
+
+    def apply(self, layer, x, bias):
+        return layer.ops.w4a16_linear(x, layer.qweight, layer.scales, layer.qzeros, self.group, bias)
+
+
+class GptqMethod:
+    """GPTQ: qweight [K*b/32, N] (packed along K), qzeros [G, N*b/32], scales [G, N], g_idx [K].
+    v1 zeros (stored as zero - 1) become true zeros on load, the op's convention."""
+    name = "gptq"
+
+    def __init__(self, spec):
+        self.bits, self.v1 = int(spec["bits"]), spec.get("format", "v1") == "v1"
+        self.group = int(spec["group_size"])
+        self.pack = 32 // self.bits
+
+    def create(self, layer, dtype):
+        n, k = layer.out_features, layer.in_features
+        g = k if self.group <= 0 else self.group
+        groups = -(-k // g)
+        _param(layer, "qweight", (k // self.pack, n), torch.int32)
+        _param(layer, "qzeros", (groups, n // self.pack), torch.int32)
+        _param(layer, "scales", (groups, n), dtype)
+        layer.g_idx = nn.Parameter(torch.arange(k, dtype=torch.int32) // g, requires_grad=False)
+
+    def load(self, layer, name, tensor, shard):
+        if name == "g_idx":
+            if getattr(layer, "g_idx_loaded", False) and not torch.equal(layer.g_idx.data, tensor.to(torch.int32)):
+                raise ValueError("the matrices of a merged GPTQ layer (e.g. q, k, v) carry different g_idx; "
+                                 "halinfer needs one act-order permutation per input")
+            layer.g_idx.data.copy_(tensor)
+            layer.g_idx_loaded = True
+            return
+        if name == "qzeros" and self.v1:
+            tensor = gptq_v1_to_v2_zeros(tensor, self.bits)
+        a, b = layer.shard_range(shard, self.pack if name == "qzeros" else 1)
+        if name == "bias":
+            layer.bias.data[a:b].copy_(tensor)
+        else:
+            getattr(layer, name).data[:, a:b].copy_(tensor)
+
+    def apply(self, layer, x, bias):
+        return layer.ops.gptq_linear(x, layer.qweight, layer.qzeros, layer.scales, layer.g_idx, self.bits,
+                                     bias)
+
+
+class W8A8Method:
+    """int8 weight [N, K] with a float32 scale per output row ([N, 1], [N] or one per tensor in
+    the checkpoint, any float dtype)."""
+    name = "w8a8"
+
+    def create(self, layer, dtype):
+        _param(layer, "weight", (layer.out_features, layer.in_features), torch.int8)
+        _param(layer, "weight_scale", (layer.out_features,), torch.float32)
+
+    def load(self, layer, name, tensor, shard):
+        a, b = layer.shard_range(shard)
+        if name == "weight_scale":
+            layer.weight_scale.data[a:b].copy_(tensor.float().reshape(-1).expand(b - a))
+        else:
+            getattr(layer, name).data[a:b].copy_(tensor)
+
+    def apply(self, layer, x, bias):
+        return layer.ops.w8a8_linear(x, layer.weight, layer.weight_scale, bias)
+
+
+class Fp8Method:
+    """float8_e4m3fn weight [N, K]; scales held per output row and input group, float32
+    [N, ceil(K/block_k)] (core/ops/fp8.py): a block-scaled checkpoint's [N/bn, K/bk]
+    ``weight_scale_inv`` is repeated over each block's rows, a per-channel [N, 1] or
+    per-tensor scale is one group of K.  The scale parameter keeps the checkpoint's name:
+    ``weight_scale_inv`` (block FP8 as DeepSeek-V3 publishes it) or ``weight_scale``
+    (compressed-tensors)."""
+    name = "fp8"
+
+    def __init__(self, spec):
+        self.block = spec.get("block")
+        self.static = bool(spec.get("static_input"))
+        self.scale_name = "weight_scale" if spec.get("format") == "compressed-tensors" else "weight_scale_inv"
+
+    def create(self, layer, dtype):
+        n, k = layer.out_features, layer.in_features
+        self.block_k = self.block[1] if self.block else k
+        _param(layer, "weight", (n, k), torch.float8_e4m3fn)
+        _param(layer, self.scale_name, (n, -(-k // self.block_k)), torch.float32)
+        if self.static:
+            _param(layer, "input_scale", (), torch.float32, fill=0.0)
+
+    def load(self, layer, name, tensor, shard):
+        a, b = layer.shard_range(shard)
+        if name == self.scale_name:
+            t = tensor.float()
+            if self.block:
+                t = t.repeat_interleave(self.block[0], dim=0)[: b - a]
+            dst = getattr(layer, name).data
+            dst[a:b].copy_(t.reshape(-1, t.shape[-1] if t.dim() == 2 else 1).expand(b - a, dst.shape[1]))
+        elif name == "input_scale":
+            # One activation scale for the merged matrices: the largest never clips.
+            layer.input_scale.data.copy_(torch.maximum(layer.input_scale.data, tensor.float().reshape(())))
+        elif name == "weight":
+            if tensor.dtype != torch.float8_e4m3fn:
+                raise ValueError(f"an fp8 checkpoint weight has dtype {tensor.dtype}; expected float8_e4m3fn")
+            layer.weight.data[a:b].copy_(tensor)
+        else:
+            getattr(layer, name).data[a:b].copy_(tensor)
+
+    def apply(self, layer, x, bias):
+        return layer.ops.fp8_linear(x, layer.weight, getattr(layer, self.scale_name), self.block_k, bias,
+                                    getattr(layer, "input_scale", None))
+
+
+METHODS = {"awq": AwqMethod, "gptq": GptqMethod, "w8a8": lambda spec: W8A8Method(),
+           "fp8": Fp8Method}
+
+
+def add_weight_placeholder(layer) -> None:
+    """Formats without a ``weight`` parameter (AWQ, GPTQ) still answer to the name, so the
+    loader hands a module the checkpoint left dense to ``load_into``; a non-persistent empty
+    buffer is not a parameter, so nothing expects it to be loaded."""
+    if not hasattr(layer, "weight"):
+        layer.register_buffer("weight", torch.empty(0), persistent=False)
+
+
+def make_method(spec: dict | None):
+    if spec is None:
+        return DenseMethod()
+    if spec["method"] not in METHODS:
+        raise ValueError(f"unknown quantization method {spec['method']!r}; supported: {', '.join(METHODS)}")
+    return METHODS[spec["method"]](spec)
+
+
+def load_into(layer, name: str, tensor: torch.Tensor, shard: int) -> None:
+    """Linear.load's body: a dense weight in a quantized layer makes the layer dense (a module
+    the checkpoint left unquantized); every other tensor goes to the layer's method."""
+    if layer.qm.name is not None and _float_weight(name, tensor):
+        if layer.loaded_quant_shards:
+            raise ValueError(f"{layer.__class__.__name__}: some matrices of a merged layer are quantized and "
+                             f"some are not; halinfer needs all or none")
+        for pname in [n for n, _ in layer.named_parameters(recurse=False) if n != "bias"] + ["weight"]:
+            if hasattr(layer, pname):
+                delattr(layer, pname)
+        layer.qm = DenseMethod()
+        layer.qm.create(layer, layer.dtype)
+    elif layer.qm.name is not None and name != "bias":
+        layer.loaded_quant_shards.add(shard)
+    layer.qm.load(layer, name, tensor, shard)

@@ -1,0 +1,82 @@
+"""Quantized checkpoints as published load and run on the CPU backend like the dense model
+they stand for: transformers on the dequantized twin (written by an independent packer,
+halinfer/testing/quant_ckpt.py), with activations fake-quantized where the format
+quantizes them."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from halinfer import LLM
+from halinfer.testing.hf_compare import (assert_matches_transformers, halinfer_greedy, hf_greedy, hf_model,
+                                         max_rel_err, random_prompts)
+from halinfer.testing.quant_ckpt import fake_quant_activations, quantize
+from halinfer.testing.tiny import save_tiny_model
+
+SHAPE = dict(hidden_size=128, intermediate_size=192, num_attention_heads=4, num_key_value_heads=2,
+             num_hidden_layers=2)
+
+WEIGHT_ONLY = {
+    "awq-g32-one-module-dense": ("awq", dict(group=32, dense_modules=("layers.0.mlp.down_proj",))),
+    "gptq-4bit-g32-v1": ("gptq", dict(group=32)),
+    "gptq-4bit-g64-act-order-sym-v2": ("gptq", dict(group=64, desc_act=True, sym=True, v2=True)),
+    "gptq-8bit-per-channel-v1": ("gptq", dict(group=-1, bits=8)),
+    "gptq-8bit-g32-act-order-v2": ("gptq", dict(group=32, bits=8, desc_act=True, v2=True)),
+}
+ACT_QUANT = {
+    "w8a8-compressed-tensors-bf16-scales": ("w8a8", dict(scale_dtype=torch.bfloat16), None, None),
+    "fp8-block-128": ("fp8", dict(block=(128, 128)), 128, None),
+    "fp8-block-32x64": ("fp8", dict(block=(32, 64)), 64, None),
+    "fp8-ct-channel-dynamic": ("fp8-ct", dict(strategy="channel"), None, None),
+    "fp8-ct-tensor-static": ("fp8-ct", dict(strategy="tensor", input_scale=0.02), None, 0.02),
+}
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    return save_tiny_model("llama", str(tmp_path_factory.mktemp("llama-q")), seed=3, **SHAPE)
+
+
+def _model(llm):
+    return llm.engine.core.executor.worker.model
+
+
+def _build(dense, tmp_path, method, opts):
+    return quantize(dense, str(tmp_path / "q"), method, **opts)
+
+
+@pytest.mark.parametrize("name", list(WEIGHT_ONLY))
+def test_weight_only_checkpoint_matches_its_dequantized_twin(dense, tmp_path, name):
+    method, opts = WEIGHT_ONLY[name]
+    qdir, ddir = _build(dense, tmp_path, method, opts)
+    llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
+    assert _model(llm).ctx.quant["method"] == method
+    hf = hf_model(ddir)
+    assert_matches_transformers(llm, hf, random_prompts(1, llm.engine.vocab_size, (11, 4)), n_tokens=8, tol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(ACT_QUANT))
+def test_activation_quantized_checkpoint_matches_fake_quantized_transformers(dense, tmp_path, name):
+    method, opts, block_k, input_scale = ACT_QUANT[name]
+    qdir, ddir = _build(dense, tmp_path, method, opts)
+    llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
+    assert _model(llm).ctx.quant["method"] == ("fp8" if method.startswith("fp8") else method)
+    hf = fake_quant_activations(hf_model(ddir), "w8a8" if method == "w8a8" else "fp8", block_k, input_scale)
+    plain = hf_model(ddir)
+    for p in random_prompts(2, llm.engine.vocab_size, (11, 4)):
+        ref = hf_greedy(hf, p, 6)
+        mine = llm.engine.prompt_logits(p)
+        # Activation rounding may flip where the two compute a value a last bit apart; the
+        # error must stay far below what skipping activation quantization costs.
+        err, off = max_rel_err(mine, ref.prompt_logits), max_rel_err(plain(torch.tensor([p])).logits[0], ref.prompt_logits)
+        assert err < 2e-3 and err < off / 4, f"{len(p)} tokens: {err:.2e} (without act quant: {off:.2e})"
+        (tokens, _), = halinfer_greedy(llm, [p], 6)
+        assert tokens == ref.tokens
+
+
+def test_dense_modules_in_a_quantized_checkpoint_load_dense(dense, tmp_path):
+    qdir, _ = _build(dense, tmp_path, "gptq", dict(group=32, dense_modules=("self_attn",)))
+    llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
+    layer = _model(llm).model.layers[0]
+    assert layer.self_attn.qkv_proj.method is None and layer.self_attn.qkv_proj.weight.dtype == torch.float32
+    assert layer.mlp.gate_up_proj.method == "gptq"
