@@ -36,8 +36,9 @@ class MiniModel:
         self.layers = []
         for _ in range(layers):
             shape = backend.kv_cache_shape(num_blocks, self.bs, kv_heads, head_dim)
-            kv = LayerKV(torch.zeros(shape, dtype=dtype, device=self.dev),
-                         torch.zeros(shape, dtype=dtype, device=self.dev), backend.kv_layout)
+            # the backend allocates (the 300I Duo's caches are NZ-format tensors)
+            kv = LayerKV(backend.allocate_kv_cache(shape, dtype, self.dev).zero_(),
+                         backend.allocate_kv_cache(shape, dtype, self.dev).zero_(), backend.kv_layout)
             self.layers.append(dict(norm=(1 + 0.1 * torch.randn(H, generator=g)).to(self.dev, dtype),
                                     qkv=w((heads + 2 * kv_heads) * head_dim, H), o=w(H, heads * head_dim),
                                     up=w(2 * H, H), down=w(H, H), kv=kv))

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 from halinfer.core.ops import Ops
 
+from . import nz
 from .attention import AtbAttention, FiaAttention
+from .features import OpFeatures
 from .graph import CaptureState
 from .moe import NpuMoE
 from .quant import AscendW4A16
@@ -32,8 +34,9 @@ class AscendOps(Ops):
     def __init__(self, torch_npu, profile: SocProfile, state: CaptureState):
         self.npu = torch_npu
         self.profile = profile
+        self.features = OpFeatures.probe(torch_npu)
         self.attention = FiaAttention(torch_npu, state) if profile.attention == "fia" else AtbAttention(torch_npu)
-        self.moe = NpuMoE(torch_npu, self.silu_and_mul)
+        self.moe = NpuMoE(torch_npu, self.silu_and_mul, self.features)
         self.w4a16 = AscendW4A16(torch_npu)
 
     # -- normalisation (§5) -------------------------------------------------------------
@@ -56,7 +59,10 @@ class AscendOps(Ops):
         # The op rotates its inputs in place: give it copies (the contract returns new tensors).
         qr = q[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
         kr = k[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
-        self.npu.npu_apply_rotary_pos_emb(qr, kr, cos, sin, layout="BSND", rotary_mode="half")
+        # rotary_mode exists from op-plugin 7dee02b (v2.6.0-7.2.0); older kernels always rotate
+        # "half" (their layout argument is ignored too: always BSND)
+        mode = {"rotary_mode": "half"} if self.features.rotary_mode else {}
+        self.npu.npu_apply_rotary_pos_emb(qr, kr, cos, sin, layout="BSND", **mode)
         if rot == q.shape[-1]:
             return qr[0], kr[0]
         return torch.cat((qr[0], q[..., rot:]), -1), torch.cat((kr[0], k[..., rot:]), -1)
@@ -71,8 +77,10 @@ class AscendOps(Ops):
 
     # -- paged KV cache (§4) and attention ---------------------------------------------------
     def store_kv(self, k, v, kv, slot_mapping):
-        if (v is None or kv.quantized or kv.layout != "NHD" or k.shape != v.shape
-                or kv.k.shape[-1] != kv.v.shape[-1]):
+        if kv.layout == "NZ" and (v is None or kv.quantized or k.shape != v.shape):
+            raise NotImplementedError("Atlas 300I Duo: NZ caches hold plain float16 K and V of one head dim")
+        if kv.layout not in ("NHD", "NZ") or (kv.layout == "NHD" and (
+                v is None or kv.quantized or k.shape != v.shape or kv.k.shape[-1] != kv.v.shape[-1])):
             return super().store_kv(k, v, kv, slot_mapping)   # MLA latent, int8, mixed head dims
         if slot_mapping.shape[0] == 0:
             return None   # §11: _npu_reshape_and_cache fails on an empty slot tensor
@@ -84,12 +92,15 @@ class AscendOps(Ops):
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
         plain = not (sliding_window or chunk_size or soft_cap or alibi_slopes is not None or sinks is not None)
-        if plain and kv.v is not None and not kv.quantized and kv.layout == "NHD" and q.dtype in HALF:
-            hq, hk = q.shape[1], kv.k.shape[2]
-            if hq % hk == 0 and hq // hk <= 64:
+        if plain and kv.v is not None and not kv.quantized and kv.layout in ("NHD", "NZ") and q.dtype in HALF:
+            hq = q.shape[1]
+            hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1] * 16 // q.shape[-1]
+            if hk and hq % hk == 0 and hq // hk <= 64:
                 out = self.attention(q, kv, meta, scale, causal)
                 if out is not None:
                     return out
+        if kv.layout == "NZ":   # the reference reads NHD: give it a copy (a slow, eager-only path)
+            kv = nz.to_nhd(kv, q.shape[-1])
         return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
                                        chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
                                        sinks=sinks, v_head_dim=v_head_dim)
