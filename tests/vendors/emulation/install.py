@@ -15,6 +15,10 @@ def settle_transformers_probes() -> None:
     flash_attn exist; ask before any stand-in module is installed, so the HF reference
     never believes in an emulated library."""
     try:
+        import accelerate  # noqa: F401 - probes torch_npu through find_spec at import (state.py)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
         import transformers.modeling_flash_attention_utils  # noqa: F401
         import transformers.utils.import_utils as iu
         from transformers import AutoModelForCausalLM  # noqa: F401
