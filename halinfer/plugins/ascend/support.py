@@ -45,6 +45,22 @@ SEED = {
     "GLM-4V": (Y, N, _, _, _, _),
 }
 
+# What this plugin refuses up front (the engine checks graph_modes and weight_quant before
+# loading), per SoC variant and mode or weight format, with the reason (docs/vendors.md).
+REFUSED = {
+    (P310, "eager"): "decode runs as graphs only on the Atlas 300I Duo (lmdeploy: 300I Duo graph mode only)",
+    (P310, "w8a8"): "no per-token W8A8 on the Atlas 300I Duo: npu_quant_matmul takes no pertoken_scale there "
+                    "(op-plugin _op_plugin_docs.py, 'Atlas 推理系列加速卡产品: 不支持pertoken_scale')",
+    (P310, "awq"): "no group-wise int4 on the Atlas 300I Duo: npu_weight_quant_batchmatmul takes int8 weights, "
+                   "per-tensor/per-channel only there (op-plugin _op_plugin_docs.py)",
+}
+
+
+def refusal(variant: str, what: str) -> str | None:
+    """Why ``what`` (a graph mode or a weight format) is refused on ``variant``, or None."""
+    return REFUSED.get((variant, what))
+
+
 # Seed claims this plugin cannot honour, with the reason.
 NOT_IMPLEMENTED = {
     ("DeepSeek-V2", A2, "FP16/BF16(graph)"):
@@ -66,7 +82,8 @@ def _decl(family, variant, cols, values) -> SupportDecl | None:
         return None
     note = "declared from the seed matrix; not verified on hardware"
     if variant == P310:
-        note += "; FP16 only (300I Duo has no BF16), decode as graphs only"
+        note += "; FP16 only (300I Duo has no BF16); refused: " + "; ".join(
+            f"{what}: {why}" for (v, what), why in REFUSED.items() if v == P310)
     if notes:
         note += "; " + "; ".join(notes)
     return SupportDecl(family=family, columns=columns, note=note, variant=PRODUCT[variant])
