@@ -14,8 +14,15 @@ SEED = {
 }
 
 
+NOTE = ("declared from the seed matrix; not verified on hardware; prefill over a cached prefix relies on paged "
+        "flash_attention aligning causal masks bottom-right (an inference: no TMO source states it)")
+MOE_NOTE = ("; MoE relies on inferred torch_mlu_ops semantics: moe_gen_idx's index meanings and moe_active "
+            "writing its result into output[:, :I] (callers show them, no TMO doc does)")
+MOE_FAMILIES = ("Mixtral",)
+
+
 def declarations() -> list[SupportDecl]:
-    return [SupportDecl(family=f, columns={COLUMN: v}, note="declared from the seed matrix; not verified on hardware")
+    return [SupportDecl(family=f, columns={COLUMN: v}, note=NOTE + (MOE_NOTE if f in MOE_FAMILIES else ""))
             for f, v in SEED.items()]
 
 
