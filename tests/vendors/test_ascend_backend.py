@@ -165,7 +165,9 @@ def test_support_is_declared_per_soc_and_mode():
     by = {(d.family, d.variant): d for d in decls}
     a2 = by[("Llama3", "Atlas 800T A2")].columns
     assert a2 == {"FP16/BF16(eager)": True, "FP16/BF16(graph)": True, "W8A8(graph)": True, "W4A16(eager)": True}
-    assert by[("Llama3", "Atlas 300I Duo")].columns == {"FP16/BF16(graph)": True}
+    assert by[("Llama3", "Atlas 300I Duo")].columns == {"FP16/BF16(graph)": True, "FP16/BF16(eager)": False,
+                                                        "W8A8(graph)": False, "W4A16(eager)": False}
+    assert "refused" in by[("Llama3", "Atlas 300I Duo")].note and "pertoken_scale" in by[("Llama3", "Atlas 300I Duo")].note
     assert "FP16 only" in by[("Llama3", "Atlas 300I Duo")].note
     assert by[("Llama3", "Atlas 800T A3")].columns == {"FP16/BF16(eager)": True}
     assert ("Llama2", "Atlas 300I Duo") not in by                       # "-" in the seed

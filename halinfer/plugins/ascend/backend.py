@@ -55,25 +55,12 @@ class AscendBackend(Backend):
         # Before detection (no device, or not asked yet) describe the A2, the main target.
         return (self._soc.profile if self._soc is not None else None) or _soc.PROFILES[_soc.A2]
 
-    @property
-    def dtypes(self):
-        return self.profile.dtypes
-
-    @property
-    def graph_modes(self):
-        return self.profile.graph_modes
-
-    @property
-    def weight_quant(self):
-        return self.profile.weight_quant
-
-    @property
-    def kv_layout(self):
-        return self.profile.kv_layout
-
-    @property
-    def block_sizes(self):
-        return self.profile.block_sizes
+    # What differs per SoC is read from its profile (soc.SocProfile).
+    dtypes = property(lambda self: self.profile.dtypes)
+    graph_modes = property(lambda self: self.profile.graph_modes)
+    weight_quant = property(lambda self: self.profile.weight_quant)
+    kv_layout = property(lambda self: self.profile.kv_layout)
+    block_sizes = property(lambda self: self.profile.block_sizes)
 
     def kv_cache_shape(self, num_blocks, block_size, num_kv_heads, head_dim):
         if self.kv_layout == "NZ":

@@ -18,6 +18,7 @@ Y, N, _ = True, False, None
 
 A2_COLS = ("FP16/BF16(eager)", "FP16/BF16(graph)", "W8A8(graph)", "W4A16(eager)")
 P310_COLS = ("FP16/BF16(graph)",)     # the seed's column is "FP16(graph)": 300I Duo has no BF16
+P310_REFUSED_COLS = ("FP16/BF16(eager)", "W8A8(graph)", "W4A16(eager)")
 A3_COLS = ("FP16/BF16(eager)",)
 
 # family: (A2 eager, A2 graph, A2 W8A8 graph, A2 W4A16 eager, 300I Duo FP16 graph, A3 eager)
@@ -80,6 +81,8 @@ def _decl(family, variant, cols, values) -> SupportDecl | None:
         columns[col] = val
     if not columns:
         return None
+    if variant == P310:   # shown as "no": refused up front (REFUSED), whatever the seed says
+        columns.update(dict.fromkeys(P310_REFUSED_COLS, False))
     note = "declared from the seed matrix; not verified on hardware"
     if variant == P310:
         note += "; FP16 only (300I Duo has no BF16); refused: " + "; ".join(
