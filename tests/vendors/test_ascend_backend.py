@@ -139,7 +139,8 @@ def test_300i_duo_caches_are_nz_within_the_atb_limits(npu_emulation):
 def test_versions_report_requirement_and_installed(npu_emulation):
     npu_emulation(cann="8.1.RC1")
     v = AscendBackend(device_type="cpu").versions()
-    assert set(v) == {"python", "torch", "torch_npu", "CANN", "NNAL (ATB ops)"}
+    assert set(v) == {"python", "torch", "torch_npu", "CANN", "NNAL (ATB ops)", "op-plugin ops"}
+    assert v["op-plugin ops"][1] == "rotary_mode=yes, moe_token_unpermute=yes"
     assert v["CANN"][1] == "8.1.RC1" and v["NNAL (ATB ops)"][1] == "present"
     assert v["torch"][1] == torch.__version__
 

@@ -132,11 +132,14 @@ class AscendBackend(Backend):
             return 0
 
     def versions(self) -> dict[str, tuple[str, str]]:
+        from .features import OpFeatures
+
         try:
-            atb = self._atb_state(self._npu()) or "present"
+            npu = self._npu()
+            atb, ops = self._atb_state(npu) or "present", OpFeatures.probe(npu).describe()
         except Exception as e:  # noqa: BLE001
-            atb = f"unknown ({type(e).__name__})"
-        return _versions.report(atb)
+            atb = ops = f"unknown ({type(e).__name__})"
+        return _versions.report(atb, ops)
 
     # ---- what the plugin provides ------------------------------------------------------
     @functools.cached_property

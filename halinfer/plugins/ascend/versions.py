@@ -63,7 +63,7 @@ def cann_version(torch_npu) -> str:
     return f"unknown (toolkit at {home})" if home else "unknown (CANN set_env.sh not sourced?)"
 
 
-def report(atb_state: str) -> dict[str, tuple[str, str]]:
+def report(atb_state: str, op_features: str = "") -> dict[str, tuple[str, str]]:
     try:
         npu = importlib.import_module("torch_npu")
         npu_v = str(getattr(npu, "__version__", "?"))
@@ -77,4 +77,5 @@ def report(atb_state: str) -> dict[str, tuple[str, str]]:
         "torch_npu": (f"{lo},{hi}", npu_v),
         "CANN": ("per torch_npu's release notes", cann),
         "NNAL (ATB ops)": ("installed, set_env.sh sourced", atb_state),
+        "op-plugin ops": ("probed (features.py); each missing one has a fallback", op_features),
     }
