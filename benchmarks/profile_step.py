@@ -21,25 +21,20 @@ from throughput import model_dir_for  # noqa: E402
 
 
 def timed_step(eng):
-    """One engine step with host-side phase timings (ms)."""
-    be, dev = eng.backend, eng.device
+    """One engine step with host-side phase timings (ms): schedule (planning included),
+    launch (inputs, forward, sampling queued), collect (wait for the tokens), update."""
+    core = eng.core
     t0 = time.perf_counter()
-    batch = eng.scheduler.schedule()
+    batch = core.scheduler.schedule()
     t1 = time.perf_counter()
-    tokens, positions, step, mask, rows = eng.runner.prepare(batch)
+    handle = core.executor.launch(batch.plan)
     t2 = time.perf_counter()
-    out = eng.runner.execute(batch)  # prepares again: the prepare cost is counted twice in "execute"
-    be.synchronize(dev)
+    out = core.executor.collect(handle)
     t3 = time.perf_counter()
-    eng.scheduler.after_step(batch)
-    for i, (seq, tok) in enumerate(zip(out.seqs, out.tokens)):
-        eng._append(seq, tok, None)
-        if seq.finish_reason is not None and not seq.is_finished:
-            eng.scheduler.finish(seq)
+    eng.outputs.process(core.scheduler.update(batch, out))
     t4 = time.perf_counter()
-    return batch, {"schedule_ms": 1e3 * (t1 - t0), "prepare_ms": 1e3 * (t2 - t1),
-                   "execute_ms(incl. prepare, forward, sample, sync)": 1e3 * (t3 - t2),
-                   "postprocess_ms": 1e3 * (t4 - t3)}
+    return batch, {"schedule_ms": 1e3 * (t1 - t0), "launch_ms": 1e3 * (t2 - t1),
+                   "collect_ms(device wait)": 1e3 * (t3 - t2), "update_ms": 1e3 * (t4 - t3)}
 
 
 def profile(eng, label, rows=18):
@@ -69,6 +64,7 @@ def main():
 
     model_dir, _ = model_dir_for(a.model)
     llm = LLM(model_dir, device=a.device, dtype=a.dtype, load_format="dummy", enforce_eager=True,
+              async_scheduling=False,  # one step at a time, so each profile holds exactly one
               gpu_memory_utilization=a.gpu_memory_utilization, max_num_seqs=max(a.batch + 1, 8))
     eng = llm.engine
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["LLM", "SamplingParams", "pipeline", "list_devices", "__version__"]
+__all__ = ["LLM", "AsyncLLM", "SamplingParams", "pipeline", "list_devices", "__version__"]
 
 
 def list_devices() -> list[dict]:
@@ -24,6 +24,10 @@ def __getattr__(name):
         from .llm import LLM
 
         return LLM
+    if name == "AsyncLLM":
+        from .engine.async_llm import AsyncLLM
+
+        return AsyncLLM
     if name == "SamplingParams":
         from .core.sampling import SamplingParams
 

@@ -73,7 +73,6 @@ class BlockManager:
             return 0
         bs = self.block_size
         max_full = (seq.num_tokens - 1) // bs
-        self.queries += seq.num_tokens
         parent = None
         for b in range(max_full):
             h = (parent, tuple(seq.token_ids[b * bs:(b + 1) * bs]))
@@ -86,16 +85,21 @@ class BlockManager:
             seq.block_ids.append(bid)
             seq.block_hashes.append(h)
             parent = h
-        covered = len(seq.block_ids) * bs
-        self.hits += covered
-        return covered
+        return len(seq.block_ids) * bs
+
+    def count_lookup(self, seq: Sequence, covered: int) -> None:
+        """Statistics of one admitted prompt (counted once, not per admission attempt)."""
+        if self.prefix_caching:
+            self.queries += seq.num_tokens
+            self.hits += covered
 
     def register_full_blocks(self, seq: Sequence) -> None:
-        """After a step: hash the blocks that became full of computed tokens."""
+        """Hash the blocks that became full of computed tokens the host knows (with async
+        scheduling the newest token may still be on the device: its block waits)."""
         if not self.prefix_caching:
             return
         bs = self.block_size
-        full = min(seq.num_computed // bs, len(seq.block_ids))
+        full = min(min(seq.num_computed, seq.num_tokens) // bs, len(seq.block_ids))
         parent = seq.block_hashes[-1] if seq.block_hashes else None
         for b in range(len(seq.block_hashes), full):
             h = (parent, tuple(seq.token_ids[b * bs:(b + 1) * bs]))

@@ -2,17 +2,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence as Seq
-
 import numpy as np
 import torch
 
-from .ops.sample import SamplingTensors
+
+
+# Documented upper bounds: n completions per request, and top log-probabilities per token
+# (OpenAI's top_logprobs goes to 20; vLLM's default max_logprobs is 20 too).
+MAX_N = 256
+MAX_LOGPROBS = 20
+_SEED_BOUND = 2**63  # seeds feed an int64 hash
 
 
 def _check(cond: bool, field: str, value, accepted: str) -> None:
     if not cond:
-        raise ValueError(f"SamplingParams.{field}={value!r} is invalid; accepted: {accepted}")
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise ValueError(f"SamplingParams.{field}={shown} is invalid; accepted: {accepted}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclass
@@ -22,11 +37,14 @@ class SamplingParams:
     temperature 0 means greedy (top_k/top_p/min_p are then ignored).  top_k -1
     (or 0) disables top-k.  repetition_penalty follows HF (prompt and output
     tokens), presence/frequency penalties follow OpenAI (output tokens only).
-    stop: strings that end the completion (not included in the text);
-    stop_token_ids: token ids that end it (not included either).  seed: the
-    completion's tokens depend only on the seed, not on the batch it runs in.
-    logprobs: how many top log-probabilities to return per token (the sampled
-    token's is always included), from the model's raw distribution.
+    stop: strings that end the completion (not included in the text).
+    stop_token_ids: token ids that end it; as in vLLM, the stop token is part of the
+    output's token_ids, and of its text unless it is a special token that
+    skip_special_tokens drops (EOS is treated the same way).  seed: the completion's
+    tokens depend only on the seed (0 <= seed < 2**63), not on the batch it runs
+    in.  logprobs: how many top log-probabilities to return per token (0..20; the
+    sampled token's is always included), from the model's raw distribution.
+    n: completions per request (1..256).
     """
 
     n: int = 1
@@ -47,35 +65,48 @@ class SamplingParams:
     skip_special_tokens: bool = True
 
     def __post_init__(self):
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        self.stop = list(self.stop or [])
-        self.stop_token_ids = list(self.stop_token_ids or [])
+        if self.stop is None:
+            self.stop = []
+        if self.stop_token_ids is None:
+            self.stop_token_ids = []
         self.validate()
 
     def validate(self) -> None:
-        _check(isinstance(self.n, int) and self.n >= 1, "n", self.n, "an integer >= 1")
-        _check(self.max_tokens is None or (isinstance(self.max_tokens, int) and self.max_tokens >= 1),
+        """Check every field (again: fields may be set after construction)."""
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        _check(isinstance(self.stop, (list, tuple)), "stop", self.stop, "a non-empty string or a list of them")
+        _check(isinstance(self.stop_token_ids, (list, tuple)), "stop_token_ids", self.stop_token_ids,
+               "a list of non-negative token ids")
+        self.stop, self.stop_token_ids = list(self.stop), list(self.stop_token_ids)
+        _check(_is_int(self.n) and 1 <= self.n <= MAX_N, "n", self.n, f"an integer in [1, {MAX_N}]")
+        _check(self.max_tokens is None or (_is_int(self.max_tokens) and self.max_tokens >= 1),
                "max_tokens", self.max_tokens, "an integer >= 1, or None (up to the context length)")
-        _check(isinstance(self.temperature, (int, float)) and self.temperature >= 0 and np.isfinite(self.temperature),
+        _check(_is_num(self.temperature) and self.temperature >= 0 and np.isfinite(self.temperature),
                "temperature", self.temperature, "a finite number >= 0 (0 = greedy)")
-        _check(isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "top_p", self.top_p, "(0, 1]")
-        _check(isinstance(self.top_k, int) and (self.top_k == -1 or self.top_k >= 0), "top_k", self.top_k,
+        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "(0, 1]")
+        _check(_is_int(self.top_k) and (self.top_k == -1 or self.top_k >= 0), "top_k", self.top_k,
                "-1 or 0 (disabled) or an integer >= 1")
-        _check(isinstance(self.min_p, (int, float)) and 0 <= self.min_p <= 1, "min_p", self.min_p, "[0, 1]")
-        _check(isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0,
+        _check(_is_num(self.min_p) and 0 <= self.min_p <= 1, "min_p", self.min_p, "[0, 1]")
+        _check(_is_num(self.repetition_penalty) and np.isfinite(self.repetition_penalty) and self.repetition_penalty > 0,
                "repetition_penalty", self.repetition_penalty, "a number > 0 (1 = off)")
-        _check(isinstance(self.presence_penalty, (int, float)) and -2 <= self.presence_penalty <= 2,
+        _check(_is_num(self.presence_penalty) and -2 <= self.presence_penalty <= 2,
                "presence_penalty", self.presence_penalty, "[-2, 2]")
-        _check(isinstance(self.frequency_penalty, (int, float)) and -2 <= self.frequency_penalty <= 2,
+        _check(_is_num(self.frequency_penalty) and -2 <= self.frequency_penalty <= 2,
                "frequency_penalty", self.frequency_penalty, "[-2, 2]")
         _check(all(isinstance(s, str) and s for s in self.stop), "stop", self.stop, "a non-empty string or a list of them")
-        _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",
+        _check(all(_is_int(t) and t >= 0 for t in self.stop_token_ids), "stop_token_ids",
                self.stop_token_ids, "a list of non-negative token ids")
-        _check(self.seed is None or isinstance(self.seed, int), "seed", self.seed, "an integer or None")
-        _check(self.logprobs is None or (isinstance(self.logprobs, int) and self.logprobs >= 0), "logprobs",
-               self.logprobs, "None or an integer >= 0")
-        _check(isinstance(self.min_tokens, int) and self.min_tokens >= 0, "min_tokens", self.min_tokens, "an integer >= 0")
+        _check(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < _SEED_BOUND), "seed", self.seed,
+               "None or an integer in [0, 2**63)")
+        _check(self.logprobs is None or (_is_int(self.logprobs) and 0 <= self.logprobs <= MAX_LOGPROBS), "logprobs",
+               self.logprobs, f"None or an integer in [0, {MAX_LOGPROBS}]")
+        _check(_is_int(self.min_tokens) and self.min_tokens >= 0, "min_tokens", self.min_tokens, "an integer >= 0")
+        _check(self.max_tokens is None or self.min_tokens <= self.max_tokens, "min_tokens", self.min_tokens,
+               f"at most max_tokens ({self.max_tokens})")
+        _check(isinstance(self.ignore_eos, bool), "ignore_eos", self.ignore_eos, "True or False")
+        _check(isinstance(self.skip_special_tokens, bool), "skip_special_tokens", self.skip_special_tokens,
+               "True or False")
 
     @property
     def greedy(self) -> bool:
@@ -84,48 +115,6 @@ class SamplingParams:
     @property
     def uses_penalties(self) -> bool:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
-
-
-def build_sampling_tensors(seqs: Seq, device: torch.device, offsets=None) -> SamplingTensors:
-    """One row per sequence, in order.  offsets: index of the token each row draws
-    (default: the sequence's current output count)."""
-    ps = [s.params for s in seqs]
-    temp = np.array([p.temperature for p in ps], dtype=np.float32)
-    top_k = np.array([p.top_k for p in ps], dtype=np.int64)
-    top_p = np.array([p.top_p for p in ps], dtype=np.float32)
-    min_p = np.array([p.min_p for p in ps], dtype=np.float32)
-    seeds = np.array([s.seed for s in seqs], dtype=np.int64)
-    offsets = np.asarray(offsets if offsets is not None else [s.num_output for s in seqs], dtype=np.int64)
-    sampled = temp > 0
-    return SamplingTensors(
-        temperature=torch.from_numpy(temp).to(device, non_blocking=True),
-        top_k=torch.from_numpy(top_k).to(device, non_blocking=True),
-        top_p=torch.from_numpy(top_p).to(device, non_blocking=True),
-        min_p=torch.from_numpy(min_p).to(device, non_blocking=True),
-        seeds=torch.from_numpy(seeds).to(device, non_blocking=True),
-        offsets=torch.from_numpy(offsets).to(device, non_blocking=True),
-        all_greedy=not sampled.any(),
-        any_top_k=bool((sampled & (top_k > 0)).any()),
-        any_top_p=bool((sampled & (top_p < 1)).any()),
-        any_min_p=bool((sampled & (min_p > 0)).any()),
-    )
-
-
-def penalty_inputs(seqs: Seq, vocab: int, device: torch.device):
-    """(prompt_mask bool [B,V], output_counts int32 [B,V], rep, pres, freq) for Ops.apply_penalties."""
-    B = len(seqs)
-    prompt_mask = torch.zeros(B, vocab, dtype=torch.bool)
-    counts = torch.zeros(B, vocab, dtype=torch.int32)
-    for i, s in enumerate(seqs):  # host-side; only for steps where some request uses penalties
-        if s.prompt_token_ids:
-            prompt_mask[i, torch.tensor(s.prompt_token_ids)] = True
-        out = s.output_token_ids
-        if out:
-            counts[i].index_add_(0, torch.tensor(out), torch.ones(len(out), dtype=torch.int32))
-    rep = torch.tensor([s.params.repetition_penalty for s in seqs], dtype=torch.float32)
-    pres = torch.tensor([s.params.presence_penalty for s in seqs], dtype=torch.float32)
-    freq = torch.tensor([s.params.frequency_penalty for s in seqs], dtype=torch.float32)
-    return tuple(t.to(device) for t in (prompt_mask, counts, rep, pres, freq))
 
 
 def top_logprobs(logits: torch.Tensor, tokens: torch.Tensor, k: int):

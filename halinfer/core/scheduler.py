@@ -26,8 +26,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .kv_cache import BlockManager
 from .sequence import Sequence, SeqStatus
+from .step_plan import SlotInit, StepOutput, StepPlan
 
 
 @dataclass
@@ -35,6 +38,7 @@ class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
     num_new: list[int] = field(default_factory=list)   # tokens computed this step, per sequence
     preempted: list[Sequence] = field(default_factory=list)
+    plan: StepPlan | None = None     # what the worker is sent (Scheduler.plan)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -53,9 +57,27 @@ class ScheduledBatch:
 POLICIES = ("separate", "mixed")
 
 
+@dataclass
+class TokenEvent:
+    """One sequence's news from a step: a token, and/or how it ended."""
+
+    request_id: str
+    index: int
+    token: int | None
+    logprobs: dict[int, float] | None = None
+    finish_reason: str | None = None
+    stop_reason: object = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
 class Scheduler:
     def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 policy: str = "separate", prefill_interval: int = 16):
+                 policy: str = "separate", prefill_interval: int = 16, max_model_len: int = 1 << 30,
+                 eos_ids=frozenset(), num_slots: int | None = None):
         if policy not in POLICIES:
             raise ValueError(f"scheduling policy {policy!r} is unknown; accepted: {', '.join(POLICIES)}")
         self.bm = block_manager
@@ -67,6 +89,10 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.num_preemptions = 0
         self._decodes_since_prefill = 0
+        self.max_model_len = max_model_len
+        self.eos_ids = frozenset(eos_ids)
+        # Batch rows the worker keeps state for; one per running sequence (+ spares).
+        self.free_slots = list(range((num_slots or max_num_seqs) - 1, -1, -1))
 
     def add(self, seq: Sequence) -> None:
         seq.status = SeqStatus.WAITING
@@ -75,9 +101,20 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def _take_slot(self, seq: Sequence) -> None:
+        seq.slot = self.free_slots.pop()
+        seq.slot_fresh = True
+        seq.sampled_in_slot = False
+
+    def _release_slot(self, seq: Sequence) -> None:
+        if seq.slot >= 0:
+            self.free_slots.append(seq.slot)
+            seq.slot = -1
+
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.bm.free_seq(seq)
+        self._release_slot(seq)
         seq.num_computed = 0
         seq.status = SeqStatus.WAITING
         seq.num_preemptions += 1
@@ -85,6 +122,10 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def schedule(self) -> ScheduledBatch:
+        """The next step, planned (batch.plan) and accounted (num_computed advanced)."""
+        return self._planned(self._pick())
+
+    def _pick(self) -> ScheduledBatch:
         if self.policy == "mixed":
             return self._schedule_mixed()
         if self.prefill_due():
@@ -178,7 +219,9 @@ class Scheduler:
                 seq.num_computed = 0
                 break
             self.bm.allocate(seq, seq.num_computed + n)
+            self.bm.count_lookup(seq, seq.num_computed)  # only now: a failed admission is retried
             self.waiting.popleft()
+            self._take_slot(seq)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             batch.seqs.append(seq)
@@ -203,11 +246,96 @@ class Scheduler:
             self._admit(batch, budget)
         return batch
 
-    def after_step(self, batch: ScheduledBatch) -> None:
-        """Account for the tokens whose KV the step wrote."""
-        for seq, n in zip(batch.seqs, batch.num_new):
-            seq.num_computed += n
+    # -- planning: what the worker is told ------------------------------------------------
+    def _planned(self, batch: ScheduledBatch) -> ScheduledBatch:
+        """Describe the batch for the worker, then advance num_computed (the KV the step
+        will have written), so the next step can be planned before this one's tokens
+        reach the host."""
+        if not batch.seqs:
+            return batch
+        seqs, B = batch.seqs, len(batch.seqs)
+        num_new = np.asarray(batch.num_new, dtype=np.int32)
+        # Device-fed decode: every row's input is the token its slot sampled last.
+        decode = batch.is_decode and all(s.sampled_in_slot for s in seqs)
+        inits, new_blocks = [], []
+        for s in seqs:
+            if s.slot_fresh:
+                inits.append(SlotInit(s.slot, s.num_computed, s.num_prompt, list(s.block_ids), s.params, s.seed,
+                                      tuple(s.banned_ids),
+                                      list(s.token_ids) if s.params.uses_penalties else None))
+                s.slot_fresh = False
+                s.blocks_sent = len(s.block_ids)
+            elif len(s.block_ids) > s.blocks_sent:
+                new_blocks.append((s.slot, s.blocks_sent, s.block_ids[s.blocks_sent:]))
+                s.blocks_sent = len(s.block_ids)
+        slots = np.fromiter((s.slot for s in seqs), dtype=np.int64, count=B)
+        if decode:
+            # Each row's input is its slot's last sampled token, on the device already.
+            tokens, sample = None, np.ones(B, dtype=bool)
+        else:
+            toks: list[int] = []
+            for s, n in zip(seqs, batch.num_new):
+                toks += s.token_ids[s.num_computed:s.num_computed + n]
+            tokens = np.asarray(toks, dtype=np.int64)
+            sample = np.fromiter((s.num_computed + n == s.num_tokens for s, n in zip(seqs, batch.num_new)),
+                                 dtype=bool, count=B)
+        batch.plan = StepPlan(slots, num_new, sample, tokens, inits, new_blocks)
+        for s, n, m in zip(seqs, batch.num_new, sample):
+            s.num_computed += n
+            s.sampled_in_slot |= bool(m)
+            if tokens is not None:
+                self.bm.register_full_blocks(s)
+        return batch
+
+    def schedule_successor(self, prev: ScheduledBatch) -> ScheduledBatch | None:
+        """Async scheduling: the decode step after ``prev`` while prev's tokens are still on
+        the device, or None when the next step needs prev's results (a prefill is due, a
+        sequence ends for length, blocks are short).  Its rows read prev's tokens on the
+        device; a row whose prev token turns out to stop it is dropped in update()."""
+        if self.prefill_due():
+            return None
+        sampled = prev.seqs if prev.plan is None else [s for s, m in zip(prev.seqs, prev.plan.sample) if m]
+        keep = [s for s in sampled if not s.is_finished and s.needs_token(self.max_model_len, in_flight=1)]
+        if not keep:
+            return None
+        bs = self.bm.block_size
+        need = sum(s.num_computed >= len(s.block_ids) * bs for s in keep)
+        if need > self.bm.num_free:
+            return None
+        for s in keep:
+            self.bm.allocate(s, s.num_computed + 1)
+        self._decodes_since_prefill += 1
+        return self._planned(ScheduledBatch(keep, [1] * len(keep)))
+
+    # -- results ------------------------------------------------------------------------------
+    def update(self, batch: ScheduledBatch, out: StepOutput) -> list[TokenEvent]:
+        """Append a step's sampled tokens, apply the stop rules, free what finished."""
+        events = []
+        rows = batch.seqs if batch.plan is None else [s for s, m in zip(batch.seqs, batch.plan.sample) if m]
+        lps = out.logprobs
+        for i, (seq, tok) in enumerate(zip(rows, out.tokens)):
+            if seq.is_finished:
+                continue  # it ended (or was aborted) while this step was in flight
+            seq.token_ids.append(tok)
             self.bm.register_full_blocks(seq)
+            end = seq.stop_after(tok, self.eos_ids, self.max_model_len)
+            lp = lps[i] if lps else None
+            if end is not None:
+                seq.finish_reason, seq.stop_reason = end
+                self.finish(seq)
+            events.append(TokenEvent(seq.request_id, seq.index, tok, lp, seq.finish_reason, seq.stop_reason))
+        return events
+
+    def fail(self, batch: ScheduledBatch, error: str) -> list[TokenEvent]:
+        """A step raised: finish its sequences with the error (the others go on)."""
+        events = []
+        for seq in batch.seqs:
+            if seq.is_finished:
+                continue
+            seq.finish_reason, seq.error = "error", error
+            self.finish(seq)
+            events.append(TokenEvent(seq.request_id, seq.index, None, None, "error", None, error))
+        return events
 
     def finish(self, seq: Sequence) -> None:
         if seq in self.running:
@@ -215,4 +343,5 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.bm.free_seq(seq)
+        self._release_slot(seq)
         seq.status = SeqStatus.FINISHED

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core.attention import AttentionMetadata, LayerKV
+from ..core.model_protocol import KVSpec
 from ..core.ops import Ops
 from ..core.rope import RopeSpec, build_cos_sin_cache
 
@@ -26,15 +27,6 @@ class ModelContext:
     quant: dict | None = None          # {"method": "awq"|"w8a8", "group_size": ...}
     max_model_len: int = 4096
     kv_specs: list = field(default_factory=list)   # filled by Attention layers as they are built
-
-
-@dataclass(frozen=True)
-class KVSpec:
-    """Per attention layer: what its KV cache holds."""
-
-    num_kv_heads: int
-    head_dim: int
-    v_head_dim: int | None   # None: no separate value cache (MLA latent)
 
 
 # ---------------------------------------------------------------------------

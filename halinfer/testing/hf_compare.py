@@ -62,18 +62,11 @@ def halinfer_greedy(llm, prompts: list[list[int]], n: int):
     """(per prompt: tokens, per-step logits) from one batched generate() call."""
     from ..core.sampling import SamplingParams
 
-    runner = llm.engine.runner
-    runner.logit_log = []
-    try:
+    from .logit_log import record_logits
+
+    with record_logits(llm) as per_req:
         outs = llm.generate(prompt_token_ids=prompts, sampling_params=SamplingParams(
             temperature=0, max_tokens=n, ignore_eos=True), use_tqdm=False)
-        log = runner.logit_log
-    finally:
-        runner.logit_log = None
-    per_req: dict[str, list[torch.Tensor]] = {}
-    for step in log:
-        for rid, _idx, lg in step:
-            per_req.setdefault(rid, []).append(lg)
     return [(o.outputs[0].token_ids, per_req[o.request_id]) for o in outs]
 
 

@@ -126,7 +126,7 @@ def test_prompt_errors_name_the_prompt_and_leave_others_unharmed(llm):
 
 def test_a_failing_request_does_not_stop_the_others(llm, monkeypatch):
     """A request whose post-processing raises is finished with an error; the rest complete."""
-    from halinfer.core import detokenizer
+    from halinfer.engine import detokenizer
 
     real = detokenizer.step
 

@@ -56,17 +56,11 @@ def test_separate_policy_never_mixes_prefill_and_decode(make_llm):
         eng.add_request(None, GREEDY, p)
     kinds = []
     while eng.has_unfinished():
-        batch = eng.scheduler.schedule()
+        batch = eng.scheduler.schedule()  # planned: num_computed already counts this step's tokens
         q = batch.num_new
-        assert all(n == 1 for n in q) or all(s.num_computed + n <= s.num_prompt for s, n in zip(batch.seqs, q))
+        assert all(n == 1 for n in q) or all(s.num_computed <= s.num_prompt for s in batch.seqs)
         kinds.append("decode" if all(n == 1 for n in q) else "prefill")
-        out = eng.runner.execute(batch)
-        eng.scheduler.after_step(batch)
-        for s, t in zip(out.seqs, out.tokens):
-            eng._append(s, t, None)
-            if s.finish_reason is not None:
-                eng.scheduler.finish(s)
-    eng.take_finished()
+        eng.scheduler.update(batch, eng.core.executor.execute(batch.plan))
     assert "decode" in kinds and "prefill" in kinds
 
 
@@ -113,16 +107,22 @@ def test_async_steps_really_overlap(make_llm):
     """A decode step is launched while the previous one's tokens are still unread."""
     llm = make_llm(async_scheduling=True)
     eng = llm.engine
-    launched_blind = []
-    real = eng.runner.launch
+    launched_blind = []   # per launch: was an earlier step still unread?
+    outstanding = [0]
+    real_launch, real_collect = eng.runner.launch, eng.runner.collect
 
-    def spy(batch, input_ids=None):
-        launched_blind.append(input_ids is not None)
-        return real(batch, input_ids)
+    def spy_launch(plan):
+        launched_blind.append(outstanding[0] > 0)
+        outstanding[0] += 1
+        return real_launch(plan)
 
-    eng.runner.launch = spy
+    def spy_collect(pending):
+        outstanding[0] -= 1
+        return real_collect(pending)
+
+    eng.runner.launch, eng.runner.collect = spy_launch, spy_collect
     try:
         llm.generate(prompt_token_ids=prompts(7)[:3], sampling_params=GREEDY, use_tqdm=False)
     finally:
-        eng.runner.launch = real
+        eng.runner.launch, eng.runner.collect = real_launch, real_collect
     assert sum(launched_blind) > 10

@@ -18,13 +18,11 @@ def ids(outs):
 
 def generate_logged(llm, sp):
     """(the completion of P, the logits each of its tokens was drawn from)."""
-    runner = llm.engine.runner
-    runner.logit_log = []
-    try:
-        out = llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False)[0].outputs[0]
-        return out, [step[0][2] for step in runner.logit_log]
-    finally:
-        runner.logit_log = None
+    from halinfer.testing.logit_log import record_logits
+
+    with record_logits(llm) as log:
+        out = llm.generate(prompt_token_ids=[P], sampling_params=sp, use_tqdm=False)[0]
+    return out.outputs[0], log[out.request_id]
 
 
 def test_seeded_sampling_is_independent_of_the_batch(llm):

@@ -3,6 +3,7 @@ torch) for the duration of a ``with`` block, then restoring what was there."""
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import os
 import sys
 import types
@@ -39,6 +40,9 @@ def installed(modules: dict[str, types.ModuleType], attrs: list[tuple[object, st
     saved_attrs = [(obj, name, getattr(obj, name, _MISSING)) for obj, name, _ in attrs]
     saved_env = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
+    for name, mod in modules.items():
+        if getattr(mod, "__spec__", None) is None:  # importlib.util.find_spec (accelerate's probe) needs one
+            mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
     sys.modules.update(modules)
     for obj, name, value in attrs:
         setattr(obj, name, value)

@@ -1,0 +1,140 @@
+"""The worker: one device, the model on it, its KV cache, captured graphs and sampling.
+
+The engine core talks to workers only through an executor, with StepPlans; a worker
+builds the model through ``ModelSpec.factory`` (the core never imports the models).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .attention import StepInputs
+from .device import resolve_device
+from .model_protocol import ModelSpec
+from .runner import ModelRunner, PendingStep, kv_bytes_per_block
+from .step_plan import StepOutput, StepPlan
+
+log = logging.getLogger("halinfer")
+
+
+@dataclass
+class WorkerConfig:
+    device: str                     # backend name [":index"], as resolve_device() takes it
+    model: ModelSpec
+    block_size: int
+    kv_cache_dtype: str
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float
+    graphs: bool                    # capture decode graphs
+    num_kv_blocks: int | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def num_slots(self) -> int:
+        return self.max_num_seqs + 1   # one spare row for prompt_logits
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig):
+        self.cfg = cfg
+        dev = resolve_device(cfg.device)
+        self.backend = b = dev.backend
+        self.device = dev.torch_device
+        b.set_device(self.device)
+        b.manual_seed(cfg.model.seed)
+        self.model = cfg.model.factory(cfg.model, b.ops, self.device)
+        self.runner: ModelRunner | None = None
+        self.graph_memory_estimate = 0
+
+    # -- start-up: size the KV cache, allocate it, capture graphs -------------------
+    def kv_bytes_per_block(self) -> int:
+        return kv_bytes_per_block(self.model.kv_cache_spec(), self.cfg.block_size, self.cfg.model.dtype,
+                                  self.cfg.kv_cache_dtype == "int8")
+
+    def determine_num_blocks(self) -> tuple[int, str]:
+        """(blocks, where the number came from) for this device's KV cache."""
+        cfg = self.cfg
+        if cfg.num_kv_blocks is not None:
+            return int(cfg.num_kv_blocks), "num_kv_blocks"
+        in_use = self._profile_peak_memory()
+        budget = self.backend.kv_cache_budget(self.device, cfg.gpu_memory_utilization, in_use)
+        return budget // self.kv_bytes_per_block(), f"{budget / 2**30:.2f} GiB KV budget"
+
+    def init_cache(self, num_blocks: int) -> None:
+        cfg = self.cfg
+        self.runner = ModelRunner(self.model, self.backend, self.device, cfg.model.dtype, cfg.block_size, num_blocks,
+                                  cfg.kv_cache_dtype, cfg.model.max_model_len, cfg.num_slots)
+        if cfg.graphs:
+            self.runner.enable_graphs(cfg.max_num_seqs)
+
+    def _profile_peak_memory(self) -> int:
+        """Peak device memory of the largest step the scheduler may run (weights included).
+
+        Runs one forward of max_num_batched_tokens dummy tokens against a one-block
+        scratch cache, samples max_num_seqs rows of logits, and reads the allocator's
+        peak (plus what captured graphs will hold).  Backends that do not track memory
+        report 0 and skip the work.
+        """
+        b, dev, cfg = self.backend, self.device, self.cfg
+        b.synchronize(dev)
+        if b.max_memory_allocated(dev) == 0:
+            return 0
+        b.reset_peak_memory(dev)
+        bs, max_len = cfg.block_size, cfg.model.max_model_len
+        scratch = ModelRunner(self.model, b, dev, cfg.model.dtype, bs, 1, "auto", max_len, 1)
+        per = max(1, max_len - 1)
+        q_lens = []
+        total = cfg.max_num_batched_tokens
+        while total > 0:
+            q_lens.append(min(per, total))
+            total -= q_lens[-1]
+        q = np.asarray(q_lens, dtype=np.int32)
+        T = int(q.sum())
+        starts = np.concatenate(([0], np.cumsum(q)[:-1]))
+        positions = np.arange(T) - np.repeat(starts, q)
+        width = -(-int(q.max()) // bs)
+        step = StepInputs(q, q.copy(), np.zeros((len(q), width), np.int32), np.zeros(T, np.int64), bs)
+        scratch.run_tokens(torch.zeros(T, dtype=torch.int64, device=dev), positions, step)
+        # A decode step of max_num_seqs rows samples from max_num_seqs rows of logits.
+        logits = torch.empty(cfg.max_num_seqs, cfg.model.vocab_size, dtype=torch.float32, device=dev)
+        logits.normal_()
+        logits.softmax(-1)
+        del logits
+        b.synchronize(dev)
+        peak = b.max_memory_allocated(dev)
+        graph_bytes = 0
+        if cfg.graphs:
+            # Graphs are captured after the cache exists (they bake its addresses in), so
+            # measure what they will hold now: the largest bucket's pool, which the smaller
+            # buckets share.
+            before = b.memory_allocated(dev)
+            g = scratch.captured_runner([max(b.graph_capture_sizes(cfg.max_num_seqs))])
+            b.synchronize(dev)
+            graph_bytes = max(0, b.memory_allocated(dev) - before)
+            del g
+        del scratch
+        b.empty_cache()
+        self.graph_memory_estimate = graph_bytes
+        return peak + graph_bytes
+
+    # -- steps ---------------------------------------------------------------------
+    def launch(self, plan: StepPlan) -> PendingStep:
+        return self.runner.launch(plan)
+
+    def collect(self, pending: PendingStep) -> StepOutput:
+        return self.runner.collect(pending)
+
+    def all_logits(self, plan: StepPlan) -> torch.Tensor:
+        return self.runner.all_logits(plan).cpu()
+
+    def graphs_captured(self) -> bool:
+        return bool(self.runner is not None and self.runner.graph.captured_sizes)
+
+    @property
+    def graphs(self) -> bool:
+        return self.graphs_captured()
