@@ -62,16 +62,16 @@ def model_dir_for(spec: str) -> tuple[str, bool]:
     return d, True
 
 
-def copy_bandwidth(backend, device, nbytes: int = 1 << 30, reps: int = 20) -> float:
+def copy_bandwidth(runtime, nbytes: int = 1 << 30, reps: int = 20) -> float:
     """Device-to-device copy bandwidth, bytes read + written per second (median of reps)."""
-    a = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    a = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=runtime.device).normal_()
     b = torch.empty_like(a)
     times = []
     for _ in range(reps + 3):
-        backend.synchronize(device)
+        runtime.synchronize()
         t = time.perf_counter()
         b.copy_(a)
-        backend.synchronize(device)
+        runtime.synchronize()
         times.append(time.perf_counter() - t)
     del a, b
     return 2 * nbytes / float(np.median(times[3:]))
@@ -101,24 +101,24 @@ def run_halinfer(args, model_dir):
     t0 = time.perf_counter()
     llm = LLM(model_dir, **kw)
     eng = llm.engine
-    be, dev = eng.backend, eng.device
+    be, dev, rt = eng.backend, eng.device, eng.runtime
     res = {"engine": "halinfer", "device": str(dev), "backend": be.name, "graphs": eng.graphs,
            "startup_s": round(time.perf_counter() - t0, 2), "kv_blocks": eng.block_manager.num_blocks,
            "block_size": eng.block_size, "max_num_seqs": args.max_num_seqs}
     vocab = eng.vocab_size
 
     if args.workload in ("decode-b1", "all"):
-        bw = copy_bandwidth(be, dev)
+        bw = copy_bandwidth(rt)
         wbytes = weight_bytes_per_token(eng.model)
         roof = bw / wbytes
         prompts, outs = decode_b1_workload(vocab)
         sp = SamplingParams(temperature=0, max_tokens=outs[0], ignore_eos=True)
         llm.generate(prompt_token_ids=prompts, sampling_params=SamplingParams(temperature=0, max_tokens=16,
                      ignore_eos=True), use_tqdm=False)  # warm-up
-        be.reset_peak_memory(dev)
+        rt.reset_peak_memory()
         times = []
         eng.add_request(None, sp, prompts[0])
-        be.synchronize(dev)
+        rt.synchronize()
         t = time.perf_counter()
         while eng.has_unfinished():
             eng.step()
@@ -133,7 +133,7 @@ def run_halinfer(args, model_dir):
             "tok_per_s": round(1000 / ms_tok, 1), "end_to_end_s": round(times[-1], 3),
             "copy_bandwidth_GBps": round(bw / 1e9, 1), "weight_bytes": wbytes,
             "roofline_tok_per_s": round(roof, 1), "roofline_fraction": round((1000 / ms_tok) / roof, 3),
-            "peak_memory_GiB": round(be.max_memory_allocated(dev) / 2**30, 2),
+            "peak_memory_GiB": round(rt.max_memory_allocated() / 2**30, 2),
         }
         print(json.dumps({"decode-b1": res["decode-b1"]}), flush=True)
 
@@ -144,8 +144,8 @@ def run_halinfer(args, model_dir):
         n_in, n_out = sum(map(len, prompts)), sum(outs)
         for name in ("first_pass", "steady"):
             eng.block_manager.reset_prefix_cache()  # passes must not reuse each other's KV
-            be.reset_peak_memory(dev)
-            be.synchronize(dev)
+            rt.reset_peak_memory()
+            rt.synchronize()
             t = time.perf_counter()
             first_token_at: dict[str, float] = {}
             stats0 = dict(eng.stats)
@@ -155,15 +155,15 @@ def run_halinfer(args, model_dir):
             while eng.has_unfinished():
                 before = eng.stats["prefill_steps"]
                 t_step = time.perf_counter()
-                evs = eng.step()
+                changed = eng.step()   # ids of the requests that gained tokens
                 now = time.perf_counter() - t
                 # Host time of the call, by the kind of step it launched (with async scheduling a
                 # decode call mostly waits for the step launched before it).
                 spent["prefill_s" if eng.stats["prefill_steps"] > before else "decode_s"] += \
                     time.perf_counter() - t_step
-                for e in evs:
-                    first_token_at.setdefault(e.request_id, now)
-            be.synchronize(dev)
+                for rid in changed:
+                    first_token_at.setdefault(rid, now)
+            rt.synchronize()
             wall = time.perf_counter() - t
             done = eng.take_finished()
             got = sum(len(o.outputs[0].token_ids) for o in done)
@@ -174,14 +174,14 @@ def run_halinfer(args, model_dir):
                 "input_tokens": n_in, "output_tokens": n_out,
                 "mean_ttft_s": round(float(np.mean(list(first_token_at.values()))), 3),
                 "preemptions": eng.scheduler.num_preemptions,
-                "peak_memory_GiB": round(be.max_memory_allocated(dev) / 2**30, 2),
+                "peak_memory_GiB": round(rt.max_memory_allocated() / 2**30, 2),
                 "steps": {k: eng.stats[k] - stats0[k] for k in eng.stats},
                 "step_time_s": {k: round(v, 2) for k, v in spent.items()},
             }
             print(json.dumps({name: res[f"offline-{args.num_requests}/{name}"]}), flush=True)
     del llm, eng
     gc.collect()
-    be.empty_cache()
+    rt.empty_cache()
     return res
 
 

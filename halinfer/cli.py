@@ -48,7 +48,12 @@ def _params(a):
 
 def cmd_devices(a) -> int:
     from .core.device import list_devices
+    from .core.plugin import load_plugins
 
+    unknown = load_plugins().unknown_error()
+    if unknown:
+        print(f"error: {unknown}", file=sys.stderr)
+        return 2
     devs = list_devices()
     if a.json:
         print(json.dumps(devs, indent=2))
@@ -57,6 +62,8 @@ def cmd_devices(a) -> int:
         mark = "available" if d["available"] else "unavailable"
         names = d["name"] + (f" ({', '.join(d['aliases'])})" if d.get("aliases") else "")
         print(f"{names:<18} {mark:<12} {d['reason'].splitlines()[0]}")
+        if d.get("description"):
+            print(f"{'':<18} {d['description']}")
         if d["available"] and "dtypes" in d:
             print(f"{'':<18} devices: {d['device_count']}  dtypes: {', '.join(d['dtypes'])}  "
                   f"modes: {', '.join(d['graph_modes'])}  kv: {', '.join(d['kv_cache_dtypes'])}  "

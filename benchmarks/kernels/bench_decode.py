@@ -27,7 +27,7 @@ import triton.testing
 
 from halinfer.core.attention import LayerKV, MetadataBuilder, StepInputs
 from halinfer.core.ops import Ops
-from halinfer.plugins.cuda.ops import TritonOps
+from halinfer.kernels.triton.ops import TritonOps
 
 HQ, HK, D, BS = 32, 8, 128, 16
 DT = torch.bfloat16

@@ -16,11 +16,12 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     from .attention import MetadataBuilder
-    from .graph import GraphRunner
+    from .graph import GraphAPI
+    from .runtime import DeviceRuntime
     from .ops import Ops
 
 # Bump when a change to Backend / Ops / AttentionMetadata breaks existing plugins.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 # KV layouts a backend may declare.  Each names the per-layer cache shape:
 #   "NHD": (num_blocks, block_size, num_kv_heads, head_dim)   CUDA, Ascend, MACA
@@ -57,7 +58,7 @@ class Backend:
     contract_version: int = CONTRACT_VERSION
     name: str = ""                      # "cuda", "ascend", ...
     aliases: tuple[str, ...] = ()       # "npu" for ascend, "mlu" for camb
-    description: str = ""
+    description: str = ""               # one line for `halinfer devices`
     device_type: str = "cpu"            # torch device type: "cpu", "cuda", "npu", "mlu"
     priority: int = 0                   # higher wins for device="auto"
     dist_backend: str = "gloo"          # torch.distributed backend: nccl / hccl / cncl / gloo
@@ -71,11 +72,7 @@ class Backend:
     # ---- numerics and modes ----------------------------------------------
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
     weight_quant: tuple[str, ...] = ()             # "awq" (W4A16), "w8a8"
-    graph_modes: tuple[str, ...] = ("eager",)      # "eager" always; "graph" if a GraphRunner captures
-    seeded_sampling: bool = True                   # per-request seeds independent of the batch
-    # Host-side metadata: True when attention reads sequence lengths from host lists
-    # (Ascend FIA/ATB).  Graph runners must then refresh them before each replay.
-    host_side_lengths: bool = False
+    graph_modes: tuple[str, ...] = ("eager",)      # "eager" always; "graph" if graph_api() gives an API
 
     # ---- availability ---------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -102,11 +99,9 @@ class Backend:
 
         return MetadataBuilder(device, block_size)
 
-    def graph_runner(self, model_fn, device: torch.device, **kw) -> "GraphRunner":
-        """The runner that executes model steps.  Default: eager."""
-        from .graph import EagerRunner
-
-        return EagerRunner(model_fn)
+    def graph_api(self, device: torch.device) -> "GraphAPI | None":
+        """What the core captures decode graphs with on ``device``; None: no graphs (eager only)."""
+        return None
 
     def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
         """Decode batch sizes to capture (graph backends)."""
@@ -119,53 +114,13 @@ class Backend:
             return torch.device(self.device_type)
         return torch.device(self.device_type, index)
 
-    def set_device(self, device: torch.device) -> None:
-        pass
+    def runtime(self, device: torch.device) -> "DeviceRuntime":
+        """Memory and queue queries bound to ``device``.  Default: the host's for a CPU
+        device, else torch's device module for its type (override to hand another module)."""
+        from .runtime import CpuRuntime, DeviceRuntime
 
-    def synchronize(self, device: torch.device) -> None:
-        pass
-
-    def mem_get_info(self, device: torch.device) -> tuple[int, int]:
-        """(free, total) bytes of device memory."""
-        raise NotImplementedError(f"{self.name}: mem_get_info")
-
-    def memory_allocated(self, device: torch.device) -> int:
-        return 0
-
-    def max_memory_allocated(self, device: torch.device) -> int:
-        return 0
-
-    def reset_peak_memory(self, device: torch.device) -> None:
-        pass
-
-    def empty_cache(self) -> None:
-        pass
-
-    def kv_cache_budget(self, device: torch.device, utilization: float, in_use: int) -> int:
-        """Bytes the KV cache may take once weights are loaded.
-
-        Default: ``total * utilization - in_use`` where in_use is what the engine
-        already holds (weights, activations of a profiling step, graphs).
-        """
-        free, total = self.mem_get_info(device)
-        return max(0, min(free, int(total * utilization) - in_use))
-
-    # ---- asynchronous steps ------------------------------------------------------
-    def host_buffer(self, shape, dtype: torch.dtype) -> torch.Tensor:
-        """Host memory a device->host copy may land in without blocking (pinned on GPUs)."""
-        return torch.empty(shape, dtype=dtype)
-
-    def record_event(self, device: torch.device):
-        """Mark the point in the device's queue after the work issued so far; None if the
-        device runs synchronously (the CPU)."""
-        return None
-
-    def wait_event(self, event, device: torch.device) -> None:
-        """Block the host until ``event`` (from record_event) has been reached."""
-        if event is None:
-            self.synchronize(device)
-        else:
-            event.synchronize()
+        device = torch.device(device)
+        return CpuRuntime(device) if device.type == "cpu" else DeviceRuntime(device)
 
     # ---- KV cache allocation --------------------------------------------
     def kv_cache_shape(self, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
@@ -192,18 +147,13 @@ class Backend:
         ("" when the backend's claims do not differ by variant or none is detected)."""
         return ""
 
-    def supports_family(self, family: str) -> bool:
-        decls = self.support()
-        if not decls:  # a backend that declares nothing is not restricted
-            return True
-        return any(d.family == family and any(d.columns.values()) for d in decls)
-
     # ---- descriptions ------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         ok, reason = self.available()
         return {
             "name": self.name,
             "aliases": list(self.aliases),
+            "description": self.description,
             "available": ok,
             "reason": reason,
             "device_type": self.device_type,

@@ -60,6 +60,8 @@ def resolve_device(spec: str | None = "auto") -> ResolvedDevice:
         failed = [f"{r.name}: {r.error.splitlines()[0]}" for r in reg.records if r.error]
         if failed:
             msg += "\nplugins that failed to load (the device may belong to one):\n  " + "\n  ".join(failed)
+        if reg.unknown_error():
+            msg += "\n" + reg.unknown_error()
         raise DeviceError(msg)
     ok, why = backend.available()
     if not ok:

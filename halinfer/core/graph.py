@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .attention import AttentionMetadata, MetadataBuilder, StepInputs
+from .runtime import DeviceRuntime
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor, AttentionMetadata], torch.Tensor]
 
@@ -46,7 +47,8 @@ class EagerRunner(GraphRunner):
 
 
 class GraphAPI:
-    """What a backend supplies so the core can capture and replay its graphs."""
+    """What a backend supplies so the core can capture and replay its graphs
+    (``Backend.graph_api(device)``); synchronizing and memory come from the DeviceRuntime."""
 
     def new_graph(self):  # -> object with .replay()
         raise NotImplementedError
@@ -60,21 +62,37 @@ class GraphAPI:
     def before_replay(self, graph, meta: AttentionMetadata) -> None:
         """Refresh what the graph froze at capture (host-side lengths), if anything."""
 
-    def synchronize(self) -> None:
-        pass
 
-    def memory_allocated(self) -> int:
-        return 0
+class ModuleGraphAPI(GraphAPI):
+    """Graphs of a torch device module shaped like torch's own: ``module.graph(g, pool=, stream=)``
+    and ``module.graph_pool_handle()``, with the module's graph class (CUDAGraph, MLUGraph, ...)."""
+
+    def __init__(self, module, graph_cls):
+        # Bound once: the API keeps working with the entry points it was made with, even if
+        # the module's attributes are swapped later (tests install and remove emulations).
+        self.module = module
+        self.graph_cls = graph_cls
+        self._graph, self._pool_handle = module.graph, module.graph_pool_handle
+
+    def new_graph(self):
+        return self.graph_cls()
+
+    def capture(self, graph, pool, stream=None):
+        return self._graph(graph, pool=pool, stream=stream)
+
+    def pool_handle(self):
+        return self._pool_handle()
 
 
 class CapturedDecodeRunner(GraphRunner):
     """Replays decode steps (every q_len == 1) from graphs captured per bucket size."""
 
-    def __init__(self, model_fn: ModelFn, api: GraphAPI, device: torch.device, sizes: list[int],
+    def __init__(self, model_fn: ModelFn, api: GraphAPI, runtime: DeviceRuntime, sizes: list[int],
                  max_blocks_per_seq: int, block_size: int, max_seq_len: int):
         self.model_fn = model_fn
         self.api = api
-        self.device = device
+        self.runtime = runtime
+        self.device = device = runtime.device
         self.sizes = sorted(set(sizes))
         self.max_blocks = max_blocks_per_seq
         self.block_size = block_size
@@ -108,19 +126,19 @@ class CapturedDecodeRunner(GraphRunner):
         return meta
 
     def capture(self, builder: MetadataBuilder, **kw) -> None:
-        before = self.api.memory_allocated()
+        before = self.runtime.memory_allocated()
         pool = self.api.pool_handle()
         for bs in reversed(self.sizes):  # largest first so smaller graphs reuse its pool
             meta = self._static_meta(bs, builder)
             ids, pos = self.input_ids[:bs], self.positions[:bs]
             self.model_fn(ids, pos, meta)  # warm-up: autotuning and lazy init happen outside capture
-            self.api.synchronize()
+            self.runtime.synchronize()
             g = self.api.new_graph()
             with self.api.capture(g, pool):
                 out = self.model_fn(ids, pos, meta)
             self.graphs[bs], self.metas[bs], self.outputs[bs] = g, meta, out
-        self.api.synchronize()
-        self.graph_memory = max(0, self.api.memory_allocated() - before)
+        self.runtime.synchronize()
+        self.graph_memory = max(0, self.runtime.memory_allocated() - before)
         self.captured_sizes = tuple(self.sizes)
 
     def can_replay(self, step: StepInputs) -> bool:

@@ -54,6 +54,15 @@ class PluginRegistry:
     def __init__(self) -> None:
         self.records: list[PluginRecord] = []
         self.backends: dict[str, Backend] = {}
+        self.known: list[str] = []      # every entry point name found, loaded or not
+        self.unknown: list[str] = []    # names HALINFER_PLUGINS asks for that no entry point has
+
+    def unknown_error(self) -> str | None:
+        """The message for HALINFER_PLUGINS naming plugins that do not exist, or None."""
+        if not self.unknown:
+            return None
+        return (f"{PLUGINS_ENV} names unknown plugin(s): {', '.join(self.unknown)}; "
+                f"known plugins: {', '.join(self.known) or 'none'}")
 
     # -- lookup -------------------------------------------------------------
     def names(self) -> list[str]:
@@ -79,15 +88,22 @@ class PluginRegistry:
         return None
 
 
-def _allowed(name: str) -> bool:
-    only = os.environ.get(PLUGINS_ENV, "").strip()
-    if not only:
-        return True
-    return name in {s.strip() for s in only.split(",") if s.strip()}
+def _requested() -> set[str] | None:
+    """The plugin names HALINFER_PLUGINS restricts loading to; None: no restriction."""
+    names = {s.strip() for s in os.environ.get(PLUGINS_ENV, "").split(",") if s.strip()}
+    return names or None
 
 
 def _dist_name(ep: md.EntryPoint) -> str | None:
     return getattr(getattr(ep, "dist", None), "name", None)
+
+
+def _hook_backends(pm: pluggy.PluginManager, plugin) -> list:
+    """``pm.hook.halinfer_backends()`` answered by ``plugin`` alone: one plugin's failure
+    must not hide the others' backends, so each is called through a subset hook caller."""
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    results = pm.subset_hook_caller("halinfer_backends", remove_plugins=others)()
+    return [b for r in results for b in (r or [])]
 
 
 def _load_entry_point(ep: md.EntryPoint, pm: pluggy.PluginManager) -> PluginRecord:
@@ -100,11 +116,12 @@ def _load_entry_point(ep: md.EntryPoint, pm: pluggy.PluginManager) -> PluginReco
         return rec
     try:
         pm.register(module, name=f"{ep.name}:{ep.value}")
-        impl = getattr(module, "halinfer_backends", None)
-        if impl is None:
-            rec.error = f"{ep.value} does not implement the halinfer_backends hook"
+        if not any(impl.plugin is module for impl in pm.hook.halinfer_backends.get_hookimpls()):
+            pm.unregister(module)
+            rec.error = (f"{ep.value} does not implement the halinfer_backends hook "
+                         "(a function of that name marked @halinfer.core.plugin.hookimpl)")
             return rec
-        backends = list(impl() or [])
+        backends = _hook_backends(pm, module)
     except Exception as e:  # noqa: BLE001
         tb = traceback.format_exc(limit=3)
         rec.error = f"halinfer_backends() of {ep.value} raised {type(e).__name__}: {e}\n{tb}"
@@ -142,8 +159,11 @@ def load_plugins(refresh: bool = False) -> PluginRegistry:
         # In-tree plugins first, so a clash of backend names does not depend on sys.path order:
         # another distribution cannot silently take over "cpu" (HALINFER_PLUGINS can choose).
         eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: _dist_name(ep) != IN_TREE_DIST)
+        requested = _requested()
+        reg.known = sorted({ep.name for ep in eps})
+        reg.unknown = sorted(requested - set(reg.known)) if requested else []
         for ep in eps:
-            if not _allowed(ep.name):
+            if requested is not None and ep.name not in requested:
                 continue
             if ep.name in seen:
                 # An editable install can list the same entry point twice; another target is a clash.

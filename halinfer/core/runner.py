@@ -8,7 +8,7 @@ import torch
 
 from .attention import LayerKV, StepInputs
 from .backend import Backend
-from .graph import EagerRunner, GraphRunner
+from .graph import CapturedDecodeRunner, EagerRunner, GraphRunner
 from .sampling import top_logprobs
 from .slots import SlotTable
 from .step_plan import StepOutput, StepPlan
@@ -42,6 +42,7 @@ class ModelRunner:
         self.model = model
         self.backend = backend
         self.device = device
+        self.runtime = backend.runtime(device)
         self.dtype = dtype
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -82,9 +83,11 @@ class ModelRunner:
 
     def captured_runner(self, sizes: list[int]) -> GraphRunner:
         """A graph runner with decode graphs captured for these batch sizes."""
-        g = self.backend.graph_runner(self._forward, self.device, sizes=sizes,
-                                      max_blocks_per_seq=self.max_blocks_per_seq, block_size=self.block_size,
-                                      max_seq_len=self.max_model_len)
+        api = self.backend.graph_api(self.device)
+        if api is None:  # a backend without graphs runs every step eagerly
+            return EagerRunner(self._forward)
+        g = CapturedDecodeRunner(self._forward, api, self.runtime, sizes, self.max_blocks_per_seq,
+                                 self.block_size, self.max_model_len)
         with torch.inference_mode():
             g.capture(builder=self.builder)
         return g
@@ -123,15 +126,15 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden.index_select(0, self._dev(logit_rows)))
         toks, lp, want = self._sample(slots, logits, offsets)
         self.last_token.index_copy_(0, self._dev(slots), toks)
-        host = self.backend.host_buffer(toks.shape, toks.dtype)
+        host = self.runtime.host_buffer(toks.shape, toks.dtype)
         host.copy_(toks, non_blocking=True)
-        return PendingStep(slots.tolist(), host, lp, want, self.backend.record_event(self.device))
+        return PendingStep(slots.tolist(), host, lp, want, self.runtime.record_event())
 
     def collect(self, p: PendingStep) -> StepOutput:
         """Wait for a launched step and bring its tokens (and log-probabilities) to the host."""
         if not p.slots:
             return StepOutput([], None)
-        self.backend.wait_event(p.event, self.device)
+        self.runtime.wait_event(p.event)
         tl = p.host.tolist()
         self.slots.record(p.slots, tl)
         if p.logprobs is None:

@@ -95,6 +95,7 @@ class Scheduler:
         self.free_slots = list(range((num_slots or max_num_seqs) - 1, -1, -1))
 
     def add(self, seq: Sequence) -> None:
+        seq.bind_limits(self.max_model_len, self.eos_ids)
         seq.status = SeqStatus.WAITING
         self.waiting.append(seq)
 
@@ -295,14 +296,14 @@ class Scheduler:
         if self.prefill_due():
             return None
         sampled = prev.seqs if prev.plan is None else [s for s, m in zip(prev.seqs, prev.plan.sample) if m]
-        keep = [s for s in sampled if not s.is_finished and s.needs_token(self.max_model_len, in_flight=1)]
+        keep = [s for s in sampled if s.status is not SeqStatus.FINISHED and s.needs_token(in_flight=1)]
         if not keep:
             return None
         bs = self.bm.block_size
-        need = sum(s.num_computed >= len(s.block_ids) * bs for s in keep)
-        if need > self.bm.num_free:
+        grow = [s for s in keep if s.num_computed >= len(s.block_ids) * bs]   # at a block boundary
+        if len(grow) > self.bm.num_free:
             return None
-        for s in keep:
+        for s in grow:
             self.bm.allocate(s, s.num_computed + 1)
         self._decodes_since_prefill += 1
         return self._planned(ScheduledBatch(keep, [1] * len(keep)))
@@ -313,12 +314,15 @@ class Scheduler:
         events = []
         rows = batch.seqs if batch.plan is None else [s for s, m in zip(batch.seqs, batch.plan.sample) if m]
         lps = out.logprobs
+        bs, caching = self.bm.block_size, self.bm.prefix_caching
+        finished = SeqStatus.FINISHED
         for i, (seq, tok) in enumerate(zip(rows, out.tokens)):
-            if seq.is_finished:
+            if seq.status is finished:
                 continue  # it ended (or was aborted) while this step was in flight
             seq.token_ids.append(tok)
-            self.bm.register_full_blocks(seq)
-            end = seq.stop_after(tok, self.eos_ids, self.max_model_len)
+            if caching and min(seq.num_computed, len(seq.token_ids)) >= (len(seq.block_hashes) + 1) * bs:
+                self.bm.register_full_blocks(seq)   # a block just filled with known tokens
+            end = seq.stop_after(tok)
             lp = lps[i] if lps else None
             if end is not None:
                 seq.finish_reason, seq.stop_reason = end

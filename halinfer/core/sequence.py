@@ -38,6 +38,9 @@ class Sequence:
     slot_fresh: bool = False
     blocks_sent: int = 0
     sampled_in_slot: bool = False     # the worker holds this sequence's last token on the device
+    # Set by the scheduler on admission (bind_limits), so the per-token checks are cheap.
+    token_limit: int = 1 << 62        # total tokens (prompt + output) it may reach
+    stop_ids: frozenset = frozenset()  # tokens that end it with "stop" (EOS unless ignored, stop ids)
 
     def __post_init__(self):
         if not self.token_ids:
@@ -64,24 +67,29 @@ class Sequence:
         return self.status is SeqStatus.FINISHED
 
     # -- the stop rules: the one place that decides whether a sequence goes on ------------
-    def needs_token(self, max_model_len: int, in_flight: int = 0) -> bool:
-        """Whether the sequence may draw another token once ``in_flight`` tokens still
-        on their way (async scheduling) have arrived: max_tokens and the context bound."""
+    def bind_limits(self, max_model_len: int, eos_ids) -> None:
+        """Fix the bounds the stop rules read: the context, max_tokens, the stop ids."""
         p = self.params
-        if p.max_tokens is not None and self.num_output + in_flight >= p.max_tokens:
-            return False
-        return self.num_tokens + in_flight < max_model_len
+        limit = max_model_len if p.max_tokens is None else min(max_model_len, self.num_prompt + p.max_tokens)
+        self.token_limit = limit
+        self.stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else frozenset(eos_ids))
 
-    def stop_after(self, tok: int, eos_ids, max_model_len: int) -> tuple[str, object] | None:
+    def needs_token(self, max_model_len: int | None = None, in_flight: int = 0) -> bool:
+        """Whether the sequence may draw another token once ``in_flight`` tokens still
+        on their way (async scheduling) have arrived: max_tokens and the context bound
+        (both folded into token_limit by bind_limits; max_model_len tightens it further)."""
+        n = len(self.token_ids) + in_flight
+        return n < self.token_limit and (max_model_len is None or n < max_model_len)
+
+    def stop_after(self, tok: int) -> tuple[str, object] | None:
         """(finish_reason, stop_reason) once ``tok`` has been appended, or None to go on.
 
         EOS (unless ignore_eos) and stop_token_ids end it with "stop", once min_tokens
         outputs exist; running out of max_tokens or of context ends it with "length".
         The stop token stays in the output, as vLLM returns it.
         """
-        p = self.params
-        if self.num_output >= p.min_tokens and (tok in p.stop_token_ids or (not p.ignore_eos and tok in eos_ids)):
+        if tok in self.stop_ids and len(self.token_ids) - len(self.prompt_token_ids) >= self.params.min_tokens:
             return "stop", tok
-        if not self.needs_token(max_model_len):
+        if len(self.token_ids) >= self.token_limit:
             return "length", None
         return None

@@ -45,7 +45,8 @@ class Worker:
         dev = resolve_device(cfg.device)
         self.backend = b = dev.backend
         self.device = dev.torch_device
-        b.set_device(self.device)
+        self.runtime = b.runtime(self.device)
+        self.runtime.set_device()
         b.manual_seed(cfg.model.seed)
         self.model = cfg.model.factory(cfg.model, b.ops, self.device)
         self.runner: ModelRunner | None = None
@@ -62,7 +63,7 @@ class Worker:
         if cfg.num_kv_blocks is not None:
             return int(cfg.num_kv_blocks), "num_kv_blocks"
         in_use = self._profile_peak_memory()
-        budget = self.backend.kv_cache_budget(self.device, cfg.gpu_memory_utilization, in_use)
+        budget = self.runtime.kv_cache_budget(cfg.gpu_memory_utilization, in_use)
         return budget // self.kv_bytes_per_block(), f"{budget / 2**30:.2f} GiB KV budget"
 
     def init_cache(self, num_blocks: int) -> None:
@@ -80,11 +81,11 @@ class Worker:
         peak (plus what captured graphs will hold).  Backends that do not track memory
         report 0 and skip the work.
         """
-        b, dev, cfg = self.backend, self.device, self.cfg
-        b.synchronize(dev)
-        if b.max_memory_allocated(dev) == 0:
+        b, rt, dev, cfg = self.backend, self.runtime, self.device, self.cfg
+        rt.synchronize()
+        if rt.max_memory_allocated() == 0:
             return 0
-        b.reset_peak_memory(dev)
+        rt.reset_peak_memory()
         bs, max_len = cfg.block_size, cfg.model.max_model_len
         scratch = ModelRunner(self.model, b, dev, cfg.model.dtype, bs, 1, "auto", max_len, 1)
         per = max(1, max_len - 1)
@@ -105,20 +106,20 @@ class Worker:
         logits.normal_()
         logits.softmax(-1)
         del logits
-        b.synchronize(dev)
-        peak = b.max_memory_allocated(dev)
+        rt.synchronize()
+        peak = rt.max_memory_allocated()
         graph_bytes = 0
         if cfg.graphs:
             # Graphs are captured after the cache exists (they bake its addresses in), so
             # measure what they will hold now: the largest bucket's pool, which the smaller
             # buckets share.
-            before = b.memory_allocated(dev)
+            before = rt.memory_allocated()
             g = scratch.captured_runner([max(b.graph_capture_sizes(cfg.max_num_seqs))])
-            b.synchronize(dev)
-            graph_bytes = max(0, b.memory_allocated(dev) - before)
+            rt.synchronize()
+            graph_bytes = max(0, rt.memory_allocated() - before)
             del g
         del scratch
-        b.empty_cache()
+        rt.empty_cache()
         self.graph_memory_estimate = graph_bytes
         return peak + graph_bytes
 

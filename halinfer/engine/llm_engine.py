@@ -55,6 +55,7 @@ class LLMEngine:
         return w
 
     runner = property(lambda self: self.worker.runner)
+    runtime = property(lambda self: self.worker.runtime)
     model = property(lambda self: self.worker.model)
 
     # -- requests ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from ..core.rope import RopeSpec
+from .rope import RopeSpec
 from .base import CausalLM, make_lm_head
 from .decoder import DecoderLayer, DecoderModel
 from .layers import GatedMLP, Rotary, hf_activation

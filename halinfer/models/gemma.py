@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..core.config import ModelConfig
-from ..core.rope import RopeSpec
+from .rope import RopeSpec
 from .base import CausalLM, make_lm_head
 from .decoder import DecoderLayer, DecoderModel
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary

@@ -14,7 +14,7 @@ from torch import nn
 from ..core.attention import AttentionMetadata, LayerKV
 from ..core.model_protocol import KVSpec
 from ..core.ops import Ops
-from ..core.rope import RopeSpec, build_cos_sin_cache
+from .rope import RopeSpec, build_cos_sin_cache
 
 
 @dataclass

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..core.config import ModelConfig
-from ..core.rope import RopeSpec
+from .rope import RopeSpec
 from .base import CausalLM, make_lm_head
-from ..core.ops.paged import alibi_slopes as make_alibi_slopes
+from .alibi import alibi_slopes as make_alibi_slopes
 from .decoder import DecoderLayer, DecoderModel
 from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary, hf_activation
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..core.rope import RopeSpec
+from .rope import RopeSpec
 from .base import CausalLM, make_lm_head
 from .decoder import DecoderLayer, DecoderModel
 from .deepseek import mla_softmax_scale

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core.rope import RopeSpec
+from .rope import RopeSpec
 from .base import CausalLM
 from .decoder import DecoderLayer, DecoderModel
 from .layers import Linear, Rotary, hf_activation

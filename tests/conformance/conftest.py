@@ -1,4 +1,6 @@
 """Per-test random generator: fresh inputs, reproducible from the test id.
+Every provider test also runs under a FallbackSpy (fallback_spy.py): reaching the core
+reference from an override without declaring the case fails the test.
 
 Set HALINFER_CONFORMANCE_SEED to draw a different set of inputs."""
 from __future__ import annotations
@@ -25,3 +27,23 @@ def unrestricted_plugins():
 
     with plugins_env(None):
         yield
+
+
+@pytest.fixture(autouse=True)
+def no_silent_fallback(request):
+    """An override may reach the core reference only through Ops.reference (declared cases)."""
+    from .fallback_spy import HITS, RAN, FallbackSpy, ops_class
+
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    prov, op = params.get("prov"), getattr(request.function, "conformance_op", None)
+    if prov is None or getattr(prov, "ops", None) is None or op is None:
+        yield
+        return
+    spy = FallbackSpy(ops_class(prov.ops))
+    with spy.watching():
+        yield
+    assert not spy.silent, (f"{spy.cls.__name__} reached the core reference of {sorted(set(spy.silent))} "
+                            "without Ops.reference(op, case): declare the case in fallbacks and call reference()")
+    RAN[spy.cls].add(op)
+    for o, c in spy.hits:
+        HITS[spy.cls][o].add(c)

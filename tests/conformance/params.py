@@ -65,4 +65,9 @@ def conformance(op: str, cases: list[Case], dtypes=ALL_DTYPES):
                 if c.slow:
                     marks.append(pytest.mark.slow)
                 params.append(pytest.param(p, dt, c, id=f"{p.name}-{DTYPE_IDS[dt]}-{c.id}", marks=marks))
-    return pytest.mark.parametrize("prov,dtype,case", params)
+    mark = pytest.mark.parametrize("prov,dtype,case", params)
+
+    def decorate(fn):
+        fn.conformance_op = op   # which op the test exercises (fallback_spy: declared cases reached)
+        return mark(fn)
+    return decorate

@@ -102,7 +102,6 @@ def from_backend(backend: Backend, name: str | None = None, **overrides) -> Prov
         block_sizes=tuple(backend.block_sizes),
         kv_cache_dtypes=tuple(backend.kv_cache_dtypes),
         weight_quant=tuple(backend.weight_quant),
-        exact_sampling=backend.seeded_sampling,
     )
     if ok:
         # Only touched when available: "npu" is no torch device type until torch_npu is imported,

@@ -1,4 +1,4 @@
-"""Gated activations: silu_and_mul, gelu_and_mul (erf / tanh), swiglu_oai."""
+"""Gated activations: silu_and_mul, gelu_and_mul (erf / tanh), swiglu_oai, act_and_mul by name."""
 from __future__ import annotations
 
 import math
@@ -51,6 +51,17 @@ SWIGLU_CASES = [case(f"{c.id}_a{a}_l{l}", shape=c.shape, alpha=a, limit=l) for c
 @conformance("swiglu_oai", SWIGLU_CASES)
 def test_swiglu_oai(prov, dtype, case, gen):
     _run(prov, dtype, case, gen, lambda ops, x: ops.swiglu_oai(x, case.alpha, case.limit), spread=6.0)
+
+
+# The by-name dispatchers are ops too (a backend may override them, e.g. to fuse): the
+# provider's act_and_mul must agree with the reference's for every name.
+DISPATCH_CASES = [case(f"{c.id}_{k}", shape=c.shape, kind=k) for c in ACT_CASES[:3]
+                  for k in ("silu", "gelu", "gelu_tanh", "swiglu_oai")]
+
+
+@conformance("act_and_mul", DISPATCH_CASES)
+def test_act_and_mul(prov, dtype, case, gen):
+    _run(prov, dtype, case, gen, lambda ops, x: ops.act_and_mul(x, case.kind))
 
 
 # ---- independent checks of the reference ---------------------------------------

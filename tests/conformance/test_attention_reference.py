@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from halinfer.core.attention import MetadataBuilder
 from halinfer.core.ops import Ops
-from halinfer.core.ops.paged import alibi_slopes
+from halinfer.models.alibi import alibi_slopes
 
 from .kvbuild import layer_kv, plan, poisoned_cache, quantize_int8, write_rows, write_scales
 

@@ -27,6 +27,16 @@ def test_gelu(prov, dtype, case, gen):
     assert_close(out, REF.gelu(ref(x), case.approximate), dtype, factor=2)
 
 
+@conformance("act", [case(f"{c.id}_{k}", shape=c.shape, kind=k) for c in GELU_CASES[:6:2]
+                     for k in ("gelu", "gelu_tanh")])
+def test_act(prov, dtype, case, gen):
+    x = (torch.randn(*case.shape, generator=gen) * 3.0).to(prov.device, dtype)
+    with untouched(x=x):
+        out = prov.ops.act(x, case.kind)
+    assert out.dtype == dtype
+    assert_close(out, REF.act(ref(x), case.kind), dtype, factor=2)
+
+
 def test_reference_gelu_matches_scalar_formulas():
     x = torch.randn(4, 9, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 5
 

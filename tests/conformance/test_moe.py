@@ -33,6 +33,7 @@ ROUTES = {
                                        bias=True, routed_scaling=2.5)),
     "glm_sigmoid_bias": (128, 8, dict(scoring="sigmoid", renormalize=True, bias=True, routed_scaling=2.5)),
     "sigmoid_plain": (32, 4, dict(scoring="sigmoid", renormalize=False)),
+    "softmax_bias": (16, 2, dict(scoring="softmax", renormalize=True, bias=True)),   # the contract allows it
 }
 ROUTE_CASES = [case(f"{name}_T{t}", T=t, E=e, k=k, opts=opts,
                     features=(("grouped",) if "num_groups" in opts else ()) + (("bias",) if opts.get("bias") else ()))

@@ -14,7 +14,7 @@ import torch
 
 from halinfer.core.attention import MetadataBuilder
 from halinfer.core.ops import Ops
-from halinfer.core.ops.paged import alibi_slopes
+from halinfer.models.alibi import alibi_slopes
 
 from .checks import assert_close, dirty_allocator, ref, same_bits
 from .kvbuild import layer_kv, plan, poisoned_cache, quantize_int8, write_rows, write_scales
@@ -52,6 +52,8 @@ PA_CASES = [
     _pa("int8_mixed", lambda b: [(b + 1, 3), (2 * b, 1), (0, b)], 8, 2, 128, int8=True),
     _pa("int8_mla", lambda b: [(b - 1, 2), (b, 1)], 4, 1, 80, int8=True, mla=64),
     _pa("noncausal", lambda b: [(0, 9), (0, b + 1)], 4, 2, 64, causal=False),
+    # head size not a multiple of 16 (FIA's tiles): feature "d72" for providers that hand it elsewhere
+    _pa("mixed_gqa2_d72", lambda b: [(b, 5), (b - 1, 1)], 4, 2, 72, features=("d72",)),
 ]
 
 

@@ -103,3 +103,30 @@ def test_the_registry_is_restored_after_a_temporary_plugin(tmp_path):
         assert reg.find("goodvendor") is not None
     assert sorted(r.name for r in load_plugins().records) == before
     assert sys.path == path_before and "fake_goodvendor" not in sys.modules
+
+
+def test_halinfer_plugins_naming_an_unknown_plugin_is_an_error_naming_the_known_ones():
+    import subprocess
+
+    with fp.plugins_env("cpu,bogus") as reg:
+        err = reg.unknown_error()
+        assert err and "bogus" in err and "cpu" in reg.known and all(k in err for k in reg.known)
+        with pytest.raises(DeviceError, match="unknown plugin.*bogus"):
+            resolve_device("nosuchdevice")
+    with fp.plugins_env("cpu") as reg:
+        assert reg.unknown_error() is None
+    env = dict(__import__("os").environ, HALINFER_PLUGINS="bogus")
+    out = subprocess.run([sys.executable, "-m", "halinfer.cli", "devices"], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "bogus" in out.stderr and "cpu" in out.stderr.split("known plugins:")[1]
+
+
+def test_each_plugins_backends_come_through_the_pluggy_hook(tmp_path, monkeypatch):
+    import pluggy
+
+    calls = []
+    real = pluggy.PluginManager.subset_hook_caller
+    monkeypatch.setattr(pluggy.PluginManager, "subset_hook_caller",
+                        lambda self, name, remove_plugins: calls.append(name) or real(self, name, remove_plugins))
+    with _install(tmp_path, goodvendor=fp.GOOD, odd=fp.HOOK_FAILS) as reg:
+        assert reg.find("goodvendor") is not None and "simulated hook failure" in _record(reg, "odd").error
+    assert calls and set(calls) == {"halinfer_backends"}

@@ -28,7 +28,7 @@ ROTARY_CASES = [
 
 
 def random_cos_sin_cache(rot: int, gen, mscale: float = 1.0) -> torch.Tensor:
-    """float32 [MAX_POS, rot] from random frequencies (not core/rope.py: independent of it)."""
+    """float32 [MAX_POS, rot] from random frequencies (not models/rope.py: independent of it)."""
     inv_freq = torch.rand(rot // 2, generator=gen, dtype=torch.float64) ** 3 + 1e-4
     ang = torch.arange(MAX_POS, dtype=torch.float64)[:, None] * inv_freq[None, :]
     return (torch.cat((ang.cos(), ang.sin()), -1) * mscale).float()

@@ -11,7 +11,7 @@ Every kernel test takes a ``target`` (device, dtype):
 Triton picks interpreted or compiled once per process, when it is imported, so
 this conftest decides before any kernel module is imported: with no CUDA device
 (or HALINFER_TRITON_INTERPRET=1) the process goes to the interpreter (see
-halinfer/plugins/cuda/interpret.py, which also copes with triton having been
+halinfer/kernels/triton/interpret.py, which also copes with triton having been
 imported earlier, as transformers does); with a CUDA device it stays compiled
 and the interpreter targets skip, saying so.  On a machine without CUDA nothing
 compiled can run anyway, so the interpreter mode this leaves set for the rest
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from halinfer.plugins.cuda.interpret import cuda_visible, ensure_interpreter, interpreter_wanted
+from halinfer.kernels.triton.interpret import cuda_visible, ensure_interpreter, interpreter_wanted
 
 sys.path.insert(0, os.path.dirname(__file__))  # tritonops_util, without making this folder a package
 
@@ -78,6 +78,6 @@ def gen(request) -> torch.Generator:
 
 @pytest.fixture
 def ops():
-    from halinfer.plugins.cuda.ops import TritonOps
+    from halinfer.kernels.triton.ops import TritonOps
 
     return TritonOps()

@@ -16,7 +16,7 @@ import torch
 
 from halinfer.core.attention import MetadataBuilder, StepInputs
 from halinfer.core.ops import Ops
-from halinfer.core.ops.paged import alibi_slopes
+from halinfer.models.alibi import alibi_slopes
 from tritonops_util import assert_close, dirty, make_paged, ref
 
 REF = Ops()
@@ -78,7 +78,7 @@ def run_case(target, ops, gen, seqs, hq, hk, d, opt, num_splits=None):
     if num_splits is None:
         out = ops.paged_attention(q, p.kv, meta, **dev_kw)
     else:
-        from halinfer.plugins.cuda.kernels.attention_decode import paged_attention_decode
+        from halinfer.kernels.triton.attention_decode import paged_attention_decode
 
         kw_dec = {k: v for k, v in dev_kw.items() if k != "causal"}
         out = paged_attention_decode(q, p.kv, meta, num_splits=num_splits, **kw_dec)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import GPU_OK, GPU_WHY
-from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
+from halinfer.core.graph import ModuleGraphAPI
+from halinfer.core.runtime import DeviceRuntime
 from halinfer.plugins.cuda.backend import CudaBackend
-from halinfer.plugins.cuda.graph import CudaGraphAPI
 
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)]
 
@@ -59,17 +59,13 @@ def test_unavailable_when_triton_cannot_be_imported(monkeypatch):
     assert not ok and why.startswith("triton not importable: ") and "ModuleNotFoundError" in why
 
 
-def test_graph_runner_replays_through_cuda_graphs():
-    b = CudaBackend()
-    fn = lambda ids, pos, meta: ids  # noqa: E731
-    r = b.graph_runner(fn, torch.device("cpu"), sizes=[1, 2, 4], max_blocks_per_seq=8, block_size=16,
-                       max_seq_len=128)
-    assert isinstance(r, CapturedDecodeRunner) and isinstance(r.api, CudaGraphAPI)
-    assert isinstance(b.graph_runner(fn, torch.device("cpu")), EagerRunner)
+def test_graph_api_is_cuda_graphs():
+    api = CudaBackend().graph_api(torch.device("cpu"))   # building it touches no GPU
+    assert isinstance(api, ModuleGraphAPI) and api.module is torch.cuda and api.graph_cls is torch.cuda.CUDAGraph
 
 
 def test_ops_are_the_triton_ops():
-    from halinfer.plugins.cuda.ops import TritonOps
+    from halinfer.kernels.triton.ops import TritonOps
 
     assert isinstance(CudaBackend().ops, TritonOps)
 
@@ -80,15 +76,18 @@ def test_device_without_index_means_the_current_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
     for name in ("set_device", "synchronize", "mem_get_info", "memory_allocated", "max_memory_allocated",
                  "reset_peak_memory_stats"):
-        monkeypatch.setattr(torch.cuda, name, lambda d, _n=name: calls.append((_n, d)) or (1, 2))
+        ret = (1, 2) if name == "mem_get_info" else 0
+        monkeypatch.setattr(torch.cuda, name, lambda d, _n=name, _r=ret: calls.append((_n, d)) or _r)
     b = CudaBackend()
     for dev in (torch.device("cuda"), torch.device("cuda", 1)):
-        b.set_device(dev)
-        b.synchronize(dev)
-        b.mem_get_info(dev)
-        b.memory_allocated(dev)
-        b.max_memory_allocated(dev)
-        b.reset_peak_memory(dev)
+        rt = b.runtime(dev)
+        assert isinstance(rt, DeviceRuntime) and rt.module is torch.cuda
+        rt.set_device()
+        rt.synchronize()
+        rt.mem_get_info()
+        rt.memory_allocated()
+        rt.max_memory_allocated()
+        rt.reset_peak_memory()
     assert {d for _, d in calls[:6]} == {3} and {d for _, d in calls[6:]} == {1}
 
 
@@ -99,17 +98,21 @@ def test_memory_queries_on_the_gpu(x):
     b = CudaBackend()
     ok, why = b.available()
     assert ok, why
-    b.set_device(torch.device("cuda"))   # what device="cuda" hands the backend
+    b.runtime(torch.device("cuda")).set_device()   # what device="cuda" hands the backend
     dev = torch.device("cuda", 0)
-    b.set_device(dev)
-    free, total = b.mem_get_info(dev)
+    rt = b.runtime(dev)
+    rt.set_device()
+    free, total = rt.mem_get_info()
     assert 0 < free <= total
-    b.reset_peak_memory(dev)
+    rt.reset_peak_memory()
     t = torch.empty(1 << 20, device=dev)
-    b.synchronize(dev)
-    assert b.memory_allocated(dev) >= t.numel() * 4 and b.max_memory_allocated(dev) >= t.numel() * 4
+    rt.synchronize()
+    assert rt.memory_allocated() >= t.numel() * 4 and rt.max_memory_allocated() >= t.numel() * 4
+    ev = rt.record_event()
+    rt.wait_event(ev)
+    assert rt.host_buffer((4,), torch.int64).is_pinned()
     del t
-    b.empty_cache()
+    rt.empty_cache()
 
 
 test_memory_queries_on_the_gpu = pytest.mark.gpu(test_memory_queries_on_the_gpu)

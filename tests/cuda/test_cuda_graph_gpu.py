@@ -8,6 +8,7 @@ import torch
 
 from conftest import GPU_OK, GPU_WHY
 from halinfer.core.attention import LayerKV, StepInputs
+from halinfer.core.graph import CapturedDecodeRunner
 from tritonops_util import assert_close
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)]
@@ -47,8 +48,8 @@ def test_decode_graph_replay_matches_eager(dtype, int8):
         o = ops.paged_attention(q, kv, meta, scale=D ** -0.5, sinks=None)
         return ops.rms_norm(o.reshape(len(ids), -1), w, 1e-6)
 
-    runner = b.graph_runner(model_fn, dev, sizes=[1, 2, 4, 8], max_blocks_per_seq=max_blocks, block_size=bs,
-                            max_seq_len=max_len)
+    runner = CapturedDecodeRunner(model_fn, b.graph_api(dev), b.runtime(dev), [1, 2, 4, 8], max_blocks, bs,
+                                  max_len)
     builder = b.metadata_builder(dev, bs)
     with torch.inference_mode():
         runner.capture(builder=builder)

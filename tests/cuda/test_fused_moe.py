@@ -81,7 +81,7 @@ def test_fused_moe_unknown_activation_is_refused(target, ops, gen):
 
 
 def test_align_groups_every_pair_once_in_single_expert_tiles(gen):
-    from halinfer.plugins.cuda.kernels.fused_moe import align_pairs
+    from halinfer.kernels.triton.fused_moe import align_pairs
 
     E, bm = 16, 16
     ids = torch.randint(0, 4, (37, 3), generator=gen)          # skewed onto experts 0..3
@@ -109,7 +109,7 @@ def test_fused_moe_qwen3_30b_shape_in_a_cuda_graph(gen):
     from conftest import GPU_OK, GPU_WHY
     if not GPU_OK:
         pytest.skip(GPU_WHY)
-    from halinfer.plugins.cuda.ops import TritonOps
+    from halinfer.kernels.triton.ops import TritonOps
 
     ops = TritonOps()
     dev, dt = torch.device("cuda"), torch.bfloat16

@@ -3,7 +3,7 @@
 The equivalence cases keep every sequence inside the original context because
 transformers' Phi-3 re-encodes a whole sequence with the long factors once it grows
 past it (prepare_inputs_for_generation drops the cache), which a KV cache cannot
-reproduce.  What halinfer promises past that point (core/rope.py): each new position
+reproduce.  What halinfer promises past that point (models/rope.py): each new position
 is rotated as transformers rotates the newest token of a sequence that long, i.e.
 with the long factors and the same attention scaling.  These tests check exactly
 that, for the config as transformers 5 saves it and as Phi-3 checkpoints publish it.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from halinfer.core.config import ModelConfig
-from halinfer.core.rope import build_cos_sin_cache
+from halinfer.models.rope import build_cos_sin_cache
 from halinfer.models.llama import rope_spec
 from halinfer.models.phi3 import _with_original_context
 from halinfer.testing.tiny import make_config

@@ -47,7 +47,7 @@ def ascend(npu_emulation):
 def maca_emulation():
     """Installs the emulated MACA stack (and puts Triton in interpreter mode, for the
     reused CUDA-plugin kernels); returns a factory taking MacaConfig fields."""
-    from halinfer.plugins.cuda.interpret import ensure_interpreter
+    from halinfer.kernels.triton.interpret import ensure_interpreter
 
     from .emulation.install import maca_stack
     from .emulation.maca import MacaConfig

@@ -149,7 +149,7 @@ def run(backend, model: MiniModel, runner_kind: str, prompt_lens=(5, 17, 9), dec
     if runner_kind == "eager":
         runner = EagerRunner(model)
     else:
-        runner = CapturedDecodeRunner(model, backend.graph_api(), model.dev, list(sizes), drv.max_blocks, model.bs,
+        runner = CapturedDecodeRunner(model, backend.graph_api(model.dev), backend.runtime(model.dev), list(sizes), drv.max_blocks, model.bs,
                                       drv.max_blocks * model.bs)
         with torch.inference_mode():
             runner.capture(builder=builder)

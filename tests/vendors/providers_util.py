@@ -35,6 +35,6 @@ def emulated_provider(Provider, from_backend, name, make_backend, modules, attrs
                 recorders.append(b)
                 return b
 
-            prov.ops = GraphReplayOps(backend.ops, backend.graph_api(), recorders, capture_ctx)
+            prov.ops = GraphReplayOps(backend.ops, backend.graph_api(prov.device), recorders, capture_ctx)
             prov.metadata_builder = make_builder
         return prov

@@ -108,7 +108,7 @@ def test_a_frozen_max_context_len_would_be_caught(mlu_emulation, monkeypatch):
 
 def test_set_device_passes_an_ordinal(mlu_emulation):
     b = make_camb(mlu_emulation)
-    b.set_device(b.torch_device(None))      # would raise in torch_mlu without an ordinal
+    b.runtime(b.torch_device(None)).set_device()      # would raise in torch_mlu without an ordinal
 
 
 def test_tmo_1_12_1_exports_exactly_its_list_and_w8a8_takes_the_scaled_pair(mlu_emulation):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from halinfer.plugins.maca.backend import MacaBackend
-from halinfer.plugins.maca.detect import maca_markers
+from halinfer.torch_build import maca_markers
 
 from .conftest import make_maca
 from .minimodel import MiniModel, run
@@ -69,7 +69,7 @@ def test_topk_softmax_schema_is_probed(maca_emulation, nargs):
 
 def test_which_ops_are_maca_kernels_and_which_are_triton(maca_emulation):
     b = make_maca(maca_emulation)
-    from halinfer.plugins.cuda.ops import TritonOps
+    from halinfer.kernels.triton.ops import TritonOps
 
     ops = b.ops
     assert isinstance(ops, TritonOps)
@@ -99,4 +99,4 @@ def test_graph_decode_equals_eager_decode(maca_emulation):
 
 def test_set_device_passes_an_ordinal(maca_emulation):
     b = make_maca(maca_emulation)
-    b.set_device(b.torch_device(None))      # torch.cuda.set_device(torch.device("cuda")) raises
+    b.runtime(b.torch_device(None)).set_device()      # torch.cuda.set_device(torch.device("cuda")) raises

@@ -5,7 +5,9 @@
 layouts exactly: that is what a vendor plugin implements against.  This class is
 also the torch-native reference: a backend subclasses it and overrides what it
 accelerates; the conformance suite compares each override with these methods on
-random inputs.
+random inputs.  An override hands a call it cannot run back to the reference only
+through ``reference(op, case, ...)``, for a case its class declares in ``fallbacks``
+(fallback.py).
 """
 from __future__ import annotations
 
@@ -19,19 +21,32 @@ from . import paged as _paged
 from . import quant as _quant
 from . import rotary as _rotary
 from . import sample as _sample
+from .fallback import UndeclaredFallback, check_declared, log_once
 from .sample import SamplingTensors
 
-__all__ = ["Ops", "SamplingTensors", "OP_NAMES"]
+__all__ = ["Ops", "SamplingTensors", "OP_NAMES", "UndeclaredFallback"]
 
+# Every operator a backend may override (the conformance suite tests each one).
 OP_NAMES = (
-    "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai", "gelu",
-    "store_kv", "paged_attention", "linear", "w4a16_linear", "w8a8_linear",
+    "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai", "act_and_mul",
+    "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "w8a8_linear",
     "quant_per_token_int8", "moe_route", "fused_moe", "apply_penalties", "sample",
 )
 
 
 class Ops:
     """Reference implementation of every operator (pure torch, any device)."""
+
+    # op name -> the cases in which this table's override hands the call to the reference
+    # (see fallback.py); the reference itself declares none.
+    fallbacks: dict[str, tuple[str, ...]] = {}
+
+    def reference(self, op: str, case: str, *args, **kwargs):
+        """Run the core reference of ``op`` for a ``case`` this table declares in ``fallbacks``."""
+        assert op in OP_NAMES, f"unknown op {op!r}"
+        check_declared(type(self), op, case)
+        log_once(type(self), op, case)
+        return getattr(Ops, op)(self, *args, **kwargs)
 
     # -- normalisation ----------------------------------------------------
     def rms_norm(self, x, weight, eps, residual=None):
@@ -115,12 +130,16 @@ class Ops:
     w8a8_linear.__doc__ = _quant.w8a8_linear.__doc__
 
     # -- mixture of experts -------------------------------------------------
-    def moe_route(self, logits, top_k, **kw):
-        return _moe.moe_route(logits, top_k, **kw)
+    def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
+                  correction_bias=None, routed_scaling=1.0):
+        return _moe.moe_route(logits, top_k, scoring=scoring, renormalize=renormalize, num_groups=num_groups,
+                              topk_groups=topk_groups, correction_bias=correction_bias,
+                              routed_scaling=routed_scaling)
     moe_route.__doc__ = _moe.moe_route.__doc__
 
-    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
-        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
+        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, activation=activation, w13_bias=w13_bias,
+                              w2_bias=w2_bias)
     fused_moe.__doc__ = _moe.fused_moe.__doc__
 
     # -- sampling -------------------------------------------------------------

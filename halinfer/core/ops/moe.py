@@ -5,6 +5,30 @@ import torch
 
 from .activation import ACTIVATIONS
 
+# Named features of a call, for overrides that declare which ones they hand to the reference.
+ROUTE_CASES = ("sigmoid", "correction_bias", "grouped_topk")
+EXPERT_CASES = ("activation", "expert_bias")
+
+
+def route_case(scoring, num_groups, topk_groups, correction_bias) -> str | None:
+    """The routing case a softmax-top-k vendor op cannot take, or None."""
+    if scoring != "softmax":
+        return "sigmoid"
+    if correction_bias is not None:
+        return "correction_bias"
+    if num_groups and topk_groups and num_groups > 1:
+        return "grouped_topk"
+    return None
+
+
+def experts_case(activation, w13_bias, w2_bias) -> str | None:
+    """The expert case a SiLU-only, bias-free vendor op cannot take, or None."""
+    if activation != "silu":
+        return "activation"
+    if w13_bias is not None or w2_bias is not None:
+        return "expert_bias"
+    return None
+
 
 def moe_route(
     logits: torch.Tensor,

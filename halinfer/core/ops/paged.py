@@ -7,8 +7,6 @@ runs, because store_kv runs first.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..attention import AttentionMetadata, LayerKV
@@ -65,15 +63,26 @@ def gather_seq_kv(kv: LayerKV, cache: torch.Tensor, scales, blocks: torch.Tensor
     return x
 
 
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """ALiBi head slopes (Press et al.), including the non-power-of-two interleave."""
-    p = 2 ** math.floor(math.log2(num_heads))
-    base = 2.0 ** (-8.0 / p)
-    slopes = [base ** (i + 1) for i in range(p)]
-    if p < num_heads:
-        extra = 2.0 ** (-4.0 / p)
-        slopes += [extra ** (2 * i + 1) for i in range(num_heads - p)]
-    return torch.tensor(slopes, dtype=torch.float32)
+def attention_case(q, kv: LayerKV, layout: str, dtypes, unsupported: tuple[str, ...], *, sliding_window=None,
+                   chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None, **_) -> str | None:
+    """Why an override for model-dtype caches in ``layout`` and q in ``dtypes`` cannot take a
+    paged_attention call, as a case name for its fallbacks, or None: the first feature present
+    among ``unsupported`` ("sliding_window", "chunked", "soft_cap", "alibi", "sinks"), then
+    kv_case, then q's dtype ("float32")."""
+    present = {"sliding_window": bool(sliding_window), "chunked": bool(chunk_size), "soft_cap": bool(soft_cap),
+               "alibi": alibi_slopes is not None, "sinks": sinks is not None}
+    case = next((f for f in unsupported if present[f]), None) or kv_case(kv, layout)
+    return case or (None if q.dtype in dtypes else str(q.dtype).replace("torch.", ""))
+
+
+def kv_case(kv: LayerKV, layout: str) -> str | None:
+    """What of a layer's cache an override for model-dtype k/v caches in ``layout`` cannot read:
+    "mla" (one latent cache), "int8_kv", or the other layout's name; None when it can."""
+    if kv.v is None:
+        return "mla"
+    if kv.quantized:
+        return "int8_kv"
+    return kv.layout if kv.layout != layout else None
 
 
 def paged_attention(

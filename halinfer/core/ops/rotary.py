@@ -1,4 +1,4 @@
-"""Applying rotary embeddings to q and k (the cos/sin tables come from core/rope.py)."""
+"""Applying rotary embeddings to q and k (the cos/sin tables come from models/rope.py)."""
 from __future__ import annotations
 
 import torch

@@ -14,8 +14,8 @@ non-causal steps use ``sparse_mode=0`` without a mask.
 
 ATB (§3.3) on the 300I Duo, over NZ caches (nz.py): see AtbAttention.
 
-``__call__`` returns None for a step its op cannot take; AscendOps then uses
-the core reference.
+``__call__`` returns the case name (a str) for a step its op cannot take;
+AscendOps declares those cases and runs the core reference for them.
 """
 from __future__ import annotations
 
@@ -49,8 +49,10 @@ class FiaAttention:
         T, N, D = q.shape
         nb, bs, kvn, _ = kv.k.shape
         dv = kv.v.shape[-1]
-        if D != dv or D % 16 or D > 512 or N > 256:
-            return None
+        if D != dv:
+            return "mixed_head_dims"
+        if D % 16 or D > 512 or N > 256:
+            return "head_shape"
         key, value = kv.k.view(nb, bs, kvn * D), kv.v.view(nb, bs, kvn * dv)
         kw = dict(block_table=meta.block_tables, num_heads=N, num_key_value_heads=kvn, scale=scale, block_size=bs)
         if causal and not meta.is_decode:
@@ -115,15 +117,17 @@ class AtbAttention:
     def __call__(self, q, kv, meta, scale: float, causal: bool):
         T, N, D = q.shape
         kvn = kv.k.shape[1] * 16 // D
-        if kv.layout != "NZ" or D > 256 or D % 16 or q.dtype != torch.float16 or kvn * D != kv.k.shape[1] * 16:
-            return None
+        if kvn * D != kv.k.shape[1] * 16 or kv.v.shape != kv.k.shape:
+            return "mixed_head_dims"
+        if D > 256 or D % 16:
+            return "head_shape"
         out = _out_like(q, (T, N, D))
         if meta.is_decode:
             self.npu._npu_paged_attention(q.contiguous(), kv.k, kv.v, kvn, N, scale, meta.block_tables,
                                           meta.seq_lens, out)
             return out
         if meta.has_history or not causal:
-            return None   # no ATB op here attends over a cached prefix
+            return "prefix_or_noncausal"   # no ATB op here attends over a cached prefix
         slots = meta.slot_mapping
         k, v = nz.rows(kv.k, slots, kvn), nz.rows(kv.v, slots, kvn)
         padded = nz.round_up(T, nz.TOKEN_ALIGN)

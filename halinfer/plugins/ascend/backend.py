@@ -34,8 +34,6 @@ class AscendBackend(Backend):
     # (nz.py).  128 fits every path and is what vllm-ascend and dlinfer use.
     default_block_size = 128
     kv_cache_dtypes = ("auto",)  # §8: int8 KV is not usable with paged FIA prefill
-    seeded_sampling = True       # the core's counter-based sampler: plain int64 tensor ops
-    host_side_lengths = True     # FIA reads actual_seq_lengths(_kv) from host lists
 
     def __init__(self, device_type: str | None = None):
         # device_type: run on another torch device type.  Only the emulation tests use it
@@ -161,51 +159,20 @@ class AscendBackend(Backend):
 
         return AscendMetadataBuilder(device, block_size)
 
-    def graph_api(self):
+    def graph_api(self, device):
         from .graph import AscendGraphAPI
 
         return AscendGraphAPI(self._npu(), self.capture_state)
-
-    def graph_runner(self, model_fn, device, *, sizes=None, max_blocks_per_seq=None, block_size=None,
-                     max_seq_len=None, **kw):
-        from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
-
-        if not sizes or max_blocks_per_seq is None or block_size is None or max_seq_len is None:
-            if "eager" not in self.graph_modes:
-                raise ValueError(f"{self.profile.variant}: decode runs only as graphs on this SoC "
-                                 "(lmdeploy: 300I Duo graph mode only); do not set enforce_eager")
-            return EagerRunner(model_fn)
-        return CapturedDecodeRunner(model_fn, self.graph_api(), device, list(sizes), max_blocks_per_seq,
-                                    block_size, max_seq_len)
 
     def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
         # dlinfer's Ascend buckets (§10): powers of two to 16, multiples of 16 to 256, of 256 above.
         sizes = [1, 2, 4, 8, 16] + list(range(32, 257, 16)) + list(range(512, max(512, max_num_seqs) + 256, 256))
         return [s for s in sizes if s <= max_num_seqs] or [1]
 
-    # ---- device and memory ---------------------------------------------------------------
-    def set_device(self, device):
-        # torch_npu (like torch.cuda) wants an ordinal: "npu" without one means the current device.
-        npu = self._npu().npu
-        npu.set_device(device.index if device.index is not None else npu.current_device())
+    def runtime(self, device):
+        from halinfer.core.runtime import DeviceRuntime
 
-    def synchronize(self, device):
-        self._npu().npu.synchronize()
-
-    def mem_get_info(self, device):
-        return tuple(self._npu().npu.mem_get_info())
-
-    def memory_allocated(self, device):
-        return int(self._npu().npu.memory_allocated())
-
-    def max_memory_allocated(self, device):
-        return int(self._npu().npu.max_memory_allocated())
-
-    def reset_peak_memory(self, device):
-        self._npu().npu.reset_peak_memory_stats()
-
-    def empty_cache(self):
-        self._npu().npu.empty_cache()
+        return DeviceRuntime(device, self._npu().npu)
 
     # ---- support matrix ------------------------------------------------------------------
     def support(self):
@@ -213,9 +180,3 @@ class AscendBackend(Backend):
 
     def variant(self) -> str:
         return self._soc.product if self._soc is not None else ""
-
-    def supports_family(self, family: str) -> bool:
-        # Once the SoC is known, only its own declarations count.
-        product = self._soc.product if self._soc is not None else None
-        return any(d.family == family and any(d.columns.values()) and (product is None or d.variant == product)
-                   for d in self.support())

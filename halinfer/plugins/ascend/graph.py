@@ -89,9 +89,3 @@ class AscendGraphAPI(GraphAPI):
                 self.npu.npu_fused_infer_attention_score.out(*r.args, **kw)
                 npu.graph_task_update_end(us)
                 r.event.record(us)
-
-    def synchronize(self) -> None:
-        self.npu.npu.synchronize()
-
-    def memory_allocated(self) -> int:
-        return int(self.npu.npu.memory_allocated())

@@ -11,13 +11,16 @@ combine is the same gather written in torch (index_select + weighted sum over th
 copies), not npu_moe_finalize_routing, whose k-major source-row indexing does not match
 init_routing_v2's row index and which vllm-ascend avoids for accuracy (vendors/ascend.md §6).
 
-Returns None for what these ops do not cover (sigmoid scoring, grouped top-k,
-a correction bias, activations other than SiLU, expert biases, more than 1024
-experts); the caller then runs the core reference.
+Returns the name of the case (a str) for what these ops do not cover (sigmoid
+scoring, grouped top-k, a correction bias, activations other than SiLU, expert
+biases, more than 1024 experts, float32); AscendOps declares those cases and runs
+the core reference for them.
 """
 from __future__ import annotations
 
 import torch
+
+from halinfer.core.ops.moe import experts_case, route_case
 
 MAX_GROUPS = 1024   # group_list length limit of aclnnGroupedMatmulV5
 
@@ -30,8 +33,9 @@ class NpuMoE:
 
     def route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
               correction_bias=None, routed_scaling=1.0):
-        if scoring != "softmax" or correction_bias is not None or (num_groups and topk_groups and num_groups > 1):
-            return None
+        case = route_case(scoring, num_groups, topk_groups, correction_bias)
+        if case:
+            return case
         # float32 logits: the op returns weights in its input's dtype, the contract wants float32.
         w, ids, _ = self.npu.npu_moe_gating_top_k_softmax(logits.float(), None, k=top_k)
         w = w.float()
@@ -41,9 +45,10 @@ class NpuMoE:
 
     def experts(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
         E = w13.shape[0]
-        if (activation != "silu" or w13_bias is not None or w2_bias is not None or E > MAX_GROUPS
-                or x.dtype not in (torch.float16, torch.bfloat16)):
-            return None
+        case = experts_case(activation, w13_bias, w2_bias) or ("experts" if E > MAX_GROUPS else None) or \
+            ("float32" if x.dtype not in (torch.float16, torch.bfloat16) else None)
+        if case:
+            return case
         T, k = topk_ids.shape
         npu = self.npu
         xs, rows, counts, _ = npu.npu_moe_init_routing_v2(

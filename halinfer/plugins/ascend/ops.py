@@ -9,8 +9,8 @@ w4a16_linear (npu_weight_quant_batchmatmul on repacked AWQ weights, §7; quant.p
 moe_route / fused_moe (npu_moe_* + npu_grouped_matmul, §6; moe.py).
 
 Where a vendor op does not cover a call (a feature, a shape, a dtype), the core's
-torch reference runs instead: correct, eager-only for the ones with host syncs
-(the reference attention and fused_moe), and listed in the conformance provider.
+torch reference runs instead, for the cases declared in ``fallbacks``: correct,
+eager-only for the ones with host syncs (the reference attention and fused_moe).
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from halinfer.core.ops import Ops
+from halinfer.core.ops.moe import EXPERT_CASES, ROUTE_CASES
+from halinfer.core.ops.paged import attention_case, kv_case
 
 from . import nz
 from .attention import AtbAttention, FiaAttention
@@ -30,7 +32,22 @@ from .soc import SocProfile
 HALF = (torch.float16, torch.bfloat16)
 
 
+ATTENTION_FEATURES = ("sliding_window", "chunked", "soft_cap", "alibi", "sinks")
+
+
 class AscendOps(Ops):
+    fallbacks = {
+        "rotary": ("interleaved", "rotary_dim", "float32"),
+        "store_kv": ("mla", "int8_kv", "HND", "mixed_head_dims"),
+        "paged_attention": ATTENTION_FEATURES + ("mla", "int8_kv", "HND", "float32", "gqa_ratio",
+                                                 "mixed_head_dims", "head_shape", "prefix_or_noncausal"),
+        "quant_per_token_int8": ("float32",),
+        "w8a8_linear": ("float32",),
+        "w4a16_linear": ("float32",),
+        "moe_route": ROUTE_CASES,
+        "fused_moe": EXPERT_CASES + ("experts", "float32"),
+    }
+
     def __init__(self, torch_npu, profile: SocProfile, state: CaptureState):
         self.npu = torch_npu
         self.profile = profile
@@ -50,8 +67,10 @@ class AscendOps(Ops):
     # -- rotary (§5): in place on copies; D in {64, 128}, "half" (neox) mode only --------
     def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
         rot = cos_sin_cache.shape[-1]
-        if not is_neox or rot not in (64, 128) or q.dtype not in HALF:
-            return super().rotary(q, k, positions, cos_sin_cache, is_neox)
+        case = "interleaved" if not is_neox else "rotary_dim" if rot not in (64, 128) else \
+            "float32" if q.dtype not in HALF else None
+        if case:
+            return self.reference("rotary", case, q, k, positions, cos_sin_cache, is_neox)
         T, half = q.shape[0], rot // 2
         cs = cos_sin_cache.index_select(0, positions)
         cos = torch.cat((cs[:, :half], cs[:, :half]), -1).to(q.dtype).view(1, T, 1, rot)
@@ -77,11 +96,13 @@ class AscendOps(Ops):
 
     # -- paged KV cache (§4) and attention ---------------------------------------------------
     def store_kv(self, k, v, kv, slot_mapping):
-        if kv.layout == "NZ" and (v is None or kv.quantized or k.shape != v.shape):
-            raise NotImplementedError("Atlas 300I Duo: NZ caches hold plain float16 K and V of one head dim")
-        if kv.layout not in ("NHD", "NZ") or (kv.layout == "NHD" and (
-                v is None or kv.quantized or k.shape != v.shape or kv.k.shape[-1] != kv.v.shape[-1])):
-            return super().store_kv(k, v, kv, slot_mapping)   # MLA latent, int8, mixed head dims
+        layout = self.profile.kv_layout
+        case = kv_case(kv, layout) or ("mla" if v is None else None) or \
+            ("mixed_head_dims" if k.shape != v.shape or kv.k.shape[-1] != kv.v.shape[-1] else None)
+        if case and layout == "NZ":   # the reference cannot write NZ caches
+            raise NotImplementedError(f"Atlas 300I Duo: NZ caches hold float16 K and V of one head dim ({case})")
+        if case:
+            return self.reference("store_kv", case, k, v, kv, slot_mapping)
         if slot_mapping.shape[0] == 0:
             return None   # §11: _npu_reshape_and_cache fails on an empty slot tensor
         self.npu._npu_reshape_and_cache(k.contiguous(), v.contiguous(), kv.k, kv.v,
@@ -91,32 +112,32 @@ class AscendOps(Ops):
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
-        plain = not (sliding_window or chunk_size or soft_cap or alibi_slopes is not None or sinks is not None)
-        if plain and kv.v is not None and not kv.quantized and kv.layout in ("NHD", "NZ") and q.dtype in HALF:
-            hq = q.shape[1]
-            hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1] * 16 // q.shape[-1]
-            if hk and hq % hk == 0 and hq // hk <= 64:
-                out = self.attention(q, kv, meta, scale, causal)
-                if out is not None:
-                    return out
-        if kv.layout == "NZ":   # the reference reads NHD: give it a copy (a slow, eager-only path)
+        kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
+                  soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        layout = self.profile.kv_layout
+        case = attention_case(q, kv, layout, HALF, ATTENTION_FEATURES, **kw)
+        if not case:
+            hk = kv.k.shape[2] if layout == "NHD" else kv.k.shape[1] * 16 // q.shape[-1]
+            case = "gqa_ratio" if q.shape[1] // max(hk, 1) > 64 else None   # FIA's group limit
+        out = case or self.attention(q, kv, meta, scale, causal)   # a str: the case it cannot take
+        if not isinstance(out, str):
+            return out
+        if kv.layout == "NZ":   # the reference reads NHD: an NHD copy of the cache (slow, eager only)
             kv = nz.to_nhd(kv, q.shape[-1])
-        return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
-                                       chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
-                                       sinks=sinks, v_head_dim=v_head_dim)
+        return self.reference("paged_attention", out, q, kv, meta, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
     # -- quantized GEMMs (§7) -------------------------------------------------------------------
     def quant_per_token_int8(self, x):
         if x.dtype not in HALF:
-            return super().quant_per_token_int8(x)
+            return self.reference("quant_per_token_int8", "float32", x)
         q, scale = self.npu.npu_dynamic_quant(x.contiguous())
         return q, scale.clamp(min=1e-8 / 127.0)   # the contract's scale for an all-zero row
     quant_per_token_int8.__doc__ = Ops.quant_per_token_int8.__doc__
 
     def w8a8_linear(self, x, weight, weight_scale, bias=None):
         if x.dtype not in HALF:
-            return super().w8a8_linear(x, weight, weight_scale, bias)
+            return self.reference("w8a8_linear", "float32", x, weight, weight_scale, bias)
         xq, xs = self.npu.npu_dynamic_quant(x.contiguous())
         # float32 weight scale + per-token scale: bfloat16 or float16 output (op-plugin's dtype
         # table).  dlinfer asks for bfloat16 even for float16 models (older CANN); that costs
@@ -128,17 +149,23 @@ class AscendOps(Ops):
 
     def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):
         if x.dtype not in HALF:
-            return super().w4a16_linear(x, qweight, scales, qzeros, group_size, bias)
+            return self.reference("w4a16_linear", "float32", x, qweight, scales, qzeros, group_size, bias)
         return self.w4a16(x, qweight, scales, qzeros, group_size, bias)
     w4a16_linear.__doc__ = Ops.w4a16_linear.__doc__
 
     # -- mixture of experts (§6) ----------------------------------------------------------------
-    def moe_route(self, logits, top_k, **kw):
+    def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
+                  correction_bias=None, routed_scaling=1.0):
+        kw = dict(scoring=scoring, renormalize=renormalize, num_groups=num_groups, topk_groups=topk_groups,
+                  correction_bias=correction_bias, routed_scaling=routed_scaling)
         out = self.moe.route(logits, top_k, **kw)
-        return out if out is not None else super().moe_route(logits, top_k, **kw)
+        return self.reference("moe_route", out, logits, top_k, **kw) if isinstance(out, str) else out
     moe_route.__doc__ = Ops.moe_route.__doc__
 
-    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
+        kw = dict(activation=activation, w13_bias=w13_bias, w2_bias=w2_bias)
         out = self.moe.experts(x, w13, w2, topk_weights, topk_ids, **kw)
-        return out if out is not None else super().fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+        if isinstance(out, str):
+            return self.reference("fused_moe", out, x, w13, w2, topk_weights, topk_ids, **kw)
+        return out
     fused_moe.__doc__ = Ops.fused_moe.__doc__

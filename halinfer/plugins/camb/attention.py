@@ -5,8 +5,9 @@ lengths from a device tensor and ``max_context_len`` an upper bound (the graph
 runner gives capacity).  Prefill / mixed: paged ``flash_attention`` with
 cumulative query and KV lengths, causal bottom-right.  Both take a left window
 (keys kept = window_size_left + 1).  ALiBi, soft-cap, sinks, chunked attention
-and MLA are not wired (their TMO semantics are not documented enough); the
-caller runs the core reference for them.
+and MLA are not wired (their TMO semantics are not documented enough); for those,
+and for the shapes below, ``__call__`` returns the case name (a str) and CambOps
+runs the core reference (declared in its fallbacks).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ class TmoAttention:
     def __call__(self, q, kv, meta, scale: float, causal: bool, window: int | None):
         T, hq, d = q.shape
         hk, dv = kv.k.shape[1], kv.v.shape[-1]
-        if d != dv or hq % hk:
-            return None
+        if d != dv:
+            return "mixed_head_dims"
         left = (window - 1) if window else -1
         if meta.is_decode and T == meta.num_seqs:
             if hq // hk > DECODE_GROUP_LIMIT:
-                return None
+                return "gqa_ratio"
             out = torch.empty(T, 1, hq, dv, dtype=q.dtype, device=q.device)
             self.tmo.single_query_cached_kv_attn(
                 q.contiguous().view(T, 1, hq, d), kv.k, kv.v, out, meta.block_tables, meta.seq_lens,

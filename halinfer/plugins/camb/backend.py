@@ -30,7 +30,6 @@ class CambBackend(Backend):
     kv_cache_dtypes = ("auto",)        # int8 paged caches exist in TMO but lmdeploy rejects them; not wired here
     dtypes = (torch.float16, torch.bfloat16)
     graph_modes = ("eager", "graph")
-    seeded_sampling = True             # the core's counter-based sampler: no torch.multinomial (§9)
 
     def __init__(self, device_type: str | None = None):
         # device_type: run on another torch device type.  Only the emulation tests use it
@@ -94,43 +93,22 @@ class CambBackend(Backend):
 
         return CambMetadataBuilder(device, block_size)
 
-    def graph_api(self):
-        from .graph import MluGraphAPI
+    def graph_api(self, device):
+        from halinfer.core.graph import ModuleGraphAPI
 
-        return MluGraphAPI(self._mod("torch_mlu"))
-
-    def graph_runner(self, model_fn, device, *, sizes=None, max_blocks_per_seq=None, block_size=None,
-                     max_seq_len=None, **kw):
-        from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
-
-        if not sizes or max_blocks_per_seq is None or block_size is None or max_seq_len is None:
-            return EagerRunner(model_fn)
-        return CapturedDecodeRunner(model_fn, self.graph_api(), device, list(sizes), max_blocks_per_seq,
-                                    block_size, max_seq_len)
+        # Nothing is refreshed before a replay: every length TMO's decode kernel reads is a
+        # device tensor the runner updates in place (§8: dlinfer captures the same way).
+        mlu = self._mlu()
+        return ModuleGraphAPI(mlu, mlu.MLUGraph)
 
     # ---- device and memory ------------------------------------------------------------------
     def _mlu(self):
         return self._mod("torch_mlu").mlu
 
-    def set_device(self, device):
-        # torch_mlu (like torch.cuda) wants an ordinal: "mlu" without one means the current device.
-        mlu = self._mlu()
-        mlu.set_device(device.index if device.index is not None else mlu.current_device())
+    def runtime(self, device):
+        from halinfer.core.runtime import DeviceRuntime
 
-    def synchronize(self, device):
-        self._mlu().synchronize()
-
-    def mem_get_info(self, device):
-        return tuple(self._mlu().mem_get_info())
-
-    def memory_allocated(self, device):
-        return int(self._mlu().memory_allocated())
-
-    def max_memory_allocated(self, device):
-        return int(self._mlu().max_memory_allocated())
-
-    def empty_cache(self):
-        self._mlu().empty_cache()
+        return DeviceRuntime(device, self._mlu())
 
     def support(self):
         return declarations()

@@ -6,11 +6,14 @@ torch).  Experts: ``moe_gen_idx`` sorts token copies by expert,
 TMO's default trans_b), ``moe_active`` (gated SiLU written into the GEMM's own
 buffer; its first half is the activation), a second ``group_gemm``, and
 ``moe_combine_result`` weights and sums each token's copies.  Device-side only.
-None for what these calls do not cover; the caller then runs the reference.
+The case name (a str) for what these calls do not cover; CambOps declares those
+cases and runs the reference for them.
 """
 from __future__ import annotations
 
 import torch
+
+from halinfer.core.ops.moe import experts_case, route_case
 
 
 class TmoMoE:
@@ -19,16 +22,18 @@ class TmoMoE:
 
     def route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
               correction_bias=None, routed_scaling=1.0):
-        if scoring != "softmax" or correction_bias is not None or (num_groups and topk_groups and num_groups > 1):
-            return None
+        case = route_case(scoring, num_groups, topk_groups, correction_bias)
+        if case:
+            return case
         w, ids = self.tmo.moe_softmax_topk(logits.float(), top_k)
         if renormalize:
             w = w / w.sum(-1, keepdim=True).clamp(min=1e-20)
         return w * routed_scaling, ids.to(torch.int32)
 
     def experts(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
-        if activation != "silu" or w13_bias is not None or w2_bias is not None:
-            return None
+        case = experts_case(activation, w13_bias, w2_bias)
+        if case:
+            return case
         T = x.shape[0]
         E, inter = w13.shape[0], w2.shape[-1]
         tmo = self.tmo

@@ -5,15 +5,17 @@ Overridden, with the section of vendors/camb.md each follows: rms_norm
 silu_and_mul (active, §5), store_kv (reshape_paged_cache, §4), paged_attention
 (attention.py, §3), linear (matmul, 2-D, §6), quant_per_token_int8 / w8a8_linear
 (scaled_quantize + scaled_matmul on TMO 1.12.1, per_token_smooth_quantize +
-smooth_quant_matmul on 1.5.0: w8a8_api), moe_route / fused_moe
-(moe.py, §7).  Everything else, and calls those ops do not cover, is the core's
-torch reference.
+smooth_quant_matmul on 1.5.0: w8a8_api), moe_route / fused_moe (moe.py, §7).
+Everything else is the core's torch reference, and so are the calls those ops
+do not cover, for the cases declared in ``fallbacks``.
 """
 from __future__ import annotations
 
 import torch
 
 from halinfer.core.ops import Ops
+from halinfer.core.ops.moe import EXPERT_CASES, ROUTE_CASES
+from halinfer.core.ops.paged import attention_case, kv_case
 
 from .attention import TmoAttention
 from .moe import TmoMoE
@@ -32,7 +34,21 @@ def w8a8_api(tmo) -> str | None:
     return None
 
 
+ATTENTION_FEATURES = ("chunked", "soft_cap", "alibi", "sinks")   # sliding windows run on TMO
+
+
 class CambOps(Ops):
+    fallbacks = {
+        "rotary": ("head_dim", "float32"),
+        "store_kv": ("mla", "int8_kv", "NHD"),
+        "paged_attention": ATTENTION_FEATURES + ("mla", "int8_kv", "NHD", "float32", "gqa_ratio", "mixed_head_dims"),
+        "linear": ("float32",),
+        "quant_per_token_int8": ("float32", "no_w8a8_ops"),   # no_w8a8_ops: W8A8 is refused up front
+        "w8a8_linear": ("float32", "no_w8a8_ops"),
+        "moe_route": ROUTE_CASES,
+        "fused_moe": EXPERT_CASES + ("float32",),
+    }
+
     def __init__(self, tmo):
         self.tmo = tmo
         self.w8a8 = w8a8_api(tmo)
@@ -51,8 +67,9 @@ class CambOps(Ops):
     # -- rotary: in place on (1, T, H, rot) copies, per-token sin/cos rows (dlinfer's call) ----
     def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
         rot, D = cos_sin_cache.shape[-1], q.shape[-1]
-        if D > 256 or q.dtype not in HALF:
-            return super().rotary(q, k, positions, cos_sin_cache, is_neox)
+        case = "head_dim" if D > 256 else "float32" if q.dtype not in HALF else None
+        if case:
+            return self.reference("rotary", case, q, k, positions, cos_sin_cache, is_neox)
         T, half = q.shape[0], rot // 2
         cs = cos_sin_cache.index_select(0, positions)
         c, s = cs[:, :half], cs[:, half:]
@@ -75,28 +92,26 @@ class CambOps(Ops):
 
     # -- paged KV cache and attention ---------------------------------------------------------------
     def store_kv(self, k, v, kv, slot_mapping):
-        if v is None or kv.v is None or kv.quantized or kv.layout != "HND":
-            return super().store_kv(k, v, kv, slot_mapping)
+        case = kv_case(kv, "HND") or ("mla" if v is None else None)
+        if case:
+            return self.reference("store_kv", case, k, v, kv, slot_mapping)
         self.tmo.reshape_paged_cache(k.contiguous(), v.contiguous(), kv.k, kv.v, slot_mapping.to(torch.int32))
         return None
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
-        plain = not (chunk_size or soft_cap or alibi_slopes is not None or sinks is not None)
-        if plain and kv.v is not None and not kv.quantized and kv.layout == "HND" and q.dtype in HALF:
-            out = self.attention(q, kv, meta, scale, causal, sliding_window)
-            if out is not None:
-                return out
-        return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
-                                       chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
-                                       sinks=sinks, v_head_dim=v_head_dim)
+        kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
+                  soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        out = attention_case(q, kv, "HND", HALF, ATTENTION_FEATURES, **kw) or \
+            self.attention(q, kv, meta, scale, causal, sliding_window)   # a str: the case it cannot take
+        return self.reference("paged_attention", out, q, kv, meta, **kw) if isinstance(out, str) else out
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
     # -- GEMMs (2-D, weights [N, K]) ------------------------------------------------------------------
     def linear(self, x, weight, bias=None):
         if x.dtype not in HALF:
-            return super().linear(x, weight, bias)
+            return self.reference("linear", "float32", x, weight, bias)
         y = self.tmo.matmul(x.reshape(-1, x.shape[-1]), weight, bias)
         return y.reshape(*x.shape[:-1], weight.shape[0])
     linear.__doc__ = Ops.linear.__doc__
@@ -116,14 +131,15 @@ class CambOps(Ops):
 
     def quant_per_token_int8(self, x):
         if x.dtype not in HALF or self.w8a8 is None:
-            return super().quant_per_token_int8(x)
+            return self.reference("quant_per_token_int8", "float32" if self.w8a8 else "no_w8a8_ops", x)
         q, s = self._quantize(x)
         return q, s.float().clamp(min=1e-8 / 127.0)   # the contract's scale for an all-zero row
     quant_per_token_int8.__doc__ = Ops.quant_per_token_int8.__doc__
 
     def w8a8_linear(self, x, weight, weight_scale, bias=None):
         if x.dtype not in HALF or self.w8a8 is None:
-            return super().w8a8_linear(x, weight, weight_scale, bias)
+            return self.reference("w8a8_linear", "float32" if self.w8a8 else "no_w8a8_ops", x, weight,
+                                  weight_scale, bias)
         xq, xs = self._quantize(x)
         if self.w8a8 == "scaled":
             return self.tmo.scaled_matmul(xq, weight, xs, weight_scale.float(), output_dtype=x.dtype, bias=bias)
@@ -131,12 +147,18 @@ class CambOps(Ops):
     w8a8_linear.__doc__ = Ops.w8a8_linear.__doc__
 
     # -- mixture of experts -----------------------------------------------------------------------------
-    def moe_route(self, logits, top_k, **kw):
+    def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
+                  correction_bias=None, routed_scaling=1.0):
+        kw = dict(scoring=scoring, renormalize=renormalize, num_groups=num_groups, topk_groups=topk_groups,
+                  correction_bias=correction_bias, routed_scaling=routed_scaling)
         out = self.moe.route(logits, top_k, **kw)
-        return out if out is not None else super().moe_route(logits, top_k, **kw)
+        return self.reference("moe_route", out, logits, top_k, **kw) if isinstance(out, str) else out
     moe_route.__doc__ = Ops.moe_route.__doc__
 
-    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
-        out = None if x.dtype not in HALF else self.moe.experts(x, w13, w2, topk_weights, topk_ids, **kw)
-        return out if out is not None else super().fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
+        kw = dict(activation=activation, w13_bias=w13_bias, w2_bias=w2_bias)
+        out = "float32" if x.dtype not in HALF else self.moe.experts(x, w13, w2, topk_weights, topk_ids, **kw)
+        if isinstance(out, str):
+            return self.reference("fused_moe", out, x, w13, w2, topk_weights, topk_ids, **kw)
+        return out
     fused_moe.__doc__ = Ops.fused_moe.__doc__

@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
 from halinfer.core.backend import Backend
-
-# KV cache budget on the CPU, in GiB (the CPU has no "free device memory" to size from).
-CPU_KV_SPACE_ENV = "HALINFER_CPU_KVCACHE_GB"
-
 
 class CpuBackend(Backend):
     name = "cpu"
@@ -45,13 +40,3 @@ class CpuBackend(Backend):
 
     def device_count(self):
         return 1
-
-    def mem_get_info(self, device):
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-        return avail, total
-
-    def kv_cache_budget(self, device, utilization, in_use):
-        gb = float(os.environ.get(CPU_KV_SPACE_ENV, "1"))
-        return int(gb * (1 << 30))
-

@@ -27,12 +27,14 @@ def _gather(cache: torch.Tensor, scales, tables: torch.Tensor, layout: str) -> t
 
 
 class CpuOps(Ops):
+    fallbacks = {"paged_attention": ("prefill",)}   # the batched path is decode-only
+
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
         if not meta.is_decode or meta.num_seqs == 0:
-            return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
-                                           chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
-                                           sinks=sinks, v_head_dim=v_head_dim)
+            return self.reference("paged_attention", "prefill", q, kv, meta, scale=scale, causal=causal,
+                                  sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
+                                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
         B, Hq, D = q.shape
         W = -(-meta.max_seq_len // kv.block_size)
         tables = meta.block_tables[:, :W]

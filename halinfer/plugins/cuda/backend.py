@@ -14,12 +14,6 @@ import torch
 from halinfer.core.backend import Backend
 
 
-def _index(device) -> int:
-    """The CUDA ordinal of ``device``; "cuda" without an index means the current device."""
-    device = torch.device(device)
-    return torch.cuda.current_device() if device.index is None else device.index
-
-
 def _installed(dist: str) -> str:
     try:
         return md.version(dist)
@@ -42,7 +36,6 @@ class CudaBackend(Backend):
     dtypes = (torch.bfloat16, torch.float16, torch.float32)
     weight_quant = ()                  # the core's AWQ / W8A8 references are not declared for speed
     graph_modes = ("eager", "graph")
-    seeded_sampling = True
 
     # ---- availability -------------------------------------------------------
     def available(self) -> tuple[bool, str]:
@@ -50,7 +43,7 @@ class CudaBackend(Backend):
             return False, f"torch {torch.__version__} is a ROCm build, not CUDA"
         if not torch.version.cuda:
             return False, f"torch {torch.__version__} was built without CUDA"
-        from halinfer.plugins.maca.detect import maca_markers
+        from halinfer.torch_build import maca_markers
 
         if maca_markers():  # MetaX's torch looks like CUDA; the maca backend drives it
             return False, f"torch {torch.__version__} is a MetaX MACA build; use device='maca'"
@@ -79,23 +72,18 @@ class CudaBackend(Backend):
     # ---- what the plugin provides ---------------------------------------------
     @functools.cached_property
     def ops(self):
-        from .ops import TritonOps
+        from halinfer.kernels.triton.ops import TritonOps
 
         return TritonOps()
 
-    def graph_runner(self, model_fn, device, *, sizes=None, max_blocks_per_seq=None, block_size=None,
-                     max_seq_len=None, **kw):
-        from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
+    def graph_api(self, device):
+        from halinfer.core.graph import ModuleGraphAPI
 
-        from .graph import CudaGraphAPI
+        # Nothing is refreshed before a replay: the Triton kernels read every length from the
+        # static metadata tensors, which the runner updates in place.
+        return ModuleGraphAPI(torch.cuda, torch.cuda.CUDAGraph)
 
-        if not sizes or max_blocks_per_seq is None or block_size is None or max_seq_len is None:
-            return EagerRunner(model_fn)
-        return CapturedDecodeRunner(model_fn, CudaGraphAPI(device), device, list(sizes), max_blocks_per_seq,
-                                    block_size, max_seq_len)
-
-    # ---- device and memory ------------------------------------------------------
-    # torch.cuda's calls disagree on whether torch.device("cuda") (no index) is accepted: pass ordinals.
+    # Device and memory: the core's DeviceRuntime on torch.cuda serves as is.
     def support(self):
         from halinfer.support.declare import implemented_rows
 
@@ -103,32 +91,3 @@ class CudaBackend(Backend):
         # accelerated yet, so those columns are not claimed.
         return implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": False, "W8A8": False,
                                  "W4A16": False})
-
-    def host_buffer(self, shape, dtype):
-        return torch.empty(shape, dtype=dtype, pin_memory=True)  # so device->host copies do not block
-
-    def record_event(self, device):
-        ev = torch.cuda.Event()
-        ev.record(torch.cuda.current_stream(_index(device)))
-        return ev
-
-    def set_device(self, device: torch.device) -> None:
-        torch.cuda.set_device(_index(device))
-
-    def synchronize(self, device: torch.device) -> None:
-        torch.cuda.synchronize(_index(device))
-
-    def mem_get_info(self, device: torch.device) -> tuple[int, int]:
-        return torch.cuda.mem_get_info(_index(device))
-
-    def memory_allocated(self, device: torch.device) -> int:
-        return torch.cuda.memory_allocated(_index(device))
-
-    def max_memory_allocated(self, device: torch.device) -> int:
-        return torch.cuda.max_memory_allocated(_index(device))
-
-    def reset_peak_memory(self, device: torch.device) -> None:
-        torch.cuda.reset_peak_memory_stats(_index(device))
-
-    def empty_cache(self) -> None:
-        torch.cuda.empty_cache()

@@ -16,7 +16,7 @@ import torch
 
 from halinfer.core.backend import Backend
 
-from . import detect
+from halinfer import torch_build as detect
 from . import versions as _versions
 from .support import declarations
 
@@ -38,7 +38,6 @@ class MacaBackend(Backend):
     dtypes = (torch.bfloat16, torch.float16)
     weight_quant = ()                  # the seed claims BF16/FP16 only; no MetaX quantized GEMMs wired
     graph_modes = ("eager", "graph")
-    seeded_sampling = True
 
     def __init__(self, device_type: str | None = None):
         # device_type: run on another torch device type.  Only the emulation tests use it
@@ -80,19 +79,13 @@ class MacaBackend(Backend):
 
         return MacaOps()
 
-    def graph_api(self):
-        from .graph import MacaGraphAPI
+    def graph_api(self, device):
+        from halinfer.core.graph import ModuleGraphAPI
 
-        return MacaGraphAPI()
-
-    def graph_runner(self, model_fn, device, *, sizes=None, max_blocks_per_seq=None, block_size=None,
-                     max_seq_len=None, **kw):
-        from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
-
-        if not sizes or max_blocks_per_seq is None or block_size is None or max_seq_len is None:
-            return EagerRunner(model_fn)
-        return CapturedDecodeRunner(model_fn, self.graph_api(), device, list(sizes), max_blocks_per_seq,
-                                    block_size, max_seq_len)
+        # MetaX's build keeps torch.cuda.CUDAGraph; dlinfer/lmdeploy capture MACA decode with the
+        # stock CUDA graph runner (§5).  Nothing is refreshed before a replay: flash_attn_with_kvcache
+        # reads every length from device tensors.
+        return ModuleGraphAPI(torch.cuda, torch.cuda.CUDAGraph)
 
     def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
         # dlinfer pads MACA decode batches to the next power of two (§5).
@@ -102,28 +95,11 @@ class MacaBackend(Backend):
             s *= 2
         return sizes or [1]
 
-    # ---- device and memory -------------------------------------------------------------------------
-    def set_device(self, device):
-        # torch.cuda.set_device refuses torch.device("cuda") without an ordinal: use the current one.
-        torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())
+    def runtime(self, device):
+        from halinfer.core.runtime import DeviceRuntime
 
-    def synchronize(self, device):
-        torch.cuda.synchronize()
-
-    def mem_get_info(self, device):
-        return tuple(torch.cuda.mem_get_info())
-
-    def memory_allocated(self, device):
-        return int(torch.cuda.memory_allocated())
-
-    def max_memory_allocated(self, device):
-        return int(torch.cuda.max_memory_allocated())
-
-    def reset_peak_memory(self, device):
-        torch.cuda.reset_peak_memory_stats()
-
-    def empty_cache(self):
-        torch.cuda.empty_cache()
+        # torch.cuda drives MetaX GPUs; named here because emulation runs this on CPU tensors.
+        return DeviceRuntime(device, torch.cuda)
 
     def support(self):
         return declarations()

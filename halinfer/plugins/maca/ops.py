@@ -8,13 +8,12 @@ From mcoplib / MetaX flash_attn:
   store_kv          torch.ops._C_cache_ops.reshape_and_cache_flash (NHD model-dtype caches)
   paged_attention   decode: flash_attn.flash_attn_with_kvcache (paged, all lengths on the device)
   moe_route         torch.ops._moe_C.topk_softmax (schema probed: 4 or 5 arguments)
-From the CUDA plugin's Triton kernels (halinfer/plugins/cuda, imported here, lazily: this module
+From the Triton kernels it shares with the CUDA plugin (halinfer/kernels/triton, imported here, lazily: this module
 loads only when the backend's ops are first used), which MACA's Triton runs (§1: dlinfer runs
 Triton attention and MoE kernels on MACA; warp size 64 is the compiler's business):
   paged_attention   prefill, mixed steps, and decode with sinks / chunked attention
   gelu_and_mul, and store_kv for MLA or HND caches
-fused_moe: the CUDA plugin's kernel if it gains one; until then moe.py's capturable all-experts
-path for up to 256 tokens (decode) and the core's per-expert loop for longer (eager) steps.
+  fused_moe         tokens grouped by expert on the device (capturable)
 Everything else (GEMMs through torch, quantized GEMMs, sampling): the core's torch code.
 """
 from __future__ import annotations
@@ -25,9 +24,9 @@ import weakref
 import torch
 
 from halinfer.core.ops import Ops
-from halinfer.plugins.cuda.ops import TritonOps
+from halinfer.core.ops.moe import ROUTE_CASES, route_case
+from halinfer.kernels.triton.ops import TritonOps
 
-from .moe import DENSE_MAX_TOKENS, dense_experts
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -52,6 +51,10 @@ class _CosSinTables:
 
 
 class MacaOps(TritonOps):
+    # Calls MetaX's kernels do not take go to the shared Triton table (the parent class),
+    # not to the reference; only routing falls back to the reference.
+    fallbacks = {"moe_route": ROUTE_CASES}
+
     def __init__(self):
         super().__init__()
         for name in ("mcoplib._C", "mcoplib._moe_C"):   # importing them registers torch.ops._C*, _moe_C
@@ -130,10 +133,11 @@ class MacaOps(TritonOps):
     # -- routing ------------------------------------------------------------------------------------------
     def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
                   correction_bias=None, routed_scaling=1.0):
-        if scoring != "softmax" or correction_bias is not None or (num_groups and topk_groups and num_groups > 1):
-            return super().moe_route(logits, top_k, scoring=scoring, renormalize=renormalize, num_groups=num_groups,
-                                     topk_groups=topk_groups, correction_bias=correction_bias,
-                                     routed_scaling=routed_scaling)
+        case = route_case(scoring, num_groups, topk_groups, correction_bias)
+        if case:
+            return self.reference("moe_route", case, logits, top_k, scoring=scoring, renormalize=renormalize,
+                                  num_groups=num_groups, topk_groups=topk_groups, correction_bias=correction_bias,
+                                  routed_scaling=routed_scaling)
         T = logits.shape[0]
         w = torch.empty(T, top_k, dtype=torch.float32, device=logits.device)
         ids = torch.empty(T, top_k, dtype=torch.int32, device=logits.device)
@@ -146,9 +150,3 @@ class MacaOps(TritonOps):
             w = w / w.sum(-1, keepdim=True).clamp(min=1e-20)
         return w * routed_scaling, ids
     moe_route.__doc__ = Ops.moe_route.__doc__
-
-    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
-        if TritonOps.fused_moe is not Ops.fused_moe or x.shape[0] > DENSE_MAX_TOKENS:
-            return super().fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
-        return dense_experts(x, w13, w2, topk_weights, topk_ids, **kw)
-    fused_moe.__doc__ = Ops.fused_moe.__doc__

@@ -1,6 +1,6 @@
 """The CUDA plugin's Triton kernels on CPU tensors, through Triton's interpreter.
 
-cuda-interpret   TritonOps (halinfer/plugins/cuda/ops.py) with the CUDA backend's
+cuda-interpret   TritonOps (halinfer/kernels/triton/ops.py) with the CUDA backend's
                  declarations (layout, block sizes, KV cache dtypes), in float32
                  and float16 only: the interpreter's bf16 ``tl.dot`` is wrong.
 
@@ -20,7 +20,7 @@ NAME = "cuda-interpret"
 
 
 def providers() -> list[Provider]:
-    from halinfer.plugins.cuda.interpret import ensure_interpreter, interpreter_wanted
+    from halinfer.kernels.triton.interpret import ensure_interpreter, interpreter_wanted
 
     if not interpreter_wanted():
         return [Provider(NAME, unavailable="a CUDA device is visible, so triton runs compiled in this process; "
@@ -29,7 +29,7 @@ def providers() -> list[Provider]:
     if not ok:
         return [Provider(NAME, unavailable=why)]
     from halinfer.plugins.cuda.backend import CudaBackend
-    from halinfer.plugins.cuda.ops import TritonOps
+    from halinfer.kernels.triton.ops import TritonOps
 
     return [from_backend(CudaBackend(), name=NAME, ops=TritonOps(), device=torch.device("cpu"),
                          dtypes=(torch.float32, torch.float16), unavailable=None)]

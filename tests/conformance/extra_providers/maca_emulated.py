@@ -30,7 +30,7 @@ GRAPH_SKIPS = {
 
 
 def providers():
-    from halinfer.plugins.cuda.interpret import ensure_interpreter
+    from halinfer.kernels.triton.interpret import ensure_interpreter
 
     ok, why = ensure_interpreter()
     if not ok:

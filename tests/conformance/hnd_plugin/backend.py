@@ -44,7 +44,6 @@ class HndBackend(Backend):
     kv_cache_dtypes = ("auto", "int8")
     dtypes = (torch.float32, torch.float16, torch.bfloat16)
     weight_quant = ("awq", "w8a8")
-    host_side_lengths = True
 
     def available(self):
         return True, "ok"
@@ -57,6 +56,3 @@ class HndBackend(Backend):
 
     def metadata_builder(self, device, block_size):
         return HostLenBuilder(device, block_size)
-
-    def mem_get_info(self, device):
-        return 1 << 30, 1 << 30

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from ..interpret import interpreting
+from .interpret import interpreting
 
 LOG2E = 1.4426950408889634
 
@@ -25,7 +25,7 @@ def on_interpreter(t: torch.Tensor) -> bool:
     if not interpreting():
         raise RuntimeError(
             "halinfer's Triton kernels got CPU tensors, but triton runs compiled in this process; call "
-            "halinfer.plugins.cuda.interpret.ensure_interpreter() (or set TRITON_INTERPRET=1) before triton "
+            "halinfer.kernels.triton.interpret.ensure_interpreter() (or set TRITON_INTERPRET=1) before triton "
             "is imported")
     return True
 

@@ -1,4 +1,4 @@
-"""Running the CUDA plugin's Triton kernels on CPU tensors, through Triton's interpreter.
+"""Running the shared Triton kernels (halinfer/kernels/triton) on CPU tensors, through Triton's interpreter.
 
 Triton fixes its mode when it is imported: with ``TRITON_INTERPRET=1`` every
 ``@triton.jit`` function (Triton's own library functions included) becomes an
@@ -57,7 +57,7 @@ def _reimport_triton() -> None:
             if not name.startswith("triton._C"):
                 del sys.modules[name]
         # Our kernels were decorated by the old triton: decorate them again.
-        elif name.startswith("halinfer.plugins.cuda.kernels") or name == "halinfer.plugins.cuda.ops":
+        elif name.startswith("halinfer.kernels.triton") and name != __name__:
             del sys.modules[name]
     import triton  # noqa: F401
 

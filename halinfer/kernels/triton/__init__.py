@@ -1,8 +1,8 @@
-"""Triton kernels of the CUDA plugin, one module per operator family.
+"""Triton kernels shared by the CUDA and MACA plugins, one module per operator family.
 
 Each module holds its ``@triton.jit`` kernel(s) and a launcher taking torch
 tensors (the op's contract in halinfer/core/ops), so other CUDA-like plugins
-(MACA) can call the launchers directly:
+call the launchers directly; ``ops.TritonOps`` is the operator table on them:
 
   attention_prefill  varlen paged attention (cached prefix + new tokens)
   attention_decode   split-KV paged decode attention, CUDA-graph safe
@@ -13,5 +13,5 @@ tensors (the op's contract in halinfer/core/ops), so other CUDA-like plugins
 
 Importing a kernel module imports triton; the plugin does so only on first use.
 The kernels run on CUDA tensors compiled, and on CPU tensors when this process's
-triton is in interpreter mode (see ../interpret.py).
+triton is in interpreter mode (see interpret.py).
 """

@@ -9,20 +9,20 @@ dense GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, quantized
 GEMMs, MoE routing and sampling are plain torch ops too.
 
 Nothing here names a device API: the kernels run on whatever device the tensors
-are on (CUDA compiled, CPU through Triton's interpreter), so the MACA plugin can
-reuse this class as is.
+are on (CUDA compiled, CPU through Triton's interpreter), so the CUDA plugin uses
+this class as its table and the MACA plugin builds on it.
 """
 from __future__ import annotations
 
 from halinfer.core.ops import Ops
 
-from .kernels import activation as _act
-from .kernels import attention_decode as _decode
-from .kernels import attention_prefill as _prefill
-from .kernels import fused_moe as _moe
-from .kernels import norm as _norm
-from .kernels import rotary as _rotary
-from .kernels import store_kv as _store
+from . import activation as _act
+from . import attention_decode as _decode
+from . import attention_prefill as _prefill
+from . import fused_moe as _moe
+from . import norm as _norm
+from . import rotary as _rotary
+from . import store_kv as _store
 
 
 class TritonOps(Ops):
@@ -62,6 +62,7 @@ class TritonOps(Ops):
         return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
-    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, **kw):
-        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, **kw)
+    def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
+        return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, activation=activation, w13_bias=w13_bias,
+                              w2_bias=w2_bias)
     fused_moe.__doc__ = Ops.fused_moe.__doc__
