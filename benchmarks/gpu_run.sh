@@ -13,6 +13,12 @@ for p in "$@"; do
              --peer hf --hf-requests 64 --hf-batch 32 --out "$OUT/bench.json" ;;
     benchnopeer) phase benchnopeer 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload all \
              --out "$OUT/benchnopeer.json" ;;
+    beforeafter)  # the same benchmark on the code before a change (.bench_before, an ignored copy made with
+                  # `git archive <commit> | tar -x -C .bench_before`, carried) and on this tree, one call
+      phase before 300 env PYTHONPATH="$PWD/.bench_before" python .bench_before/benchmarks/throughput.py \
+        --model llama3-8b --device cuda --workload all --out "$OUT/before.json"
+      phase after 300 python benchmarks/throughput.py --model llama3-8b --device cuda --workload all \
+        --out "$OUT/after.json" ;;
     bench512) phase bench512 150 python benchmarks/throughput.py --model llama3-8b --device cuda \
              --workload offline-1000 --max-num-seqs 512 --out "$OUT/bench512.json" ;;
     profile) phase profile 120 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 64 ;;

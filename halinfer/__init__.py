@@ -33,7 +33,7 @@ def __getattr__(name):
 
         return SamplingParams
     if name == "pipeline":
-        from .llm import pipeline
+        from .pipeline import pipeline
 
         return pipeline
     raise AttributeError(f"module 'halinfer' has no attribute {name!r}")

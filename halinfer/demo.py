@@ -1,51 +1,65 @@
-"""`halinfer demo`: the built-in default job, needing no download.
+"""`halinfer demo`: SmolLM2-135M-Instruct (the default model) on a few chat prompts.
 
-Builds a small Llama-shaped model with random weights and a byte-level BPE
-tokenizer into a cache folder (once), generates greedily for a few prompts on
-the best available device, checks every token against HF transformers (float32,
-on the CPU), and reports the text, tokens/s, the device and whether it matched.
+Streams each reply on the best available device, reports tokens/s, then checks the
+greedy tokens against HF transformers loading the same GGUF file (float32, CPU).
+The model is float32 here too, so the check is exact token equality.
 """
 from __future__ import annotations
 
-import os
+import sys
 import time
 
-DEMO_SHAPE = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=1024)
-PROMPTS = ["Hello, world!", "The quick brown fox", "Tell me a story about a robot", "What is the capital of France?"]
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
+           "Explain in two sentences why the sky is blue."]
 
 
-def demo_model(cache_dir: str) -> str:
-    path = os.path.join(cache_dir, "demo-llama-v1")
-    if not os.path.isfile(os.path.join(path, "model.safetensors")):
-        from .testing.tiny import save_tiny_model
-
-        print(f"building the demo model in {path} ...", flush=True)
-        save_tiny_model("llama", path, seed=0, **DEMO_SHAPE)
-    return path
-
-
-def run_demo(device: str = "auto", cache_dir: str = "~/.cache/halinfer", max_tokens: int = 48) -> int:
+def run_demo(device: str = "auto", max_tokens: int = 64, check: bool = True) -> int:
     from .core.sampling import SamplingParams
+    from .default_model import DefaultModelMissing, default_model_path
     from .llm import LLM
-    from .testing.hf_compare import hf_greedy, hf_model
 
-    path = demo_model(os.path.expanduser(cache_dir))
-    llm = LLM(path, device=device, dtype="float32", max_model_len=512)
-    sp = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    llm.generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=4), use_tqdm=False)  # warm-up
+    try:
+        path = default_model_path()
+    except DefaultModelMissing as e:
+        print(f"halinfer demo: {e}", file=sys.stderr)
+        return 1
+    print(f"model: {path}", flush=True)
+    # A small context and KV cache: the reference CPU backend slows with a large cache.
+    llm = LLM(path, device=device, dtype="float32", max_model_len=1024, num_kv_blocks=256)
+    sp = SamplingParams(temperature=0, max_tokens=max_tokens)
+    convs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    streamed_tokens, streamed_s = 0, 0.0
+    for conv in convs:
+        print(f"\n> {conv[0]['content']}\n", end="", flush=True)
+        prompt = llm.apply_chat_template(conv)
+        t0 = time.perf_counter()
+        text = ""
+        for delta in llm.stream(prompt, sp, prompt_token_ids=llm.engine.encode(prompt)):
+            text += delta
+            print(delta, end="", flush=True)
+        streamed_s += time.perf_counter() - t0
+        print()
     t0 = time.perf_counter()
-    outs = llm.generate(PROMPTS, sp, use_tqdm=False)
+    outs = llm.chat(convs, sp)
     dt = time.perf_counter() - t0
     n_tok = sum(len(o.outputs[0].token_ids) for o in outs)
-
-    ref = hf_model(path)
-    matched = all(hf_greedy(ref, o.prompt_token_ids, max_tokens).tokens == o.outputs[0].token_ids for o in outs)
+    streamed_tokens = n_tok  # greedy: the streamed replies are these same tokens
     backend = llm.engine.backend
-    for o in outs:
-        print(f"> {o.prompt}\n  {o.outputs[0].text!r}")
-    print(f"device: {llm.device} ({backend.name} backend{', graphs' if llm.engine.graphs else ''})")
-    print(f"throughput: {n_tok} tokens in {dt:.2f}s = {n_tok / dt:.1f} tokens/s "
-          f"({len(PROMPTS)} prompts batched, random weights)")
-    print(f"matches HF transformers token for token: {'yes' if matched else 'NO'}")
-    return 0 if matched else 1
+    print(f"\ndevice: {llm.device} ({backend.name} backend{', graphs' if llm.engine.graphs else ''}), float32")
+    print(f"streaming, one prompt at a time: {streamed_tokens / streamed_s:.1f} tokens/s")
+    print(f"batched ({len(convs)} prompts): {n_tok} tokens in {dt:.2f}s = {n_tok / dt:.1f} tokens/s")
+    if not check:
+        return 0
+    try:
+        import accelerate  # noqa: F401 - transformers' GGUF loading needs it
+        from .testing.hf_gguf import hf_gguf_model, hf_greedy_tokens
+    except ImportError:
+        print(f"transformers check skipped: it needs accelerate (pip install -e \".[demo]\")")
+        return 0
+    print("checking against HF transformers loading the same GGUF (float32, CPU) ...", flush=True)
+    ref = hf_gguf_model(path)
+    same = [hf_greedy_tokens(ref, o.prompt_token_ids, len(o.outputs[0].token_ids)) == o.outputs[0].token_ids
+            for o in outs]
+    print(f"matches HF transformers token for token: {'yes' if all(same) else 'NO'} "
+          f"({sum(same)}/{len(same)} replies)")
+    return 0 if all(same) else 1

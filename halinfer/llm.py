@@ -1,4 +1,4 @@
-"""The user API: ``LLM`` (vLLM-style) and ``pipeline`` (LMDeploy-style)."""
+"""The user API: ``LLM`` (vLLM-style); the LMDeploy-style ``pipeline`` is in pipeline.py."""
 from __future__ import annotations
 
 from dataclasses import fields
@@ -25,7 +25,9 @@ class LLM:
         gpu_memory_utilization=0.85, block_size=None, enable_prefix_caching=True,
         enforce_eager=False, kv_cache_dtype="auto", quantization=None, tensor_parallel_size=1,
         seed=0, max_num_batched_tokens=None, num_kv_blocks=None, load_format="auto",
-        tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc"."""
+        tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc",
+        enable_expert_parallel=False.  tensor_parallel_size > 1 runs one worker process per rank
+        (README "Multi-device")."""
         eng_kw, cfg = engine_kwargs(**kw)
         self.engine = LLMEngine(model, config=cfg, **eng_kw)
 
@@ -202,22 +204,3 @@ def engine_kwargs(**kw) -> tuple[dict, EngineConfig]:
         raise TypeError(f"unknown engine argument(s) {', '.join(unknown)}; known: "
                         f"{', '.join(sorted(known | set(_ENGINE_ARGS)))}")
     return eng, EngineConfig(**kw)
-
-
-class Pipeline:
-    """LMDeploy-style callable: ``pipe(["hi", "hello"])`` -> responses with ``.text``."""
-
-    def __init__(self, llm: LLM):
-        self.llm = llm
-
-    def __call__(self, prompts, gen_config: SamplingParams | None = None, use_tqdm: bool = False):
-        single = isinstance(prompts, str)
-        outs = self.llm.generate([prompts] if single else list(prompts), gen_config, use_tqdm=use_tqdm)
-        return outs[0] if single else outs
-
-    def stream_infer(self, prompt: str, gen_config: SamplingParams | None = None):
-        yield from self.llm.stream(prompt, gen_config)
-
-
-def pipeline(model: str, device: str = "auto", **kw) -> Pipeline:
-    return Pipeline(LLM(model, device=device, **kw))

@@ -30,6 +30,16 @@ KV_LAYOUTS = ("NHD", "HND")
 
 # Columns of the support matrix, as the seed writes them.
 SUPPORT_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W8A8", "W4A16")
+# A backend's quantization fields in the support columns' words: `halinfer devices` and
+# `halinfer support` both print these, so the two never disagree.
+QUANT_COLUMNS = {("kv", "int8"): "KV INT8", ("kv", "int4"): "KV INT4", ("weight", "w8a8"): "W8A8",
+                 ("weight", "awq"): "W4A16"}
+
+
+def quant_columns(weight_quant, kv_cache_dtypes) -> list[str]:
+    """The support columns a backend's own fields say it implements (ops exist, the engine accepts them)."""
+    have = {("weight", w) for w in weight_quant} | {("kv", k) for k in kv_cache_dtypes}
+    return [c for key, c in QUANT_COLUMNS.items() if key in have]
 
 
 @dataclass(frozen=True)
@@ -61,13 +71,14 @@ class Backend:
     description: str = ""               # one line for `halinfer devices`
     device_type: str = "cpu"            # torch device type: "cpu", "cuda", "npu", "mlu"
     priority: int = 0                   # higher wins for device="auto"
-    dist_backend: str = "gloo"          # torch.distributed backend: nccl / hccl / cncl / gloo
+    dist_backend: str = "gloo"          # torch.distributed backend: nccl / hccl / cncl / gloo ("": none)
+    graph_collectives: bool = False     # its collectives may run inside captured graphs (NCCL: yes)
 
     # ---- KV cache -------------------------------------------------------
     kv_layout: str = "NHD"
     block_sizes: tuple[int, ...] = (16, 32, 64, 128)
     default_block_size: int = 16
-    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8", "int4"
+    kv_cache_dtypes: tuple[str, ...] = ("auto",)   # "auto" (= model dtype), "int8"
 
     # ---- numerics and modes ----------------------------------------------
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
@@ -160,6 +171,7 @@ class Backend:
             "device_count": self.device_count() if ok else 0,
             "priority": self.priority,
             "dist_backend": self.dist_backend,
+            "graph_collectives": self.graph_collectives,
             "kv_layout": self.kv_layout,
             "block_sizes": list(self.block_sizes),
             "dtypes": [str(d).replace("torch.", "") for d in self.dtypes],

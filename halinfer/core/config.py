@@ -39,8 +39,30 @@ class ModelConfig:
         p = os.path.join(model_dir, "config.json")
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{model_dir!r} has no config.json; a Hugging Face model directory is expected")
-        with open(p) as f:
-            return cls(json.load(f), model_dir)
+        try:
+            with open(p) as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{p!r} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{p!r} must hold a JSON object, got {type(data).__name__}")
+        cfg = cls(data, model_dir)
+        cfg.validate(p)
+        return cfg
+
+    # Fields the model classes use as sizes: each must be a positive integer when present.
+    INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings")
+
+    def validate(self, source: str | None = None) -> None:
+        where = source or self.path or "config"
+        for k in self.INT_FIELDS:
+            v = self._data.get(k)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{where}: field {k!r} must be a positive integer, got {v!r} "
+                                 f"({type(v).__name__})")
 
     def get(self, key: str, default: Any = None) -> Any:
         v = self._data.get(key, default)
@@ -123,6 +145,7 @@ class EngineConfig:
     scheduling_policy: str = "separate"   # "separate" prefill/decode steps, or "mixed" (core/scheduler.py)
     async_scheduling: bool = True         # launch decode step N+1 before reading step N's tokens
     seed: int = 0
+    enable_expert_parallel: bool = False  # MoE with tensor_parallel_size > 1: split the experts across ranks
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -134,5 +157,7 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
-        if self.kv_cache_dtype not in ("auto", "int8", "int4"):
-            raise ValueError(f"kv_cache_dtype must be one of auto, int8, int4; got {self.kv_cache_dtype!r}")
+        # Which KV dtypes exist is the backend's to say (Backend.kv_cache_dtypes, checked by the
+        # engine with the accepted list); here only the type.
+        if not isinstance(self.kv_cache_dtype, str):
+            raise ValueError(f"kv_cache_dtype must be a string such as 'auto' or 'int8'; got {self.kv_cache_dtype!r}")

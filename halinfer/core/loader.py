@@ -1,6 +1,7 @@
 """Reading a Hugging Face model directory: weights, tokenizer, generation config."""
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -13,8 +14,9 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 def check_model_dir(model_dir: str) -> None:
     if not os.path.exists(model_dir):
-        raise FileNotFoundError(f"model directory {model_dir!r} does not exist (halinfer reads local "
-                                "Hugging Face directories: config.json, *.safetensors, tokenizer files)")
+        raise FileNotFoundError(f"model {model_dir!r} does not exist as a local path and is not a Hugging Face "
+                                "hub id (accepted: a directory with config.json + *.safetensors, a .gguf file, a "
+                                "directory holding one .gguf, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct)")
     if not os.path.isdir(model_dir):
         raise NotADirectoryError(f"{model_dir!r} is a file; pass the model's directory")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
@@ -49,20 +51,28 @@ def iter_weights(model_dir: str, progress: bool = True) -> Iterator[tuple[str, t
         bar = tqdm(total=len(files), desc="Loading weights", unit="file", leave=False)
     try:
         for path in files:
-            if path.endswith(".safetensors"):
-                from safetensors import safe_open
-
-                with safe_open(path, framework="pt", device="cpu") as f:
-                    for name in f.keys():
-                        yield name, f.get_tensor(name)
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                yield from state.items()
+            yield from _read_file(path)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _read_file(path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """One weight file's tensors; a damaged file is a ValueError naming it."""
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        else:
+            yield from torch.load(path, map_location="cpu", weights_only=True).items()
+    except Exception as e:  # noqa: BLE001 - safetensors/pickle errors of every kind: name the file
+        raise ValueError(f"weight file {path!r} could not be read (truncated or damaged?): "
+                         f"{type(e).__name__}: {e}") from None
 
 
 def load_tokenizer(model_dir: str):
@@ -79,8 +89,11 @@ def load_tokenizer(model_dir: str):
         if os.path.isfile(path):
             from transformers import PreTrainedTokenizerFast
 
-            return PreTrainedTokenizerFast(tokenizer_file=path)
-        raise RuntimeError(f"could not load the tokenizer of {model_dir!r}: {first}") from first
+            try:
+                return PreTrainedTokenizerFast(tokenizer_file=path)
+            except Exception as e:  # noqa: BLE001 - a damaged file: say which
+                raise ValueError(f"tokenizer file {path!r} could not be read: {type(e).__name__}: {e}") from None
+        raise ValueError(f"could not load the tokenizer of {model_dir!r}: {first}") from first
 
 
 def eos_token_ids(model_dir: str, cfg, tokenizer) -> set[int]:
@@ -145,5 +158,33 @@ class Checkpoint:
 
 
 def open_checkpoint(model: str) -> Checkpoint:
-    """The checkpoint ``model`` names (a local Hugging Face directory)."""
+    """The checkpoint ``model`` names: a Hugging Face directory, a .gguf file, a
+    directory holding exactly one .gguf file, or a Hugging Face hub id."""
+    model = os.fspath(model)
+    if os.path.isfile(model):
+        if model.endswith(".gguf"):
+            return _gguf(os.path.realpath(model), os.path.getmtime(model))
+        raise ValueError(f"{model!r} is a file but not a .gguf; pass a .gguf file, a model directory "
+                         "(config.json + *.safetensors) or a Hugging Face hub id")
+    if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")):
+        ggufs = sorted(glob.glob(os.path.join(model, "*.gguf")))
+        if len(ggufs) == 1:
+            return _gguf(os.path.realpath(ggufs[0]), os.path.getmtime(ggufs[0]))
+        if ggufs:
+            raise ValueError(f"{model!r} holds {len(ggufs)} .gguf files ({', '.join(map(os.path.basename, ggufs))}); "
+                             "pass the one to load")
+    if not os.path.exists(model):
+        from .hub import looks_like_hub_id, resolve
+
+        if looks_like_hub_id(model):
+            return open_checkpoint(resolve(model))
     return Checkpoint(model)
+
+
+@functools.lru_cache(maxsize=2)
+def _gguf(path: str, mtime: float) -> Checkpoint:
+    """GGUF files are parsed once per process: the engine reads the config and the
+    in-process worker the weights (parsing a 100k-token vocabulary takes seconds)."""
+    from .gguf import GGUFCheckpoint
+
+    return GGUFCheckpoint(path)

@@ -7,7 +7,7 @@ function, so it pickles into worker processes) builds and loads it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import torch
 
@@ -54,6 +54,8 @@ class ModelSpec:
     vocab_size: int
     load_format: str = "auto"       # "auto" (the checkpoint's weights) or "dummy" (random)
     seed: int = 0
-    # factory(spec, ops, device) -> CausalModel.  Module-level, so it pickles by reference.
-    factory: Callable[["ModelSpec", Any, torch.device], CausalModel] | None = None
+    expert_parallel: bool = False   # MoE with several ranks: split the experts, not each expert
+    # factory(spec, ops, device, tp=TPGroup) -> CausalModel (this rank's shard).  Module-level,
+    # so it pickles by reference.
+    factory: Callable[..., CausalModel] | None = None
     extra: dict = field(default_factory=dict)

@@ -13,6 +13,7 @@ import torch
 
 from .attention import StepInputs
 from .device import resolve_device
+from .distributed import init_tp_group
 from .model_protocol import ModelSpec
 from .runner import ModelRunner, PendingStep, kv_bytes_per_block
 from .step_plan import StepOutput, StepPlan
@@ -33,6 +34,8 @@ class WorkerConfig:
     num_kv_blocks: int | None = None
     rank: int = 0
     world_size: int = 1
+    local_rank: int | None = None   # device index on this host (None: rank); torchrun's LOCAL_RANK
+    dist_init_method: str | None = None   # torch.distributed rendezvous ("tcp://...", None: env://)
 
     @property
     def num_slots(self) -> int:
@@ -43,12 +46,21 @@ class Worker:
     def __init__(self, cfg: WorkerConfig):
         self.cfg = cfg
         dev = resolve_device(cfg.device)
+        if cfg.world_size > 1 and dev.index is None and dev.backend.device_type != "cpu":
+            # rank r drives the backend's device r on its host (CPU ranks share "cpu")
+            dev = resolve_device(f"{dev.backend.name}:{cfg.rank if cfg.local_rank is None else cfg.local_rank}")
         self.backend = b = dev.backend
         self.device = dev.torch_device
         self.runtime = b.runtime(self.device)
         self.runtime.set_device()
-        b.manual_seed(cfg.model.seed)
-        self.model = cfg.model.factory(cfg.model, b.ops, self.device)
+        self.tp = init_tp_group(b.dist_backend, cfg.rank, cfg.world_size, cfg.dist_init_method, self.device)
+        # Graphs replay the all-reduces they captured only where the collective allows it.
+        self.use_graphs = cfg.graphs and (cfg.world_size == 1 or b.graph_collectives)
+        if cfg.graphs and not self.use_graphs and cfg.rank == 0:
+            log.info("%s: %s collectives are not declared capturable in graphs; decode runs eagerly "
+                     "with tensor_parallel_size=%d", b.name, b.dist_backend, cfg.world_size)
+        b.manual_seed(cfg.model.seed)   # the same seed on every rank: identical sampling everywhere
+        self.model = cfg.model.factory(cfg.model, b.ops, self.device, tp=self.tp)
         self.runner: ModelRunner | None = None
         self.graph_memory_estimate = 0
 
@@ -70,7 +82,7 @@ class Worker:
         cfg = self.cfg
         self.runner = ModelRunner(self.model, self.backend, self.device, cfg.model.dtype, cfg.block_size, num_blocks,
                                   cfg.kv_cache_dtype, cfg.model.max_model_len, cfg.num_slots)
-        if cfg.graphs:
+        if self.use_graphs:
             self.runner.enable_graphs(cfg.max_num_seqs)
 
     def _profile_peak_memory(self) -> int:
@@ -109,7 +121,7 @@ class Worker:
         rt.synchronize()
         peak = rt.max_memory_allocated()
         graph_bytes = 0
-        if cfg.graphs:
+        if self.use_graphs:
             # Graphs are captured after the cache exists (they bake its addresses in), so
             # measure what they will hold now: the largest bucket's pool, which the smaller
             # buckets share.

@@ -22,7 +22,6 @@ from collections import defaultdict, deque
 from ..core.engine_core import EngineCore
 from .builder import build_engine
 from .output_processor import OutputProcessor, RequestState
-from .outputs import RequestOutput
 
 log = logging.getLogger("halinfer")
 

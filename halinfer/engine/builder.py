@@ -3,6 +3,8 @@ start-up choices, start the executor and its workers, size the KV cache, and put
 the engine core on top.  Shared by LLMEngine (sync) and AsyncLLM."""
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass
 
@@ -11,12 +13,13 @@ import torch
 from ..core import startup
 from ..core.config import EngineConfig
 from ..core.device import resolve_device
+from ..core.distributed import launched_externally
 from ..core.engine_core import EngineCore
 from ..core.loader import open_checkpoint
 from ..core.model_protocol import ModelSpec
 from ..core.worker import WorkerConfig
 from .input_processor import InputProcessor
-from .model_builder import build_model, check_architecture
+from .model_builder import build_model, check_architecture, check_parallel
 
 EXECUTORS = ("inproc", "mp")
 
@@ -44,18 +47,19 @@ def build_engine(model: str, device: str = "auto", dtype="auto", quantization: s
     if isinstance(tensor_parallel_size, bool) or not isinstance(tensor_parallel_size, int) \
             or tensor_parallel_size < 1:
         raise ValueError(f"tensor_parallel_size must be an integer >= 1, got {tensor_parallel_size!r}")
-    if tensor_parallel_size != 1:
-        raise NotImplementedError(
-            f"tensor_parallel_size={tensor_parallel_size}: only 1 is implemented so far (one device per engine)")
     if load_format not in ("auto", "dummy"):
         raise ValueError(f"load_format must be 'auto' or 'dummy', got {load_format!r}")
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
     dev = resolve_device(device)
     b = dev.backend
+    tp = tensor_parallel_size
+    external = tp > 1 and launched_externally()
+    check_parallel_devices(b, dev.index, tp, external)
     ckpt = open_checkpoint(model)
     mc = ckpt.config
     check_architecture(mc.architecture)
+    check_parallel(mc, tp, cfg.enable_expert_parallel)
     dt = startup.pick_dtype(b, dtype, mc)
     quant = startup.pick_quant(b, quantization, mc)
     max_len = startup.pick_max_len(cfg.max_model_len, mc)
@@ -68,7 +72,8 @@ def build_engine(model: str, device: str = "auto", dtype="auto", quantization: s
     max_batched = cfg.max_num_batched_tokens or max(8192, cfg.max_num_seqs)
     vocab = int(mc.vocab_size)
     spec = ModelSpec(checkpoint=ckpt.path, architecture=mc.architecture, dtype=dt, quant=quant, max_model_len=max_len,
-                     vocab_size=vocab, load_format=load_format, seed=cfg.seed, factory=build_model)
+                     vocab_size=vocab, load_format=load_format, seed=cfg.seed,
+                     expert_parallel=cfg.enable_expert_parallel, factory=build_model)
     # The worker resolves the device again (in its own process, with the multi-process
     # executor): by backend name, since several backends may share a torch device type.
     dev_name = b.name if dev.index is None else f"{b.name}:{dev.index}"
@@ -77,10 +82,19 @@ def build_engine(model: str, device: str = "auto", dtype="auto", quantization: s
                         max_num_batched_tokens=max_batched, gpu_memory_utilization=cfg.gpu_memory_utilization,
                         graphs=graphs, num_kv_blocks=cfg.num_kv_blocks)
     t0 = time.perf_counter()
-    if executor == "mp":
+    if external:
+        # torchrun started this process as one rank: it runs the whole engine with its own
+        # worker; every rank schedules the same requests identically, so the workers' plans agree.
+        from ..core.executor import InProcessExecutor
+
+        env = os.environ
+        wcfg = dataclasses.replace(wcfg, rank=int(env["RANK"]), world_size=tp,
+                                   local_rank=int(env.get("LOCAL_RANK", env["RANK"])), dist_init_method="env://")
+        ex = InProcessExecutor(wcfg)
+    elif executor == "mp" or tp > 1:
         from ..core.mp_executor import MultiProcessExecutor
 
-        ex = MultiProcessExecutor(wcfg, world_size=tensor_parallel_size)
+        ex = MultiProcessExecutor(wcfg, world_size=tp)
     else:
         from ..core.executor import InProcessExecutor
 
@@ -104,3 +118,25 @@ def build_engine(model: str, device: str = "auto", dtype="auto", quantization: s
                       vocab_size=vocab, eos_ids=eos, max_num_batched_tokens=max_batched)
     inputs = InputProcessor(tok, vocab, max_len, ckpt.path)
     return EngineParts(core, inputs, tok, b, dev.torch_device, ckpt.path, mc, dt, block_size, max_len, load_seconds)
+
+
+def check_parallel_devices(backend, index: int | None, tp: int, external: bool) -> None:
+    """tensor_parallel_size against the devices present and the backend's collective."""
+    if tp == 1:
+        return
+    if not backend.dist_backend:
+        raise ValueError(f"the {backend.name} backend declares no collective (dist_backend), so it runs only "
+                         f"tensor_parallel_size=1")
+    if external:
+        world = int(os.environ["WORLD_SIZE"])
+        if world != tp:
+            raise ValueError(f"tensor_parallel_size={tp}, but the launcher started WORLD_SIZE={world} ranks; "
+                             f"they must match (torchrun --nnodes * --nproc-per-node)")
+        return
+    if index is not None:
+        raise ValueError(f"tensor_parallel_size={tp} uses devices 0..{tp - 1}; name the device without an index "
+                         f"(device={backend.name!r})")
+    if backend.device_type != "cpu" and tp > backend.device_count():
+        raise ValueError(f"tensor_parallel_size={tp}, but {backend.name} has {backend.device_count()} device(s) "
+                         f"here (`halinfer devices` lists them); use at most {backend.device_count()}, or torchrun "
+                         f"across hosts")

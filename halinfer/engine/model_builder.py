@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import torch
 
+from ..core.distributed import SINGLE, TPGroup
 from ..core.loader import init_dummy_weights, open_checkpoint
 from ..core.model_protocol import ModelSpec
 
 
-def build_model(spec: ModelSpec, ops, device: torch.device):
+def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE):
+    """This rank's shard of the model (all of it with one rank), weights loaded."""
     from ..models.layers import ModelContext
     from ..models.registry import model_class
 
     ckpt = open_checkpoint(spec.checkpoint)
     cls = model_class(spec.architecture)
-    ctx = ModelContext(ops=ops, dtype=spec.dtype, device=device, quant=spec.quant, max_model_len=spec.max_model_len)
+    ctx = ModelContext(ops=ops, dtype=spec.dtype, device=device, quant=spec.quant, max_model_len=spec.max_model_len,
+                       tp=tp, expert_parallel=spec.expert_parallel)
     with torch.device(device):
         model = cls(ckpt.config, ctx)
     if spec.load_format == "dummy":
@@ -35,3 +38,19 @@ def check_architecture(arch: str) -> None:
     from ..models.registry import model_class
 
     model_class(arch)
+
+
+def check_parallel(mc, tensor_parallel_size: int, expert_parallel: bool) -> None:
+    """Fail before any worker starts when the model cannot be split tensor_parallel_size ways."""
+    if tensor_parallel_size == 1:
+        return
+    from ..models.moe import num_experts
+    from ..models.parallel import split_heads
+
+    for rank in range(tensor_parallel_size):
+        split_heads(TPGroup(rank, tensor_parallel_size), int(mc.num_attention_heads), int(mc.num_kv_heads))
+    if expert_parallel:
+        n = num_experts(mc)   # raises for a dense model: expert parallelism needs experts
+        if n % tensor_parallel_size:
+            raise ValueError(f"enable_expert_parallel: {n} experts do not split evenly over "
+                             f"tensor_parallel_size={tensor_parallel_size}")

@@ -1,6 +1,7 @@
 """What every model family shares: the step interface and checkpoint loading."""
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Iterator
 
 import torch
@@ -8,7 +9,9 @@ from torch import nn
 
 from ..core.attention import AttentionMetadata, LayerKV
 from ..core.config import ModelConfig
-from .layers import Attention, Embedding, KVSpec, Linear, ModelContext
+from .layers import Attention, KVSpec, Linear, ModelContext
+from .moe import FusedExperts
+from .parallel import ParallelLMHead, VocabParallelEmbedding
 
 
 class CausalLM(nn.Module):
@@ -74,9 +77,13 @@ class CausalLM(nn.Module):
         modules = dict(self.named_modules())
         params = dict(self.named_parameters())
         loaded: set[str] = set()
+        unused: list[str] = []   # tensors no parameter takes: skipped with a warning, as transformers does
+        with_nan: list[str] = []
         for name, tensor in self.convert(weights):
             if name.endswith(self.ignore_suffixes):
                 continue
+            if tensor.dtype.is_floating_point and bool(torch.isnan(tensor).any()):
+                with_nan.append(name)
             claimed = self.claim_weight(name, tensor, modules)
             if claimed is not None:
                 loaded.add(claimed)
@@ -88,21 +95,29 @@ class CausalLM(nn.Module):
                 merged, shard = self.stacked[leaf]
                 mod_path = f"{parent}.{merged}" if parent else merged
             target = modules.get(mod_path)
-            if isinstance(target, Linear):
+            if isinstance(target, (Linear, VocabParallelEmbedding, FusedExperts)):  # they slice out their shard
                 if not hasattr(target, pname) or getattr(target, pname) is None:
-                    raise KeyError(f"checkpoint tensor {name!r}: {mod_path} has no parameter {pname!r}")
-                target.load(pname, tensor, shard)
+                    unused.append(name)
+                    continue
+                target.load(pname, tensor, shard, source=name)
                 loaded.add(f"{mod_path}.{pname}")
                 continue
             full = f"{mod_path}.{pname}"
             if full not in params:
-                raise KeyError(f"checkpoint tensor {name!r} matches no parameter of {type(self).__name__}")
+                unused.append(name)
+                continue
             p = params[full]
             if p.shape != tensor.shape:
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, "
                                  f"the model expects {tuple(p.shape)}")
             p.data.copy_(tensor)
             loaded.add(full)
+        if unused:
+            warnings.warn(f"{len(unused)} checkpoint tensor(s) match no parameter of {type(self).__name__} and "
+                          f"were skipped: {', '.join(unused[:8])}{' ...' if len(unused) > 8 else ''}", stacklevel=2)
+        if with_nan:
+            warnings.warn(f"{len(with_nan)} checkpoint tensor(s) hold NaN values: {', '.join(with_nan[:8])}"
+                          f"{' ...' if len(with_nan) > 8 else ''}; the model's output will be NaN", stacklevel=2)
         if self.tie_word_embeddings:
             self.tie_embeddings()
         return loaded
@@ -119,8 +134,8 @@ class CausalLM(nn.Module):
 
 def make_lm_head(ctx: ModelContext, hidden: int, vocab: int, bias: bool = False) -> Linear:
     # The LM head stays unquantized, as the quantized formats we read leave it.
-    return Linear(ctx, hidden, vocab, bias=bias, quantize=False)
+    return ParallelLMHead(ctx, hidden, vocab, bias=bias)
 
 
-def make_embedding(ctx: ModelContext, vocab: int, hidden: int) -> Embedding:
-    return Embedding(ctx, vocab, hidden)
+def make_embedding(ctx: ModelContext, vocab: int, hidden: int) -> VocabParallelEmbedding:
+    return VocabParallelEmbedding(ctx, vocab, hidden)

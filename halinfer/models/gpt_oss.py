@@ -21,13 +21,14 @@ from .decoder import DecoderLayer, DecoderModel
 from .layers import Rotary
 from .llama import LlamaAttention, rope_spec
 from .moe import ExpertLoading, RouteSpec, SparseMoE, num_experts
+from .parallel import split_heads
 
 
 class GptOssAttention(LlamaAttention):
     def __init__(self, ctx, cfg, i, rotary):
         b = bool(cfg.get("attention_bias", True))
         super().__init__(ctx, cfg, i, rotary, qkv_bias=b, o_bias=b, qk_norm=False)
-        self.sinks = nn.Parameter(torch.empty(cfg.num_attention_heads, dtype=ctx.dtype), requires_grad=False)
+        self.sinks = nn.Parameter(torch.empty(self.H, dtype=ctx.dtype), requires_grad=False)  # this rank's heads
         self.attn.attn_kw["sinks"] = self.sinks
 
 
@@ -70,5 +71,8 @@ class GptOssForCausalLM(ExpertLoading, CausalLM):
                 yield name[: -len("down_proj")] + "w2", t.transpose(1, 2)
             elif name.endswith(".experts.down_proj_bias"):
                 yield name[: -len("down_proj_bias")] + "w2_bias", t
+            elif name.endswith(".self_attn.sinks"):  # one per query head: this rank's heads
+                q0 = split_heads(self.ctx.tp, self.cfg.num_attention_heads, self.cfg.num_kv_heads).q_start
+                yield name, t.narrow(0, q0, t.shape[0] // self.ctx.tp.size)
             else:
                 yield name, t

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core.attention import AttentionMetadata, LayerKV
+from ..core.distributed import SINGLE, TPGroup
 from ..core.model_protocol import KVSpec
 from ..core.ops import Ops
 from .rope import RopeSpec, build_cos_sin_cache
@@ -27,6 +28,16 @@ class ModelContext:
     quant: dict | None = None          # {"method": "awq"|"w8a8", "group_size": ...}
     max_model_len: int = 4096
     kv_specs: list = field(default_factory=list)   # filled by Attention layers as they are built
+    tp: TPGroup = SINGLE               # this rank's tensor-parallel group (models/parallel.py shards by it)
+    expert_parallel: bool = False      # MoE: experts split across the ranks instead of each expert sharded
+
+    @property
+    def tp_rank(self) -> int:
+        return self.tp.rank
+
+    @property
+    def tp_size(self) -> int:
+        return self.tp.size
 
 
 # ---------------------------------------------------------------------------
@@ -62,28 +73,40 @@ class Linear(nn.Module):
         start = sum(self.out_sizes[:shard])
         return start // packed, (start + self.out_sizes[shard]) // packed
 
-    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0) -> None:
-        """Copy one checkpoint tensor (for logical matrix ``shard``) into place."""
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
+        """Copy one checkpoint tensor (for logical matrix ``shard``) into place.
+
+        ``source`` (the checkpoint tensor's name) is named in the error when the shape
+        does not fit: copy_ would broadcast a [N] into [N, K] silently."""
         p = getattr(self, param_name)
+        if param_name == "weight_scale":               # stored [N] or [N, 1]
+            tensor = tensor.reshape(-1)
+        dst = self._destination(p, param_name, shard)
+        if tuple(tensor.shape) != tuple(dst.shape):
+            raise ValueError(f"checkpoint tensor {source or param_name!r} has shape {tuple(tensor.shape)}, "
+                             f"the model expects {tuple(dst.shape)} (check the config's head and size fields)")
+        dst.copy_(tensor)
+
+    def _destination(self, p: torch.Tensor, param_name: str, shard: int) -> torch.Tensor:
+        """The slice of ``p`` that logical matrix ``shard`` fills (weight_scale as a flat vector)."""
         if param_name in ("qweight", "qzeros"):        # [K, N/8]: output dim is 1, packed by 8
             a, b = self.shard_range(shard, 8)
-            p.data[:, a:b].copy_(tensor)
-        elif param_name == "scales":                   # [K/g, N]
-            a, b = self.shard_range(shard)
-            p.data[:, a:b].copy_(tensor)
-        elif param_name == "weight_scale":
-            a, b = self.shard_range(shard)
-            p.data[a:b].copy_(tensor.reshape(-1))
-        else:                                          # weight [N, K], bias [N]
-            a, b = self.shard_range(shard)
-            p.data[a:b].copy_(tensor)
+            return p.data[:, a:b]
+        a, b = self.shard_range(shard)
+        if param_name == "scales":                     # [K/g, N]
+            return p.data[:, a:b]
+        return p.data[a:b]                             # weight [N, K], bias [N], weight_scale [N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matmul(x, self.bias)
+
+    def matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x @ W^T + bias (a row-parallel layer passes the bias on one rank only)."""
         if self.method is None:
-            return self.ops.linear(x, self.weight, self.bias)
+            return self.ops.linear(x, self.weight, bias)
         if self.method == "awq":
-            return self.ops.w4a16_linear(x, self.qweight, self.scales, self.qzeros, self.group_size, self.bias)
-        return self.ops.w8a8_linear(x, self.weight, self.weight_scale, self.bias)
+            return self.ops.w4a16_linear(x, self.qweight, self.scales, self.qzeros, self.group_size, bias)
+        return self.ops.w8a8_linear(x, self.weight, self.weight_scale, bias)
 
 
 class RMSNorm(nn.Module):
@@ -163,12 +186,17 @@ class Attention(nn.Module):
 class GatedMLP(nn.Module):
     """down(act(gate(x)) * up(x)) with gate and up merged into one GEMM."""
 
-    def __init__(self, ctx: ModelContext, hidden: int, intermediate: int, act: str = "silu", bias: bool = False):
+    def __init__(self, ctx: ModelContext, hidden: int, intermediate: int, act: str = "silu", bias: bool = False,
+                 reduce: bool = True):
+        from .parallel import ColumnParallelLinear, RowParallelLinear  # parallel.py builds on this module
+
         super().__init__()
         self.ops = ctx.ops
         self.act = act
-        self.gate_up_proj = Linear(ctx, hidden, [intermediate, intermediate], bias=bias)
-        self.down_proj = Linear(ctx, intermediate, hidden, bias=bias)
+        self.gate_up_proj = ColumnParallelLinear(ctx, hidden, [intermediate, intermediate], bias=bias,
+                                                 what="intermediate_size")
+        self.down_proj = RowParallelLinear(ctx, intermediate, hidden, bias=bias, reduce=reduce,
+                                           what="intermediate_size")
 
     def forward(self, x):
         return self.down_proj(self.ops.act_and_mul(self.gate_up_proj(x), self.act))
@@ -179,11 +207,13 @@ class MLP(nn.Module):
     taken for half of a gated MLP by CausalLM.stacked)."""
 
     def __init__(self, ctx: ModelContext, hidden: int, intermediate: int, act: str = "gelu_tanh", bias: bool = True):
+        from .parallel import ColumnParallelLinear, RowParallelLinear  # parallel.py builds on this module
+
         super().__init__()
         self.ops = ctx.ops
         self.act = act
-        self.c_fc = Linear(ctx, hidden, intermediate, bias=bias)
-        self.c_proj = Linear(ctx, intermediate, hidden, bias=bias)
+        self.c_fc = ColumnParallelLinear(ctx, hidden, intermediate, bias=bias, what="intermediate_size")
+        self.c_proj = RowParallelLinear(ctx, intermediate, hidden, bias=bias, what="intermediate_size")
 
     def forward(self, x):
         return self.c_proj(self.ops.act(self.c_fc(x), self.act))

@@ -19,7 +19,8 @@ from .rope import RopeSpec
 from .base import CausalLM, make_lm_head
 from .alibi import alibi_slopes as make_alibi_slopes
 from .decoder import DecoderLayer, DecoderModel
-from .layers import Attention, GatedMLP, Linear, ModelContext, RMSNorm, Rotary, hf_activation
+from .layers import Attention, GatedMLP, ModelContext, RMSNorm, Rotary, hf_activation
+from .parallel import QKVParallelLinear, RowParallelLinear
 
 
 def layer_sliding_window(cfg: ModelConfig, i: int) -> int | None:
@@ -50,11 +51,15 @@ class LlamaAttention(nn.Module):
     def __init__(self, ctx: ModelContext, cfg: ModelConfig, i: int, rotary: Rotary | None, qkv_bias: bool,
                  o_bias: bool, qk_norm: bool, *, alibi_slopes: torch.Tensor | None = None):
         super().__init__()
-        H, Hk, D = cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim
+        D, hidden = cfg.head_dim, cfg.hidden_size
+        self.qkv_proj = QKVParallelLinear(ctx, hidden, D, cfg.num_attention_heads, cfg.num_kv_heads, bias=qkv_bias)
+        heads = self.qkv_proj.heads      # this rank's share (all of them with one rank)
+        H, Hk = heads.heads, heads.kv_heads
         self.H, self.Hk, self.D = H, Hk, D
-        hidden = cfg.hidden_size
-        self.qkv_proj = Linear(ctx, hidden, [H * D, Hk * D, Hk * D], bias=qkv_bias)
-        self.o_proj = Linear(ctx, H * D, hidden, bias=o_bias)
+        self.o_proj = RowParallelLinear(ctx, cfg.num_attention_heads * D, hidden, bias=o_bias,
+                                        what="num_attention_heads * head_dim")
+        if alibi_slopes is not None:
+            alibi_slopes = alibi_slopes[heads.q_start:heads.q_start + H]
         self.rotary = rotary
         eps = cfg.get("rms_norm_eps", 1e-6)
         self.q_norm = RMSNorm(ctx, D, eps) if qk_norm else None

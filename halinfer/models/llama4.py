@@ -72,7 +72,7 @@ class Llama4MoE(SparseMoE):
         out = self.experts(xin, ones, ids.reshape(T * k, 1))
         if k > 1:
             out = out.view(T, k, -1).sum(1)
-        return out + self.shared(x)
+        return self.combine(out, x)
 
 
 class Llama4ForCausalLM(ExpertLoading, CausalLM):

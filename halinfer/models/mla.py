@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from ..core.attention import AttentionMetadata
+from ..core.distributed import split_evenly
 from .layers import Attention, KVSpec, Linear, ModelContext, RMSNorm, Rotary
+from .parallel import ColumnParallelLinear, Part, RowParallelLinear
 
 # A family with MLA merges only the MLP's gate/up (its q_proj is a matrix of its own).
 MLA_STACKED = {"gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
@@ -62,23 +64,33 @@ class MLAttention(nn.Module):
     def __init__(self, ctx: ModelContext, cfg, rotary: Rotary, scale: float):
         super().__init__()
         hidden = cfg.hidden_size
-        self.H = H = cfg.num_attention_heads
+        full_heads = cfg.num_attention_heads
+        # Heads split across ranks; the latent (q_a, kv_a) is computed whole on every rank,
+        # so the latent cache is replicated, and only per-head matrices are sharded.
+        q0, self.H = split_evenly(full_heads, ctx.tp.size, ctx.tp.rank, "num_attention_heads")
+        H = self.H
         self.nope, self.rope = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
         self.vd, self.L = cfg.v_head_dim, cfg.kv_lora_rank
         self.q_lora = cfg.get("q_lora_rank")
         bias = bool(cfg.get("attention_bias", False))
         qk = self.nope + self.rope
+
+        def per_head(width):  # this rank's heads of a [heads * width, ...] matrix
+            return [Part(full_heads * width, q0 * width, H * width)]
+
         if self.q_lora:
             self.q_a_proj = Linear(ctx, hidden, self.q_lora, bias=bias)
             self.q_a_layernorm = RMSNorm(ctx, self.q_lora, LATENT_NORM_EPS)
-            self.q_b_proj = Linear(ctx, self.q_lora, H * qk)
+            self.q_b_proj = ColumnParallelLinear(ctx, self.q_lora, full_heads * qk, parts=per_head(qk))
         else:
-            self.q_proj = Linear(ctx, hidden, H * qk)
+            self.q_proj = ColumnParallelLinear(ctx, hidden, full_heads * qk, parts=per_head(qk))
         self.kv_a_proj_with_mqa = Linear(ctx, hidden, self.L + self.rope, bias=bias)
         self.kv_a_layernorm = RMSNorm(ctx, self.L, LATENT_NORM_EPS)
         # Absorbed into the query and the output below, so it stays a dense matrix.
-        self.kv_b_proj = Linear(ctx, self.L, H * (self.nope + self.vd), quantize=False)
-        self.o_proj = Linear(ctx, H * self.vd, hidden, bias=bias)
+        self.kv_b_proj = ColumnParallelLinear(ctx, self.L, full_heads * (self.nope + self.vd), quantize=False,
+                                              parts=per_head(self.nope + self.vd))
+        self.o_proj = RowParallelLinear(ctx, full_heads * self.vd, hidden, bias=bias,
+                                        what="num_attention_heads * v_head_dim")
         self.rotary = rotary
         self.attn = LatentCache(ctx, H, self.L, self.rope, scale)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..core.distributed import split_evenly
 from .layers import GatedMLP, Linear, ModelContext
 
 # checkpoint matrix name -> (our parameter, shard): shard 0 = gate rows of w13, 1 = up rows, None = all of w2
@@ -61,7 +62,13 @@ class Router(nn.Module):
 
 class FusedExperts(nn.Module):
     """E gated MLPs stacked for Ops.fused_moe.  ``names`` maps a checkpoint's per-expert
-    matrix names onto (parameter, shard) so checkpoints load one expert matrix at a time."""
+    matrix names onto (parameter, shard) so checkpoints load one expert matrix at a time.
+
+    With several ranks the output is this rank's partial sum (SparseMoE all-reduces it):
+    expert parallel (``ctx.expert_parallel``) keeps experts [start, start + E/N) whole and
+    the kernel sees only those (tokens routed elsewhere get weight 0 on local expert 0);
+    otherwise every expert's intermediate channels are split, as a GatedMLP's are.
+    """
 
     def __init__(self, ctx: ModelContext, num_experts: int, hidden: int, intermediate: int,
                  activation: str = "silu", bias: bool = False, names: dict | None = None):
@@ -70,9 +77,16 @@ class FusedExperts(nn.Module):
             raise NotImplementedError(f"{ctx.quant.get('method')} quantized MoE experts are not supported yet "
                                       "(fused_moe runs on float16/bfloat16/float32 expert weights)")
         self.ops = ctx.ops
+        self.tp = tp = ctx.tp
         self.activation = activation
-        self.num_experts, self.intermediate = num_experts, intermediate
-        E, H, I = num_experts, hidden, intermediate
+        self.total_experts = num_experts
+        self.expert_parallel = ep = ctx.expert_parallel and tp.is_parallel
+        self.expert_start, E = split_evenly(num_experts, tp.size, tp.rank, "the number of experts") if ep \
+            else (0, num_experts)
+        self.inter_start, I = (0, intermediate) if ep else \
+            split_evenly(intermediate, tp.size, tp.rank, "the experts' intermediate size")
+        self.num_experts, self.intermediate, self.full_intermediate = E, I, intermediate
+        H = hidden
         self.w13 = nn.Parameter(torch.empty(E, 2 * I, H, dtype=ctx.dtype), requires_grad=False)
         self.w2 = nn.Parameter(torch.empty(E, H, I, dtype=ctx.dtype), requires_grad=False)
         self.w13_bias = nn.Parameter(torch.empty(E, 2 * I, dtype=ctx.dtype), requires_grad=False) if bias else None
@@ -80,9 +94,21 @@ class FusedExperts(nn.Module):
         self.names = dict(names or GATE_UP_DOWN)
         self._pieces: dict[str, set] = {}
 
+    def _local(self, param: str, shard, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of one expert's checkpoint matrix (or bias) for ``param``."""
+        if self.expert_parallel or not self.tp.is_parallel:
+            return tensor
+        a, n = self.inter_start, self.intermediate
+        if param.startswith("w13"):                 # rows: intermediate channels of gate or up
+            return tensor.narrow(0, a, n)
+        if param == "w2":                           # [H, I]: columns
+            return tensor.narrow(1, a, n)
+        # w2_bias: summed over the ranks, so only rank 0 keeps it
+        return tensor if self.tp.rank == 0 else torch.zeros_like(tensor)
+
     def load_expert(self, e: int, matrix: str, kind: str, tensor: torch.Tensor) -> str | None:
         """Copy expert ``e``'s ``matrix`` (a key of ``names``) weight or bias into place.
-        Returns the parameter's name once every expert's piece of it has arrived, else None."""
+        Returns the parameter's name once every local expert's piece of it has arrived, else None."""
         if matrix not in self.names:
             raise KeyError(f"expert matrix {matrix!r} is not one of {sorted(self.names)}")
         param, shard = self.names[matrix]
@@ -91,8 +117,12 @@ class FusedExperts(nn.Module):
         p = getattr(self, param)
         if p is None:
             raise KeyError(f"the checkpoint has an expert {kind} for {matrix!r}, the model was built without one")
+        if not 0 <= e < self.total_experts:
+            raise IndexError(f"expert {e} out of range: the config declares {self.total_experts} experts")
+        e -= self.expert_start
         if not 0 <= e < self.num_experts:
-            raise IndexError(f"expert {e} out of range: the config declares {self.num_experts} experts")
+            return None                             # another rank's expert
+        tensor = self._local(param, shard, tensor)
         dst = p.data[e] if shard is None else p.data[e, shard * self.intermediate:(shard + 1) * self.intermediate]
         if dst.shape != tensor.shape:
             raise ValueError(f"expert {e} {matrix}.{kind}: shape {tuple(tensor.shape)}, expected {tuple(dst.shape)}")
@@ -102,7 +132,29 @@ class FusedExperts(nn.Module):
         need = self.num_experts * (1 if shard is None else 2)
         return param if len(got) == need else None
 
+    def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
+        """A checkpoint that stores all experts stacked (gpt-oss): w13 [E, 2I, H] (gate rows,
+        then up rows), w2 [E, H, I] and their biases, sliced to this rank's share."""
+        p = getattr(self, param_name)
+        t = tensor.narrow(0, self.expert_start, self.num_experts)
+        if self.tp.is_parallel and not self.expert_parallel:
+            if param_name.startswith("w13"):
+                gate, up = t.split(self.full_intermediate, dim=1)
+                t = torch.cat([self._local(param_name, 0, g.transpose(0, 1)).transpose(0, 1)
+                               for g in (gate, up)], dim=1)
+            else:
+                t = torch.stack([self._local(param_name, None, x) for x in t.unbind(0)])
+        if p.shape != t.shape:
+            raise ValueError(f"stacked expert tensor {param_name}: shape {tuple(tensor.shape)} gives "
+                             f"{tuple(t.shape)} on this rank, expected {tuple(p.shape)}")
+        p.data.copy_(t)
+
     def forward(self, x, topk_weights, topk_ids):
+        if self.expert_parallel:
+            local = topk_ids - self.expert_start
+            inside = (local >= 0) & (local < self.num_experts)
+            topk_ids = local.masked_fill(~inside, 0)
+            topk_weights = topk_weights.masked_fill(~inside, 0.0)
         return self.ops.fused_moe(x, self.w13, self.w2, topk_weights, topk_ids, activation=self.activation,
                                   w13_bias=self.w13_bias, w2_bias=self.w2_bias)
 
@@ -123,9 +175,10 @@ class SparseMoE(nn.Module):
         self.route_spec = route
         self.gate = Router(ctx, hidden, num_experts, route)
         self.experts = FusedExperts(ctx, num_experts, hidden, intermediate, activation, expert_bias, expert_names)
+        self.tp = ctx.tp
         self.shared_name = shared_name if shared_intermediate else None
-        if shared_intermediate:
-            setattr(self, shared_name, GatedMLP(ctx, hidden, shared_intermediate))
+        if shared_intermediate:  # left partial: combine() sums it with the experts' in one all-reduce
+            setattr(self, shared_name, GatedMLP(ctx, hidden, shared_intermediate, reduce=False))
         self.shared_expert_gate = Linear(ctx, hidden, 1, quantize=False) if shared_gate else None
 
     def route(self, logits: torch.Tensor):
@@ -143,11 +196,14 @@ class SparseMoE(nn.Module):
             s = torch.sigmoid(self.shared_expert_gate(x)) * s
         return s
 
+    def combine(self, out, x):
+        """The experts' output plus the shared expert's, summed over the ranks."""
+        s = self.shared(x)
+        return self.tp.all_reduce(out if s is None else out + s)
+
     def forward(self, x):
         weights, ids = self.route(self.gate(x))
-        out = self.experts(x, weights, ids)
-        s = self.shared(x)
-        return out if s is None else out + s
+        return self.combine(self.experts(x, weights, ids), x)
 
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.(weight|bias)$")

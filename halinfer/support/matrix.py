@@ -15,12 +15,12 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..core.backend import SUPPORT_COLUMNS, Backend, SupportDecl
+from ..core.backend import SUPPORT_COLUMNS, Backend, SupportDecl, quant_columns
 from .seed import SEED_ROWS, SeedRow
 
 VERIFIED_DIR = os.path.join(os.path.dirname(__file__), "verified")
 MARKS = {"verified": "Yes (verified)", "emulated": "Yes (emulated)", "declared": "declared",
-         "no-impl": "not implemented", "no": "No", "-": "-"}
+         "no-impl": "not implemented", "no": "No", "-": "-", "ops": "ops only (no model test)"}
 
 
 def row_key(r: SeedRow) -> str:
@@ -65,7 +65,8 @@ def cell(backend: Backend, decl: SupportDecl | None, r: SeedRow, column: str, re
          variant: str = "") -> str:
     claim = None if decl is None else decl.columns.get(column)
     if claim is False:
-        return "no"
+        # Not claimed for the row, but the backend implements the mode (halinfer devices lists it).
+        return "ops" if column in quant_columns(backend.weight_quant, backend.kv_cache_dtypes) else "no"
     if claim is None:
         return "-"
     if not r.cases:
@@ -123,6 +124,7 @@ def render_markdown(backend: Backend, llm_only: bool = False) -> str:
         parts.append("\n".join(lines))
     legend = ("verified: a test of the row's cases passed on this backend; emulated: passed through emulated "
               "vendor operators on the CPU; declared: claimed, not yet tested here; not implemented: the vendor "
-              "lists it but halinfer has no implementation; text only: the text model of a multimodal row (no vision "
+              "lists it but halinfer has no implementation; ops only: the backend implements the mode (its operators "
+              "pass the conformance suite) but no test of the row's models ran in it; text only: the text model of a multimodal row (no vision "
               "encoder); -: no claim")
     return "\n\n".join(parts) + "\n\n" + legend + "\n"

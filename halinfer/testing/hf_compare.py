@@ -1,6 +1,6 @@
 """Comparing halinfer with HF transformers on the same checkpoint.
 
-Used by the equivalence tests (every backend, every family) and by ``halinfer demo``.
+Used by the equivalence tests (every backend, every family).
 """
 from __future__ import annotations
 

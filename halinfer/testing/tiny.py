@@ -1,7 +1,6 @@
 """Tiny random Hugging Face checkpoints and a tiny tokenizer, built locally.
 
-No model hub is reachable from CI or from a fresh machine, so tests and
-``halinfer demo`` build their own: a byte-level BPE tokenizer trained on a few
+No model hub is reachable from CI, so the tests build their own: a byte-level BPE tokenizer trained on a few
 paragraphs with the ``tokenizers`` library, and a transformers model of the
 requested family with small random weights, saved as safetensors.
 """

@@ -105,8 +105,8 @@ def test_bad_engine_settings(llama_dir):
         LLM(llama_dir, device="cpu", gpu_memory_utilization=1.5)
     with pytest.raises(ValueError, match=r"fewer than one sequence of max_model_len=512"):
         LLM(llama_dir, device="cpu", num_kv_blocks=3, block_size=16)
-    with pytest.raises(NotImplementedError, match="tensor_parallel_size=2"):
-        LLM(llama_dir, device="cpu", tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="not divisible by tensor_parallel_size=3"):   # 4 heads
+        LLM(llama_dir, device="cpu", tensor_parallel_size=3)
 
 
 def test_prompt_errors_name_the_prompt_and_leave_others_unharmed(llm):

@@ -28,6 +28,8 @@ class AscendBackend(Backend):
     device_type = "npu"
     priority = 90
     dist_backend = "hccl"
+    # Declared, unverified on hardware: lmdeploy/dlinfer run TP decode through aclgraph (ascend.md §10)
+    graph_collectives = True
     # kv_layout, block_sizes: per SoC (soc.SocProfile).  A2/A3: NHD, per layer (num_blocks,
     # block_size, kv_heads, head_dim), viewed BnBsH by FIA (§2); paged FIA with more than one
     # query token needs a multiple of 128 up to 512 (§3.1).  300I Duo: NZ caches, block <= 128

@@ -24,6 +24,8 @@ class CambBackend(Backend):
     device_type = "mlu"
     priority = 80
     dist_backend = "cncl"              # §1: registered by torch_mlu/mlu/cncl.py
+    # Declared, unverified on hardware: lmdeploy camb replays TP decode in MLU graphs (camb.md §8)
+    graph_collectives = True
     kv_layout = "HND"                  # §2: (num_blocks, kv_heads, block_size, head_dim)
     block_sizes = (16,)                # §2: paged flash_attention supports only 16
     default_block_size = 16

@@ -27,6 +27,7 @@ class CudaBackend(Backend):
     device_type = "cuda"
     priority = 100                     # above cpu (0) for device="auto"
     dist_backend = "nccl"
+    graph_collectives = True           # NCCL collectives are capturable in CUDA graphs (NCCL >= 2.9.6)
     kv_layout = "NHD"
     block_sizes = (16, 32, 64, 128)
     # 16: the finest prefix-cache granularity the kernels run at full speed with
