@@ -1,9 +1,9 @@
 """Fixtures that install the emulated vendor libraries for one test and remove them after.
 
-``npu_emulation(**config)`` (a factory fixture) puts an emulated torch_npu into
-sys.modules, with HALINFER_ALLOW_UNTESTED_VERSIONS=1 because the emulation
-reports this machine's torch release; ``ascend`` is an AscendBackend on CPU
-tensors whose available() has run (so its SoC is known).
+``npu_emulation(**config)`` (a factory fixture) puts an emulated torch_npu release into
+sys.modules (NpuConfig fields; ``real_version=True`` reports the release's own version,
+else this machine's torch release with HALINFER_ALLOW_UNTESTED_VERSIONS=1);
+``ascend`` is an AscendBackend on CPU tensors whose available() has run (so its SoC is known).
 """
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ import contextlib
 
 import pytest
 
-from .emulation.install import UNTESTED_OK, installed, npu_modules
+from .emulation.install import installed, npu_stack
 from .emulation.npu import NpuConfig
-
 
 
 @pytest.fixture
 def npu_emulation():
     stack = contextlib.ExitStack()
 
-    def install(**config):
-        mods = npu_modules(NpuConfig(**config))
-        stack.enter_context(installed(mods, env=UNTESTED_OK))
+    def install(real_version=False, **config):
+        mods, attrs, env = npu_stack(NpuConfig(**config), real_version)
+        stack.enter_context(installed(mods, attrs, env=env))
         return mods["torch_npu"]
 
     with stack:

@@ -15,12 +15,16 @@ import torch
 
 from halinfer.core.attention import LayerKV, StepInputs
 from halinfer.core.graph import CapturedDecodeRunner, EagerRunner
+from halinfer.core.ops.quant import awq_pack
 
 
 class MiniModel:
     def __init__(self, backend, *, heads=4, kv_heads=2, head_dim=64, layers=2, hidden=None, num_blocks=24,
-                 block_size=None, dtype=torch.float16, seed=0):
+                 block_size=None, dtype=torch.float16, seed=0, mlp="dense"):
         g = torch.Generator().manual_seed(seed)
+        # mlp: one kind for every layer, or a tuple of kinds, one per layer (then it sets the depth)
+        self.mlps = (mlp,) * layers if isinstance(mlp, str) else tuple(mlp)
+        layers = len(self.mlps)
         self.ops = backend.ops
         self.backend = backend
         self.dev = backend.torch_device(None)
@@ -36,8 +40,9 @@ class MiniModel:
         self.layers = []
         for _ in range(layers):
             shape = backend.kv_cache_shape(num_blocks, self.bs, kv_heads, head_dim)
-            kv = LayerKV(torch.zeros(shape, dtype=dtype, device=self.dev),
-                         torch.zeros(shape, dtype=dtype, device=self.dev), backend.kv_layout)
+            # the backend allocates (the 300I Duo's caches are NZ-format tensors)
+            kv = LayerKV(backend.allocate_kv_cache(shape, dtype, self.dev).zero_(),
+                         backend.allocate_kv_cache(shape, dtype, self.dev).zero_(), backend.kv_layout)
             self.layers.append(dict(norm=(1 + 0.1 * torch.randn(H, generator=g)).to(self.dev, dtype),
                                     qkv=w((heads + 2 * kv_heads) * head_dim, H), o=w(H, heads * head_dim),
                                     up=w(2 * H, H), down=w(H, H), kv=kv))
@@ -45,12 +50,14 @@ class MiniModel:
         ang = torch.arange(4096).double()[:, None] * inv[None, :]
         self.cos_sin = torch.cat((ang.cos(), ang.sin()), -1).float().to(self.dev)
         self.embed = w(1000, H, s=math.sqrt(H))
+        # drawn last, so the dense weights are the same whatever the MLP kinds
+        self.extra = {kind: _mlp_weights(kind, H, g, self.dev, dtype) for kind in dict.fromkeys(self.mlps)}
 
     def __call__(self, ids, positions, meta):
         x = self.embed.index_select(0, ids)
         res = None
         T = x.shape[0]
-        for L in self.layers:
+        for L, kind in zip(self.layers, self.mlps):
             if res is None:
                 h, res = self.ops.rms_norm(x, L["norm"], 1e-5), x
             else:
@@ -63,13 +70,47 @@ class MiniModel:
             a = self.ops.paged_attention(q, L["kv"], meta, scale=1.0 / math.sqrt(self.d))
             x = self.ops.linear(a.reshape(T, -1), L["o"])
             h, res = self.ops.rms_norm(x, L["norm"], 1e-5, res)
-            x = self.ops.linear(self.ops.silu_and_mul(self.ops.linear(h, L["up"])), L["down"])
+            x = self._mlp(h, L, kind)
         return x + res
+
+    def _mlp(self, h, L, kind):
+        o, e = self.ops, self.extra[kind]
+        if kind == "moe":
+            w, ids = o.moe_route(o.linear(h, e["router"]), 2)
+            return o.fused_moe(h, e["w13"], e["w2"], w, ids)
+        if kind == "w8a8":
+            return o.w8a8_linear(o.silu_and_mul(o.w8a8_linear(h, *e["up"])), *e["down"])
+        if kind == "w4a16":
+            return o.w4a16_linear(o.silu_and_mul(o.w4a16_linear(h, *e["up"], 32)), *e["down"], 32)
+        return o.linear(o.silu_and_mul(o.linear(h, L["up"])), L["down"])
 
     def reset_cache(self):
         for L in self.layers:
             L["kv"].k.zero_()
             L["kv"].v.zero_()
+
+
+def _mlp_weights(mlp, H, g, dev, dtype):
+    """MoE (4 experts, top 2), W8A8 (int8 [N, K] + per-channel scale) or W4A16 (AWQ, group 32) MLP weights."""
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g) / math.sqrt(shape[-1])
+
+    if mlp == "moe":
+        return dict(router=rnd(4, H).to(dev, dtype), w13=rnd(4, 2 * H, H).to(dev, dtype), w2=rnd(4, H, H).to(dev, dtype))
+    if mlp == "w8a8":
+        def q8(n, k):
+            w = rnd(n, k)
+            s = w.abs().amax(1) / 127
+            return (w / s[:, None]).round().to(torch.int8).to(dev), s.to(dev)
+        return dict(up=q8(2 * H, H), down=q8(H, H))
+    if mlp == "w4a16":
+        def q4(k, n):
+            vals = torch.randint(0, 16, (k, n), generator=g)
+            zeros = torch.randint(4, 12, (k // 32, n), generator=g)
+            scales = (torch.rand(k // 32, n, generator=g) * 0.02 + 0.01).to(dev, dtype)
+            return awq_pack(vals).to(dev), scales, awq_pack(zeros).to(dev)
+        return dict(up=q4(H, 2 * H), down=q4(H, H))
+    return {}
 
 
 class Driver:

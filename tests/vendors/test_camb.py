@@ -109,3 +109,19 @@ def test_a_frozen_max_context_len_would_be_caught(mlu_emulation, monkeypatch):
 def test_set_device_passes_an_ordinal(mlu_emulation):
     b = make_camb(mlu_emulation)
     b.runtime(b.torch_device(None)).set_device()      # would raise in torch_mlu without an ordinal
+
+
+def test_tmo_1_12_1_exports_exactly_its_list_and_w8a8_takes_the_scaled_pair(mlu_emulation):
+    from .emulation.mlu.tmo import EXPORTS
+
+    b = make_camb(mlu_emulation, tmo_version="1.12.1+torch2.11")
+    tmo = sys.modules["torch_mlu_ops"]
+    names = {n for n in vars(tmo) if not n.startswith("__")}
+    assert names == set(EXPORTS["1.12.1"]["exports"]) and len(names) == 99
+    assert not hasattr(tmo, "per_token_smooth_quantize") and not hasattr(tmo, "smooth_quant_matmul")
+    assert b.ops.w8a8 == "scaled" and b.weight_quant == ("w8a8",)
+
+
+def test_tmo_1_5_0_w8a8_takes_the_smooth_pair(mlu_emulation):
+    b = make_camb(mlu_emulation, tmo_version="1.5.0+torch2.4")
+    assert b.ops.w8a8 == "smooth" and not hasattr(sys.modules["torch_mlu_ops"], "scaled_quantize")

@@ -151,3 +151,84 @@ def test_moe_routing_ops_compose_to_weighted_expert_sum():
     want = torch.stack([sum(w[t, j].float() * (x[t].float() @ wt[ids[t, j]].float()) for j in range(k))
                         for t in range(T)])
     torch.testing.assert_close(out.float(), want, atol=1e-2, rtol=1e-2)
+
+
+# ---- the emulated releases hold calls to the real signatures ---------------------------------
+
+old = build_torch_npu(NpuConfig(release="v2.5.1-7.0.0"))
+
+
+def _rotary_args():
+    q = torch.zeros(1, 2, 1, 64, dtype=torch.float16)
+    cos = torch.ones(1, 2, 1, 64, dtype=torch.float16)
+    return q, q.clone(), cos, cos * 0
+
+
+def test_rotary_mode_is_refused_where_op_plugin_lacks_it():
+    with pytest.raises(VendorArgError, match="unexpected keyword argument 'rotary_mode'"):
+        old.npu_apply_rotary_pos_emb(*_rotary_args(), layout="BSND", rotary_mode="half")
+    old.npu_apply_rotary_pos_emb(*_rotary_args(), layout="BSND")
+    npu.npu_apply_rotary_pos_emb(*_rotary_args(), layout="BSND", rotary_mode="half")   # 7dee02b on
+
+
+def test_each_release_exposes_only_its_ops():
+    assert not hasattr(old, "npu_moe_token_unpermute") and hasattr(npu, "npu_moe_token_unpermute")
+    assert hasattr(old, "npu_moe_init_routing_v2") and hasattr(old, "_npu_paged_attention")
+
+
+def test_keyword_only_arguments_cannot_be_passed_positionally_and_required_ones_must_be_given():
+    x = torch.zeros(2, 8, dtype=torch.float16)
+    with pytest.raises(VendorArgError, match="positional"):
+        npu.npu_dynamic_quant(x, None)                 # smooth_scales is after the '*'
+    with pytest.raises(VendorArgError, match="missing required"):
+        npu.npu_rms_norm(x)
+    with pytest.raises(VendorArgError, match="unexpected keyword argument 'eps'"):
+        npu.npu_rms_norm(x, torch.ones(8, dtype=torch.float16), eps=1e-6)
+
+
+def test_plugin_probes_follow_the_schema_of_each_release():
+    from halinfer.plugins.ascend.features import OpFeatures
+
+    assert OpFeatures.probe(old) == OpFeatures(rotary_mode=False, moe_token_unpermute=False)
+    mid = build_torch_npu(NpuConfig(release="v2.6.0-7.1.0"))
+    assert OpFeatures.probe(mid) == OpFeatures(rotary_mode=False, moe_token_unpermute=True)
+    assert OpFeatures.probe(npu) == OpFeatures(rotary_mode=True, moe_token_unpermute=True)
+
+
+def test_atb_wrappers_exist_without_nnal_and_raise_oserror_when_called():
+    bare = build_torch_npu(NpuConfig(atb=False))
+    assert hasattr(bare, "_npu_paged_attention")
+    with pytest.raises(OSError, match="nnal"):
+        bare._npu_paged_attention()
+
+
+def test_300i_duo_atb_ops_refuse_nd_caches_and_large_blocks():
+    p = build_torch_npu(NpuConfig(soc="310P"))
+    k = torch.ones(2, 2, 64, dtype=torch.float16)
+    slots = torch.tensor([0, 1], dtype=torch.int32)
+    nd = torch.zeros(4, 128, 2, 64, dtype=torch.float16)
+    with pytest.raises(VendorArgError, match="FRACTAL_NZ"):
+        p._npu_reshape_and_cache(k, k, nd, nd.clone(), slots)
+    def nz(*shape):
+        return p.empty_with_format(list(shape), dtype=torch.float16, acl_format=29)
+
+    with pytest.raises(VendorArgError, match="<= 128"):
+        p._npu_reshape_and_cache(k, k, nz(4, 8, 256, 16), nz(4, 8, 256, 16), slots)
+    kc = nz(4, 8, 128, 16)
+    p._npu_reshape_and_cache(k, k * 2, kc, nz(4, 8, 128, 16), slots)
+    assert kc[0, :, 1].eq(1).all() and kc.sum() == 2 * 128
+
+
+def test_300i_duo_flash_attention_needs_16_aligned_tokens_and_an_nz_mask():
+    from halinfer.plugins.ascend import nz as plugin_nz
+
+    p = build_torch_npu(NpuConfig(soc="310P"))
+    q = torch.randn(16, 2, 64).half()
+    out = torch.empty_like(q)
+    nd_mask = torch.full((16, 16), float("-inf")).triu(1).half()
+    with pytest.raises(VendorArgError, match="mask must be 4-D"):
+        p._npu_flash_attention(q, q, q, nd_mask, torch.tensor([16], dtype=torch.int32), 0.1, 2, 2, out)
+    mask = plugin_nz.causal_mask(p, 16, q.device)
+    with pytest.raises(VendorArgError, match="multiple of 16"):
+        p._npu_flash_attention(q[:9], q[:9], q[:9], mask, torch.tensor([9], dtype=torch.int32), 0.1, 2, 2, out[:9])
+    p._npu_flash_attention(q, q, q, mask, torch.tensor([16], dtype=torch.int32), 0.1, 2, 2, out)

@@ -12,10 +12,7 @@ Causal steps with more than one query token use ``sparse_mode=3`` (bottom-right
 causal) with the 2048x2048 upper-triangular mask it requires; decode and
 non-causal steps use ``sparse_mode=0`` without a mask.
 
-ATB (§3.3): decode with ``_npu_paged_attention`` (lengths from a device tensor:
-nothing to refresh in a graph); a prefill without cached history with
-``_npu_flash_attention`` on the new tokens' keys and values, read back from
-the cache rows ``store_kv`` just wrote.
+ATB (§3.3) on the 300I Duo, over NZ caches (nz.py): see AtbAttention.
 
 ``__call__`` returns the case name (a str) for a step its op cannot take;
 AscendOps declares those cases and runs the core reference for them.
@@ -24,9 +21,11 @@ from __future__ import annotations
 
 import torch
 
+from . import nz
 from .graph import CaptureState, UpdateRecord
 
 MASK_SIZE = 2048   # sparse_mode 2/3/4 take exactly this compressed mask (§3.1)
+MASK_ALIGN = 256   # 310P prefill masks are built for lengths rounded up to this
 
 
 def _out_like(q, shape):
@@ -99,28 +98,45 @@ class FiaAttention:
 
 
 class AtbAttention:
+    """The 310P path (nz.py): NZ caches, decode through _npu_paged_attention (lengths from a
+    device tensor: nothing to refresh in a graph), a prefill without cached history through
+    _npu_flash_attention on the new tokens' keys and values (read back from the NZ rows
+    store_kv just wrote), padded to a multiple of 16 tokens with an NZ-cast causal mask."""
+
     def __init__(self, torch_npu):
         self.npu = torch_npu
+        self._masks: dict = {}
+
+    def _mask(self, size, device):
+        size = nz.round_up(size, MASK_ALIGN)   # one mask serves every shorter prefill
+        key = (size, device)
+        if key not in self._masks:
+            self._masks[key] = nz.causal_mask(self.npu, size, device)
+        return self._masks[key]
 
     def __call__(self, q, kv, meta, scale: float, causal: bool):
         T, N, D = q.shape
-        kvn, dv = kv.k.shape[2], kv.v.shape[-1]
-        if D != dv:
+        kvn = kv.k.shape[1] * 16 // D
+        if kvn * D != kv.k.shape[1] * 16 or kv.v.shape != kv.k.shape:
             return "mixed_head_dims"
-        if D > 256:
+        if D > 256 or D % 16:
             return "head_shape"
-        out = _out_like(q, (T, N, dv))
+        out = _out_like(q, (T, N, D))
         if meta.is_decode:
             self.npu._npu_paged_attention(q.contiguous(), kv.k, kv.v, kvn, N, scale, meta.block_tables,
                                           meta.seq_lens, out)
             return out
         if meta.has_history or not causal:
             return "prefix_or_noncausal"   # no ATB op here attends over a cached prefix
-        k = kv.k.view(-1, kvn, D).index_select(0, meta.slot_mapping)
-        v = kv.v.view(-1, kvn, dv).index_select(0, meta.slot_mapping)
-        S = meta.max_q_len
-        # 310P is float16: -inf above the diagonal (vllm-ascend's float16 mask for this op)
-        mask = torch.full((S, S), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
-        seq_len = torch.tensor(meta.q_lens_host, dtype=torch.int32)   # host tensor: ATB reads it on the CPU
-        self.npu._npu_flash_attention(q.contiguous(), k, v, mask, seq_len, scale, N, kvn, out)
-        return out
+        slots = meta.slot_mapping
+        k, v = nz.rows(kv.k, slots, kvn), nz.rows(kv.v, slots, kvn)
+        padded = nz.round_up(T, nz.TOKEN_ALIGN)
+        # vllm-ascend forward_prefill_310: the padding rows join the last sequence (they come after
+        # its tokens, so causal attention leaves the real rows unchanged)
+        lens = list(meta.q_lens_host)
+        lens[-1] += padded - T
+        seq_len = torch.tensor(lens, dtype=torch.int32)   # host tensor: ATB reads it on the CPU
+        o = _out_like(q, (padded, N, D))
+        self.npu._npu_flash_attention(nz.pad_rows(q, padded), nz.pad_rows(k, padded), nz.pad_rows(v, padded),
+                                      self._mask(max(lens), q.device), seq_len, scale, N, kvn, o)
+        return o[:T]

@@ -30,12 +30,10 @@ class AscendBackend(Backend):
     dist_backend = "hccl"
     # Declared, unverified on hardware: lmdeploy/dlinfer run TP decode through aclgraph (ascend.md §10)
     graph_collectives = True
-    kv_layout = "NHD"            # §2: per layer (num_blocks, block_size, kv_heads, head_dim), viewed BnBsH by FIA
-    # §2/§3.1: paged FIA with more than one query token needs a multiple of 128 up to
-    # 512 (the TND layout allows multiples of 16, but older CANN may not), decode any
-    # 16-multiple up to 512, ATB paged attention (300I Duo) up to 128.  128 fits every
-    # path and is what vllm-ascend and dlinfer use.
-    block_sizes = (128, 256, 512)
+    # kv_layout, block_sizes: per SoC (soc.SocProfile).  A2/A3: NHD, per layer (num_blocks,
+    # block_size, kv_heads, head_dim), viewed BnBsH by FIA (§2); paged FIA with more than one
+    # query token needs a multiple of 128 up to 512 (§3.1).  300I Duo: NZ caches, block <= 128
+    # (nz.py).  128 fits every path and is what vllm-ascend and dlinfer use.
     default_block_size = 128
     kv_cache_dtypes = ("auto",)  # §8: int8 KV is not usable with paged FIA prefill
 
@@ -57,33 +55,50 @@ class AscendBackend(Backend):
         # Before detection (no device, or not asked yet) describe the A2, the main target.
         return (self._soc.profile if self._soc is not None else None) or _soc.PROFILES[_soc.A2]
 
-    @property
-    def dtypes(self):
-        return self.profile.dtypes
+    # What differs per SoC is read from its profile (soc.SocProfile).
+    dtypes = property(lambda self: self.profile.dtypes)
+    graph_modes = property(lambda self: self.profile.graph_modes)
+    weight_quant = property(lambda self: self.profile.weight_quant)
+    kv_layout = property(lambda self: self.profile.kv_layout)
+    block_sizes = property(lambda self: self.profile.block_sizes)
 
-    @property
-    def graph_modes(self):
-        return self.profile.graph_modes
+    def kv_cache_shape(self, num_blocks, block_size, num_kv_heads, head_dim):
+        if self.kv_layout == "NZ":
+            from . import nz
 
-    @property
-    def weight_quant(self):
-        return self.profile.weight_quant
+            return nz.cache_shape(num_blocks, block_size, num_kv_heads, head_dim)
+        return super().kv_cache_shape(num_blocks, block_size, num_kv_heads, head_dim)
+
+    def allocate_kv_cache(self, shape, dtype, device):
+        if self.kv_layout == "NZ":   # the 310P's ATB ops take FRACTAL_NZ caches only
+            from . import nz
+
+            return nz.allocate(self._npu(), shape, dtype, device)
+        return super().allocate_kv_cache(shape, dtype, device)
 
     # ---- availability --------------------------------------------------------------
     def _npu(self):
         return importlib.import_module("torch_npu")
 
     def _atb_state(self, torch_npu) -> str | None:
-        """None when the ATB ops are callable, else why not (§1: they need NNAL)."""
-        if hasattr(torch_npu, "_npu_reshape_and_cache"):
-            return None
-        lib = os.path.join(os.path.dirname(getattr(torch_npu, "__file__", "") or "."), ATB_LIB)
+        """None when the ATB ops are callable, else why not (§1: they need NNAL).
+
+        torch_npu's import always installs op-plugin's lazy ``torch_npu._npu_*`` wrappers, so
+        their presence proves nothing; the library is loaded here, by op-plugin's own loader
+        (``torch_npu.op_plugin.atb._atb_ops._register_atb_extensions``, which the wrappers
+        call first) or, where that is missing, by loading the library directly."""
         try:
-            torch.ops.load_library(lib)
-        except Exception as e:  # noqa: BLE001
-            return (f"ATB ops missing: loading {lib} failed ({type(e).__name__}: {e}); install CANN's NNAL "
-                    "package and source its set_env.sh ('undefined symbol' = NNAL/torch_npu version mismatch)")
-        return None if hasattr(torch_npu, "_npu_reshape_and_cache") else "ATB ops missing after loading " + lib
+            try:
+                loader = importlib.import_module("torch_npu.op_plugin.atb._atb_ops")._register_atb_extensions
+            except (ImportError, AttributeError):
+                lib = os.path.join(os.path.dirname(getattr(torch_npu, "__file__", "") or "."), ATB_LIB)
+                loader = functools.partial(torch.ops.load_library, lib)
+            loader()
+        except Exception as e:  # noqa: BLE001 - OSError from the loader; anything else is a reason too
+            return (f"NNAL (ATB) not installed: loading the ATB library failed ({type(e).__name__}: {e}); install "
+                    "CANN's NNAL package and source its set_env.sh ('undefined symbol' = NNAL/torch_npu "
+                    "version mismatch)")
+        return None if hasattr(torch_npu, "_npu_reshape_and_cache") else "NNAL (ATB) ops missing after loading"
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -117,11 +132,14 @@ class AscendBackend(Backend):
             return 0
 
     def versions(self) -> dict[str, tuple[str, str]]:
+        from .features import OpFeatures
+
         try:
-            atb = self._atb_state(self._npu()) or "present"
+            npu = self._npu()
+            atb, ops = self._atb_state(npu) or "present", OpFeatures.probe(npu).describe()
         except Exception as e:  # noqa: BLE001
-            atb = f"unknown ({type(e).__name__})"
-        return _versions.report(atb)
+            atb = ops = f"unknown ({type(e).__name__})"
+        return _versions.report(atb, ops)
 
     # ---- what the plugin provides ------------------------------------------------------
     @functools.cached_property

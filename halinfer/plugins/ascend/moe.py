@@ -6,6 +6,11 @@ copies by expert, two ``npu_grouped_matmul`` calls (per-expert counts as the
 group list) with SwiGLU between them, ``npu_moe_token_unpermute`` gathers and
 weights the copies back per token.  All device-side: capturable in a graph.
 
+torch_npu v2.5.1-7.0.0 (op-plugin 7b9ce1c) has no npu_moe_token_unpermute; there the
+combine is the same gather written in torch (index_select + weighted sum over the k
+copies), not npu_moe_finalize_routing, whose k-major source-row indexing does not match
+init_routing_v2's row index and which vllm-ascend avoids for accuracy (vendors/ascend.md §6).
+
 Returns the name of the case (a str) for what these ops do not cover (sigmoid
 scoring, grouped top-k, a correction bias, activations other than SiLU, expert
 biases, more than 1024 experts, float32); AscendOps declares those cases and runs
@@ -21,9 +26,10 @@ MAX_GROUPS = 1024   # group_list length limit of aclnnGroupedMatmulV5
 
 
 class NpuMoE:
-    def __init__(self, torch_npu, silu_and_mul):
+    def __init__(self, torch_npu, silu_and_mul, features):
         self.npu = torch_npu
         self.silu_and_mul = silu_and_mul
+        self.features = features
 
     def route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
               correction_bias=None, routed_scaling=1.0):
@@ -53,4 +59,9 @@ class NpuMoE:
                                     group_list_type=1)[0]
         down = npu.npu_grouped_matmul([self.silu_and_mul(up)], [w2.transpose(1, 2)], group_list=counts,
                                       split_item=2, group_type=0, group_list_type=1)[0]
-        return npu.npu_moe_token_unpermute(down, rows, probs=topk_weights.to(x.dtype))
+        probs = topk_weights.to(x.dtype)
+        if self.features.moe_token_unpermute:
+            return npu.npu_moe_token_unpermute(down, rows, probs=probs)
+        # out[t] = sum_j probs[t, j] * down[rows[t*k + j]]  (rows: destination of flat copy t*k + j)
+        copies = down.index_select(0, rows.long()).view(T, k, -1)
+        return (copies.float() * probs.float().unsqueeze(-1)).sum(1).to(x.dtype)

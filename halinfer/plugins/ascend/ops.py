@@ -21,7 +21,9 @@ from halinfer.core.ops import Ops
 from halinfer.core.ops.moe import EXPERT_CASES, ROUTE_CASES
 from halinfer.core.ops.paged import attention_case, kv_case
 
+from . import nz
 from .attention import AtbAttention, FiaAttention
+from .features import OpFeatures
 from .graph import CaptureState
 from .moe import NpuMoE
 from .quant import AscendW4A16
@@ -49,8 +51,9 @@ class AscendOps(Ops):
     def __init__(self, torch_npu, profile: SocProfile, state: CaptureState):
         self.npu = torch_npu
         self.profile = profile
+        self.features = OpFeatures.probe(torch_npu)
         self.attention = FiaAttention(torch_npu, state) if profile.attention == "fia" else AtbAttention(torch_npu)
-        self.moe = NpuMoE(torch_npu, self.silu_and_mul)
+        self.moe = NpuMoE(torch_npu, self.silu_and_mul, self.features)
         self.w4a16 = AscendW4A16(torch_npu)
 
     # -- normalisation (§5) -------------------------------------------------------------
@@ -75,7 +78,10 @@ class AscendOps(Ops):
         # The op rotates its inputs in place: give it copies (the contract returns new tensors).
         qr = q[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
         kr = k[..., :rot].clone(memory_format=torch.contiguous_format).unsqueeze(0)
-        self.npu.npu_apply_rotary_pos_emb(qr, kr, cos, sin, layout="BSND", rotary_mode="half")
+        # rotary_mode exists from op-plugin 7dee02b (v2.6.0-7.2.0); older kernels always rotate
+        # "half" (their layout argument is ignored too: always BSND)
+        mode = {"rotary_mode": "half"} if self.features.rotary_mode else {}
+        self.npu.npu_apply_rotary_pos_emb(qr, kr, cos, sin, layout="BSND", **mode)
         if rot == q.shape[-1]:
             return qr[0], kr[0]
         return torch.cat((qr[0], q[..., rot:]), -1), torch.cat((kr[0], k[..., rot:]), -1)
@@ -90,8 +96,11 @@ class AscendOps(Ops):
 
     # -- paged KV cache (§4) and attention ---------------------------------------------------
     def store_kv(self, k, v, kv, slot_mapping):
-        case = kv_case(kv, "NHD") or ("mla" if v is None else None) or \
+        layout = self.profile.kv_layout
+        case = kv_case(kv, layout) or ("mla" if v is None else None) or \
             ("mixed_head_dims" if k.shape != v.shape or kv.k.shape[-1] != kv.v.shape[-1] else None)
+        if case and layout == "NZ":   # the reference cannot write NZ caches
+            raise NotImplementedError(f"Atlas 300I Duo: NZ caches hold float16 K and V of one head dim ({case})")
         if case:
             return self.reference("store_kv", case, k, v, kv, slot_mapping)
         if slot_mapping.shape[0] == 0:
@@ -105,11 +114,17 @@ class AscendOps(Ops):
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
         kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
                   soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
-        case = attention_case(q, kv, "NHD", HALF, ATTENTION_FEATURES, **kw)
+        layout = self.profile.kv_layout
+        case = attention_case(q, kv, layout, HALF, ATTENTION_FEATURES, **kw)
         if not case:
-            case = "gqa_ratio" if q.shape[1] // kv.k.shape[2] > 64 else None   # FIA's group limit
+            hk = kv.k.shape[2] if layout == "NHD" else kv.k.shape[1] * 16 // q.shape[-1]
+            case = "gqa_ratio" if q.shape[1] // max(hk, 1) > 64 else None   # FIA's group limit
         out = case or self.attention(q, kv, meta, scale, causal)   # a str: the case it cannot take
-        return self.reference("paged_attention", out, q, kv, meta, **kw) if isinstance(out, str) else out
+        if not isinstance(out, str):
+            return out
+        if kv.layout == "NZ":   # the reference reads NHD: an NHD copy of the cache (slow, eager only)
+            kv = nz.to_nhd(kv, q.shape[-1])
+        return self.reference("paged_attention", out, q, kv, meta, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
     # -- quantized GEMMs (§7) -------------------------------------------------------------------

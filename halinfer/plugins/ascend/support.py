@@ -18,6 +18,7 @@ Y, N, _ = True, False, None
 
 A2_COLS = ("FP16/BF16(eager)", "FP16/BF16(graph)", "W8A8(graph)", "W4A16(eager)")
 P310_COLS = ("FP16/BF16(graph)",)     # the seed's column is "FP16(graph)": 300I Duo has no BF16
+P310_REFUSED_COLS = ("FP16/BF16(eager)", "W8A8(graph)", "W4A16(eager)")
 A3_COLS = ("FP16/BF16(eager)",)
 
 # family: (A2 eager, A2 graph, A2 W8A8 graph, A2 W4A16 eager, 300I Duo FP16 graph, A3 eager)
@@ -45,6 +46,22 @@ SEED = {
     "GLM-4V": (Y, N, _, _, _, _),
 }
 
+# What this plugin refuses up front (the engine checks graph_modes and weight_quant before
+# loading), per SoC variant and mode or weight format, with the reason (docs/vendors.md).
+REFUSED = {
+    (P310, "eager"): "decode runs as graphs only on the Atlas 300I Duo (lmdeploy: 300I Duo graph mode only)",
+    (P310, "w8a8"): "no per-token W8A8 on the Atlas 300I Duo: npu_quant_matmul takes no pertoken_scale there "
+                    "(op-plugin _op_plugin_docs.py, 'Atlas 推理系列加速卡产品: 不支持pertoken_scale')",
+    (P310, "awq"): "no group-wise int4 on the Atlas 300I Duo: npu_weight_quant_batchmatmul takes int8 weights, "
+                   "per-tensor/per-channel only there (op-plugin _op_plugin_docs.py)",
+}
+
+
+def refusal(variant: str, what: str) -> str | None:
+    """Why ``what`` (a graph mode or a weight format) is refused on ``variant``, or None."""
+    return REFUSED.get((variant, what))
+
+
 # Seed claims this plugin cannot honour, with the reason.
 NOT_IMPLEMENTED = {
     ("DeepSeek-V2", A2, "FP16/BF16(graph)"):
@@ -64,9 +81,12 @@ def _decl(family, variant, cols, values) -> SupportDecl | None:
         columns[col] = val
     if not columns:
         return None
+    if variant == P310:   # shown as "no": refused up front (REFUSED), whatever the seed says
+        columns.update(dict.fromkeys(P310_REFUSED_COLS, False))
     note = "declared from the seed matrix; not verified on hardware"
     if variant == P310:
-        note += "; FP16 only (300I Duo has no BF16), decode as graphs only"
+        note += "; FP16 only (300I Duo has no BF16); refused: " + "; ".join(
+            f"{what}: {why}" for (v, what), why in REFUSED.items() if v == P310)
     if notes:
         note += "; " + "; ".join(notes)
     return SupportDecl(family=family, columns=columns, note=note, variant=PRODUCT[variant])

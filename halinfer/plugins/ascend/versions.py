@@ -3,6 +3,9 @@
 The range is the one the fact sheet's sources cover (vendors/ascend.md header):
 dlinfer pins torch/torch-npu >=2.3.1,<2.10, and this plugin relies on the FIA
 TND layout and aclgraph task updates documented for the 2.5.1-7.x branches on.
+Every release branch in the range (v2.5.1-7.0.0 .. v2.9.0-26.1.0) is emulated with its
+pinned op-plugin's schemas (tests/vendors/emulation/npu/releases.json); where they
+differ the plugin probes the op (features.py) instead of reading this version.
 torch_npu is built for exactly one torch release: their versions must agree.
 """
 from __future__ import annotations
@@ -31,11 +34,16 @@ def in_range(version: str, lo: str, hi: str) -> bool:
     return v >= lo.lstrip(">=") and v < hi.lstrip("<")
 
 
+def installed_torch() -> str:
+    """torch's version (a function: the emulation tests stand in another release's torch)."""
+    return torch.__version__
+
+
 def torch_npu_problem(npu_version: str) -> str | None:
     """Why this torch / torch_npu pair is not one halinfer supports, or None."""
-    if release(npu_version) != release(torch.__version__):
+    if release(npu_version) != release(installed_torch()):
         return (f"torch_npu {npu_version} is built for torch {release(npu_version)}, but torch "
-                f"{torch.__version__} is installed; install the torch release torch_npu names")
+                f"{installed_torch()} is installed; install the torch release torch_npu names")
     lo, hi = TORCH_NPU_RANGE
     if not in_range(npu_version, lo, hi) and os.environ.get(UNTESTED_ENV) != "1":
         return (f"torch_npu {npu_version} is outside the supported range {lo},{hi} "
@@ -55,7 +63,7 @@ def cann_version(torch_npu) -> str:
     return f"unknown (toolkit at {home})" if home else "unknown (CANN set_env.sh not sourced?)"
 
 
-def report(atb_state: str) -> dict[str, tuple[str, str]]:
+def report(atb_state: str, op_features: str = "") -> dict[str, tuple[str, str]]:
     try:
         npu = importlib.import_module("torch_npu")
         npu_v = str(getattr(npu, "__version__", "?"))
@@ -65,8 +73,9 @@ def report(atb_state: str) -> dict[str, tuple[str, str]]:
     lo, hi = TORCH_NPU_RANGE
     return {
         "python": (f">={PYTHON_MIN}", platform.python_version()),
-        "torch": ("== torch_npu's release", torch.__version__),
+        "torch": ("== torch_npu's release", installed_torch()),
         "torch_npu": (f"{lo},{hi}", npu_v),
         "CANN": ("per torch_npu's release notes", cann),
         "NNAL (ATB ops)": ("installed, set_env.sh sourced", atb_state),
+        "op-plugin ops": ("probed (features.py); each missing one has a fallback", op_features),
     }

@@ -31,7 +31,6 @@ class CambBackend(Backend):
     default_block_size = 16
     kv_cache_dtypes = ("auto",)        # int8 paged caches exist in TMO but lmdeploy rejects them; not wired here
     dtypes = (torch.float16, torch.bfloat16)
-    weight_quant = ("w8a8",)           # §6 SmoothQuant ops; W4A16's int4 nibble order is not documented
     graph_modes = ("eager", "graph")
 
     def __init__(self, device_type: str | None = None):
@@ -39,6 +38,12 @@ class CambBackend(Backend):
         # (emulated torch_mlu ops on CPU tensors); the plugin code is the same either way.
         if device_type is not None:
             self.device_type = device_type
+        self._w8a8 = None   # which TMO W8A8 pair exists (ops.w8a8_api), known after available()
+
+    @property
+    def weight_quant(self):
+        # W8A8 only where this TMO exports a W8A8 pair; W4A16's int4 nibble order is not documented
+        return ("w8a8",) if self._w8a8 else ()
 
     # ---- availability ------------------------------------------------------------------
     @staticmethod
@@ -61,6 +66,9 @@ class CambBackend(Backend):
             why = _versions.tmo_problem(str(getattr(tmo, "__version__", "")))
             if why:
                 return False, why
+            from .ops import w8a8_api
+
+            self._w8a8 = w8a8_api(tmo)
             return True, f"{mlu.get_device_name()}, torch_mlu {getattr(torch_mlu, '__version__', '?')}, " \
                          f"torch_mlu_ops {tmo.__version__}"
         except Exception as e:  # noqa: BLE001

@@ -4,9 +4,10 @@ Overridden, with the section of vendors/camb.md each follows: rms_norm
 (fused_rms_norm, §5), rotary (apply_rotary; note sin before cos, §5),
 silu_and_mul (active, §5), store_kv (reshape_paged_cache, §4), paged_attention
 (attention.py, §3), linear (matmul, 2-D, §6), quant_per_token_int8 / w8a8_linear
-(per_token_smooth_quantize + smooth_quant_matmul, §6), moe_route / fused_moe
-(moe.py, §7).  Everything else is the core's torch reference, and so are the
-calls those ops do not cover, for the cases declared in ``fallbacks``.
+(scaled_quantize + scaled_matmul on TMO 1.12.1, per_token_smooth_quantize +
+smooth_quant_matmul on 1.5.0: w8a8_api), moe_route / fused_moe (moe.py, §7).
+Everything else is the core's torch reference, and so are the calls those ops
+do not cover, for the cases declared in ``fallbacks``.
 """
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ from .attention import TmoAttention
 from .moe import TmoMoE
 
 HALF = (torch.float16, torch.bfloat16)
+
+
+def w8a8_api(tmo) -> str | None:
+    """Which W8A8 pair this torch_mlu_ops exports: "scaled" (scaled_quantize / scaled_matmul:
+    TMO 1.12.1, as vllm-mlu and LightX2V call them), "smooth" (per_token_smooth_quantize /
+    smooth_quant_matmul: TMO 1.5.0, as dlinfer calls them), or None."""
+    if hasattr(tmo, "scaled_quantize") and hasattr(tmo, "scaled_matmul"):
+        return "scaled"
+    if hasattr(tmo, "per_token_smooth_quantize") and hasattr(tmo, "smooth_quant_matmul"):
+        return "smooth"
+    return None
 
 
 ATTENTION_FEATURES = ("chunked", "soft_cap", "alibi", "sinks")   # sliding windows run on TMO
@@ -39,6 +51,7 @@ class CambOps(Ops):
 
     def __init__(self, tmo):
         self.tmo = tmo
+        self.w8a8 = w8a8_api(tmo)
         self.attention = TmoAttention(tmo)
         self.moe = TmoMoE(tmo)
         self._ones: dict = {}
@@ -104,23 +117,33 @@ class CambOps(Ops):
     linear.__doc__ = Ops.linear.__doc__
 
     def _smooth_ones(self, k, device):
-        # TMO's per_token_smooth_quantize needs a smooth vector; ones = plain per-token quantization.
+        # TMO 1.5.0's per_token_smooth_quantize needs a smooth vector (dlinfer); ones = plain per-token.
         key = (k, device)
         if key not in self._ones:
             self._ones[key] = torch.ones(k, dtype=torch.float32, device=device)
         return self._ones[key]
 
+    def _quantize(self, x):
+        """(int8 x, float32 per-token scale) through whichever pair this TMO exports (w8a8_api)."""
+        if self.w8a8 is None:   # weight_quant is then empty: the engine refuses W8A8 before this
+            raise NotImplementedError("camb: this torch_mlu_ops exports no W8A8 ops (see support.REFUSED)")
+        if self.w8a8 == "scaled":
+            return self.tmo.scaled_quantize(x.contiguous())
+        return self.tmo.per_token_smooth_quantize(x.contiguous(), self._smooth_ones(x.shape[-1], x.device))
+
     def quant_per_token_int8(self, x):
         if x.dtype not in HALF:
             return self.reference("quant_per_token_int8", "float32", x)
-        q, s = self.tmo.per_token_smooth_quantize(x.contiguous(), self._smooth_ones(x.shape[-1], x.device))
+        q, s = self._quantize(x)
         return q, s.float().clamp(min=1e-8 / 127.0)   # the contract's scale for an all-zero row
     quant_per_token_int8.__doc__ = Ops.quant_per_token_int8.__doc__
 
     def w8a8_linear(self, x, weight, weight_scale, bias=None):
         if x.dtype not in HALF:
             return self.reference("w8a8_linear", "float32", x, weight, weight_scale, bias)
-        xq, xs = self.tmo.per_token_smooth_quantize(x.contiguous(), self._smooth_ones(x.shape[-1], x.device))
+        xq, xs = self._quantize(x)
+        if self.w8a8 == "scaled":
+            return self.tmo.scaled_matmul(xq, weight, xs, weight_scale.float(), output_dtype=x.dtype, bias=bias)
         return self.tmo.smooth_quant_matmul(xq, xs, weight, weight_scale.float(), x.dtype, bias)
     w8a8_linear.__doc__ = Ops.w8a8_linear.__doc__
 

@@ -2,7 +2,9 @@
 
 The operator calls follow the positional prefixes dlinfer uses with
 torch_mlu_ops 1.5.0 (pinned there with torch 2.4-2.6); the semantics come from
-TMO 1.12.1's docstrings (vendors/camb.md header).  That is the range covered.
+TMO 1.12.1's docstrings (vendors/camb.md header).  That is the range covered; the
+tests emulate both ends, each exporting what its release exports
+(tests/vendors/emulation/mlu/tmo_exports.json), and the ops probe what they call (ops.w8a8_api).
 """
 from __future__ import annotations
 

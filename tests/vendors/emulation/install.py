@@ -16,6 +16,10 @@ def settle_transformers_probes() -> None:
     flash_attn exist; ask before any stand-in module is installed, so the HF reference
     never believes in an emulated library."""
     try:
+        import accelerate  # noqa: F401 - probes torch_npu through find_spec at import (state.py)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
         import transformers.modeling_flash_attention_utils  # noqa: F401
         import transformers.utils.import_utils as iu
         from transformers import AutoModelForCausalLM  # noqa: F401
@@ -69,9 +73,26 @@ UNTESTED_OK = {"HALINFER_ALLOW_UNTESTED_VERSIONS": "1"}
 
 
 def npu_modules(cfg=None) -> dict[str, types.ModuleType]:
-    from .npu import build_torch_npu
+    from .npu import build_modules
 
-    return {"torch_npu": build_torch_npu(cfg)}
+    return build_modules(cfg)
+
+
+def npu_stack(cfg, real_version: bool = False):
+    """(modules, attribute patches, env) of one emulated torch_npu release.
+
+    real_version: report the release's own torch_npu version (e.g. "2.5.1.post3") and make
+    the plugin see that release's torch installed (versions.installed_torch), instead of
+    this machine's torch release with the untested-version override."""
+    import dataclasses
+
+    from halinfer.plugins.ascend import versions
+
+    if not real_version:
+        return npu_modules(cfg), [], UNTESTED_OK
+    cfg = dataclasses.replace(cfg, version=cfg.version or cfg.release_version)
+    torch_release = cfg.release_version.split(".post")[0]
+    return npu_modules(cfg), [(versions, "installed_torch", lambda: torch_release)], {}
 
 
 def mlu_modules(cfg=None) -> dict[str, types.ModuleType]:

@@ -1,9 +1,14 @@
 """Emulated torch_mlu_ops (``tmo``): the calls the Cambricon plugin makes, with the
 semantics of vendors/camb.md (section named per op).  Positional order follows
 the prefixes dlinfer uses; later keywords only where the fact sheet lists them.
+Each emulated release exports the names tmo_exports.json lists for it (1.12.1: its
+exact ``__all__``; 1.5.0: the names dlinfer calls with it pinned).
 """
 from __future__ import annotations
 
+import json
+import os
+import re
 import types
 
 import torch
@@ -242,6 +247,37 @@ def smooth_quant_matmul(a, a_scale, b, b_scale, dtype, bias=None, c=None, act_mo
     return y.to(dtype)
 
 
+@vendor_op("scaled_quantize")
+def scaled_quantize(x, smooth=None, quant_type=torch.int8, quant_mode="dynamic_per_token"):
+    """W8A8 activation quant of TMO 1.12.1 (docs/vendors.md, Cambricon): per-token dynamic symmetric
+    int8 (inferred: callers quantize activations with it and nothing else), scale = max|x| / 127."""
+    op = "scaled_quantize"
+    tensor(op, "x", x, FLOAT16S, contiguous=True)
+    require(smooth is None and quant_type == torch.int8 and quant_mode == "dynamic_per_token", op,
+            "emulation covers scaled_quantize(x): int8, dynamic per token, no smooth vector")
+    scale = x.float().abs().amax(-1) / 127.0
+    q = torch.round(x.float() / scale.clamp(min=1e-30)[..., None]).clamp(-128, 127).to(torch.int8)
+    return q, scale
+
+
+@vendor_op("scaled_matmul")
+def scaled_matmul(a, b, a_scale, b_scale, output_dtype=None, bias=None, c=None, act_mode="none", quant_bit_size=8,
+                  alpha=1.0, beta=1.0, use_hp_active=False, a_quant_bit_size=8, a_calib=None, b_calib=None):
+    """(a @ b^T) * a_scale[:, None] * b_scale[None, :] (+ bias) in output_dtype; a [M, K], b [N, K] int8.
+    Parameter order from vllm-mlu's call, names from LightX2V's (docs/vendors.md); semantics inferred."""
+    op = "scaled_matmul"
+    tensor(op, "a", a, (torch.int8,), ndim=2)
+    tensor(op, "b", b, (torch.int8,), ndim=2)
+    tensor(op, "a_scale", a_scale, (torch.float32,), ndim=1)
+    tensor(op, "b_scale", b_scale, (torch.float32,), ndim=1)
+    require(output_dtype in FLOAT16S and c is None and act_mode == "none" and quant_bit_size == 8
+            and a_quant_bit_size == 8 and a_calib is None and b_calib is None, op, "options not emulated")
+    y = (a.double() @ b.double().t()) * a_scale.double()[:, None] * b_scale.double()[None, :]
+    if bias is not None:
+        y = y + tensor(op, "bias", bias, (output_dtype, torch.float32), ndim=1).double()
+    return y.to(output_dtype)
+
+
 @vendor_op("moe_softmax_topk")
 def moe_softmax_topk(input, topk, normalize=False, num_expert_group=-1, topk_group=0):
     """§7: softmax in float32, then top-k -> (weights float32 [N, k], ids int32 [N, k])."""
@@ -334,11 +370,32 @@ def moe_combine_result(input, reduce_weight, gather_ids, residual, cusum_token_c
     return (rows * reduce_weight[:, :, None]).sum(1).to(input.dtype)
 
 
+IMPLS = {f.emulated_name: f for f in (
+    fused_rms_norm, apply_rotary, active, reshape_paged_cache, flash_attention, single_query_cached_kv_attn, matmul,
+    per_token_smooth_quantize, smooth_quant_matmul, scaled_quantize, scaled_matmul, moe_softmax_topk, moe_gen_idx,
+    moe_expand_input, group_gemm, moe_active, moe_combine_result)}
+with open(os.path.join(os.path.dirname(__file__), "tmo_exports.json")) as _f:
+    EXPORTS = json.load(_f)
+
+
+def exports_of(version: str) -> list[str]:
+    """The names torch_mlu_ops <version> exports (tmo_exports.json), the nearest known release at or below it."""
+    v = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+    known = sorted(EXPORTS, key=lambda k: tuple(map(int, k.split("."))))
+    below = [k for k in known if tuple(map(int, k.split("."))) <= v] or known[:1]
+    return EXPORTS[below[-1]]["exports"]
+
+
+def _not_emulated(name):
+    def fail(*a, **k):
+        raise NotImplementedError(f"emulation: torch_mlu_ops.{name} exists in this release but is not emulated")
+    return fail
+
+
 def build(cfg) -> types.ModuleType:
+    """torch_mlu_ops of cfg.tmo_version, exporting exactly the names its release exports."""
     m = types.ModuleType("torch_mlu_ops")
     m.__version__ = cfg.tmo_version
-    for f in (fused_rms_norm, apply_rotary, active, reshape_paged_cache, flash_attention,
-              single_query_cached_kv_attn, matmul, per_token_smooth_quantize, smooth_quant_matmul,
-              moe_softmax_topk, moe_gen_idx, moe_expand_input, group_gemm, moe_active, moe_combine_result):
-        setattr(m, f.emulated_name, f)
+    for name in exports_of(cfg.tmo_version):
+        setattr(m, name, IMPLS.get(name) or _not_emulated(name))
     return m

@@ -1,7 +1,7 @@
-"""Emulated Ascend attention: FIA (npu_fused_infer_attention_score, its .out
-variant and max-workspace query) and the ATB paged / flash attention ops.
+"""Emulated Ascend FIA: npu_fused_infer_attention_score, its .out variant and the
+max-workspace query (the ATB attention ops are in atb.py).
 
-Semantics and argument rules: vendors/ascend.md §3.1 (FIA), §3.3 (ATB), §10
+Semantics and argument rules: vendors/ascend.md §3.1 (FIA), §10
 (.out + workspace under graph capture), checked against op-plugin's
 torch_npu-npu_fused_infer_attention_score.md (PageAttention and TND sections).
 Only what the docs state is accepted; features no plugin uses (pse, prefix,
@@ -135,16 +135,16 @@ def fia_default(query, key, value, **kw):
 
 
 @vendor_op(FIA + ".out")
-def fia_out(query, key, value, *, workspace=None, out=None, **kw):
-    """§10: the .out variant used under graph capture: writes into out=[attn, lse]."""
+def fia_out(query, key, value, *, workspace=None, attention_out, softmax_lse, **kw):
+    """§10: the .out variant used under graph capture: writes into attention_out / softmax_lse
+    (callers pass out=[attn, lse], which torch maps onto those two)."""
     tensor(FIA + ".out", "workspace", workspace, (torch.uint8,))
-    require(isinstance(out, (list, tuple)) and len(out) == 2, FIA + ".out", "out must be [attention_out, lse]")
     o, lse = _fia(query, key, value, kw)
-    require(tuple(out[0].shape) == tuple(o.shape) and out[0].dtype == o.dtype, FIA + ".out",
-            f"out[0] must be {tuple(o.shape)} {o.dtype}, got {tuple(out[0].shape)} {out[0].dtype}")
-    out[0].copy_(o)
-    out[1].reshape(-1)[:1].copy_(lse.to(out[1].dtype))
-    return out
+    require(tuple(attention_out.shape) == tuple(o.shape) and attention_out.dtype == o.dtype, FIA + ".out",
+            f"attention_out must be {tuple(o.shape)} {o.dtype}, got {tuple(attention_out.shape)} {attention_out.dtype}")
+    attention_out.copy_(o)
+    softmax_lse.reshape(-1)[:1].copy_(lse.to(softmax_lse.dtype))
+    return attention_out, softmax_lse
 
 
 @vendor_op("_npu_fused_infer_attention_score_get_max_workspace")
@@ -152,70 +152,3 @@ def fia_max_workspace(query, key, value, **kw):
     """§10: a workspace large enough for any lengths (validated like the op itself)."""
     _fia(query, key, value, kw)
     return torch.empty(4096, dtype=torch.uint8, device=query.device)
-
-
-class FiaPacket:
-    """torch_npu.npu_fused_infer_attention_score: callable, with .default and .out."""
-
-    default = staticmethod(fia_default)
-    out = staticmethod(fia_out)
-
-    def __call__(self, *args, **kwargs):
-        return fia_default(*args, **kwargs)
-
-
-# ---- ATB (§3.3) --------------------------------------------------------------------------
-
-PA = "_npu_paged_attention"
-
-
-@vendor_op(PA)
-def npu_paged_attention(query, key_cache, value_cache, num_kv_heads, num_heads, scale_value, block_table,
-                        context_lens, out, *, workspace=None):
-    """§3.3: decode over (nb, bs, kvN, D) caches; context_lens int32 [B] (device on 310P); in place."""
-    tensor(PA, "query", query, FLOAT16S, ndim=3, contiguous=True)
-    for name, t in (("key_cache", key_cache), ("value_cache", value_cache)):
-        tensor(PA, name, t, (query.dtype,), ndim=4)
-    tensor(PA, "block_table", block_table, (torch.int32,), ndim=2)
-    tensor(PA, "context_lens", context_lens, (torch.int32,), ndim=1)
-    tensor(PA, "out", out, (query.dtype,), ndim=3)
-    kvh, h = host_int(PA, "num_kv_heads", num_kv_heads), host_int(PA, "num_heads", num_heads)
-    scale = host_float(PA, "scale_value", scale_value)
-    B, n, d = query.shape
-    nb, bs, kh, kd = key_cache.shape
-    require(n == h and kh == kvh and h % kvh == 0, PA, "head counts do not match the tensors")
-    require(bs % 16 == 0 and bs <= 128, PA, f"block_size must be a multiple of 16 <= 128, got {bs}")
-    require(d == kd and d <= 256, PA, f"head_size {d} must match the cache ({kd}) and be <= 256")
-    lens = context_lens.tolist()
-    for b in range(B):
-        k = gather_paged(key_cache, block_table[b], lens[b], bs, "NHD")
-        v = gather_paged(value_cache, block_table[b], lens[b], bs, "NHD")
-        out[b] = attend_one(query[b:b + 1], k, v, scale, causal=False)[0].to(out.dtype)
-
-
-FA = "_npu_flash_attention"
-
-
-@vendor_op(FA)
-def npu_flash_attention(query, key, value, mask, seq_len, scale_value, num_heads, num_kv_heads, out):
-    """§3.3: causal self-attention over packed sequences; seq_len is a CPU int32 tensor; in place."""
-    tensor(FA, "query", query, FLOAT16S, ndim=3, contiguous=True)
-    for name, t in (("key", key), ("value", value)):
-        tensor(FA, name, t, (query.dtype,), ndim=3, contiguous=True)
-    tensor(FA, "seq_len", seq_len, (torch.int32,), ndim=1)
-    require(seq_len.device.type == "cpu", FA, "seq_len must be a host (CPU) tensor")
-    tensor(FA, "mask", mask, (query.dtype, torch.bool, torch.uint8, torch.int8), ndim=2)
-    tensor(FA, "out", out, (query.dtype,), ndim=3)
-    lens = seq_len.tolist()
-    T = query.shape[0]
-    require(sum(lens) == T == key.shape[0], FA, f"seq_len sums to {sum(lens)}, tensors hold {T} tokens")
-    S = max(lens)
-    require(mask.shape[0] >= S and mask.shape[1] >= S, FA, f"mask {tuple(mask.shape)} smaller than {S}x{S}")
-    want = torch.triu(torch.ones(S, S, dtype=torch.bool), 1)
-    require(bool(((mask[:S, :S] != 0).cpu() == want).all()), FA, "mask must be causal (nonzero above the diagonal)")
-    scale = host_float(FA, "scale_value", scale_value)
-    host_int(FA, "num_heads", num_heads), host_int(FA, "num_kv_heads", num_kv_heads)
-    s = 0
-    for n in lens:
-        out[s:s + n] = attend_one(query[s:s + n], key[s:s + n], value[s:s + n], scale, causal=True).to(out.dtype)
-        s += n

@@ -17,9 +17,9 @@ def _rms(x, gamma, eps):
 
 
 @vendor_op("npu_rms_norm")
-def npu_rms_norm(x, gamma, epsilon=1e-6):
+def npu_rms_norm(self, gamma, epsilon=1e-6):
     """§5: -> (y in x's dtype, rstd float32); gamma in x's dtype or float32."""
-    op = "npu_rms_norm"
+    op, x = "npu_rms_norm", self
     tensor(op, "x", x, FLOATS, contiguous=True)
     tensor(op, "gamma", gamma, (x.dtype, torch.float32), ndim=1)
     eps = host_float(op, "epsilon", epsilon)
@@ -42,14 +42,17 @@ def npu_add_rms_norm(x1, x2, gamma, epsilon=1e-6):
 
 
 @vendor_op("npu_apply_rotary_pos_emb")
-def npu_apply_rotary_pos_emb(query, key, cos, sin, layout="BSND", rotary_mode="half"):
+def npu_apply_rotary_pos_emb(query, key, cos, sin, layout="BSH", rotary_mode="half"):
     """§5: neox ("half") rotation of the whole head, D in {64, 128}, in place; returns (query, key).
 
-    q/k BSND [B, S, N, D] (or TND 3-D); cos/sin [B, S, 1, D] in q's dtype."""
+    q/k BSND [B, S, N, D] (or TND 3-D); cos/sin [B, S, 1, D] in q's dtype.  Releases before
+    op-plugin 7dee02b have no rotary_mode argument (the schema binding refuses it) and ignore
+    layout: their kernel always runs layout 1 = BSND/BSH, half mode
+    (op_plugin/ops/opapi/ApplyRotaryPosEmbNpuOpApi.cpp at 7b9ce1c and 3ec6c1f)."""
     op = "npu_apply_rotary_pos_emb"
     require(rotary_mode == "half", op, f"only rotary_mode='half' is supported, got {rotary_mode!r}")
-    require(layout in ("BSND", "TND"), op, f"layout {layout!r} not emulated")
-    nd = 4 if layout == "BSND" else 3
+    require(layout in ("BSND", "BSH", "TND"), op, f"layout {layout!r} not emulated")
+    nd = 3 if layout == "TND" else 4
     tensor(op, "query", query, FLOAT16S, ndim=nd, contiguous=True)
     tensor(op, "key", key, (query.dtype,), ndim=nd, contiguous=True)
     for name, t in (("cos", cos), ("sin", sin)):
@@ -67,43 +70,20 @@ def npu_apply_rotary_pos_emb(query, key, cos, sin, layout="BSND", rotary_mode="h
 
 
 @vendor_op("npu_swiglu")
-def npu_swiglu(x, dim=-1):
+def npu_swiglu(self, dim=-1):
     """§5: silu(first half) * second half along dim; contiguous input only."""
-    op = "npu_swiglu"
+    op, x = "npu_swiglu", self
     tensor(op, "x", x, FLOATS, contiguous=True)
     a, b = x.float().chunk(2, dim=dim)
     return (F.silu(a) * b).to(x.dtype)
 
 
-@vendor_op("_npu_reshape_and_cache")
-def npu_reshape_and_cache(key, value, key_cache, value_cache, slot_indices):
-    """§4: key/value [T, kvN, D] -> caches [nb, bs, kvN, D] at int32 slots; negative slots
-    skipped (dlinfer's graph padding); an empty slot tensor is an error (§11)."""
-    op = "_npu_reshape_and_cache"
-    tensor(op, "key", key, FLOATS, ndim=3, contiguous=True)
-    tensor(op, "value", value, (key.dtype,), ndim=3, contiguous=True)
-    for name, c in (("key_cache", key_cache), ("value_cache", value_cache)):
-        tensor(op, name, c, (key.dtype,), ndim=4)
-    tensor(op, "slot_indices", slot_indices, (torch.int32,), ndim=1)
-    T = key.shape[0]
-    require(slot_indices.shape[0] > 0, op, "empty slot tensor (the ATB kernel fails on it)")
-    require(slot_indices.shape[0] == T == value.shape[0], op, "slot count differs from token count")
-    nb, bs, h, d = key_cache.shape
-    require(key.shape[1:] == (h, d) and value.shape[1:] == value_cache.shape[2:], op,
-            f"key {tuple(key.shape)} does not fit cache {tuple(key_cache.shape)}")
-    s = slot_indices.long()
-    require(bool((s < nb * bs).all()), op, "slot beyond the cache")
-    ok = s >= 0
-    for x, c in ((key, key_cache), (value, value_cache)):
-        c.view(nb * bs, *c.shape[2:])[s[ok]] = x[ok]
-
-
 @vendor_op("npu_dynamic_quant")
-def npu_dynamic_quant(x, *, smooth_scales=None, group_index=None, dst_type=torch.int8):
+def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=None):
     """§7: per-row symmetric int8: scale = rowmax|x| / 127 (float32, x.shape[:-1]), q = round(x / scale)."""
-    op = "npu_dynamic_quant"
+    op, x = "npu_dynamic_quant", input
     tensor(op, "x", x, FLOAT16S, contiguous=True)
-    require(smooth_scales is None and group_index is None and dst_type == torch.int8, op,
+    require(smooth_scales is None and group_index is None and dst_type in (None, torch.int8), op,
             "smooth_scales / group_index / non-int8 output not emulated")
     xf = x.float()
     scale = xf.abs().amax(-1) / 127.0
@@ -116,8 +96,8 @@ def npu_quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=No
     """§7: x1 int8 [M, K] @ x2 int8 [K, N] (exact) * scale [N] (* pertoken_scale [M]) (+ bias).
 
     Dtype combinations with a per-token scale, from op-plugin's npu_quant_matmul doc
-    (A2/A3 table): bfloat16 output with a float32/bfloat16 scale, float16 output with
-    a float32 scale (the fact sheet notes older CANN offered only bfloat16)."""
+    (A2/A3 table, codegen/templates/_op_plugin_docs.py, already at 7b9ce1c = v2.5.1-7.0.0):
+    bfloat16 output with a float32/bfloat16 scale, float16 output with a float32 scale."""
     op = "npu_quant_matmul"
     tensor(op, "x1", x1, (torch.int8,), ndim=2)
     tensor(op, "x2", x2, (torch.int8,), ndim=2)
