@@ -38,6 +38,8 @@ ARCHITECTURES: dict[str, str] = {
     "Glm4MoeForCausalLM": "glm4_moe:Glm4MoeForCausalLM",
     "GptOssForCausalLM": "gpt_oss:GptOssForCausalLM",
     "Llama4ForCausalLM": "llama4:Llama4ForCausalLM",
+    # vision-language (issue 15)
+    "LlavaForConditionalGeneration": "llava:LlavaForConditionalGeneration",
 }
 
 

@@ -1,0 +1,249 @@
+"""Images in the front end: loading, the HF image processor (without torchvision), and
+placeholder expansion.
+
+A prompt holds ONE placeholder per image, as the model's processor or chat template
+writes it (LLaVA ``<image>``; Qwen2-VL ``<|vision_start|><|image_pad|><|vision_end|>``);
+``MultimodalProcessor.apply`` expands each to the image's feature-token count and returns
+the core's ``MMInput`` per image (encoder inputs, offset, content hash, M-RoPE offsets).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..core.mm_inputs import MMInput
+
+MAX_IMAGES_PER_PROMPT = 16
+
+
+# -- loading images ------------------------------------------------------------------------
+def load_image(src, allowed_domains: tuple[str, ...] = ()):
+    """A PIL RGB image from a PIL image, bytes, a data: URL, a local path or file:// URL, or
+    an http(s) URL whose host is in ``allowed_domains``.  Anything else is a ValueError/
+    TypeError saying what was given and what is accepted."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(src, Image.Image):
+        img = src
+    elif isinstance(src, (bytes, bytearray)):
+        img = _open_bytes(bytes(src), "image bytes")
+    elif isinstance(src, str):
+        img = _open_str(src, allowed_domains)
+    else:
+        raise TypeError(f"an image must be a PIL.Image, bytes, a data: URL, a file path or a URL; "
+                        f"got {type(src).__name__}")
+    try:
+        return img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"the image could not be decoded: {e}") from None
+
+
+def _open_bytes(data: bytes, what: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise ValueError(f"{what} are not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _open_str(src: str, allowed_domains: tuple[str, ...]):
+    if src.startswith("data:"):
+        head, _, payload = src.partition(",")
+        if not head.startswith("data:image/") or ";base64" not in head:
+            raise ValueError(f"a data URL must be 'data:image/<type>;base64,...'; got {head[:40]!r}")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except ValueError as e:
+            raise ValueError(f"the data URL's base64 payload is invalid: {e}") from None
+        return _open_bytes(data, "the data URL's bytes")
+    url = urlparse(src)
+    if url.scheme in ("http", "https"):
+        if url.hostname not in allowed_domains:
+            raise ValueError(f"fetching {url.scheme} image URLs is off for {url.hostname!r}; allow the domain "
+                             f"(--allowed-media-domains) or pass a data: URL, a file path or a PIL image")
+        from urllib.request import urlopen
+
+        with urlopen(src, timeout=30) as r:   # noqa: S310 - scheme and host checked above
+            return _open_bytes(r.read(), f"the bytes fetched from {src!r}")
+    path = url.path if url.scheme == "file" else src
+    if url.scheme not in ("", "file") and not os.path.exists(src):
+        raise ValueError(f"image URL scheme {url.scheme!r} is not supported; accepted: data:, file://, a path, "
+                         f"http(s) on allowed domains")
+    if not os.path.isfile(path):
+        raise ValueError(f"image file {path!r} does not exist")
+    with open(path, "rb") as f:
+        return _open_bytes(f.read(), f"the bytes of {path!r}")
+
+
+def images_of(value) -> list:
+    """multi_modal_data["image"]: one image or a list of them."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# -- the HF image processor, without torchvision ------------------------------------------------
+def processor_settings(model_dir: str) -> tuple[dict, dict]:
+    """(image-processor settings, processor settings): preprocessor_config.json, or the
+    "image_processor" entry of processor_config.json (transformers 5 may write only that)."""
+    proc = {}
+    p = os.path.join(model_dir, "processor_config.json")
+    if os.path.isfile(p):
+        with open(p) as f:
+            proc = json.load(f)
+    pre = os.path.join(model_dir, "preprocessor_config.json")
+    if os.path.isfile(pre):
+        with open(pre) as f:
+            return json.load(f), proc
+    if "image_processor" in proc:
+        return dict(proc["image_processor"]), proc
+    raise FileNotFoundError(f"{model_dir!r} has no image-processor settings (preprocessor_config.json, or "
+                            f"processor_config.json with an 'image_processor' entry)")
+
+
+def load_image_processor(model_dir: str):
+    """The checkpoint's image processor in its PIL/numpy form (transformers 5.2x: ``<Name>Pil``;
+    earlier: the slow class), so no torchvision is needed."""
+    import transformers
+
+    settings, _ = processor_settings(model_dir)
+    name = settings.get("image_processor_type")
+    if not name:
+        raise ValueError(f"{model_dir!r}: the image-processor settings name no image_processor_type")
+    base = name[:-4] if name.endswith("Fast") else name
+    for cand in (base + "Pil", base):
+        cls = getattr(transformers, cand, None)
+        if cls is not None:
+            kw = {k: v for k, v in settings.items() if k not in ("image_processor_type", "processor_class")}
+            return cls(**kw)
+    raise ValueError(f"transformers {transformers.__version__} has no image processor {name!r}")
+
+
+def content_hash(data: dict) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for k in sorted(data):
+        a = np.ascontiguousarray(data[k].numpy() if hasattr(data[k], "numpy") else data[k])
+        h.update(k.encode())
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# -- families ----------------------------------------------------------------------------------------
+class ImageFamily:
+    """How one family turns an image into encoder inputs and tokens.  ``placeholder``: the
+    token the prompt carries once per image; ``expand(n)`` what replaces it (ids) and where the
+    n feature tokens start in that."""
+
+    placeholder: str
+
+    def __init__(self, cfg, tokenizer, image_processor, proc_settings: dict):
+        self.cfg, self.tok, self.ip, self.proc = cfg, tokenizer, image_processor, proc_settings
+        self.placeholder_id = self.token_id(self.placeholder)
+
+    def token_id(self, token: str) -> int:
+        i = self.tok.convert_tokens_to_ids(token)
+        if i is None or i == getattr(self.tok, "unk_token_id", None):
+            raise ValueError(f"the tokenizer has no {token!r} token, which this model's images need")
+        return int(i)
+
+    def process(self, image) -> tuple[dict, int, np.ndarray | None]:
+        """(encoder inputs, feature tokens, M-RoPE offsets [3, n] or None)."""
+        raise NotImplementedError
+
+    def expand(self, n: int) -> tuple[list[int], int]:
+        return [self.placeholder_id] * n, 0
+
+
+class LlavaImages(ImageFamily):
+    placeholder = "<image>"
+
+    def process(self, image):
+        out = self.ip(images=[image], return_tensors="pt")
+        pv = out["pixel_values"]
+        vc = self.cfg.vision_config
+        n = (pv.shape[-1] // vc["patch_size"]) * (pv.shape[-2] // vc["patch_size"])
+        if self.cfg.get("vision_feature_select_strategy", "default") == "full":
+            n += 1
+        return {"pixel_values": pv}, n, None
+
+
+class Qwen2VLImages(ImageFamily):
+    placeholder = "<|image_pad|>"
+
+    def process(self, image):
+        out = self.ip(images=[image], return_tensors="pt")
+        grid = out["image_grid_thw"]
+        t, h, w = (int(x) for x in grid[0])
+        m = int(self.cfg.vision_config.get("spatial_merge_size", 2))
+        gt, gh, gw = t, h // m, w // m
+        tt, hh, ww = np.meshgrid(np.arange(gt), np.arange(gh), np.arange(gw), indexing="ij")
+        rel = np.stack((tt.ravel(), hh.ravel(), ww.ravel())).astype(np.int64)
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": grid}, gt * gh * gw, rel
+
+
+FAMILIES = {"llava": LlavaImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
+
+
+def family_placeholder(model_type: str) -> str | None:
+    fam = FAMILIES.get(model_type)
+    return None if fam is None else fam.placeholder
+
+
+class MultimodalProcessor:
+    """Built per engine for a model whose config names a vision family; see the module doc."""
+
+    def __init__(self, model_dir: str, cfg, tokenizer, max_images: int = MAX_IMAGES_PER_PROMPT,
+                 allowed_domains: tuple[str, ...] = ()):
+        fam = FAMILIES.get(cfg.get("model_type"))
+        if fam is None:
+            raise ValueError(f"model type {cfg.get('model_type')!r} takes no images")
+        if tokenizer is None:
+            raise ValueError(f"{model_dir!r} has no tokenizer; image prompts need one")
+        settings, proc = processor_settings(model_dir)
+        self.family = fam(cfg, tokenizer, load_image_processor(model_dir), proc)
+        self.max_images = max_images
+        self.allowed_domains = tuple(allowed_domains)
+
+    @property
+    def placeholder(self) -> str:
+        return self.family.placeholder
+
+    def load(self, value) -> list:
+        imgs = images_of(value)
+        if len(imgs) > self.max_images:
+            raise ValueError(f"{len(imgs)} images in one prompt; this engine accepts at most {self.max_images}")
+        out = []
+        for i, src in enumerate(imgs):
+            try:
+                out.append(load_image(src, self.allowed_domains))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"image {i}: {e}") from None
+        return out
+
+    def apply(self, ids: list[int], images: list) -> tuple[list[int], list[MMInput]]:
+        """Expand each placeholder of ``ids`` for the image in the same order."""
+        fam = self.family
+        where = [i for i, t in enumerate(ids) if t == fam.placeholder_id]
+        if len(where) != len(images):
+            raise ValueError(f"the prompt has {len(where)} image placeholder(s) {fam.placeholder!r} but "
+                             f"{len(images)} image(s) were given; write one placeholder per image")
+        out: list[int] = []
+        mm: list[MMInput] = []
+        prev = 0
+        for i, img in zip(where, images):
+            data, n, rel = fam.process(img)
+            out += ids[prev:i]
+            rep, first = fam.expand(n)
+            mm.append(MMInput(len(out) + first, n, content_hash(data), data, rel))
+            out += rep
+            prev = i + 1
+        out += ids[prev:]
+        return out, mm

@@ -1,0 +1,111 @@
+"""Tiny random vision-language checkpoints, saved with their processor so that
+transformers' AutoProcessor / AutoModelForImageTextToText load them back.
+
+Each recipe: the tiny byte-level tokenizer of tiny.py plus the family's image tokens, a
+text model of tiny.BASE's shape, a vision tower of two layers, and 32-64 px images.
+"""
+from __future__ import annotations
+
+import torch
+
+from .tiny import BASE, build_tokenizer
+
+TEXT = {k: v for k, v in BASE.items() if k not in ("num_hidden_layers",)} | {"num_hidden_layers": 2}
+
+
+def _tokenizer(path: str, tokens: list[str]):
+    tok = build_tokenizer(path)
+    tok.add_special_tokens({"additional_special_tokens": tokens})
+    return tok
+
+
+def _perturb(model, seed: int = 7) -> None:
+    """Move norm weights off 1/0 so their loading is tested (as tiny._perturb_norms)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name or "layrnorm" in name:
+                p.add_((torch.randn(p.shape, generator=g) * 0.3).to(p.dtype))
+
+
+def save_llava(path: str, seed: int = 0, strategy: str = "default", feature_layer=-2) -> str:
+    import transformers as t
+
+    tok = _tokenizer(path, ["<image>"])
+    vc = t.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=32, patch_size=8, initializer_range=0.2)
+    tc = t.LlamaConfig(**TEXT)
+    cfg = t.LlavaConfig(vision_config=vc, text_config=tc, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                        image_seq_length=16 + (strategy == "full"), vision_feature_layer=feature_layer,
+                        vision_feature_select_strategy=strategy)
+    torch.manual_seed(seed)
+    model = t.LlavaForConditionalGeneration(cfg)
+    _perturb(model)
+    model.save_pretrained(path)
+    ip = t.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    t.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy=strategy,
+                     image_token="<image>", num_additional_image_tokens=1).save_pretrained(path)
+    return path
+
+
+def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False) -> str:
+    import transformers as t
+
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(path, specials)
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    text = dict(TEXT, num_key_value_heads=2, head_dim=24,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 5, 5]})
+    text.pop("max_position_embeddings")
+    text["max_position_embeddings"] = 512
+    if v25:
+        # windows of 2x2 merged patches (window_size 32 px / patch 8 = 4 patches); block 1 full
+        vision = dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=8,
+                      spatial_merge_size=2, temporal_patch_size=2, window_size=32, out_hidden_size=96,
+                      fullatt_block_indexes=[1], initializer_range=0.2)
+        cfg_cls, model_cls = t.Qwen2_5_VLConfig, t.Qwen2_5_VLForConditionalGeneration
+    else:
+        vision = dict(depth=2, embed_dim=32, hidden_size=96, mlp_ratio=2, num_heads=2, patch_size=8,
+                      spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2)
+        cfg_cls, model_cls = t.Qwen2VLConfig, t.Qwen2VLForConditionalGeneration
+    cfg = cfg_cls(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                  video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                  vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = model_cls(cfg)
+    _perturb(model)
+    model.save_pretrained(path)
+    # 8 px patches merged 2x2: sides round to multiples of 16; 256..4096 pixels (16..64 px squares)
+    ip = t.Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                 size={"shortest_edge": 256, "longest_edge": 4096})
+    t.Qwen2VLProcessor(image_processor=ip, tokenizer=tok, video_processor=None).save_pretrained(path) \
+        if _video_optional(t) else _save_processor_parts(path, ip, tok)
+    return path
+
+
+def _video_optional(t) -> bool:
+    return False
+
+
+def _save_processor_parts(path: str, ip, tok) -> None:
+    """Qwen2-VL's processor wants a video processor, which needs torchvision: save the image
+    processor's settings as transformers 5 does (processor_config.json) plus the tokenizer."""
+    import json
+    import os
+
+    d = ip.to_dict()
+    d["image_processor_type"] = "Qwen2VLImageProcessor"
+    with open(os.path.join(path, "processor_config.json"), "w") as f:
+        json.dump({"image_processor": d, "processor_class": "Qwen2VLProcessor"}, f, indent=2)
+    tok.save_pretrained(path)
+
+
+SAVERS = {"llava": save_llava, "qwen2-vl": save_qwen2_vl,
+          "qwen2.5-vl": lambda path, seed=0: save_qwen2_vl(path, seed, v25=True)}
+
+
+def random_image(seed: int, w: int, h: int):
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
