@@ -140,10 +140,22 @@ class LLM:
 
     def chat(self, messages, sampling_params: SamplingParams | None = None, use_tqdm: bool = False):
         """One conversation (a list of {"role", "content"} dicts), a list of them, or a plain
-        string (one user turn)."""
-        convs = self._conversations(messages)
-        prompts = [self.apply_chat_template(c) for c in convs]
-        items = [{"prompt": p, "prompt_token_ids": self.engine.encode(p)} for p in prompts]
+        string (one user turn).  A content may be a list of OpenAI parts: text, image_url
+        (data: URL, file path or file:// URL) and image (a PIL image)."""
+        from .engine.multimodal import chat_parts
+
+        mm = self.engine.inputs.multimodal
+        items = []
+        for ci, conv in enumerate(self._conversations(messages)):
+            try:
+                conv, images = chat_parts(conv, mm.family.prompt_text if mm else None)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"conversation {ci}: {e}") from None
+            p = self.apply_chat_template(conv)
+            item = {"prompt": p, "prompt_token_ids": self.engine.encode(p)}
+            if images:
+                item["multi_modal_data"] = {"image": images}
+            items.append(item)
         return self.generate(items, sampling_params=sampling_params, use_tqdm=use_tqdm)
 
     @staticmethod

@@ -143,6 +143,7 @@ class ImageFamily:
     n feature tokens start in that."""
 
     placeholder: str
+    prompt_text: str          # what a prompt writes per image (chat inserts it for image parts)
 
     def __init__(self, cfg, tokenizer, image_processor, proc_settings: dict):
         self.cfg, self.tok, self.ip, self.proc = cfg, tokenizer, image_processor, proc_settings
@@ -164,6 +165,7 @@ class ImageFamily:
 
 class LlavaImages(ImageFamily):
     placeholder = "<image>"
+    prompt_text = "<image>"
 
     def process(self, image):
         out = self.ip(images=[image], return_tensors="pt")
@@ -177,6 +179,7 @@ class LlavaImages(ImageFamily):
 
 class Qwen2VLImages(ImageFamily):
     placeholder = "<|image_pad|>"
+    prompt_text = "<|vision_start|><|image_pad|><|vision_end|>"
 
     def process(self, image):
         out = self.ip(images=[image], return_tensors="pt")
@@ -247,3 +250,43 @@ class MultimodalProcessor:
             prev = i + 1
         out += ids[prev:]
         return out, mm
+
+
+# -- chat: OpenAI content parts ------------------------------------------------------------------
+def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: tuple[str, ...] = ()):
+    """(messages with string contents, images in order) from OpenAI-style messages whose
+    content may be a list of parts: {"type": "text", "text"}, {"type": "image_url",
+    "image_url": {"url": data: URL | file:// URL | path | http(s) URL}} (or "image_url": url),
+    {"type": "image", "image": PIL.Image | path | data URL}.  Each image part becomes the
+    model's placeholder text where it stood.  The server calls this too."""
+    out, images = [], []
+    for mi, m in enumerate(messages):
+        content = m.get("content")
+        if isinstance(content, str) or content is None:
+            out.append(dict(m))
+            continue
+        if not isinstance(content, (list, tuple)):
+            raise TypeError(f"message {mi}: content must be a string or a list of parts, got {type(content).__name__}")
+        text = []
+        for pi, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                text.append(str(part.get("text", "")))
+                continue
+            if kind not in ("image_url", "image"):
+                raise ValueError(f"message {mi}, part {pi}: type {kind!r} is not supported; accepted: text, "
+                                 f"image_url, image")
+            if placeholder is None:
+                raise ValueError(f"message {mi}, part {pi}: this model takes no images")
+            src = part.get(kind)
+            if kind == "image_url" and isinstance(src, dict):
+                src = src.get("url")
+            if src is None:
+                raise ValueError(f"message {mi}, part {pi}: an {kind} part needs its {kind!r} field")
+            try:
+                images.append(load_image(src, allowed_domains))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"message {mi}, part {pi}: {e}") from None
+            text.append(placeholder)
+        out.append({**m, "content": "".join(text)})
+    return out, images
