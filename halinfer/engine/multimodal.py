@@ -192,7 +192,32 @@ class Qwen2VLImages(ImageFamily):
         return {"pixel_values": out["pixel_values"], "image_grid_thw": grid}, gt * gh * gw, rel
 
 
-FAMILIES = {"llava": LlavaImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
+class InternVLImages(ImageFamily):
+    """``<IMG_CONTEXT>`` per image -> ``<img>`` + context tokens for every tile + ``</img>``;
+    the processor's default tiling (crop_to_patches) is on, as InternVLProcessor sets it."""
+
+    placeholder = "<IMG_CONTEXT>"
+    prompt_text = "<IMG_CONTEXT>"
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.start, self.stop = self.token_id("<img>"), self.token_id("</img>")
+        vc = self.cfg.vision_config
+        size = vc["image_size"] if isinstance(vc["image_size"], int) else vc["image_size"][0]
+        patch = vc["patch_size"] if isinstance(vc["patch_size"], int) else vc["patch_size"][0]
+        ratio = float(self.cfg.get("downsample_ratio", 0.5))
+        self.per_tile = int(self.proc.get("image_seq_length") or round((size // patch) ** 2 * ratio * ratio))
+
+    def process(self, image):
+        out = self.ip(images=[image], crop_to_patches=True, return_tensors="pt")
+        pv = out["pixel_values"]
+        return {"pixel_values": pv}, self.per_tile * pv.shape[0], None
+
+    def expand(self, n):
+        return [self.start] + [self.placeholder_id] * n + [self.stop], 1
+
+
+FAMILIES = {"llava": LlavaImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
 
 
 def family_placeholder(model_type: str) -> str | None:

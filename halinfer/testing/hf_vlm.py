@@ -8,6 +8,8 @@ image pad repeated grid_t * grid_h * grid_w / merge^2 times), written here indep
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +36,15 @@ def hf_processor_inputs(model_dir: str, text: str, images: list) -> dict:
     from ..engine.multimodal import load_image_processor
 
     ip = load_image_processor(model_dir)
+    if "<IMG_CONTEXT>" in text:   # InternVL: tiles on (InternVLProcessor's default), <img> ctx*n </img>
+        with open(os.path.join(model_dir, "processor_config.json")) as f:
+            per_tile = json.load(f)["image_seq_length"]
+        pix = ip(images=images, crop_to_patches=True, return_tensors="pt")
+        counts = pix["num_patches"].tolist()
+        parts = text.split("<IMG_CONTEXT>")
+        text = parts[0] + "".join("<img>" + "<IMG_CONTEXT>" * (per_tile * n) + "</img>" + rest
+                                  for n, rest in zip(counts, parts[1:]))
+        return {"input_ids": tok(text, return_tensors="pt")["input_ids"], "pixel_values": pix["pixel_values"]}
     pix = ip(images=images, return_tensors="pt")
     merge = getattr(ip, "merge_size", 2)
     counts = [int(g.prod()) // merge ** 2 for g in pix["image_grid_thw"]]

@@ -24,7 +24,7 @@ def _perturb(model, seed: int = 7) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or "ln_" in name or "layrnorm" in name:
+            if "norm" in name or "ln_" in name or "layrnorm" in name or "lambda_" in name:
                 p.add_((torch.randn(p.shape, generator=g) * 0.3).to(p.dtype))
 
 
@@ -78,29 +78,50 @@ def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False) -> str:
     # 8 px patches merged 2x2: sides round to multiples of 16; 256..4096 pixels (16..64 px squares)
     ip = t.Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
                                  size={"shortest_edge": 256, "longest_edge": 4096})
-    t.Qwen2VLProcessor(image_processor=ip, tokenizer=tok, video_processor=None).save_pretrained(path) \
-        if _video_optional(t) else _save_processor_parts(path, ip, tok)
+    _save_processor_parts(path, ip, tok, "Qwen2VLImageProcessor", "Qwen2VLProcessor")
     return path
 
 
-def _video_optional(t) -> bool:
-    return False
-
-
-def _save_processor_parts(path: str, ip, tok) -> None:
-    """Qwen2-VL's processor wants a video processor, which needs torchvision: save the image
-    processor's settings as transformers 5 does (processor_config.json) plus the tokenizer."""
+def _save_processor_parts(path: str, ip, tok, ip_type: str, proc_class: str, **proc) -> None:
+    """Qwen2-VL's and InternVL's processors want a video processor, which needs torchvision:
+    save the image processor's settings as transformers 5 does (the "image_processor" entry of
+    processor_config.json, no preprocessor_config.json) plus the tokenizer."""
     import json
     import os
 
     d = ip.to_dict()
-    d["image_processor_type"] = "Qwen2VLImageProcessor"
+    d["image_processor_type"] = ip_type
     with open(os.path.join(path, "processor_config.json"), "w") as f:
-        json.dump({"image_processor": d, "processor_class": "Qwen2VLProcessor"}, f, indent=2)
+        json.dump({"image_processor": d, "processor_class": proc_class, **proc}, f, indent=2)
     tok.save_pretrained(path)
 
 
-SAVERS = {"llava": save_llava, "qwen2-vl": save_qwen2_vl,
+def save_internvl(path: str, seed: int = 0) -> str:
+    import transformers as t
+
+    tok = _tokenizer(path, ["<img>", "</img>", "<IMG_CONTEXT>"])
+    vc = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+              patch_size=8, initializer_range=0.2, use_mean_pooling=True)
+    tc = t.Qwen2Config(**TEXT)
+    cfg = t.InternVLConfig(vision_config=vc, text_config=tc.to_dict(),
+                           image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5,
+                           vision_feature_layer=-1, vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = t.InternVLForConditionalGeneration(cfg)
+    _perturb(model)
+    with torch.no_grad():   # HF initialises the class token and positions to zero
+        emb = model.model.vision_tower.embeddings
+        emb.cls_token.normal_(0, 0.5)
+        emb.position_embeddings.normal_(0, 0.5)
+    model.save_pretrained(path)
+    # 32-px tiles, up to 4 per image (plus a thumbnail when tiled)
+    ip = t.GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1,
+                                 max_patches=4)
+    _save_processor_parts(path, ip, tok, "GotOcr2ImageProcessor", "InternVLProcessor", image_seq_length=4)
+    return path
+
+
+SAVERS = {"llava": save_llava, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
           "qwen2.5-vl": lambda path, seed=0: save_qwen2_vl(path, seed, v25=True)}
 
 

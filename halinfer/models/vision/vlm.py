@@ -26,9 +26,10 @@ TEXT_MODELS = {
 def text_config(cfg: ModelConfig) -> ModelConfig:
     """The language model's config, with the top-level fields it inherits."""
     text = dict(cfg.get("text_config") or {})
-    for key in ("tie_word_embeddings", "vocab_size"):
-        if key not in text and key in cfg:
-            text[key] = cfg.get(key)
+    if "vocab_size" not in text and "vocab_size" in cfg:
+        text["vocab_size"] = cfg.get("vocab_size")
+    if cfg.get("tie_word_embeddings") is not None:   # transformers ties the composite model by the top level
+        text["tie_word_embeddings"] = cfg.get("tie_word_embeddings")
     return ModelConfig(text, cfg.path)
 
 
