@@ -177,6 +177,18 @@ class LlavaImages(ImageFamily):
         return {"pixel_values": pv}, n, None
 
 
+class LlavaNextImages(LlavaImages):
+    def process(self, image):
+        from ..models.vision.anyres import anyres_token_count
+
+        out = self.ip(images=[image], return_tensors="pt")
+        vc = self.cfg.vision_config
+        h, w = (int(v) for v in out["image_sizes"][0])
+        side = vc["image_size"] // vc["patch_size"]
+        n = anyres_token_count(h, w, self.cfg.image_grid_pinpoints, vc["image_size"], side)
+        return {"pixel_values": out["pixel_values"], "image_sizes": out["image_sizes"]}, n, None
+
+
 class Qwen2VLImages(ImageFamily):
     placeholder = "<|image_pad|>"
     prompt_text = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -217,7 +229,7 @@ class InternVLImages(ImageFamily):
         return [self.start] + [self.placeholder_id] * n + [self.stop], 1
 
 
-FAMILIES = {"llava": LlavaImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
+FAMILIES = {"llava": LlavaImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
 
 
 def family_placeholder(model_type: str) -> str | None:

@@ -70,3 +70,39 @@ class LlavaForConditionalGeneration(VisionLanguageModel):
     def encode_images(self, items):
         pixels = torch.cat([it["pixel_values"] for it in items]).to(self.ctx.device)
         return list(self.image_features(pixels).unbind(0))
+
+
+class LlavaNextForConditionalGeneration(LlavaForConditionalGeneration):
+    """LLaVA-NeXT / 1.6: anyres tiles through the same tower and projector; features packed
+    as the base tile, then the tiled map without its letterbox band, a learned newline
+    after every row ("spatial_unpad")."""
+
+    def __init__(self, cfg, ctx):
+        super().__init__(cfg, ctx)
+        self.newline = nn.Module()
+        self.newline.weight = nn.Parameter(torch.empty(self.language_model.cfg.hidden_size, dtype=ctx.dtype),
+                                           requires_grad=False)
+        vc = cfg.vision_config
+        self.tile, self.side = vc["image_size"], vc["image_size"] // vc["patch_size"]
+        self.pinpoints = [tuple(p) for p in cfg.image_grid_pinpoints]
+
+    def split_name(self, name):
+        if name in ("image_newline", "model.image_newline"):
+            return "newline", "weight"
+        return super().split_name(name)
+
+    def encode_images(self, items):
+        from .vision.anyres import anyres_layout
+
+        tiles = [it["pixel_values"].reshape(-1, *it["pixel_values"].shape[-3:]) for it in items]
+        feats = self.image_features(torch.cat(tiles).to(self.ctx.device)).split([t.shape[0] for t in tiles])
+        out, s = [], self.side
+        nl = self.newline.weight
+        for it, f in zip(items, feats):
+            h, w = (int(v) for v in it["image_sizes"].reshape(-1)[:2])
+            gr, gc, (r0, r1, c0, c1) = anyres_layout(h, w, self.pinpoints, self.tile, s)
+            grid = f[1:1 + gr * gc].view(gr, gc, s, s, -1).permute(0, 2, 1, 3, 4).reshape(gr * s, gc * s, -1)
+            grid = grid[r0:r1, c0:c1]
+            grid = torch.cat((grid, nl.to(grid.dtype).expand(grid.shape[0], 1, -1)), dim=1)
+            out.append(torch.cat((f[0], grid.reshape(-1, grid.shape[-1]))))
+        return out

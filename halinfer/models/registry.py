@@ -40,6 +40,7 @@ ARCHITECTURES: dict[str, str] = {
     "Llama4ForCausalLM": "llama4:Llama4ForCausalLM",
     # vision-language (issue 15)
     "LlavaForConditionalGeneration": "llava:LlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration": "llava:LlavaNextForConditionalGeneration",
     "InternVLForConditionalGeneration": "internvl:InternVLForConditionalGeneration",
     "Qwen2VLForConditionalGeneration": "qwen2_vl:Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_vl:Qwen2_5_VLForConditionalGeneration",

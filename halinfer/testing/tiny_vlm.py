@@ -48,6 +48,29 @@ def save_llava(path: str, seed: int = 0, strategy: str = "default", feature_laye
     return path
 
 
+def save_llava_next(path: str, seed: int = 0) -> str:
+    import transformers as t
+
+    tok = _tokenizer(path, ["<image>"])
+    vc = t.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=32, patch_size=8, initializer_range=0.2)
+    pins = [[32, 64], [64, 32], [64, 64], [32, 96]]
+    cfg = t.LlavaNextConfig(vision_config=vc, text_config=t.LlamaConfig(**TEXT),
+                            image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pins,
+                            vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=16)
+    torch.manual_seed(seed)
+    model = t.LlavaNextForConditionalGeneration(cfg)
+    _perturb(model)
+    with torch.no_grad():
+        model.model.image_newline.normal_(0, 1.0)
+    model.save_pretrained(path)
+    ip = t.LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                   image_grid_pinpoints=pins)
+    t.LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                         image_token="<image>", num_additional_image_tokens=1).save_pretrained(path)
+    return path
+
+
 def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False) -> str:
     import transformers as t
 
@@ -121,7 +144,7 @@ def save_internvl(path: str, seed: int = 0) -> str:
     return path
 
 
-SAVERS = {"llava": save_llava, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
+SAVERS = {"llava": save_llava, "llava-next": save_llava_next, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
           "qwen2.5-vl": lambda path, seed=0: save_qwen2_vl(path, seed, v25=True)}
 
 

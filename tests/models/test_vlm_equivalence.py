@@ -14,7 +14,7 @@ from halinfer.testing.hf_vlm import assert_vlm_matches, halinfer_vlm_greedy, hf_
     hf_vlm_greedy
 from halinfer.testing.tiny_vlm import SAVERS, random_image
 
-PLACEHOLDER = {"llava": "<image>", "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
+PLACEHOLDER = {"llava": "<image>", "llava-next": "<image>", "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
                "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>", "internvl": "<IMG_CONTEXT>"}
 FAMILIES = list(SAVERS)
 
