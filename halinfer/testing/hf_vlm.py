@@ -120,3 +120,43 @@ def assert_vlm_matches(llm, model_dir: str, hf, prompts: list[tuple[str, list]],
             err = max_rel_err(mine, theirs)
             assert err < tol, f"decode step {i} logits differ (relative error {err:.2e}) for {req['prompt']!r}"
         assert tokens == ref.tokens, f"greedy tokens differ for {req['prompt']!r}"
+
+
+@torch.inference_mode()
+def assert_vlm_close(llm, model_dir: str, hf_exact, hf_lowp, prompts: list[tuple[str, list]], n_tokens: int = 12,
+                     slack: float = 3.0) -> None:
+    """The low-precision equivalence (as hf_compare.assert_close_to_transformers, with images):
+    halinfer's mean logit error against transformers computing exactly (float32, weights
+    rounded to the run's dtype), over every prompt position and decode step, at most ``slack``
+    times transformers' own error in the run's dtype (plus 1e-3); greedy tokens equal to the
+    exact ones until a step whose two picks lie within that noise."""
+    from .hf_compare import mean_rel_err
+
+    mine_all, theirs_all = [], []
+    for text, images in prompts:
+        inputs = hf_processor_inputs(model_dir, text, images)
+        req = {"prompt": text, "multi_modal_data": {"image": images}} if images else {"prompt": text}
+        ref = hf_vlm_greedy(hf_exact, _cast(inputs, torch.float32), n_tokens)
+        full = dict(inputs, input_ids=torch.cat((inputs["input_ids"], torch.tensor([ref.tokens])), dim=1))
+        exact = hf_exact(**_with_token_types(hf_exact, _cast(full, torch.float32))).logits[0].float()
+        lowp = hf_lowp(**_with_token_types(hf_lowp, _cast(full, hf_lowp.dtype))).logits[0].float()
+        noise_max = max(max_rel_err(lowp[j], exact[j]) for j in range(exact.shape[0]))
+        P = inputs["input_ids"].shape[1]
+        prompt = halinfer_prompt_logits(llm, req).cpu()
+        mine = [mean_rel_err(prompt[j], exact[j]) for j in range(P)]
+        ((tokens, steps, _),) = halinfer_vlm_greedy(llm, [req], n_tokens)
+        for i, (m, r) in enumerate(zip(steps, ref.step_logits)):
+            mine.append(mean_rel_err(m.cpu(), exact[P - 1 + i]))
+            if tokens[i] != ref.tokens[i]:
+                gap = (r[ref.tokens[i]] - r[tokens[i]]).item()
+                assert gap <= slack * noise_max * r.abs().max().item(), (
+                    f"step {i}: halinfer chose {tokens[i]}, the exact reference {ref.tokens[i]} (margin {gap:.3g})")
+                break
+        mine_all += mine
+        theirs_all += [mean_rel_err(lowp[j], exact[j]) for j in range(len(mine))]
+    m, t = sum(mine_all) / len(mine_all), sum(theirs_all) / len(theirs_all)
+    assert m <= slack * t + 1e-3, f"mean logit error {m:.2e} > {slack} x transformers' own {t:.2e}"
+
+
+def _cast(inputs: dict, dtype) -> dict:
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inputs.items()}
