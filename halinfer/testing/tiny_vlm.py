@@ -71,7 +71,7 @@ def save_llava_next(path: str, seed: int = 0) -> str:
     return path
 
 
-def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False) -> str:
+def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False, **text_overrides) -> str:
     import transformers as t
 
     specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -79,8 +79,7 @@ def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False) -> str:
     ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
     text = dict(TEXT, num_key_value_heads=2, head_dim=24,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 5, 5]})
-    text.pop("max_position_embeddings")
-    text["max_position_embeddings"] = 512
+    text.update(text_overrides)
     if v25:
         # windows of 2x2 merged patches (window_size 32 px / patch 8 = 4 patches); block 1 full
         vision = dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=8,
@@ -91,6 +90,7 @@ def save_qwen2_vl(path: str, seed: int = 0, v25: bool = False) -> str:
         vision = dict(depth=2, embed_dim=32, hidden_size=96, mlp_ratio=2, num_heads=2, patch_size=8,
                       spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2)
         cfg_cls, model_cls = t.Qwen2VLConfig, t.Qwen2VLForConditionalGeneration
+    vision["out_hidden_size" if v25 else "hidden_size"] = text["hidden_size"]   # the merger feeds the text model
     cfg = cfg_cls(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                   video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                   vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
@@ -119,13 +119,13 @@ def _save_processor_parts(path: str, ip, tok, ip_type: str, proc_class: str, **p
     tok.save_pretrained(path)
 
 
-def save_internvl(path: str, seed: int = 0) -> str:
+def save_internvl(path: str, seed: int = 0, **text_overrides) -> str:
     import transformers as t
 
     tok = _tokenizer(path, ["<img>", "</img>", "<IMG_CONTEXT>"])
     vc = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
               patch_size=8, initializer_range=0.2, use_mean_pooling=True)
-    tc = t.Qwen2Config(**TEXT)
+    tc = t.Qwen2Config(**{**TEXT, **text_overrides})
     cfg = t.InternVLConfig(vision_config=vc, text_config=tc.to_dict(),
                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5,
                            vision_feature_layer=-1, vision_feature_select_strategy="default")
@@ -145,7 +145,7 @@ def save_internvl(path: str, seed: int = 0) -> str:
 
 
 SAVERS = {"llava": save_llava, "llava-next": save_llava_next, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
-          "qwen2.5-vl": lambda path, seed=0: save_qwen2_vl(path, seed, v25=True)}
+          "qwen2.5-vl": lambda path, seed=0, **kw: save_qwen2_vl(path, seed, v25=True, **kw)}
 
 
 def random_image(seed: int, w: int, h: int):
