@@ -159,6 +159,9 @@ class ImageFamily:
         """(encoder inputs, feature tokens, M-RoPE offsets [3, n] or None)."""
         raise NotImplementedError
 
+    def pixels(self, image, **kw) -> dict:
+        return self.ip(images=[image], return_tensors="pt", **kw)
+
     def expand(self, n: int) -> tuple[list[int], int]:
         return [self.placeholder_id] * n, 0
 
@@ -168,8 +171,7 @@ class LlavaImages(ImageFamily):
     prompt_text = "<image>"
 
     def process(self, image):
-        out = self.ip(images=[image], return_tensors="pt")
-        pv = out["pixel_values"]
+        pv = self.pixels(image)["pixel_values"]
         vc = self.cfg.vision_config
         n = (pv.shape[-1] // vc["patch_size"]) * (pv.shape[-2] // vc["patch_size"])
         if self.cfg.get("vision_feature_select_strategy", "default") == "full":
@@ -181,7 +183,7 @@ class LlavaNextImages(LlavaImages):
     def process(self, image):
         from ..models.vision.anyres import anyres_token_count
 
-        out = self.ip(images=[image], return_tensors="pt")
+        out = self.pixels(image)
         vc = self.cfg.vision_config
         h, w = (int(v) for v in out["image_sizes"][0])
         side = vc["image_size"] // vc["patch_size"]
@@ -194,7 +196,7 @@ class Qwen2VLImages(ImageFamily):
     prompt_text = "<|vision_start|><|image_pad|><|vision_end|>"
 
     def process(self, image):
-        out = self.ip(images=[image], return_tensors="pt")
+        out = self.pixels(image)
         grid = out["image_grid_thw"]
         t, h, w = (int(x) for x in grid[0])
         m = int(self.cfg.vision_config.get("spatial_merge_size", 2))
@@ -221,8 +223,7 @@ class InternVLImages(ImageFamily):
         self.per_tile = int(self.proc.get("image_seq_length") or round((size // patch) ** 2 * ratio * ratio))
 
     def process(self, image):
-        out = self.ip(images=[image], crop_to_patches=True, return_tensors="pt")
-        pv = out["pixel_values"]
+        pv = self.pixels(image, crop_to_patches=True)["pixel_values"]
         return {"pixel_values": pv}, self.per_tile * pv.shape[0], None
 
     def expand(self, n):

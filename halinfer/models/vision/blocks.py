@@ -38,6 +38,30 @@ class VisionMLP(nn.Module):
         return second(self.ops.act(first(x), self.act))
 
 
+class SelfAttention(nn.Module):
+    """Bidirectional attention with separate q/k/v projections (CLIP, SigLIP, InternViT);
+    ``out_name`` is the checkpoint's name of the output projection; ``qk_norm``: RMS norms
+    over the whole q and k widths (InternViT-6B)."""
+
+    def __init__(self, ctx: ModelContext, dim: int, heads: int, out_name: str = "out_proj", bias: bool = True,
+                 qk_norm: bool = False):
+        super().__init__()
+        self.ops, self.H, self.D, self.out_name = ctx.ops, heads, dim // heads, out_name
+        self.q_proj, self.k_proj, self.v_proj = (linear(ctx, dim, dim, bias) for _ in range(3))
+        setattr(self, out_name, linear(ctx, dim, dim))
+        self.q_norm = RMSNorm(ctx, dim, 1e-6) if qk_norm else None
+        self.k_norm = RMSNorm(ctx, dim, 1e-6) if qk_norm else None
+
+    def forward(self, x, cu_seqlens):
+        N = x.shape[0]
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = (t.reshape(N, self.H, self.D) for t in (q, k, v))
+        o = self.ops.vision_attention(q, k, v, cu_seqlens, self.D ** -0.5)
+        return getattr(self, self.out_name)(o.reshape(N, -1))
+
+
 def load_by_name(module: nn.Module, weights, prefix: str = "") -> set[str]:
     """Copy (name, tensor) pairs into the parameters of the same names (vision parts keep
     the checkpoint's module names, so no mapping is needed).  Returns the names loaded."""

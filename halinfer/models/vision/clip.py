@@ -5,21 +5,7 @@ import torch
 from torch import nn
 
 from ..layers import ModelContext, hf_activation
-from .blocks import VisionMLP, linear, norm
-
-
-class CLIPAttention(nn.Module):
-    def __init__(self, ctx: ModelContext, dim: int, heads: int):
-        super().__init__()
-        self.ops, self.H, self.D = ctx.ops, heads, dim // heads
-        self.q_proj, self.k_proj = linear(ctx, dim, dim), linear(ctx, dim, dim)
-        self.v_proj, self.out_proj = linear(ctx, dim, dim), linear(ctx, dim, dim)
-
-    def forward(self, x, cu_seqlens):
-        N = x.shape[0]
-        q, k, v = (p(x).view(N, self.H, self.D) for p in (self.q_proj, self.k_proj, self.v_proj))
-        o = self.ops.vision_attention(q, k, v, cu_seqlens, self.D ** -0.5)
-        return self.out_proj(o.reshape(N, -1))
+from .blocks import SelfAttention, VisionMLP, norm
 
 
 class CLIPLayer(nn.Module):
@@ -27,7 +13,7 @@ class CLIPLayer(nn.Module):
         super().__init__()
         d, eps = vc["hidden_size"], vc.get("layer_norm_eps", 1e-5)
         self.layer_norm1, self.layer_norm2 = norm(ctx, d, eps), norm(ctx, d, eps)
-        self.self_attn = CLIPAttention(ctx, d, vc["num_attention_heads"])
+        self.self_attn = SelfAttention(ctx, d, vc["num_attention_heads"])
         self.mlp = VisionMLP(ctx, d, vc["intermediate_size"], hf_activation(vc.get("hidden_act", "quick_gelu")))
 
     def forward(self, x, cu_seqlens):

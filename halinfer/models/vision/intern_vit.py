@@ -6,30 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import ModelContext, RMSNorm, hf_activation
-from .blocks import VisionMLP, linear, norm
-
-
-class InternAttention(nn.Module):
-    def __init__(self, ctx: ModelContext, vc: dict):
-        super().__init__()
-        d, self.H = vc["hidden_size"], vc["num_attention_heads"]
-        self.ops, self.D = ctx.ops, d // self.H
-        bias = bool(vc.get("attention_bias", True))
-        self.q_proj, self.k_proj, self.v_proj = (linear(ctx, d, d, bias) for _ in range(3))
-        self.projection_layer = linear(ctx, d, d)
-        qk_norm = bool(vc.get("use_qk_norm", False))
-        self.q_norm = RMSNorm(ctx, d, 1e-6) if qk_norm else None
-        self.k_norm = RMSNorm(ctx, d, 1e-6) if qk_norm else None
-
-    def forward(self, x, cu_seqlens):
-        N = x.shape[0]
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = (t.reshape(N, self.H, self.D) for t in (q, k, v))
-        o = self.ops.vision_attention(q, k, v, cu_seqlens, self.D ** -0.5)
-        return self.projection_layer(o.reshape(N, -1))
+from ..layers import ModelContext, hf_activation
+from .blocks import SelfAttention, VisionMLP, norm
 
 
 class InternLayer(nn.Module):
@@ -37,7 +15,8 @@ class InternLayer(nn.Module):
         super().__init__()
         d, eps = vc["hidden_size"], vc.get("layer_norm_eps", 1e-6)
         kind = "rms" if vc.get("norm_type", "layer_norm") == "rms_norm" else "layer"
-        self.attention = InternAttention(ctx, vc)
+        self.attention = SelfAttention(ctx, d, vc["num_attention_heads"], "projection_layer",
+                                       bool(vc.get("attention_bias", True)), bool(vc.get("use_qk_norm", False)))
         self.mlp = VisionMLP(ctx, d, vc["intermediate_size"], hf_activation(vc.get("hidden_act", "gelu")))
         self.layernorm_before, self.layernorm_after = norm(ctx, d, eps, kind), norm(ctx, d, eps, kind)
         self.lambda_1 = nn.Parameter(torch.ones(d, dtype=ctx.dtype), requires_grad=False)
