@@ -98,8 +98,8 @@ class ModelConfig:
 
     @property
     def text(self) -> dict:
-        """A vision-language model's text_config (empty for text-only models)."""
-        return self.get("text_config") or {}
+        """A vision-language model's text_config (llm_config: InternVL's remote code; empty for text-only models)."""
+        return self.get("text_config") or self.get("llm_config") or {}
 
     def rope_params(self) -> tuple[float, str, dict]:
         """(theta, type, params) from either rope_parameters (transformers 5) or

@@ -149,6 +149,11 @@ class ImageFamily:
         self.cfg, self.tok, self.ip, self.proc = cfg, tokenizer, image_processor, proc_settings
         self.placeholder_id = self.token_id(self.placeholder)
 
+    @classmethod
+    def load_processor(cls, model_dir: str, cfg) -> tuple[object, dict]:
+        """(image processor, processor settings) of a checkpoint."""
+        return load_image_processor(model_dir), processor_settings(model_dir)[1]
+
     def token_id(self, token: str) -> int:
         i = self.tok.convert_tokens_to_ids(token)
         if i is None or i == getattr(self.tok, "unk_token_id", None):
@@ -212,6 +217,7 @@ class InternVLImages(ImageFamily):
 
     placeholder = "<IMG_CONTEXT>"
     prompt_text = "<IMG_CONTEXT>"
+    tiling = True
 
     def __init__(self, *a):
         super().__init__(*a)
@@ -223,14 +229,41 @@ class InternVLImages(ImageFamily):
         self.per_tile = int(self.proc.get("image_seq_length") or round((size // patch) ** 2 * ratio * ratio))
 
     def process(self, image):
-        pv = self.pixels(image, crop_to_patches=True)["pixel_values"]
+        pv = self.pixels(image, crop_to_patches=self.tiling)["pixel_values"]
         return {"pixel_values": pv}, self.per_tile * pv.shape[0], None
 
     def expand(self, n):
         return [self.start] + [self.placeholder_id] * n + [self.stop], 1
 
 
-FAMILIES = {"llava": LlavaImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class InternVLChatImages(InternVLImages):
+    """The remote-code layout ships no processor the model uses: its load_image tiles
+    (dynamic_preprocess: up to max_dynamic_patch tiles of force_image_size, plus a thumbnail),
+    resizes bicubic and normalizes with ImageNet statistics, which GotOcr2's processor
+    (the one the -hf conversion uses) does with these settings."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.tiling = bool(self.cfg.get("dynamic_image_size", True))
+
+    @classmethod
+    def load_processor(cls, model_dir, cfg):
+        import transformers
+
+        if not cfg.get("use_thumbnail", True) and cfg.get("dynamic_image_size", True):
+            raise ValueError(f"{model_dir!r}: use_thumbnail=false with dynamic tiling is not supported")
+        size = int(cfg.get("force_image_size") or cfg.vision_config["image_size"])
+        ip_cls = getattr(transformers, "GotOcr2ImageProcessorPil", None) or transformers.GotOcr2ImageProcessor
+        ip = ip_cls(size={"height": size, "width": size}, crop_to_patches=True,
+                    min_patches=int(cfg.get("min_dynamic_patch", 1)), max_patches=int(cfg.get("max_dynamic_patch", 12)),
+                    image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+        return ip, {}
+
+
+FAMILIES = {"llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
 
 
 def family_placeholder(model_type: str) -> str | None:
@@ -248,8 +281,8 @@ class MultimodalProcessor:
             raise ValueError(f"model type {cfg.get('model_type')!r} takes no images")
         if tokenizer is None:
             raise ValueError(f"{model_dir!r} has no tokenizer; image prompts need one")
-        settings, proc = processor_settings(model_dir)
-        self.family = fam(cfg, tokenizer, load_image_processor(model_dir), proc)
+        ip, proc = fam.load_processor(model_dir, cfg)
+        self.family = fam(cfg, tokenizer, ip, proc)
         self.max_images = max_images
         self.allowed_domains = tuple(allowed_domains)
 

@@ -42,6 +42,7 @@ ARCHITECTURES: dict[str, str] = {
     "LlavaForConditionalGeneration": "llava:LlavaForConditionalGeneration",
     "LlavaNextForConditionalGeneration": "llava:LlavaNextForConditionalGeneration",
     "InternVLForConditionalGeneration": "internvl:InternVLForConditionalGeneration",
+    "InternVLChatModel": "internvl:InternVLChatModel",
     "Qwen2VLForConditionalGeneration": "qwen2_vl:Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_vl:Qwen2_5_VLForConditionalGeneration",
 }

@@ -22,6 +22,8 @@ class SeedRow:
     note: str = ""
 
 
+_IVL = "-hf layout (InternVLForConditionalGeneration) and the remote-code InternVLChatModel layout"
+
 SEED_ROWS: list[SeedRow] = [
     SeedRow("Llama", "7B - 65B", "LLM", ("llama",)),
     SeedRow("Llama2", "7B - 70B", "LLM", ("llama",)),
@@ -81,11 +83,12 @@ SEED_ROWS: list[SeedRow] = [
     SeedRow("CogVLM-Chat", "17B", "MLLM", ()),
     SeedRow("CogVLM2-Chat", "19B", "MLLM", ()),
     SeedRow("LLaVA(1.5,1.6)", "7B-34B", "MLLM", ("vlm:llava", "vlm:llava-next"), "llava-hf layout"),
-    SeedRow("InternVL(v1.5)", "2B-26B", "MLLM", (), "published only as remote code (InternVLChatModel): not read yet"),
-    SeedRow("InternVL2", "1B-76B", "MLLM", ("vlm:internvl",), "transformers -hf layout (InternVLForConditionalGeneration); the remote-code InternVLChatModel layout is not read yet"),
-    SeedRow("InternVL2.5(MPO)", "1B-78B", "MLLM", ("vlm:internvl",), "transformers -hf layout (InternVLForConditionalGeneration); the remote-code InternVLChatModel layout is not read yet"),
-    SeedRow("InternVL3", "1B-78B", "MLLM", ("vlm:internvl",), "transformers -hf layout (InternVLForConditionalGeneration); the remote-code InternVLChatModel layout is not read yet"),
-    SeedRow("InternVL3.5", "1B-241BA28B", "MLLM", ("vlm:internvl",), "dense sizes, " + "transformers -hf layout (InternVLForConditionalGeneration); the remote-code InternVLChatModel layout is not read yet"),
+    SeedRow("InternVL(v1.5)", "2B-26B", "MLLM", ("vlm:internvl-chat-internlm2",),
+            "remote-code layout (InternVLChatModel, InternLM2 text); ps_version v1's pixel shuffle is untested"),
+    SeedRow("InternVL2", "1B-76B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), _IVL),
+    SeedRow("InternVL2.5(MPO)", "1B-78B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), _IVL),
+    SeedRow("InternVL3", "1B-78B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), _IVL),
+    SeedRow("InternVL3.5", "1B-241BA28B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), "dense sizes; " + _IVL),
     SeedRow("Mono-InternVL", "2B", "MLLM", ()),
     SeedRow("ChemVLM", "8B-26B", "MLLM", ()),
     SeedRow("InternLM-XComposer2", "7B, 4khd-7B", "MLLM", ()),

@@ -119,13 +119,14 @@ def _save_processor_parts(path: str, ip, tok, ip_type: str, proc_class: str, **p
     tok.save_pretrained(path)
 
 
-def save_internvl(path: str, seed: int = 0, **text_overrides) -> str:
+def save_internvl(path: str, seed: int = 0, text: str = "qwen2", **text_overrides) -> str:
+    """text: "qwen2" (InternVL 2.5 / 3 -1B style) or "llama" (the reference of an InternLM2 text model)."""
     import transformers as t
 
     tok = _tokenizer(path, ["<img>", "</img>", "<IMG_CONTEXT>"])
     vc = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
               patch_size=8, initializer_range=0.2, use_mean_pooling=True)
-    tc = t.Qwen2Config(**{**TEXT, **text_overrides})
+    tc = (t.Qwen2Config if text == "qwen2" else t.LlamaConfig)(**{**TEXT, **text_overrides})
     cfg = t.InternVLConfig(vision_config=vc, text_config=tc.to_dict(),
                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5,
                            vision_feature_layer=-1, vision_feature_select_strategy="default")
@@ -138,8 +139,9 @@ def save_internvl(path: str, seed: int = 0, **text_overrides) -> str:
         emb.position_embeddings.normal_(0, 0.5)
     model.save_pretrained(path)
     # 32-px tiles, up to 4 per image (plus a thumbnail when tiled)
+    # (ImageNet statistics, which InternVL's remote code hard-wires, so its conversion sees the same pixels)
     ip = t.GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1,
-                                 max_patches=4)
+                                 max_patches=4, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     _save_processor_parts(path, ip, tok, "GotOcr2ImageProcessor", "InternVLProcessor", image_seq_length=4)
     return path
 

@@ -7,18 +7,29 @@ import os
 from .tiny_vlm import SAVERS, random_image
 
 PLACEHOLDER = {"llava": "<image>", "llava-next": "<image>", "internvl": "<IMG_CONTEXT>",
+               "internvl-chat": "<IMG_CONTEXT>", "internvl-chat-internlm2": "<IMG_CONTEXT>",
                "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
                "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>"}
 VLM_CASES = {f"vlm:{k}": k for k in SAVERS}
+# OpenGVLab's remote-code layout, converted from the -hf recipe (testing/convert_vlm.py)
+VLM_CASES.update({"vlm:internvl-chat": "internvl-chat", "vlm:internvl-chat-internlm2": "internvl-chat-internlm2"})
 
 
 def is_vlm_case(case_id: str) -> bool:
     return case_id.startswith("vlm:")
 
 
-def build_vlm_case(case_id: str, workdir: str) -> str:
+def build_vlm_case(case_id: str, workdir: str) -> tuple[str, str]:
+    """(model directory, the transformers reference directory)."""
     recipe = VLM_CASES[case_id]
-    return SAVERS[recipe](os.path.join(workdir, recipe.replace(".", "")), seed=3)
+    if recipe.startswith("internvl-chat"):
+        from .convert_vlm import internvl_hf_to_chat
+
+        internlm2 = recipe.endswith("internlm2")
+        ref = SAVERS["internvl"](os.path.join(workdir, recipe + "-ref"), seed=3, text="llama" if internlm2 else "qwen2")
+        return internvl_hf_to_chat(ref, os.path.join(workdir, recipe), internlm2=internlm2), ref
+    path = SAVERS[recipe](os.path.join(workdir, recipe.replace(".", "")), seed=3)
+    return path, path
 
 
 def vlm_prompts(case_id: str) -> list[tuple[str, list]]:

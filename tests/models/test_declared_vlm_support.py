@@ -47,7 +47,7 @@ def vlm_case_dir(tmp_path_factory):
 @pytest.mark.parametrize("backend_name,column,case", CLAIMS, ids=[f"{b}-{c}-{k}" for b, c, k in CLAIMS])
 def test_claimed_vlm_cell_holds(backend_name, column, case, vlm_case_dir):
     backend = load_plugins().backends[backend_name]
-    model_dir = vlm_case_dir(case)
+    model_dir, ref_dir = vlm_case_dir(case)
     modes = _modes(backend, column)
     ok = False
     try:
@@ -55,9 +55,9 @@ def test_claimed_vlm_cell_holds(backend_name, column, case, vlm_case_dir):
             block = 8 if 8 in backend.block_sizes else backend.default_block_size
             llm = LLM(model_dir, device=backend.name, dtype=dtype, num_kv_blocks=max(160, 1280 // block),
                       block_size=block, enforce_eager=not graphs, max_num_seqs=8)
-            hf_lowp = hf_vlm(model_dir).to(dtype)
-            hf_exact = hf_vlm(model_dir).to(dtype).float()
-            assert_vlm_close(llm, model_dir, hf_exact, hf_lowp, vlm_prompts(case))
+            hf_lowp = hf_vlm(ref_dir).to(dtype)
+            hf_exact = hf_vlm(ref_dir).to(dtype).float()
+            assert_vlm_close(llm, ref_dir, hf_exact, hf_lowp, vlm_prompts(case))
         ok = True
     finally:
         note_result(backend_name, column, case, ok, "/".join(str(d).replace("torch.", "") for d, _ in modes), "auto")

@@ -169,3 +169,29 @@ def test_text_only_model_refuses_images(case_dirs):
     llm = LLM(model_dir, device="cpu", dtype="float32", num_kv_blocks=64, block_size=8)
     with pytest.raises(ValueError, match="takes no images"):
         llm.generate([{"prompt": "hi", "multi_modal_data": {"image": random_image(0, 8, 8)}}], use_tqdm=False)
+
+
+@pytest.mark.parametrize("internlm2", [False, True], ids=["qwen2-text", "internlm2-text"])
+def test_internvl_remote_code_layout_matches_transformers(internlm2, tmp_path):
+    """OpenGVLab's InternVLChatModel layout, converted from a transformers -hf checkpoint
+    (testing/convert_vlm.py says why the two compute the same), against transformers on the
+    -hf original: tiled images through the remote code's own image settings."""
+    from halinfer.testing.convert_vlm import internvl_hf_to_chat
+    from halinfer.testing.tiny_vlm import save_internvl
+
+    src = save_internvl(str(tmp_path / "hf"), seed=5, text="llama" if internlm2 else "qwen2")
+    dst = internvl_hf_to_chat(src, str(tmp_path / "chat"), internlm2=internlm2)
+    llm = make_llm(dst)
+    hf = hf_vlm(src)
+    cases = [(prompt("internvl", 2), [random_image(41, 56, 40), random_image(42, 32, 32)]),
+             (prompt("internvl"), [random_image(43, 24, 64)])]
+    # the prompts, expanded by halinfer from the converted directory, must equal transformers'
+    # processor output on the original; then logits and tokens as for every family
+    refs = [(hf_processor_inputs(src, t, i), t, i) for t, i in cases]
+    for inputs, text, images in refs:
+        _, req = llm.engine.inputs.request("r", {"prompt": text, "multi_modal_data": {"image": images}}, None)
+        assert req.prompt_token_ids == inputs["input_ids"][0].tolist()
+        assert torch.equal(torch.cat([m.data["pixel_values"] for m in req.mm_inputs]), inputs["pixel_values"])
+    got = halinfer_vlm_greedy(llm, [{"prompt": t, "multi_modal_data": {"image": i}} for t, i in cases], 12)
+    for (inputs, _, _), (tokens, _, _) in zip(refs, got):
+        assert tokens == hf_vlm_greedy(hf, inputs, 12).tokens
