@@ -25,7 +25,8 @@ class LLM:
         gpu_memory_utilization=0.85, block_size=None, enable_prefix_caching=True,
         enforce_eager=False, kv_cache_dtype="auto", quantization=None, tensor_parallel_size=1,
         seed=0, max_num_batched_tokens=None, num_kv_blocks=None, load_format="auto",
-        tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc"."""
+        tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc",
+        allowed_media_domains=() (hosts whose http(s) image URLs may be fetched)."""
         eng_kw, cfg = engine_kwargs(**kw)
         self.engine = LLMEngine(model, config=cfg, **eng_kw)
 
@@ -148,7 +149,8 @@ class LLM:
         items = []
         for ci, conv in enumerate(self._conversations(messages)):
             try:
-                conv, images = chat_parts(conv, mm.family.prompt_text if mm else None)
+                conv, images = chat_parts(conv, mm.family.prompt_text if mm else None,
+                                          mm.allowed_domains if mm else ())
             except (TypeError, ValueError) as e:
                 raise type(e)(f"conversation {ci}: {e}") from None
             p = self.apply_chat_template(conv)

@@ -128,6 +128,7 @@ class EngineConfig:
     scheduling_policy: str = "separate"   # "separate" prefill/decode steps, or "mixed" (core/scheduler.py)
     async_scheduling: bool = True         # launch decode step N+1 before reading step N's tokens
     seed: int = 0
+    allowed_media_domains: tuple = ()     # hosts whose http(s) image URLs may be fetched (none by default)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
