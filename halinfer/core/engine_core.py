@@ -209,7 +209,7 @@ class EngineCore:
         plan = StepPlan(np.array([self.spare_slot]), np.array([n], dtype=np.int32), np.zeros(1, dtype=bool),
                         np.asarray(ids, dtype=np.int64),
                         [SlotInit(self.spare_slot, 0, n, list(seq.block_ids), seq.params, 0, mm_inputs=mm_inputs)],
-                        all_logits=True, ended_slots=[self.spare_slot] if mm_inputs else [])
+                        all_logits=True)
         try:
             return self.executor.all_logits(plan)
         finally:

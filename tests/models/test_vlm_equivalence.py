@@ -195,3 +195,17 @@ def test_internvl_remote_code_layout_matches_transformers(internlm2, tmp_path):
     got = halinfer_vlm_greedy(llm, [{"prompt": t, "multi_modal_data": {"image": i}} for t, i in cases], 12)
     for (inputs, _, _), (tokens, _, _) in zip(refs, got):
         assert tokens == hf_vlm_greedy(hf, inputs, 12).tokens
+
+
+def test_images_cross_the_multi_process_executor(vlm_dir):
+    """MMInputs pickle into the worker process: the same tokens as in-process."""
+    path = vlm_dir("qwen2-vl")
+    item = {"prompt": prompt("qwen2-vl", 2), "multi_modal_data": {"image": [random_image(51, 40, 40),
+                                                                             random_image(52, 56, 32)]}}
+    sp = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    want = make_llm(path).generate([item], sp, use_tqdm=False)[0].outputs[0].token_ids
+    llm = make_llm(path, executor="mp")
+    try:
+        assert llm.generate([item], sp, use_tqdm=False)[0].outputs[0].token_ids == want
+    finally:
+        llm.shutdown()
