@@ -1,5 +1,6 @@
 """Every backend's claims on vision-language rows are backed by tests that run on it:
-the row's "vlm:" cases (halinfer.testing.vlm_cases) in the backend's dtypes, against
+the row's "vlm:" cases (halinfer.testing.vlm_cases) in the backend's dtypes (and with an
+int8 KV cache where "KV INT8" is claimed), against
 transformers (halinfer.testing.hf_vlm.assert_vlm_close).  Records as in
 test_declared_support.py (HALINFER_RECORD_SUPPORT=1)."""
 from __future__ import annotations
@@ -24,8 +25,11 @@ def _claims():
             continue
         for d in b.support():
             for r in SEED_ROWS:
-                if d.family in (r.model, f"{r.model} {r.size}") and d.columns.get("FP16/BF16"):
-                    out |= {(b.name, "FP16/BF16", c) for c in r.cases if is_vlm_case(c)}
+                if d.family not in (r.model, f"{r.model} {r.size}"):
+                    continue
+                for col in ("FP16/BF16", "KV INT8"):
+                    if d.columns.get(col):
+                        out |= {(b.name, col, c) for c in r.cases if is_vlm_case(c)}
     return sorted(out)
 
 
@@ -49,15 +53,17 @@ def test_claimed_vlm_cell_holds(backend_name, column, case, vlm_case_dir):
     backend = load_plugins().backends[backend_name]
     model_dir, ref_dir = vlm_case_dir(case)
     modes = _modes(backend, column)
+    kv = "int8" if column == "KV INT8" else "auto"
     ok = False
     try:
         for dtype, graphs in modes:
             block = 8 if 8 in backend.block_sizes else backend.default_block_size
             llm = LLM(model_dir, device=backend.name, dtype=dtype, num_kv_blocks=max(160, 1280 // block),
-                      block_size=block, enforce_eager=not graphs, max_num_seqs=8)
+                      block_size=block, enforce_eager=not graphs, max_num_seqs=8, kv_cache_dtype=kv)
             hf_lowp = hf_vlm(ref_dir).to(dtype)
             hf_exact = hf_vlm(ref_dir).to(dtype).float()
-            assert_vlm_close(llm, ref_dir, hf_exact, hf_lowp, vlm_prompts(case))
+            # an int8 cache adds its own rounding on top of the dtype's (as test_declared_support.py)
+            assert_vlm_close(llm, ref_dir, hf_exact, hf_lowp, vlm_prompts(case), slack=3.0 if kv == "auto" else 6.0)
         ok = True
     finally:
-        note_result(backend_name, column, case, ok, "/".join(str(d).replace("torch.", "") for d, _ in modes), "auto")
+        note_result(backend_name, column, case, ok, "/".join(str(d).replace("torch.", "") for d, _ in modes), kv)
