@@ -21,6 +21,8 @@ for p in "$@"; do
         --out "$OUT/after.json" ;;
     bench512) phase bench512 150 python benchmarks/throughput.py --model llama3-8b --device cuda \
              --workload offline-1000 --max-num-seqs 512 --out "$OUT/bench512.json" ;;
+    vlm) phase vlm 580 python benchmarks/vlm_throughput.py --shape qwen2.5-vl-3b --device cuda --requests 200 \
+             --hf-requests 32 --hf-batch 16 --out "$OUT/vlm.json" ;;
     profile) phase profile 120 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 64 ;;
     cudatests)  # every declared-support cell on cuda, one process per cell (a CUDA fault in one cannot
                 # take the others with it), six at a time, beside tests/cuda's GPU tests

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Iterator
 
-import torch
 
 from .core.config import EngineConfig
 from .core.sampling import SamplingParams
@@ -27,7 +26,7 @@ class LLM:
         seed=0, max_num_batched_tokens=None, num_kv_blocks=None, load_format="auto",
         tokenizer=None, scheduling_policy="separate", async_scheduling=True, executor="inproc",
         enable_expert_parallel=False.  tensor_parallel_size > 1 runs one worker process per rank
-        (README "Multi-device")."""
+        (README "Multi-device"); allowed_media_domains=() (hosts whose http(s) image URLs may be fetched)."""
         eng_kw, cfg = engine_kwargs(**kw)
         self.engine = LLMEngine(model, config=cfg, **eng_kw)
 
@@ -142,10 +141,23 @@ class LLM:
 
     def chat(self, messages, sampling_params: SamplingParams | None = None, use_tqdm: bool = False):
         """One conversation (a list of {"role", "content"} dicts), a list of them, or a plain
-        string (one user turn)."""
-        convs = self._conversations(messages)
-        prompts = [self.apply_chat_template(c) for c in convs]
-        items = [{"prompt": p, "prompt_token_ids": self.engine.encode(p)} for p in prompts]
+        string (one user turn).  A content may be a list of OpenAI parts: text, image_url
+        (data: URL, file path or file:// URL) and image (a PIL image)."""
+        from .engine.multimodal import chat_parts
+
+        mm = self.engine.inputs.multimodal
+        items = []
+        for ci, conv in enumerate(self._conversations(messages)):
+            try:
+                conv, images = chat_parts(conv, mm.family.prompt_text if mm else None,
+                                          mm.allowed_domains if mm else ())
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"conversation {ci}: {e}") from None
+            p = self.apply_chat_template(conv)
+            item = {"prompt": p, "prompt_token_ids": self.engine.encode(p)}
+            if images:
+                item["multi_modal_data"] = {"image": images}
+            items.append(item)
         return self.generate(items, sampling_params=sampling_params, use_tqdm=use_tqdm)
 
     @staticmethod

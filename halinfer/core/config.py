@@ -107,7 +107,7 @@ class ModelConfig:
     @property
     def vocab_size(self) -> int:
         # ChatGLM's remote-code configs name it padded_vocab_size (no vocab_size at all).
-        v = self.get("vocab_size") or self.get("padded_vocab_size")
+        v = self.get("vocab_size") or self.get("padded_vocab_size") or self.text.get("vocab_size")
         if v is None:
             raise AttributeError("config has neither 'vocab_size' nor 'padded_vocab_size'")
         return int(v)
@@ -116,13 +116,18 @@ class ModelConfig:
     def max_position(self) -> int:
         # seq_length: ChatGLM / Qwen (v1); model_max_length: Baichuan 13B (ALiBi, no position table).
         return int(self.get("max_position_embeddings") or self.get("seq_length") or self.get("model_max_length")
-                   or 2048)
+                   or self.text.get("max_position_embeddings") or 2048)
+
+    @property
+    def text(self) -> dict:
+        """A vision-language model's text_config (llm_config: InternVL's remote code; empty for text-only models)."""
+        return self.get("text_config") or self.get("llm_config") or {}
 
     def rope_params(self) -> tuple[float, str, dict]:
         """(theta, type, params) from either rope_parameters (transformers 5) or
         rope_theta + rope_scaling (older configs)."""
-        rp = dict(self.get("rope_parameters") or {})
-        rs = dict(self.get("rope_scaling") or {})
+        rp = dict(self.get("rope_parameters") or self.text.get("rope_parameters") or {})
+        rs = dict(self.get("rope_scaling") or self.text.get("rope_scaling") or {})
         merged = {**rs, **rp}
         theta = float(merged.get("rope_theta") or self.get("rope_theta") or 10000.0)
         rtype = merged.get("rope_type") or merged.get("type") or "default"
@@ -146,6 +151,7 @@ class EngineConfig:
     async_scheduling: bool = True         # launch decode step N+1 before reading step N's tokens
     seed: int = 0
     enable_expert_parallel: bool = False  # MoE with tensor_parallel_size > 1: split the experts across ranks
+    allowed_media_domains: tuple = ()     # hosts whose http(s) image URLs may be fetched (none by default)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:

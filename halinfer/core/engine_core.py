@@ -36,6 +36,7 @@ class EngineRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    mm_inputs: list | None = None   # images (core/mm_inputs.MMInput) at placeholder positions
 
 
 class EngineCore:
@@ -71,6 +72,10 @@ class EngineCore:
         if len(ids) >= self.max_model_len:
             raise ValueError(f"the prompt has {len(ids)} tokens; the context (max_model_len) is {self.max_model_len}, "
                              f"so a prompt may have at most {self.max_model_len - 1}")
+        mm = list(req.mm_inputs or ())
+        for m in mm:
+            if not 0 <= m.offset < m.end <= len(ids):
+                raise ValueError(f"an image's tokens [{m.offset}, {m.end}) lie outside the prompt of {len(ids)} tokens")
         banned = frozenset()
         if params.min_tokens:
             banned = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_ids)
@@ -81,7 +86,8 @@ class EngineCore:
             else:  # completions of one seeded request must differ from each other, reproducibly
                 seed = params.seed if j == 0 else int(np.random.default_rng([params.seed, j]).integers(0, 2**62))
             seqs.append(Sequence(seq_id=next(self._ids), request_id=rid, index=j, prompt_token_ids=list(ids),
-                                 params=params, seed=seed, arrival=next(self._arrival), banned_ids=banned))
+                                 params=params, seed=seed, arrival=next(self._arrival), banned_ids=banned,
+                                 mm_inputs=mm))
         self.seqs[rid] = seqs
         for s in seqs:
             self.scheduler.add(s)
@@ -186,7 +192,7 @@ class EngineCore:
                 and not any(s.params.uses_penalties for s in batch.seqs))
 
     # -- prompt logits ------------------------------------------------------------------------
-    def prompt_logits(self, prompt_token_ids: list[int]) -> torch.Tensor:
+    def prompt_logits(self, prompt_token_ids: list[int], mm_inputs: list | None = None) -> torch.Tensor:
         """float32 [len, vocab]: the model's logits at every prompt position (one prefill,
         through the same cache and kernels as generation; blocks are released after)."""
         ids = list(prompt_token_ids)
@@ -202,7 +208,8 @@ class EngineCore:
         n = len(ids)
         plan = StepPlan(np.array([self.spare_slot]), np.array([n], dtype=np.int32), np.zeros(1, dtype=bool),
                         np.asarray(ids, dtype=np.int64),
-                        [SlotInit(self.spare_slot, 0, n, list(seq.block_ids), seq.params, 0)], all_logits=True)
+                        [SlotInit(self.spare_slot, 0, n, list(seq.block_ids), seq.params, 0, mm_inputs=mm_inputs)],
+                        all_logits=True)
         try:
             return self.executor.all_logits(plan)
         finally:

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .mm_inputs import block_extra
 from .sequence import Sequence
+
+
+def block_key(seq: Sequence, b: int, bs: int) -> tuple:
+    """Block b's content key: its token ids, plus the hashes of the images whose tokens
+    it holds (image tokens are all the same placeholder id)."""
+    toks = tuple(seq.token_ids[b * bs:(b + 1) * bs])
+    return (toks, block_extra(seq.mm_inputs, b, bs)) if seq.mm_inputs else toks
 
 
 class BlockManager:
@@ -75,7 +83,7 @@ class BlockManager:
         max_full = (seq.num_tokens - 1) // bs
         parent = None
         for b in range(max_full):
-            h = (parent, tuple(seq.token_ids[b * bs:(b + 1) * bs]))
+            h = (parent, block_key(seq, b, bs))
             bid = self.hash_to_block.get(h)
             if bid is None:
                 break
@@ -102,7 +110,7 @@ class BlockManager:
         full = min(min(seq.num_computed, seq.num_tokens) // bs, len(seq.block_ids))
         parent = seq.block_hashes[-1] if seq.block_hashes else None
         for b in range(len(seq.block_hashes), full):
-            h = (parent, tuple(seq.token_ids[b * bs:(b + 1) * bs]))
+            h = (parent, block_key(seq, b, bs))
             bid = seq.block_ids[b]
             if h not in self.hash_to_block:
                 self.hash_to_block[h] = bid

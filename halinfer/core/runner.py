@@ -8,6 +8,7 @@ import torch
 
 from .attention import LayerKV, StepInputs
 from .backend import Backend
+from .encoder_cache import EncoderCache
 from .graph import CapturedDecodeRunner, EagerRunner, GraphRunner
 from .ops.kv_quant import kv_storage_dtype, kv_stored_dim
 from .sampling import top_logprobs
@@ -65,6 +66,7 @@ class ModelRunner:
         # Each slot's last sampled token, on the device: a decode step reads its inputs
         # here, so it can be launched before the previous step's tokens reach the host.
         self.last_token = torch.zeros(num_slots, dtype=torch.int64, device=device)
+        self.encoder_cache = EncoderCache(num_slots)
 
     # -- setup ---------------------------------------------------------------
     def _allocate(self, specs) -> list[LayerKV]:
@@ -115,11 +117,18 @@ class ModelRunner:
     def run_hidden(self, plan: StepPlan) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Apply the plan to the slots and run the model: (hidden [T, H], logit_rows, offsets)."""
         self.slots.apply(plan)
+        self.encoder_cache.apply(plan)
         positions, step, logit_rows, offsets = self.slots.step_inputs(plan)
         if plan.tokens is None:
             input_ids = self.last_token.index_select(0, self._dev(plan.slots))
+            positions = self.encoder_cache.decode_positions(plan.slots, positions)
         else:
             input_ids = self._dev(plan.tokens)
+            mm = self.encoder_cache.prefill_step(plan, positions, self.model, self.device)
+            if mm is not None:  # images: run eagerly, with features merged at their token rows
+                embeds = None if mm.rows is None else (mm.rows, mm.features)
+                hidden = self.model(input_ids, self._dev(mm.positions), self.builder.build(step), mm_embeds=embeds)
+                return hidden, logit_rows, offsets
         hidden = self.graph.run(input_ids, self._dev(positions), step, self.builder)
         return hidden, logit_rows, offsets
 

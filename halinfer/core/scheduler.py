@@ -93,6 +93,7 @@ class Scheduler:
         self.eos_ids = frozenset(eos_ids)
         # Batch rows the worker keeps state for; one per running sequence (+ spares).
         self.free_slots = list(range((num_slots or max_num_seqs) - 1, -1, -1))
+        self.ended_mm_slots: list[int] = []   # slots released by sequences with images (next plan says so)
 
     def add(self, seq: Sequence) -> None:
         seq.bind_limits(self.max_model_len, self.eos_ids)
@@ -109,6 +110,8 @@ class Scheduler:
 
     def _release_slot(self, seq: Sequence) -> None:
         if seq.slot >= 0:
+            if seq.mm_inputs:
+                self.ended_mm_slots.append(seq.slot)
             self.free_slots.append(seq.slot)
             seq.slot = -1
 
@@ -263,7 +266,8 @@ class Scheduler:
             if s.slot_fresh:
                 inits.append(SlotInit(s.slot, s.num_computed, s.num_prompt, list(s.block_ids), s.params, s.seed,
                                       tuple(s.banned_ids),
-                                      list(s.token_ids) if s.params.uses_penalties else None))
+                                      list(s.token_ids) if s.params.uses_penalties else None,
+                                      s.mm_inputs or None))
                 s.slot_fresh = False
                 s.blocks_sent = len(s.block_ids)
             elif len(s.block_ids) > s.blocks_sent:
@@ -281,6 +285,8 @@ class Scheduler:
             sample = np.fromiter((s.num_computed + n == s.num_tokens for s, n in zip(seqs, batch.num_new)),
                                  dtype=bool, count=B)
         batch.plan = StepPlan(slots, num_new, sample, tokens, inits, new_blocks)
+        if self.ended_mm_slots:
+            batch.plan.ended_slots, self.ended_mm_slots = self.ended_mm_slots, []
         for s, n, m in zip(seqs, batch.num_new, sample):
             s.num_computed += n
             s.sampled_in_slot |= bool(m)

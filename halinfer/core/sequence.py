@@ -41,6 +41,7 @@ class Sequence:
     # Set by the scheduler on admission (bind_limits), so the per-token checks are cheap.
     token_limit: int = 1 << 62        # total tokens (prompt + output) it may reach
     stop_ids: frozenset = frozenset()  # tokens that end it with "stop" (EOS unless ignored, stop ids)
+    mm_inputs: list = field(default_factory=list)   # the prompt's images (core/mm_inputs.MMInput)
 
     def __post_init__(self):
         if not self.token_ids:

@@ -26,6 +26,7 @@ class SlotInit:
     seed: int
     banned_ids: tuple[int, ...] = ()
     history: list[int] | None = None   # prompt + outputs so far, for penalties only
+    mm_inputs: list | None = None      # the prompt's images (core/mm_inputs.MMInput), if any
 
 
 @dataclass
@@ -38,6 +39,7 @@ class StepPlan:
     inits: list[SlotInit] = field(default_factory=list)
     new_blocks: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (slot, first index, ids)
     all_logits: bool = False             # return float32 logits of every token (prompt_logits)
+    ended_slots: list[int] = field(default_factory=list)   # slots whose images the encoder cache may drop
 
     @property
     def is_decode(self) -> bool:

@@ -20,6 +20,16 @@ from ..core.model_protocol import ModelSpec
 from ..core.worker import WorkerConfig
 from .input_processor import InputProcessor
 from .model_builder import build_model, check_architecture, check_parallel
+from .multimodal import FAMILIES as IMAGE_FAMILIES
+
+
+def multimodal_processor(model_dir: str, cfg, tokenizer, allowed_domains: tuple = ()):
+    """The image front end of a vision-language model; None for text-only models."""
+    if cfg.get("model_type") not in IMAGE_FAMILIES:
+        return None
+    from .multimodal import MultimodalProcessor
+
+    return MultimodalProcessor(model_dir, cfg, tokenizer, allowed_domains=allowed_domains)
 
 EXECUTORS = ("inproc", "mp")
 
@@ -121,7 +131,8 @@ def build_engine(model: str, device: str = "auto", dtype="auto", quantization: s
     eos = ckpt.eos_token_ids(tok)
     core = EngineCore(ex, cfg, max_model_len=max_len, block_size=block_size, num_blocks=num_blocks,
                       vocab_size=vocab, eos_ids=eos, max_num_batched_tokens=max_batched)
-    inputs = InputProcessor(tok, vocab, max_len, ckpt.path)
+    inputs = InputProcessor(tok, vocab, max_len, ckpt.path,
+                            multimodal_processor(ckpt.path, mc, tok, tuple(cfg.allowed_media_domains)))
     return EngineParts(core, inputs, tok, b, dev.torch_device, ckpt.path, mc, dt, block_size, max_len, load_seconds)
 
 

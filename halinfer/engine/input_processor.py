@@ -48,8 +48,9 @@ def sampling_params_of(value) -> SamplingParams:
 
 
 class InputProcessor:
-    def __init__(self, tokenizer, vocab_size: int, max_model_len: int, model_name: str):
+    def __init__(self, tokenizer, vocab_size: int, max_model_len: int, model_name: str, multimodal=None):
         self.tokenizer = tokenizer
+        self.multimodal = multimodal   # engine/multimodal.MultimodalProcessor for models that take images
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.model_name = model_name
@@ -74,9 +75,24 @@ class InputProcessor:
 
     def request(self, request_id: str, prompt, params) -> tuple[str | None, EngineRequest]:
         text, ids = self.prompt(prompt)
+        mm = None
+        if isinstance(prompt, dict) and prompt.get("multi_modal_data") is not None:
+            ids, mm = self.multimodal_inputs(ids, prompt["multi_modal_data"])
         sp = sampling_params_of(params)
         self.check_params(sp)
-        return text, EngineRequest(request_id, ids, sp)
+        return text, EngineRequest(request_id, ids, sp, mm)
+
+    def multimodal_inputs(self, ids: list[int], data) -> tuple[list[int], list]:
+        """vLLM's multi_modal_data {"image": image or list}: placeholders expanded, images processed."""
+        if not isinstance(data, dict):
+            raise TypeError(f"multi_modal_data must be a dict like {{'image': image_or_list}}, got {type(data).__name__}")
+        unknown = sorted(set(data) - {"image"})
+        if unknown:
+            raise ValueError(f"multi_modal_data holds {', '.join(map(repr, unknown))}; accepted: 'image'")
+        if self.multimodal is None:
+            raise ValueError(f"{self.model_name!r} is not a vision-language model; it takes no images")
+        images = self.multimodal.load(data.get("image", []))
+        return self.multimodal.apply(ids, images)
 
     def check_params(self, sp: SamplingParams) -> None:
         """What only the model can tell: ids inside its vocabulary, stop strings need text."""

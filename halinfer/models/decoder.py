@@ -72,8 +72,9 @@ class DecoderModel(nn.Module):
         self.layers = nn.ModuleList(make_layer(i) for i in range(cfg.num_hidden_layers))
         self.norm = make_norm(ctx, cfg, norm)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, inputs_embeds=None) -> torch.Tensor:
+        # inputs_embeds: the embedded tokens with image features merged in (vision-language models)
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         residual = None

@@ -212,4 +212,6 @@ def hf_activation(name: str) -> str:
         return "gelu"
     if name in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh"):
         return "gelu_tanh"
-    raise ValueError(f"unsupported activation {name!r}; supported: silu, gelu, gelu_pytorch_tanh")
+    if name == "quick_gelu":
+        return "quick_gelu"
+    raise ValueError(f"unsupported activation {name!r}; supported: silu, gelu, gelu_pytorch_tanh, quick_gelu")

@@ -38,6 +38,13 @@ ARCHITECTURES: dict[str, str] = {
     "Glm4MoeForCausalLM": "glm4_moe:Glm4MoeForCausalLM",
     "GptOssForCausalLM": "gpt_oss:GptOssForCausalLM",
     "Llama4ForCausalLM": "llama4:Llama4ForCausalLM",
+    # vision-language (issue 15)
+    "LlavaForConditionalGeneration": "llava:LlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration": "llava:LlavaNextForConditionalGeneration",
+    "InternVLForConditionalGeneration": "internvl:InternVLForConditionalGeneration",
+    "InternVLChatModel": "internvl:InternVLChatModel",
+    "Qwen2VLForConditionalGeneration": "qwen2_vl:Qwen2VLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_vl:Qwen2_5_VLForConditionalGeneration",
 }
 
 

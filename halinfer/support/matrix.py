@@ -82,9 +82,10 @@ def cell(backend: Backend, decl: SupportDecl | None, r: SeedRow, column: str, re
 
 
 def mark(kind: str, r: SeedRow) -> str:
-    """The printed cell; a "Yes" on an MLLM row covers its text model only."""
+    """The printed cell; a "Yes" on an MLLM row without vision cases covers its text model only."""
     text = MARKS[kind]
-    if r.type == "MLLM" and kind in ("verified", "emulated", "declared"):
+    text_only = not any(c.startswith("vlm:") for c in r.cases)
+    if r.type == "MLLM" and text_only and kind in ("verified", "emulated", "declared"):
         text = text[:-1] + ", text only)" if text.endswith(")") else text + " (text only)"
     return text
 

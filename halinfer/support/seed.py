@@ -2,8 +2,9 @@
 shared/seed/supported_models.zh.md), and the test cases that back each row.
 
 A row with no cases is not implemented yet; ``halinfer support`` shows it as
-unsupported on every backend.  Multimodal rows (Type MLLM) are listed so the
-matrix is complete and honest, but no backend claims them yet.
+unsupported on every backend.  Multimodal rows (Type MLLM) back their vision
+models with "vlm:" cases (halinfer.testing.vlm_cases); an MLLM row whose cases are all
+text cases is implemented for its text model only.
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ class SeedRow:
     model: str
     size: str
     type: str                 # "LLM" or "MLLM"
-    # ids in halinfer.testing.cases.CASES; () = not implemented.  An MLLM row with cases is
-    # implemented for its text model only (halinfer has no vision encoders).
+    # ids in halinfer.testing.cases.CASES or vlm_cases.VLM_CASES ("vlm:..."); () = not implemented.
+    # An MLLM row with only text cases is implemented for its text model only.
     cases: tuple[str, ...]
     note: str = ""
 
+
+_IVL = "-hf layout (InternVLForConditionalGeneration) and the remote-code InternVLChatModel layout"
 
 SEED_ROWS: list[SeedRow] = [
     SeedRow("Llama", "7B - 65B", "LLM", ("llama",)),
@@ -52,8 +55,8 @@ SEED_ROWS: list[SeedRow] = [
     SeedRow("Qwen2.5", "0.5B - 72B", "LLM", ("qwen2-tied",)),
     SeedRow("Qwen3", "0.6B - 235B", "LLM", ("qwen3-qk-norm", "qwen3-moe"), "30B-A3B and 235B-A22B are Qwen3-MoE"),
     SeedRow("QWen3-Next", "80B", "LLM", (), "linear attention: a later issue"),
-    SeedRow("QWen2-VL", "2B, 7B", "MLLM", ()),
-    SeedRow("QWen2.5-VL", "3B - 72B", "MLLM", ()),
+    SeedRow("QWen2-VL", "2B, 7B", "MLLM", ("vlm:qwen2-vl",), "images (no video)"),
+    SeedRow("QWen2.5-VL", "3B - 72B", "MLLM", ("vlm:qwen2.5-vl",), "images (no video)"),
     SeedRow("QWen3-VL", "2B - 235B", "MLLM", ()),
     SeedRow("DeepSeek-MoE", "16B", "LLM", ("deepseek-moe",), "hub-code family, tested through a converted Qwen2-MoE"),
     SeedRow("DeepSeek-V2", "16B, 236B", "LLM", ("deepseek-v2", "deepseek-v2-lite")),
@@ -79,12 +82,13 @@ SEED_ROWS: list[SeedRow] = [
     SeedRow("Phi-3.5-vision", "4.2B", "MLLM", ()),
     SeedRow("CogVLM-Chat", "17B", "MLLM", ()),
     SeedRow("CogVLM2-Chat", "19B", "MLLM", ()),
-    SeedRow("LLaVA(1.5,1.6)", "7B-34B", "MLLM", ()),
-    SeedRow("InternVL(v1.5)", "2B-26B", "MLLM", ()),
-    SeedRow("InternVL2", "1B-76B", "MLLM", ()),
-    SeedRow("InternVL2.5(MPO)", "1B-78B", "MLLM", ()),
-    SeedRow("InternVL3", "1B-78B", "MLLM", ()),
-    SeedRow("InternVL3.5", "1B-241BA28B", "MLLM", ()),
+    SeedRow("LLaVA(1.5,1.6)", "7B-34B", "MLLM", ("vlm:llava", "vlm:llava-next"), "llava-hf layout"),
+    SeedRow("InternVL(v1.5)", "2B-26B", "MLLM", ("vlm:internvl-chat-internlm2",),
+            "remote-code layout (InternVLChatModel, InternLM2 text); ps_version v1's pixel shuffle is untested"),
+    SeedRow("InternVL2", "1B-76B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), _IVL),
+    SeedRow("InternVL2.5(MPO)", "1B-78B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), _IVL),
+    SeedRow("InternVL3", "1B-78B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), _IVL),
+    SeedRow("InternVL3.5", "1B-241BA28B", "MLLM", ("vlm:internvl", "vlm:internvl-chat"), "dense sizes; " + _IVL),
     SeedRow("Mono-InternVL", "2B", "MLLM", ()),
     SeedRow("ChemVLM", "8B-26B", "MLLM", ()),
     SeedRow("InternLM-XComposer2", "7B, 4khd-7B", "MLLM", ()),

@@ -9,11 +9,13 @@ from halinfer.core.backend import Backend, SupportDecl
 from halinfer.support import matrix
 from halinfer.support.seed import SEED_ROWS, row
 from halinfer.testing.cases import CASES
+from halinfer.testing.vlm_cases import VLM_CASES
 
 
 def test_every_seed_row_names_existing_cases():
     for r in SEED_ROWS:
-        assert set(r.cases) <= set(CASES), f"{r.model}: unknown case(s) {set(r.cases) - set(CASES)}"
+        known = set(CASES) | set(VLM_CASES)
+        assert set(r.cases) <= known, f"{r.model}: unknown case(s) {set(r.cases) - known}"
 
 
 class _Fake(Backend):
@@ -64,3 +66,4 @@ def test_multimodal_rows_claim_only_their_text_model(tmp_path, monkeypatch):
         assert by_model[name][3] == "declared (text only)"
     assert by_model["Llama3.2-VL"][3] == "-"          # no cases: not claimed at all
     assert by_model["Llama3"][3] == "declared"        # an LLM row carries no such mark
+    assert by_model["QWen2-VL"][3] == "declared"      # vision cases: the whole model

@@ -16,6 +16,10 @@ ROWS = {
     "llama-d128": ("Llama2", "Llama3", "Llama3.1"),
     "qwen3-d64": ("Qwen3",),
     "mixtral-d64": ("Mixtral",),
+    # vision-language (tests/vendors/test_vlm_emulated.py)
+    "qwen2-vl-d64": ("QWen2-VL",),
+    "qwen2.5-vl-d64": ("QWen2.5-VL",),
+    "internvl-d64": ("InternVL2", "InternVL2.5(MPO)", "InternVL3"),
 }
 RESULTS: list[dict] = []
 

@@ -23,6 +23,7 @@ from . import paged as _paged
 from . import quant as _quant
 from . import rotary as _rotary
 from . import sample as _sample
+from . import vision as _vision
 from .fallback import UndeclaredFallback, check_declared, log_once
 from .sample import SamplingTensors
 
@@ -33,6 +34,7 @@ OP_NAMES = (
     "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai", "act_and_mul",
     "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "gptq_linear", "w8a8_linear",
     "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
+    "patch_embed", "vision_attention", "mrope",
 )
 
 
@@ -63,6 +65,19 @@ class Ops:
     def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
         return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)
     rotary.__doc__ = _rotary.rotary.__doc__
+
+    def mrope(self, q, k, positions, cos_sin_cache, mrope_section, is_neox=True):
+        return _vision.mrope(q, k, positions, cos_sin_cache, mrope_section, is_neox)
+    mrope.__doc__ = _vision.mrope.__doc__
+
+    # -- vision encoders ----------------------------------------------------
+    def patch_embed(self, patches, weight, bias=None):
+        return _vision.patch_embed(patches, weight, bias)
+    patch_embed.__doc__ = _vision.patch_embed.__doc__
+
+    def vision_attention(self, q, k, v, cu_seqlens, scale):
+        return _vision.vision_attention(q, k, v, cu_seqlens, scale)
+    vision_attention.__doc__ = _vision.vision_attention.__doc__
 
     # -- activations ------------------------------------------------------
     def silu_and_mul(self, x):
@@ -99,7 +114,9 @@ class Ops:
             return self.gelu(x)
         if kind == "gelu_tanh":
             return self.gelu(x, "tanh")
-        raise ValueError(f"unknown activation {kind!r}; known: gelu, gelu_tanh")
+        if kind == "quick_gelu":   # CLIP and Qwen2-VL vision towers
+            return x * torch.sigmoid(1.702 * x)
+        raise ValueError(f"unknown activation {kind!r}; known: gelu, gelu_tanh, quick_gelu")
 
     # -- paged KV cache and attention ---------------------------------------
     def store_kv(self, k, v, kv, slot_mapping):

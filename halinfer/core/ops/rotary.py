@@ -15,7 +15,11 @@ def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_ca
     pairs (x[0::2], x[1::2]) (GPT-J / GLM / DeepSeek style).
     Channels past rot_dim are unchanged.  Returns (q, k) as new tensors.
     """
-    cs = cos_sin_cache.index_select(0, positions)
+    return rotate_with_table(q, k, cos_sin_cache.index_select(0, positions), is_neox)
+
+
+def rotate_with_table(q: torch.Tensor, k: torch.Tensor, cs: torch.Tensor, is_neox: bool = True):
+    """Ops.rotary with the table already gathered: cs float32 [T, rot_dim] (cos | sin per token)."""
     half = cs.shape[-1] // 2
     cos, sin = cs[:, None, :half], cs[:, None, half:]
 

@@ -1,0 +1,1 @@
+"""Vision towers of the vision-language families (written against core ops only)."""
