@@ -63,11 +63,15 @@ class LLMEngine:
         return self.inputs.encode(text)
 
     def add_request(self, prompt=None, params=None, prompt_token_ids=None, request_id: str | None = None) -> str:
-        """Queue a request: a prompt (text, token ids, or a vLLM-style dict) or prompt_token_ids."""
+        """Queue a request: a prompt (text, token ids, or a vLLM-style dict) or prompt_token_ids.
+        Given both, a text prompt is kept for the output and the token ids are what runs (a
+        chat template rendered and encoded by the caller)."""
         if prompt is None and prompt_token_ids is None:
             raise ValueError("give a prompt or prompt_token_ids")
         if prompt is not None and prompt_token_ids is not None:
-            raise ValueError("give a prompt or prompt_token_ids, not both")
+            if not isinstance(prompt, str):
+                raise ValueError("give a prompt or prompt_token_ids, not both (a text prompt may come with its ids)")
+            prompt, prompt_token_ids = {"prompt": prompt, "prompt_token_ids": prompt_token_ids}, None
         with self.lock:
             rid = request_id if request_id is not None else f"req-{next(self._ids)}"
             if not isinstance(rid, str):

@@ -272,3 +272,16 @@ def test_stop_strings_need_a_tokenizer(tmp_path):
     llm = LLM(d, **ENGINE_KW)
     with pytest.raises(ValueError, match="no tokenizer"):
         llm.generate(prompt_token_ids=[[5, 6]], sampling_params=SamplingParams(stop=["x"]), use_tqdm=False)
+
+
+def test_a_text_prompt_may_come_with_its_token_ids(llm):
+    ids = llm.tokenizer.encode("the cat")
+    a = llm.engine.add_request("the cat", G, prompt_token_ids=ids)
+    while not llm.engine.is_finished(a):
+        llm.engine.step()
+    out = llm.engine.take(a)
+    assert out.prompt == "the cat" and out.prompt_token_ids == ids
+    text = "".join(llm.stream("the cat", G, prompt_token_ids=ids))
+    assert text == out.outputs[0].text
+    with pytest.raises(ValueError, match="not both"):
+        llm.engine.add_request([5, 6], G, prompt_token_ids=[5, 6])
