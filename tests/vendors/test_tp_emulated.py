@@ -1,7 +1,8 @@
-"""The Ascend plugin's tensor-parallel path under emulation: two ranks, the emulated torch_npu,
-and "hccl" registered with torch.distributed as a gloo-backed stand-in (real torch_npu
-registers HCCL the same way, through Backend.register_backend).  Eager decode gives TP=1's
-tokens; NPU-graph decode with the all-reduce inside is expected to, and does not yet (below)."""
+"""The vendor plugins' tensor-parallel path under emulation: two ranks, the emulated vendor
+library, and its collective ("hccl" for Ascend, "cncl" for Cambricon) registered with
+torch.distributed as a gloo-backed stand-in (the real torch_npu / torch_mlu register theirs
+the same way, through Backend.register_backend).  Eager and graph decode, with the all-reduce
+inside the captured graph, give TP=1's tokens."""
 from __future__ import annotations
 
 import os
@@ -13,15 +14,27 @@ import torch.multiprocessing as mp
 from halinfer import LLM, SamplingParams
 from halinfer.core.mp_executor import _free_port
 
-from .conftest import make_ascend
-from .emulation.install import UNTESTED_OK, installed, npu_modules
+from .conftest import make_ascend, make_camb
+from .emulation.install import UNTESTED_OK, installed, mlu_modules, npu_modules
+from .emulation.mlu import MluConfig
 from .emulation.npu import NpuConfig
 from .test_models_emulated import registered
 
 MODEL = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64, intermediate_size=192)
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [9, 3, 11, 2, 8], [21, 22, 23]]
 SP = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
-KW = dict(device="ascend", dtype=torch.float16, num_kv_blocks=24, max_num_seqs=4, max_model_len=256)
+KW = dict(dtype=torch.float16, num_kv_blocks=24, max_num_seqs=4, max_model_len=256)
+
+
+def _vendor_backend(vendor: str):
+    """(modules to install, the backend class, its collective's name) of an emulated vendor."""
+    if vendor == "ascend":
+        from halinfer.plugins.ascend.backend import AscendBackend
+
+        return npu_modules(NpuConfig()), AscendBackend, "hccl"
+    from halinfer.plugins.camb.backend import CambBackend
+
+    return mlu_modules(MluConfig()), CambBackend, "cncl"
 
 
 def register_gloo_standin(name: str) -> None:
@@ -33,18 +46,17 @@ def register_gloo_standin(name: str) -> None:
             store, rank, size, timeout), devices=["cpu"])
 
 
-def _rank_main(rank: int, model_dir: str, port: int, eager: bool, q) -> None:
+def _rank_main(vendor: str, rank: int, model_dir: str, port: int, eager: bool, q) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank))
     try:
-        with installed(npu_modules(NpuConfig()), env=UNTESTED_OK):
-            from halinfer.plugins.ascend.backend import AscendBackend
-
-            register_gloo_standin("hccl")
-            b = AscendBackend(device_type="cpu")
-            assert b.available()[0]
+        mods, cls, collective = _vendor_backend(vendor)
+        with installed(mods, env=UNTESTED_OK):
+            register_gloo_standin(collective)
+            b = cls(device_type="cpu")
+            assert b.available()[0] and b.dist_backend == collective
             with registered(b):
-                llm = LLM(model_dir, tensor_parallel_size=2, enforce_eager=eager, **KW)
+                llm = LLM(model_dir, device=b.name, tensor_parallel_size=2, enforce_eager=eager, **KW)
                 out = [o.outputs[0].token_ids for o in llm.generate(prompt_token_ids=PROMPTS, sampling_params=SP,
                                                                     use_tqdm=False)]
                 q.put((rank, out, llm.engine.graphs))
@@ -59,23 +71,18 @@ def qwen3(tmp_path_factory):
     return save_tiny_model("qwen3", str(tmp_path_factory.mktemp("tp_qwen3")), seed=3, **MODEL)
 
 
-# Graph mode fails today: the first (prefill, eager) token agrees, replayed decode steps do not,
-# i.e. the emulated aclgraph tape does not re-run the captured all-reduce.  Kept, strict, so the
-# day the tape (or the plugin's capture) carries collectives this test says so.
-GRAPH_XFAIL = pytest.mark.xfail(strict=True, reason="the emulated NPU graph tape does not replay the captured "
-                                "gloo-standin all-reduce")
-
-
-@pytest.mark.parametrize("mode", ["eager", pytest.param("graph", marks=GRAPH_XFAIL)])
-def test_ascend_tp2_under_emulation_gives_the_tokens_of_one_rank(mode, qwen3, npu_emulation):
-    b = make_ascend(npu_emulation)
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("vendor", ["ascend", "camb"])
+def test_vendor_tp2_under_emulation_gives_the_tokens_of_one_rank(vendor, mode, qwen3, request):
+    make = make_ascend if vendor == "ascend" else make_camb
+    b = make(request.getfixturevalue("npu_emulation" if vendor == "ascend" else "mlu_emulation"))
     with registered(b):
-        want = [o.outputs[0].token_ids for o in LLM(qwen3, enforce_eager=True, **KW).generate(
+        want = [o.outputs[0].token_ids for o in LLM(qwen3, device=b.name, enforce_eager=True, **KW).generate(
             prompt_token_ids=PROMPTS, sampling_params=SP, use_tqdm=False)]
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, qwen3, port, mode == "eager", q)) for r in range(2)]
+    procs = [ctx.Process(target=_rank_main, args=(vendor, r, qwen3, port, mode == "eager", q)) for r in range(2)]
     for p in procs:
         p.start()
     try:

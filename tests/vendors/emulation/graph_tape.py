@@ -83,7 +83,18 @@ class AtenStep:
     out: Any
 
     def run(self):
-        _refresh(self.out, self.func(*self.args, **self.kwargs))
+        fresh = self.func(*self.args, **self.kwargs)
+        _wait_collectives(fresh)
+        _refresh(self.out, fresh)
+
+
+def _wait_collectives(out) -> None:
+    """A collective (c10d.allreduce_ & co.) returns a Work besides its tensors: on a device
+    the captured kernel is ordered on the stream; here the re-run must be waited for."""
+    leaves, _ = tree_flatten(out)
+    for w in leaves:
+        if not isinstance(w, torch.Tensor) and callable(getattr(w, "wait", None)):
+            w.wait()
 
 
 @dataclass
