@@ -124,7 +124,8 @@ def run_halinfer(args, model_dir):
 
     kw = dict(device=args.device, dtype=args.dtype, load_format="dummy", max_num_seqs=args.max_num_seqs,
               enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization,
-              enable_prefix_caching=not args.no_prefix_caching, kv_cache_dtype=args.kv_cache_dtype)
+              enable_prefix_caching=not args.no_prefix_caching, kv_cache_dtype=args.kv_cache_dtype,
+              scheduling_policy=args.scheduling_policy, prefill_interval=args.prefill_interval)
     if args.max_model_len:
         kw["max_model_len"] = args.max_model_len
     if args.max_num_batched_tokens:
@@ -284,6 +285,8 @@ def main(argv=None):
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--scheduling-policy", default="separate", choices=("separate", "mixed"))
+    p.add_argument("--prefill-interval", type=int, default=16)
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--peer", choices=("none", "hf"), default="none")
     p.add_argument("--hf-requests", type=int, default=64)

@@ -148,6 +148,7 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     num_kv_blocks: int | None = None      # override the computed KV capacity (tests, CPU)
     scheduling_policy: str = "separate"   # "separate" prefill/decode steps, or "mixed" (core/scheduler.py)
+    prefill_interval: int = 16            # "separate": decode steps between admissions while slots are busy
     async_scheduling: bool = True         # launch decode step N+1 before reading step N's tokens
     seed: int = 0
     enable_expert_parallel: bool = False  # MoE with tensor_parallel_size > 1: split the experts across ranks
@@ -159,6 +160,8 @@ class EngineConfig:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if not isinstance(self.prefill_interval, int) or self.prefill_interval < 1:
+            raise ValueError(f"prefill_interval must be an int >= 1, got {self.prefill_interval!r}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:

@@ -49,7 +49,8 @@ class EngineCore:
         self.eos_ids = frozenset(eos_ids)
         self.block_manager = BlockManager(num_blocks, block_size, cfg.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, max_num_batched_tokens,
-                                   cfg.scheduling_policy, max_model_len=max_model_len, eos_ids=self.eos_ids)
+                                   cfg.scheduling_policy, prefill_interval=cfg.prefill_interval,
+                                   max_model_len=max_model_len, eos_ids=self.eos_ids)
         self.spare_slot = cfg.max_num_seqs  # the worker's extra row (prompt_logits)
         self.rng = np.random.default_rng(cfg.seed)
         self._ids = itertools.count()

@@ -98,21 +98,16 @@ class Worker:
         if rt.max_memory_allocated() == 0:
             return 0
         rt.reset_peak_memory()
-        bs, max_len = cfg.block_size, cfg.model.max_model_len
-        scratch = ModelRunner(self.model, b, dev, cfg.model.dtype, bs, 1, "auto", max_len, 1)
-        per = max(1, max_len - 1)
-        q_lens = []
-        total = cfg.max_num_batched_tokens
-        while total > 0:
-            q_lens.append(min(per, total))
-            total -= q_lens[-1]
-        q = np.asarray(q_lens, dtype=np.int32)
-        T = int(q.sum())
-        starts = np.concatenate(([0], np.cumsum(q)[:-1]))
-        positions = np.arange(T) - np.repeat(starts, q)
-        width = -(-int(q.max()) // bs)
-        step = StepInputs(q, q.copy(), np.zeros((len(q), width), np.int32), np.zeros(T, np.int64), bs)
-        scratch.run_tokens(torch.zeros(T, dtype=torch.int64, device=dev), positions, step)
+        scratch = ModelRunner(self.model, b, dev, cfg.model.dtype, cfg.block_size, 1, "auto",
+                              cfg.model.max_model_len, 1)
+        self._dummy_forward(scratch, cfg.max_num_batched_tokens)
+        if self.use_graphs:
+            # Prefill steps of other sizes pick other kernel tiles (Triton compiles each on first
+            # use): compile them now, not inside the first requests' time to first token.
+            n = cfg.max_num_batched_tokens // 2
+            while n >= 16:
+                self._dummy_forward(scratch, n)
+                n //= 2
         # A decode step of max_num_seqs rows samples from max_num_seqs rows of logits.
         logits = torch.empty(cfg.max_num_seqs, cfg.model.vocab_size, dtype=torch.float32, device=dev)
         logits.normal_()
@@ -134,6 +129,23 @@ class Worker:
         rt.empty_cache()
         self.graph_memory_estimate = graph_bytes
         return peak + graph_bytes
+
+    def _dummy_forward(self, scratch: ModelRunner, total: int) -> None:
+        """A prefill forward of ``total`` dummy tokens against the one-block scratch cache,
+        split into sequences no longer than max_model_len - 1."""
+        bs, dev = self.cfg.block_size, self.device
+        per = max(1, self.cfg.model.max_model_len - 1)
+        q_lens = []
+        while total > 0:
+            q_lens.append(min(per, total))
+            total -= q_lens[-1]
+        q = np.asarray(q_lens, dtype=np.int32)
+        T = int(q.sum())
+        starts = np.concatenate(([0], np.cumsum(q)[:-1]))
+        positions = np.arange(T) - np.repeat(starts, q)
+        width = -(-int(q.max()) // bs)
+        step = StepInputs(q, q.copy(), np.zeros((len(q), width), np.int32), np.zeros(T, np.int64), bs)
+        scratch.run_tokens(torch.zeros(T, dtype=torch.int64, device=dev), positions, step)
 
     # -- steps ---------------------------------------------------------------------
     def launch(self, plan: StepPlan) -> PendingStep:

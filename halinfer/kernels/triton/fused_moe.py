@@ -1,16 +1,15 @@
 """Fused mixture-of-experts: all experts' first GEMMs in one launch, all second GEMMs in another.
 
-1. Align (torch ops on the device, no host sync, graph-capturable): the T*k
-   (token, choice) pairs are sorted by expert; each expert's run is padded to a
-   multiple of BLOCK_M with the sentinel pair id T*k, so every M-tile belongs to one
-   expert.  Buffers have the worst-case size, T*k + min(T*k, E) * (BLOCK_M - 1)
-   rounded up to BLOCK_M, so no size depends on the routing; tiles past the last
-   expert's run learn it from their expert id (E) and return at once.
+1. Align (moe_align.py, on the device, graph-capturable): the T*k (token, choice)
+   pairs grouped by expert, each expert's run padded to a multiple of BLOCK_M, so
+   every M-tile belongs to one expert.
 2. GEMM 1 (grid: M-tiles x I-tiles): for its pairs' tokens, the tile computes the
    gate columns and the matching up columns of ``x @ w13[e]^T`` side by side, adds
    the biases, applies the gated activation and stores h [T*k, I] (x's dtype).
 3. GEMM 2 (grid: M-tiles x H-tiles): y[pair] = weight[pair] * (h[pair] @ w2[e]^T + b2[e]).
-4. out[t] = sum over the k choices of y (float32 accumulation), in x's dtype.
+4. out[t] = sum over the k choices of y (float32 accumulation), in x's dtype, one launch.
+
+Tiles come from moe_tuning.py: a measured table per shape and card, else a rule.
 
 Weights are read as the core contract stores them: w13 [E, 2I, H] gate rows first,
 w2 [E, H, I]; activations: silu, gelu, gelu_tanh, swiglu_oai (alpha 1.702, limit 7).
@@ -19,7 +18,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import cdiv, dot_precision, on_interpreter
+from .common import cdiv, dot_precision, next_pow2, on_interpreter
+from .moe_align import align_pairs
+from .moe_tuning import INTERPRETER, MoeConfig, pick_config
 from .tl_math import gelu_tanh
 
 ACTIVATIONS = {"silu": 0, "gelu": 1, "gelu_tanh": 2, "swiglu_oai": 3}
@@ -116,42 +117,21 @@ def _gemm2_kernel(h_ptr, w_ptr, b_ptr, tw_ptr, y_ptr, pairs_ptr, block_expert_pt
              mask=valid[:, None] & cmask[None, :])
 
 
-def align_pairs(topk_ids: torch.Tensor, num_experts: int, block_m: int):
-    """(pairs int32 [cap], block_expert int32 [cap / block_m]): pair ids (t * k + j) grouped by
-    expert, each expert's run padded to block_m with the sentinel T*k; block_expert[b] is the
-    expert of tile b, or num_experts for tiles past the last run.  Device-side only."""
-    flat = topk_ids.reshape(-1).to(torch.int64)
-    m = flat.numel()
-    dev = flat.device
-    sorted_e, order = torch.sort(flat, stable=True)
-    counts = torch.zeros(num_experts, dtype=torch.int64, device=dev).scatter_add_(0, flat, torch.ones_like(flat))
-    padded = (counts + block_m - 1) // block_m * block_m
-    pad_end = torch.cumsum(padded, 0)
-    start = torch.cumsum(counts, 0) - counts
-    dest = (pad_end - padded)[sorted_e] + torch.arange(m, device=dev) - start[sorted_e]
-    cap = cdiv(m + min(m, num_experts) * (block_m - 1), block_m) * block_m
-    pairs = torch.full((cap,), m, dtype=torch.int32, device=dev)
-    pairs.scatter_(0, dest, order.to(torch.int32))
-    tile_starts = torch.arange(0, cap, block_m, device=dev, dtype=torch.int64)
-    block_expert = torch.searchsorted(pad_end, tile_starts, right=True).to(torch.int32)
-    return pairs, block_expert
-
-
-def moe_config(num_pairs: int, num_experts: int, interp: bool):
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) from the mean pairs per expert."""
-    if interp:
-        return 16, 32, 32, 1, 1      # small tiles: small test shapes still cross tile edges
-    per_expert = num_pairs / max(1, num_experts)
-    if per_expert <= 16:             # decode: few rows per expert, the weights dominate
-        return 16, 64, 128, 4, 4
-    if per_expert <= 64:
-        return 32, 64, 64, 4, 4
-    return 64, 128, 64, 8, 3
+@triton.jit
+def _sum_choices_kernel(y_ptr, out_ptr, H, K: tl.constexpr, BLOCK_H: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    hmask = h < H
+    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for j in tl.static_range(K):
+        acc += tl.load(y_ptr + (t * K + j) * H + h, mask=hmask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + t * H + h, acc.to(out_ptr.dtype.element_ty), mask=hmask)
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
               topk_ids: torch.Tensor, *, activation: str = "silu", w13_bias: torch.Tensor | None = None,
-              w2_bias: torch.Tensor | None = None) -> torch.Tensor:
+              w2_bias: torch.Tensor | None = None, config: MoeConfig | None = None) -> torch.Tensor:
+    """core.ops.moe.fused_moe on Triton; ``config`` fixes the tiles (tuning), else the table or rule."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"fused_moe: unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
     interp = on_interpreter(x)
@@ -167,26 +147,30 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     w13 = w13 if w13.stride(-1) == 1 else w13.contiguous()
     w2 = w2 if w2.stride(-1) == 1 else w2.contiguous()
     m = T * k
-    bm, bn, bk, warps, stages = moe_config(m, E, interp)
+    cfg = config or (INTERPRETER if interp else pick_config(T, k, E, H, I, x.dtype, x.device))
+    bm, g1, g2 = cfg.block_m, cfg.gemm1, cfg.gemm2
     pairs, block_expert = align_pairs(topk_ids, E, bm)
     tiles = block_expert.shape[0]
     prec = dot_precision(x.dtype)
     h = torch.empty(m, I, dtype=x.dtype, device=x.device)
     b13 = w13_bias if w13_bias is not None else w13   # any pointer when HAS_BIAS is off
-    _gemm1_act_kernel[(tiles, cdiv(I, bn))](
+    _gemm1_act_kernel[(tiles, cdiv(I, g1.block_n))](
         x, w13, b13, h, pairs, block_expert, m, H, I, k, E,
         x.stride(0), w13.stride(0), w13.stride(1), b13.stride(0), h.stride(0),
         SWIGLU_ALPHA, SWIGLU_LIMIT,
-        ACT=ACTIVATIONS[activation], HAS_BIAS=w13_bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PREC=prec,
-        num_warps=warps, num_stages=stages)
+        ACT=ACTIVATIONS[activation], HAS_BIAS=w13_bias is not None, BLOCK_M=bm, BLOCK_N=g1.block_n,
+        BLOCK_K=g1.block_k, PREC=prec, num_warps=g1.num_warps, num_stages=g1.num_stages)
     tw = topk_weights.reshape(-1).to(torch.float32).contiguous()
     y = torch.empty(m, H, dtype=x.dtype, device=x.device)
     b2 = w2_bias if w2_bias is not None else w2
-    _gemm2_kernel[(tiles, cdiv(H, bn))](
+    _gemm2_kernel[(tiles, cdiv(H, g2.block_n))](
         h, w2, b2, tw, y, pairs, block_expert, m, H, I, E,
         h.stride(0), w2.stride(0), w2.stride(1), b2.stride(0), y.stride(0),
-        HAS_BIAS=w2_bias is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, PREC=prec,
-        num_warps=warps, num_stages=stages)
+        HAS_BIAS=w2_bias is not None, BLOCK_M=bm, BLOCK_N=g2.block_n, BLOCK_K=g2.block_k, PREC=prec,
+        num_warps=g2.num_warps, num_stages=g2.num_stages)
     if k == 1:
         return y
-    return torch.sum(y.view(T, k, H), dim=1, dtype=torch.float32).to(x.dtype)
+    out = torch.empty_like(x)
+    block_h = min(1024, next_pow2(H))
+    _sum_choices_kernel[(T, cdiv(H, block_h))](y, out, H, K=k, BLOCK_H=block_h, num_warps=4 if not interp else 1)
+    return out

@@ -1,14 +1,15 @@
 """``TritonOps``: the core's operator table with the hot ops on Triton kernels.
 
 Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
-paged_attention (prefill/mixed and split-KV decode; GQA/MQA, causal or not,
+moe_route (ungrouped), paged_attention (prefill/mixed and split-KV decode; GQA/MQA, causal or not,
 sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA, int8 KV, NHD
 and HND caches), fused_moe (tokens grouped by expert on the device, one
 launch per GEMM for all experts), and the quantized GEMMs: W4A16 in AWQ and GPTQ
 layouts (dequantized in the kernel, split-K for small M), W8A8 int8 and FP8
 (per-token activation quantization in torch, one scaled 8-bit GEMM).  Everything
 else is the core's torch reference: dense GEMMs stay on cuBLAS through torch, and
-layer_norm, swiglu_oai, MoE routing and sampling are plain torch ops too.
+layer_norm, swiglu_oai, grouped MoE routing and sampling are plain torch ops too
+(softmax / sigmoid routing without expert groups is one Triton launch, moe_route.py).
 
 Nothing here names a device API: the kernels run on whatever device the tensors
 are on (CUDA compiled, CPU through Triton's interpreter), so the CUDA plugin uses
@@ -22,6 +23,7 @@ from . import activation as _act
 from . import attention_decode as _decode
 from . import attention_prefill as _prefill
 from . import fused_moe as _moe
+from . import moe_route as _route
 from . import norm as _norm
 from . import rotary as _rotary
 from . import scaled_gemm as _sgemm
@@ -31,6 +33,9 @@ from . import store_kv as _store
 
 class TritonOps(Ops):
     """Triton kernels for the hot ops; the core reference for the rest."""
+
+    # Grouped top-k (DeepSeek-V3, GLM-4.5) routes on the reference; every other case is a kernel.
+    fallbacks = {"moe_route": ("grouped_topk",)}
 
     def __init__(self, decode_splits: int | None = None):
         # decode_splits: fix the split-KV count (tests, tuning); None picks it from the grid size.
@@ -81,6 +86,16 @@ class TritonOps(Ops):
     def fp8_linear(self, x, weight, weight_scale, block_k, bias=None, input_scale=None):
         return _sgemm.fp8_linear(x, weight, weight_scale, block_k, bias, input_scale)
     fp8_linear.__doc__ = Ops.fp8_linear.__doc__
+
+    def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
+                  correction_bias=None, routed_scaling=1.0):
+        if num_groups and topk_groups and num_groups > 1:
+            return self.reference("moe_route", "grouped_topk", logits, top_k, scoring=scoring,
+                                  renormalize=renormalize, num_groups=num_groups, topk_groups=topk_groups,
+                                  correction_bias=correction_bias, routed_scaling=routed_scaling)
+        return _route.route(logits, top_k, scoring=scoring, renormalize=renormalize,
+                            correction_bias=correction_bias, routed_scaling=routed_scaling)
+    moe_route.__doc__ = Ops.moe_route.__doc__
 
     def fused_moe(self, x, w13, w2, topk_weights, topk_ids, *, activation="silu", w13_bias=None, w2_bias=None):
         return _moe.fused_moe(x, w13, w2, topk_weights, topk_ids, activation=activation, w13_bias=w13_bias,

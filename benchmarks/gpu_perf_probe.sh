@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One call on a lent GPU: where a step's time goes (dense and MoE, before and after a change),
+# and the fused-MoE tile tuning.  .bench_before/ is an ignored `git archive` copy of the code
+# before the change (carried).  Logs to $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# The device returns only a few files: logs are written to $L and packed into $OUT/logs.tgz at the end.
+L=/tmp/probe-logs; rm -rf "$L"; mkdir -p "$L"
+trap 'tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
+phase() { local name=$1 limit=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" >"$L/$name.log" 2>&1; echo "rc=$? $name"; tail -n "${TAILN:-30}" "$L/$name.log"; }
+B="env PYTHONPATH=$PWD/.bench_before python .bench_before/benchmarks"
+MOE=benchmarks/configs/qwen3-30b-a3b-24l.json
+for p in "$@"; do
+  case $p in
+    tune) TAILN=3 phase tune 300 python benchmarks/tune_moe.py --out "$OUT/moe_table.json"; grep speedup "$L/tune.log" | cut -c1-90
+          mkdir -p halinfer/kernels/triton/moe_configs && cp "$OUT/moe_table.json" \
+            "halinfer/kernels/triton/moe_configs/$(python -c 'import sys; sys.path.insert(0,"."); from halinfer.kernels.triton.moe_tuning import *; import torch; print(table_path(128,2048,768,torch.bfloat16,card_name(torch.device("cuda"))).rsplit("/",1)[1])')" ;;
+    moetests) phase moetests 200 python -m pytest tests/cuda/test_moe_route_align.py tests/cuda/test_fused_moe.py \
+          -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    profbefore) TAILN=45 phase prof_moe_b1_before 150 $B/profile_step.py --model $MOE --device cuda --batch 1 --context 128
+          TAILN=45 phase prof_moe_b256_before 150 $B/profile_step.py --model $MOE --device cuda --batch 256 --context 300 ;;
+    profafter) TAILN=45 phase prof_moe_b1_after 150 python benchmarks/profile_step.py --model $MOE --device cuda --batch 1 --context 128
+          TAILN=45 phase prof_moe_b256_after 150 python benchmarks/profile_step.py --model $MOE --device cuda --batch 256 --context 300 ;;
+    profdense) TAILN=45 phase prof_dense_b1 150 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 1 --context 128
+          TAILN=45 phase prof_dense_b256 150 python benchmarks/profile_step.py --model llama3-8b --device cuda --batch 256 --context 300 ;;
+    moeb1before) phase moe_b1_before 150 $B/throughput.py --model $MOE --device cuda --workload decode-b1 --out "$L/moe_b1_before.json" ;;
+    moeb1after) phase moe_b1_after 150 python benchmarks/throughput.py --model $MOE --device cuda --workload decode-b1 --out "$L/moe_b1_after.json" ;;
+    moeoffbefore) phase moe_off_before 240 $B/throughput.py --model $MOE --device cuda --workload offline-1000 --max-model-len 1024 --gpu-memory-utilization 0.92 --out "$L/moe_off_before.json" ;;
+    moeoffafter) phase moe_off_after 240 python benchmarks/throughput.py --model $MOE --device cuda --workload offline-1000 --max-model-len 1024 --gpu-memory-utilization 0.92 --out "$L/moe_off_after.json" ;;
+    denseoff16) TAILN=12 phase dense_off_i16 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload offline-1000 --out "$L/dense_off_i16.json" ;;
+    denseoff4) TAILN=12 phase dense_off_i4 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload offline-1000 --prefill-interval 4 --out "$L/dense_off_i4.json" ;;
+    denseoffmixed) TAILN=12 phase dense_off_mixed 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload offline-1000 --scheduling-policy mixed --out "$L/dense_off_mixed.json" ;;
+    *) echo "unknown phase $p" ;;
+  esac
+done
