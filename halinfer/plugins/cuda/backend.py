@@ -33,7 +33,7 @@ class CudaBackend(Backend):
     # 16: the finest prefix-cache granularity the kernels run at full speed with
     # (keys are gathered row by row, so the block size does not shape their tiles).
     default_block_size = 16
-    kv_cache_dtypes = ("auto", "int8")
+    kv_cache_dtypes = ("auto", "int8", "int4", "fp8")
     dtypes = (torch.bfloat16, torch.float16, torch.float32)
     # W8A8 through the Triton scaled GEMM (kernels/triton/scaled_gemm.py): its cells pass on an
     # H200.  The W4A16 (AWQ/GPTQ) and FP8 kernels fail their GPU tests there (2026-12-01: FP8 does
