@@ -2,10 +2,11 @@
 model-level mismatch seen on an H200 (2026-12-01: the kernel test passed, the AWQ/GPTQ
 declared-support cells failed): activations that are slices (row stride != K, a storage
 offset), N not a multiple of any tile (merged q/k/v, gate/up), bias, M on both sides of the
-GEMV (<= 16) and split-K (<= 64) limits, packed words with the top bit set (an arithmetic
->> brings in sign bits), GPTQ act-order g_idx, 8-bit GPTQ, per-channel groups, and
-weight shards (qweight / scales sliced along N, as tensor parallelism cuts them).  On a GPU
-one more case captures the op in a CUDA graph and replays it with new inputs."""
+GEMV (<= 16), split-K (<= 64) and dequantize-then-GEMM (>= 256) limits, packed words with
+the top bit set (an arithmetic >> brings in sign bits), GPTQ act-order g_idx, 8-bit GPTQ,
+per-channel groups, and weight shards (qweight / scales sliced along N, as tensor
+parallelism cuts them).  On a GPU one more case captures the op in a CUDA graph and
+replays it with new inputs."""
 from __future__ import annotations
 
 import pytest
@@ -26,6 +27,7 @@ CASES = [  # M, K, N, group, what
     (17, 256, 88, 32, "tiled_m17"),
     (65, 128, 48, 64, "tiled_m65"),
     (200, 128, 136, 128, "tiled_m200"),
+    (300, 128, 72, 32, "dequant_m300"),               # dequantize, then torch's GEMM
     (3, 96, 24, 96, "per_channel_group"),
     (5, 160, 56, 160, "group_not_pow2"),              # no K tile divides 160 but 32: still one group each
     (4, 240, 32, 48, "group48"),                      # 48: tiles of 16

@@ -9,7 +9,9 @@ zero vector per K tile (BLOCK_K divides the group, so a tile sits in one group).
 multiplies and sums in float32 on the CUDA cores; 2..16 rows use one tl.dot.  Partial sums
 go to a float32 buffer that one torch sum reduces (deterministic, unlike atomics).
 GPTQ with act-order g_idx (groups not contiguous in K) gathers its scales per row.
-Larger M runs the tiled kernel below, split-K up to M = 64.
+M up to DEQUANT_MIN_M runs the tiled kernel below (split-K up to M = 64); from there on
+(prefill) the weight is dequantized to the activations' dtype by one kernel pass and the
+GEMM is torch's (cuBLAS): at that M the GEMM's compute outweighs the extra weight pass.
 """
 import weakref
 
@@ -172,6 +174,57 @@ def _config(M: int, N: int, K: int, interp: bool, device) -> tuple[int, int, int
     return bm, bn, bk, splits, 4
 
 
+@triton.jit
+def _w4a16_dequant_kernel(qw_ptr, qz_ptr, s_ptr, gidx_ptr, w_ptr, N, K, group,
+                          stride_qwr, stride_qzr, stride_sr, stride_wk,
+                          FMT: tl.constexpr, BITS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Dense W [K, N] in w's dtype: (q - z) * s, per row of scales / zeros (any g_idx)."""
+    PER: tl.constexpr = 32 // BITS
+    pid_k, pid_n = tl.program_id(0), tl.program_id(1)
+    k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    kmask = k < K
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    c = pid_n * (BLOCK_N // PER) + tl.arange(0, BLOCK_N // PER)
+    cmask = c < cdiv_n(N, PER)
+    if FMT == 0:
+        words = tl.load(qw_ptr + k[:, None].to(tl.int64) * stride_qwr + c[None, :],
+                        mask=kmask[:, None] & cmask[None, :], other=0)
+        q = _unpack(words, BLOCK_K, BLOCK_N // PER, 1, True, BITS)
+        g = k // group
+    else:
+        r = pid_k * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
+        words = tl.load(qw_ptr + r[:, None].to(tl.int64) * stride_qwr + n[None, :],
+                        mask=(r < cdiv_n(K, PER))[:, None] & nmask[None, :], other=0)
+        q = _unpack(words, BLOCK_K // PER, BLOCK_N, 0, False, BITS)
+        g = tl.load(gidx_ptr + k, mask=kmask, other=0)
+    zw = tl.load(qz_ptr + g[:, None].to(tl.int64) * stride_qzr + c[None, :], mask=kmask[:, None] & cmask[None, :],
+                 other=0)
+    z = _unpack(zw, BLOCK_K, BLOCK_N // PER, 1, FMT == 0, BITS)
+    sc = tl.load(s_ptr + g[:, None].to(tl.int64) * stride_sr + n[None, :], mask=kmask[:, None] & nmask[None, :],
+                 other=0.0)
+    w = (q - z).to(tl.float32) * sc.to(tl.float32)
+    tl.store(w_ptr + k[:, None].to(tl.int64) * stride_wk + n[None, :], w.to(w_ptr.dtype.element_ty),
+             mask=kmask[:, None] & nmask[None, :])
+
+
+DEQUANT_MIN_M = 256   # prefill-sized M: dequantize once, then cuBLAS
+
+
+def _dequant_matmul(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N):
+    interp = on_interpreter(x)
+    K = x.shape[1]
+    per = 32 // bits
+    bn, bk = (32, 32) if interp else (128, 64)
+    w = torch.empty((K, N), dtype=x.dtype, device=x.device)
+    _w4a16_dequant_kernel[(cdiv(K, bk), cdiv(N, bn))](
+        qweight, qzeros, scales, x if g_idx is None else g_idx, w, N, K, group,
+        qweight.stride(0), qzeros.stride(0), scales.stride(0), w.stride(0),
+        FMT=fmt, BITS=bits, BLOCK_N=bn, BLOCK_K=max(bk, per), num_warps=1 if interp else 4)
+    y = x @ w
+    return y if bias is None else y + bias.to(y.dtype)
+
+
 # (BLOCK_N, BLOCK_K, num_warps) forced for the GEMV (benchmarks/gpu_kvquant_check.sh sweeps it)
 GEMV_CONFIG_OVERRIDE: dict = {}
 
@@ -266,6 +319,8 @@ def _launch(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N):
         y = _gemv(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N)
         if y is not None:
             return y
+    if M >= DEQUANT_MIN_M:
+        return _dequant_matmul(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N)
     bm, bn, bk, splits, warps = _config(M, N, K, interp, x.device)
     k_per_split = cdiv(cdiv(K, splits), bk) * bk
     splits = cdiv(K, k_per_split)
