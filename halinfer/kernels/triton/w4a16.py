@@ -6,7 +6,8 @@ M <= 16 (decode) is memory-bound and runs the GEMV kernel: each program owns BLO
 output columns and a slice of K (split-K), loads each packed int32 word of its tile once
 (as one coalesced row segment), unpacks the nibbles in registers, and reads one scale and
 zero vector per K tile (BLOCK_K divides the group, so a tile sits in one group).  M == 1
-multiplies and sums in float32 on the CUDA cores; 2..16 rows use one tl.dot.  Partial sums
+multiplies in float32 on the CUDA cores (summed over K once, at the end); 2..16 rows use
+one tl.dot.  Partial sums
 go to a float32 buffer that one torch sum reduces (deterministic, unlike atomics).
 GPTQ with act-order g_idx (groups not contiguous in K) gathers its scales per row.
 M up to DEQUANT_MIN_M runs the tiled kernel below (split-K up to M = 64); from there on
@@ -65,7 +66,9 @@ def _w4a16_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, gidx_ptr, out_ptr, M, N, K,
     c = pid_n * (BLOCK_N // PER) + tl.arange(0, BLOCK_N // PER)
     cmask = c < cdiv_n(N, PER)
     if BLOCK_M == 1:
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        # products summed over K only once, after the loop: a cross-thread reduction per tile
+        # would cost more than the tile's loads
+        acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     k_lo = pid_s * k_per_split
@@ -101,13 +104,13 @@ def _w4a16_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, gidx_ptr, out_ptr, M, N, K,
         w = tl.where(kmask[:, None], w, 0.0).to(x_ptr.dtype.element_ty)
         if BLOCK_M == 1:
             x = tl.load(x_ptr + k, mask=kmask, other=0.0).to(tl.float32)
-            acc += tl.sum(x[:, None] * w.to(tl.float32), axis=0)
+            acc += x[:, None] * w.to(tl.float32)
         else:
             x = tl.load(x_ptr + m[:, None].to(tl.int64) * stride_xm + k[None, :],
                         mask=mmask[:, None] & kmask[None, :], other=0.0)
             acc += tl.dot(x, w, input_precision=PREC)
     if BLOCK_M == 1:
-        tl.store(out_ptr + pid_s * stride_os + n, acc, mask=nmask)
+        tl.store(out_ptr + pid_s * stride_os + n, tl.sum(acc, axis=0), mask=nmask)
     else:
         tl.store(out_ptr + pid_s * stride_os + m[:, None].to(tl.int64) * stride_om + n[None, :], acc,
                  mask=mmask[:, None] & nmask[None, :])
@@ -250,8 +253,10 @@ def _gemv_config(M, N, K, group, per, interp, device):
         bn, bk_o, warps = GEMV_CONFIG_OVERRIDE["config"]
         if bk_o <= bk and bk % bk_o == 0:
             bk = bk_o
-    elif bk > 64:
-        bk = 64      # 64 x 128 values per tile: ~64 float32 registers per thread at 4 warps
+    elif bk > 64 or (M == 1 and bk > 32):
+        # per thread at 4 warps: a 64 x 128 tile is 64 float32 registers; M == 1 also keeps an
+        # accumulator of the tile's shape, so 32 rows there
+        bk = 32 if M == 1 else 64
     # about four programs per SM (each streams >= 2 K tiles): enough loads in flight
     splits = max(1, min(cdiv(4 * sm_count(device), cdiv(N, bn)), cdiv(K, 2 * bk), 32))
     return bm, bn, bk, splits, warps
