@@ -148,16 +148,22 @@ def test_w4a16_in_a_cuda_graph(M, fmt):
     ops, dev, dt = TritonOps(), "cuda", torch.bfloat16
     K, N, group = 512, 384, 128
     q, z, s = _weights(K, N, group, g)
+    gi = (torch.arange(K) // group).int()[torch.randperm(K, generator=g)]
     if fmt == "awq":
-        args = (awq_pack(q).to(dev), s.to(dev, dt), awq_pack(z).to(dev), group)
-        run = lambda x: ops.w4a16_linear(x, *args)   # noqa: E731
-        ref = lambda x: REF.w4a16_linear(x.cpu().float(), awq_pack(q), s.to(dt).float(), awq_pack(z), group)  # noqa: E731
+        cpu = (awq_pack(q), s.to(dt), awq_pack(z), group)
+        op, ref_op = ops.w4a16_linear, REF.w4a16_linear
     else:
-        gi = (torch.arange(K) // group).int()[torch.randperm(K, generator=g)]
-        args = (gptq_pack_rows(q, 4).to(dev), gptq_pack_cols(z, 4).to(dev), s.to(dev, dt), gi.to(dev), 4)
-        run = lambda x: ops.gptq_linear(x, *args)   # noqa: E731
-        ref = lambda x: REF.gptq_linear(x.cpu().float(), gptq_pack_rows(q, 4), gptq_pack_cols(z, 4),  # noqa: E731
-                                        s.to(dt).float(), gi, 4)
+        cpu = (gptq_pack_rows(q, 4), gptq_pack_cols(z, 4), s.to(dt), gi, 4)
+        op, ref_op = ops.gptq_linear, REF.gptq_linear
+    dev_args = tuple(t.to(dev) if torch.is_tensor(t) else t for t in cpu)
+
+    def run(x):
+        return op(x, *dev_args)
+
+    def ref(x):
+        return ref_op(x.cpu().float(), *(t.float() if torch.is_tensor(t) and t.is_floating_point() else t
+                                         for t in cpu))
+
     x = torch.randn(M, K, generator=g).to(dev, dt)
     run(x)                                    # warm-up: compiles, learns g_idx
     torch.cuda.synchronize()
