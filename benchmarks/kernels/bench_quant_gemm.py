@@ -62,23 +62,7 @@ def main():
                             ("gptq", lambda: ops.gptq_linear(x, gqw, gqz, gs, gidx, 4))):
                 t = bench(fn)
                 print(f"{fmt + ' ' + name:26s} {M:4d} {t:9.1f} {w4_bytes / t / 1e3:8.0f} {t_bf16 / t:8.2f}")
-        if args.sweep:
-            x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
-            res = []
-            for cfg in [(64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8), (256, 64, 4), (256, 128, 8),
-                        (64, 128, 2), (128, 32, 2)]:
-                w4a16.GEMV_CONFIG_OVERRIDE["config"] = cfg
-                try:
-                    res.append((bench(lambda: ops.w4a16_linear(x, qw, s, qz, GROUP)), cfg))
-                except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
-                    print(f"  sweep {name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
-            w4a16.GEMV_CONFIG_OVERRIDE.clear()
-            res.sort()
-            print(f"  sweep {name} M=1 (BLOCK_N, BLOCK_K, warps): " +
-                  ", ".join(f"{c}={t:.1f}us" for t, c in res[:4]))
-    if args.no_fp8:
-        return
-    for name, (K, N) in SHAPES.items():
+    for name, (K, N) in ({} if args.no_fp8 else SHAPES).items():
         g = torch.Generator().manual_seed(N)
         w8 = (torch.randn(N, K, generator=g) * 50).clamp(-448, 448).to(torch.float8_e4m3fn).to(dev)
         wb = torch.randn(N, K, device=dev, dtype=torch.bfloat16)
@@ -93,6 +77,23 @@ def main():
                 f"triton (scaled_mm refused: {list(scaled_gemm._SCALED_MM_BROKEN.values())[0][:80]})"
             print(f"fp8 {name:8s} M={M:4d}  bf16 {t_bf16:8.1f}us  block128 {tb:8.1f}us ({t_bf16 / tb:.2f}x)  "
                   f"per-channel[{mm}] {tc:8.1f}us ({t_bf16 / tc:.2f}x)")
+
+    # last, so that a timeout cuts the tuning sweep and not the tables above
+    for name, (K, N) in (SHAPES if args.sweep else {}).items():
+        (qw, s, qz), _ = w4_inputs(K, N, dev)
+        x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
+        res = [(bench(lambda: ops.w4a16_linear(x, qw, s, qz, GROUP)), "default")]
+        for cfg in [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8), (256, 64, 4), (256, 128, 8),
+                    (64, 128, 2), (128, 32, 2)]:
+            w4a16.GEMV_CONFIG_OVERRIDE["config"] = cfg
+            try:
+                res.append((bench(lambda: ops.w4a16_linear(x, qw, s, qz, GROUP)), cfg))
+            except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
+                print(f"  sweep {name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
+        w4a16.GEMV_CONFIG_OVERRIDE.clear()
+        res.sort()
+        print(f"  sweep {name} M=1 (BLOCK_N, BLOCK_K, warps): " +
+              ", ".join(f"{c}={t:.1f}us" for t, c in res[:4]))
 
 
 if __name__ == "__main__":
