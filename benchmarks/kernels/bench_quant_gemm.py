@@ -91,7 +91,7 @@ def main():
             except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
                 print(f"  sweep {name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
         w4a16.GEMV_CONFIG_OVERRIDE.clear()
-        res.sort()
+        res.sort(key=lambda r: r[0])
         print(f"  sweep {name} M=1 (BLOCK_N, BLOCK_K, warps): " +
               ", ".join(f"{c}={t:.1f}us" for t, c in res[:4]))
 
