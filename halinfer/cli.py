@@ -20,7 +20,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float16, bfloat16, float32")
     p.add_argument("--max-model-len", type=int, default=None, help="context length; None: the model's")
     p.add_argument("--quantization", default=None, help="awq or w8a8 (the checkpoint must be quantized so)")
-    p.add_argument("--kv-cache-dtype", default="auto", help="auto, or int8 where the backend has it "
+    p.add_argument("--kv-cache-dtype", default="auto", help="auto, or int8 / int4 / fp8 where the backend has it "
                    "(halinfer devices lists each backend's)")
     p.add_argument("--enforce-eager", action="store_true", help="no graph capture")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="fraction of device memory to use")

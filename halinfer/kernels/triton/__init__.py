@@ -6,7 +6,8 @@ call the launchers directly; ``ops.TritonOps`` is the operator table on them:
 
   attention_prefill  varlen paged attention (cached prefix + new tokens)
   attention_decode   split-KV paged decode attention, CUDA-graph safe
-  store_kv           writing new keys/values (and int8 scales) into the paged cache
+  store_kv           writing new keys/values into the paged cache (int8 / fp8 / int4: with
+                     their per-(token, head) scales and int4 zeros)
   norm               RMSNorm with fused residual add
   rotary             rotary embedding, neox and interleaved, partial rotary
   activation         silu_and_mul, gelu_and_mul (erf and tanh)

@@ -1,5 +1,6 @@
 """What both paged-attention launchers pass their kernels: the caches' strides in
-either layout, the value cache (the key cache itself for MLA), int8 scales, and
+either layout, the value cache (the key cache itself for MLA), the scales (and int4
+zeros) of a quantized cache, and
 the optional features as (flag, value) pairs."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from halinfer.core.attention import LayerKV
 
 from .common import next_pow2
-from .store_kv import cache_strides, scale_strides
+from .store_kv import KV_MODES, cache_strides, check_zeros, scale_strides
 
 
 @dataclass
@@ -18,8 +19,10 @@ class AttnArgs:
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor              # the key cache for MLA (values are its first DV channels)
-    k_scale: torch.Tensor        # a placeholder tensor when the cache is not int8
+    k_scale: torch.Tensor        # a placeholder tensor when the cache is not quantized
     v_scale: torch.Tensor
+    k_zero: torch.Tensor         # int4 only (read with the scales' strides); else a placeholder
+    v_zero: torch.Tensor
     k_strides: tuple[int, int, int]   # block, token, head
     v_strides: tuple[int, int, int]
     ks_strides: tuple[int, int, int]
@@ -30,7 +33,7 @@ class AttnArgs:
     DV: int
     group: int
     block_size: int
-    int8: bool
+    kv_mode: int                 # store_kv.KV_MODES: 0 model dtype, 1 int8, 2 fp8, 3 int4
     slopes: torch.Tensor
     sinks: torch.Tensor
     soft_cap: float
@@ -51,7 +54,7 @@ class AttnArgs:
                     BLOCK_D=self.block_d, BLOCK_DV=self.block_dv,
                     SOFTCAP=self.soft_cap > 0, ALIBI=self.slopes is not self.q,
                     SINKS=self.sinks is not self.q, WINDOW=self.window > 0, CHUNK=self.chunk > 0,
-                    KV_INT8=self.int8)
+                    KV=self.kv_mode)
 
     def cache_args(self) -> tuple:
         return (*self.k_strides, *self.v_strides, *self.ks_strides, *self.vs_strides)
@@ -64,22 +67,28 @@ def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_
         q = q.contiguous()
     hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1]
     assert Hq % hk == 0, f"{Hq} query heads is not a multiple of {hk} kv heads"
-    assert kv.k.shape[-1] == D, f"query head dim {D} != key cache head dim {kv.k.shape[-1]}"
+    assert kv.head_dim == D, f"query head dim {D} != key cache head dim {kv.head_dim}"
     mla = kv.v is None
     if mla:
         assert v_head_dim is not None, "MLA (kv.v is None) needs v_head_dim"
     v = kv.k if mla else kv.v
-    dv = v_head_dim if mla else kv.v.shape[-1]
-    int8 = kv.quantized
-    ks = kv.k_scale if int8 else q
-    vs = (kv.k_scale if mla else kv.v_scale) if int8 else q
+    mode = KV_MODES[kv.quant]
+    dv = v_head_dim if mla else kv.v.shape[-1] * (2 if mode == 3 else 1)
+    quant = kv.quantized
+    ks = kv.k_scale if quant else q
+    vs = (kv.k_scale if mla else kv.v_scale) if quant else q
+    kz = kv.k_zero if mode == 3 else q
+    vz = (kv.k_zero if mla else kv.v_zero) if mode == 3 else q
+    check_zeros(kv.k_scale, kv.k_zero)
+    if not mla:
+        check_zeros(kv.v_scale, kv.v_zero)
     dev = q.device
     return AttnArgs(
-        q=q, k=kv.k, v=v, k_scale=ks, v_scale=vs,
+        q=q, k=kv.k, v=v, k_scale=ks, v_scale=vs, k_zero=kz, v_zero=vz,
         k_strides=cache_strides(kv, kv.k), v_strides=cache_strides(kv, v),
-        ks_strides=scale_strides(kv, kv.k_scale if int8 else None),
-        vs_strides=scale_strides(kv, (kv.k_scale if mla else kv.v_scale) if int8 else None),
-        Hq=Hq, Hk=hk, D=D, DV=dv, group=Hq // hk, block_size=kv.block_size, int8=int8,
+        ks_strides=scale_strides(kv, kv.k_scale if quant else None),
+        vs_strides=scale_strides(kv, (kv.k_scale if mla else kv.v_scale) if quant else None),
+        Hq=Hq, Hk=hk, D=D, DV=dv, group=Hq // hk, block_size=kv.block_size, kv_mode=mode,
         # Absent features pass q as a never-read placeholder pointer.
         slopes=q if alibi_slopes is None else alibi_slopes.to(device=dev, dtype=torch.float32).contiguous(),
         sinks=q if sinks is None else sinks.to(device=dev, dtype=torch.float32).contiguous(),

@@ -24,7 +24,7 @@ MAX_SPLITS = 64
 
 
 @triton.jit
-def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
+def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, po_ptr, plse_ptr,
                    q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr,
                    stride_qt, stride_qh, stride_ot, stride_oh,
                    stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_bt,
@@ -34,7 +34,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
                    GROUP, D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
-                   CHUNK: tl.constexpr, KV_INT8: tl.constexpr,
+                   CHUNK: tl.constexpr, KV: tl.constexpr,
                    H_CHUNKS, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                    SPLIT: tl.constexpr, PREC: tl.constexpr):
     b = tl.program_id(0)
@@ -64,6 +64,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
     dvmask = dv < DV
     q = tl.load(q_ptr + t * stride_qt + heads[:, None] * stride_qh + d[None, :],
                 mask=hmask[:, None] & dmask[None, :], other=0.0)
+    qsum = tl.sum(q.to(tl.float32), axis=1)   # int4 keys' zeros: z * sum(q)
     if ALIBI:
         slope = tl.load(slopes_ptr + heads, mask=hmask, other=0.0)
     # A finite floor (not -inf) keeps exp2(m_old - m_new) defined before the first key.
@@ -76,8 +77,8 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
         nmask = offs < end
         blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
         tok = offs % BS
-        sc = key_scores(q, k_ptr, ks_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
-                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV_INT8, SOFTCAP, PREC)
+        sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
+                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
         if ALIBI:
             sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
         sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
@@ -85,9 +86,9 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr, po_ptr, plse_ptr,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(sc - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, blk, tok, kvh, nmask, dv, dvmask,
+        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, dvmask,
                                                      stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
-                                                     stride_vsh, KV_INT8, PREC)
+                                                     stride_vsh, KV, PREC)
         m_i = m_new
 
     hdmask = hmask[:, None] & dvmask[None, :]
@@ -175,7 +176,7 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
     else:
         po = plse = out  # unused
     _decode_kernel[(B, a.Hk * h_chunks, num_splits)](
-        a.q, a.k, a.v, a.k_scale, a.v_scale, out, po, plse,
+        a.q, a.k, a.v, a.k_scale, a.v_scale, a.k_zero, a.v_zero, out, po, plse,
         meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks,
         a.q.stride(0), a.q.stride(1), out.stride(0), out.stride(1),
         po.stride(0) if split else 0, po.stride(1) if split else 0, po.stride(2) if split else 0,

@@ -20,7 +20,7 @@ from .tl_math import key_scores, weighted_values
 
 
 @triton.jit
-def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr,
+def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
                     q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr,
                     stride_qt, stride_qh, stride_ot, stride_oh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
@@ -29,7 +29,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr,
                     GROUP, D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
-                    CHUNK: tl.constexpr, KV_INT8: tl.constexpr,
+                    CHUNK: tl.constexpr, KV: tl.constexpr,
                     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     # Last tiles first: under causal masking they hold the most work.
     mb = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -53,6 +53,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr,
     rows = (q0 + offs_m).to(tl.int64)
     q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
                 mask=mmask[:, None] & dmask[None, :], other=0.0)
+    qsum = tl.sum(q.to(tl.float32), axis=1)   # int4 keys' zeros: z * sum(q)
 
     # Key range the tile's masks can reach.
     first = ctx + mb * BLOCK_M
@@ -78,8 +79,8 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr,
         nmask = offs < hi
         blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
         tok = offs % BS
-        sc = key_scores(q, k_ptr, ks_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
-                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV_INT8, SOFTCAP, PREC)
+        sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
+                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
         if ALIBI:
             sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
         allowed = nmask[None, :]
@@ -94,9 +95,9 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, o_ptr,
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(sc - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, blk, tok, kvh, nmask, dv, dvmask,
+        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, dvmask,
                                                      stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
-                                                     stride_vsh, KV_INT8, PREC)
+                                                     stride_vsh, KV, PREC)
         m_i = m_new
 
     if SINKS:
@@ -140,7 +141,7 @@ def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadat
                                                      meta.max_seq_len)
     grid = (cdiv(max(1, meta.max_q_len), block_m), a.Hq, meta.num_seqs)
     _prefill_kernel[grid](
-        a.q, a.k, a.v, a.k_scale, a.v_scale, out,
+        a.q, a.k, a.v, a.k_scale, a.v_scale, a.k_zero, a.v_zero, out,
         meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks,
         a.q.stride(0), a.q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0),
         *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk,

@@ -1,15 +1,17 @@
 """``TritonOps``: the core's operator table with the hot ops on Triton kernels.
 
 Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
-moe_route (ungrouped), paged_attention (prefill/mixed and split-KV decode; GQA/MQA, causal or not,
-sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA, int8 KV, NHD
-and HND caches), fused_moe (tokens grouped by expert on the device, one
-launch per GEMM for all experts), and the quantized GEMMs: W4A16 in AWQ and GPTQ
-layouts (dequantized in the kernel, split-K for small M), W8A8 int8 and FP8
-(per-token activation quantization in torch, one scaled 8-bit GEMM).  Everything
-else is the core's torch reference: dense GEMMs stay on cuBLAS through torch, and
-layer_norm, swiglu_oai, grouped MoE routing and sampling are plain torch ops too
-(softmax / sigmoid routing without expert groups is one Triton launch, moe_route.py).
+moe_route (ungrouped), paged_attention (prefill/mixed and split-KV decode; GQA/MQA,
+causal or not, sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA,
+int8 / fp8 / int4 KV, NHD and HND caches), fused_moe (tokens grouped by expert on
+the device, one launch per GEMM for all experts), and the quantized GEMMs: W4A16 in
+AWQ and GPTQ layouts (a GEMV for M <= 16, split-K tiles up to M = 64, dequantize +
+torch GEMM for prefill), W8A8 int8 and FP8 (per-token activation quantization in
+torch, one scaled 8-bit GEMM; per-channel bf16 FP8 on torch._scaled_mm where it
+exists).  Everything else is the core's torch reference: dense GEMMs stay on cuBLAS
+through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
+plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
+launch, moe_route.py).
 
 Nothing here names a device API: the kernels run on whatever device the tensors
 are on (CUDA compiled, CPU through Triton's interpreter), so the CUDA plugin uses

@@ -5,6 +5,10 @@ Activations are quantized per token first (torch ops on the device, the contract
 definition), then one Triton GEMM multiplies the 8-bit tiles (int8: int32 accumulation,
 exact; fp8: float32) and applies scales at each K tile: a tile never straddles a scale
 group because BLOCK_K divides the group width.
+
+FP8 with one scale group per row (per-channel or per-tensor weights) and bf16 activations
+goes to torch._scaled_mm on GPUs that have it (cuBLASLt, rowwise scales: scale_a [M, 1],
+scale_b [1, N], bf16 out; Hopper / Ada); block-scaled weights (128x128) stay on the kernel.
 """
 import torch
 import triton
@@ -28,10 +32,15 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, as_ptr, bs_ptr, bias_ptr, out_ptr, M, N, K
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         kmask = k < K
+        # fp8 operands arrive as their uint8 bytes: a masked load's integer 0 cannot be cast to
+        # fp8e4nv (triton 3.6 refuses to compile it), while byte 0 bitcast is +0.0 in e4m3.
         a = tl.load(a_ptr + m[:, None].to(tl.int64) * stride_am + k[None, :], mask=mmask[:, None] & kmask[None, :],
                     other=0)
         b = tl.load(b_ptr + n[None, :].to(tl.int64) * stride_bn + k[:, None], mask=kmask[:, None] & nmask[None, :],
                     other=0)
+        if not INT8:
+            a = a.to(tl.float8e4nv, bitcast=True)
+            b = b.to(tl.float8e4nv, bitcast=True)
         if INT8:
             part = tl.dot(a, b, out_dtype=tl.int32).to(tl.float32)
         else:
@@ -63,6 +72,8 @@ def _launch(a, a_scale, b, b_scale, group, bias, out_dtype, int8):
     bm = 16 if (interp or M <= 16) else 64 if M <= 64 else 128
     bn = 32 if interp else 128
     bk = _block_k(group, K, interp)
+    if not int8:
+        a, b = a.view(torch.uint8), b.view(torch.uint8)
     _scaled_gemm_kernel[(cdiv(M, bm), cdiv(N, bn))](
         a, b, a_scale, b_scale, a if bias is None else bias, out, M, N, K, max(group, K) if group >= K else group,
         a.stride(0), b.stride(0), a_scale.stride(0), b_scale.stride(0), out.stride(0),
@@ -79,6 +90,29 @@ def w8a8_linear(x, weight, weight_scale, bias=None):
                    x.dtype, True)
 
 
+_SCALED_MM_BROKEN: dict = {}   # device -> why torch._scaled_mm failed there once (then: the kernel)
+
+
+def _scaled_mm_ok(x, weight, block_k) -> bool:
+    K, N = x.shape[1], weight.shape[0]
+    if x.device.type != "cuda" or x.dtype != torch.bfloat16 or block_k < K or not hasattr(torch, "_scaled_mm"):
+        return False
+    if K % 16 or N % 16 or weight.stride(1) != 1 or str(x.device) in _SCALED_MM_BROKEN:
+        return False
+    return torch.cuda.get_device_capability(x.device) >= (8, 9)
+
+
+def _scaled_mm(xq, xs, weight, ws, bias, out_dtype):
+    """Rowwise-scaled FP8 GEMM in cuBLASLt; None when this torch / GPU refuses it."""
+    try:
+        y = torch._scaled_mm(xq, weight.t(), scale_a=xs.reshape(-1, 1).contiguous(),
+                             scale_b=ws.reshape(1, -1).contiguous(), out_dtype=out_dtype)
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        _SCALED_MM_BROKEN[str(xq.device)] = f"{type(e).__name__}: {e}"
+        return None
+    return y if bias is None else y + bias.to(y.dtype)
+
+
 def fp8_linear(x, weight, weight_scale, block_k, bias=None, input_scale=None):
     """core.ops.fp8.fp8_linear's contract."""
     T, K = x.shape
@@ -88,4 +122,8 @@ def fp8_linear(x, weight, weight_scale, block_k, bias=None, input_scale=None):
     else:
         xq, xs = quant_per_token_group_fp8(x, block_k)
         xq = xq.contiguous()
+    if T and _scaled_mm_ok(x, weight, block_k):
+        y = _scaled_mm(xq, xs.float(), weight, weight_scale.float(), bias, x.dtype)
+        if y is not None:
+            return y
     return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, x.dtype, False)

@@ -1,5 +1,6 @@
 """Writing this step's keys/values into the paged cache (any layout, via strides),
-skipping negative slots, optionally quantizing to int8 per (token, head)."""
+skipping negative slots, optionally quantizing per (token, head) to int8, fp8 (e4m3)
+or int4 (asymmetric, two channels per byte), exactly as core/ops/kv_quant.py defines them."""
 import torch
 import triton
 import triton.language as tl
@@ -8,15 +9,88 @@ from halinfer.core.attention import LayerKV
 
 from .common import next_pow2, on_interpreter
 
+# The kernels' KV constexpr: how the cache stores a (token, head) vector.
+KV_MODES = {None: 0, "int8": 1, "fp8": 2, "int4": 3}
+
 
 @triton.jit
-def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, slot_ptr, T, HK,
+def _round_half_even(y):
+    # torch.round's ties-to-even, from floor (the same compiled or interpreted)
+    r = tl.floor(y + 0.5)
+    return tl.where((r - y == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
+
+
+@triton.jit
+def _round_to_e4m3(y):
+    """|y| <= 448 rounded (ties to even) to the nearest float8 e4m3 value, in float32, so the
+    cast that follows is exact.  Triton 3.9's interpreter drops the carry when the mantissa
+    rounds up into the exponent (31.2 -> 16 instead of 32); rounding here first keeps the
+    compiled and interpreted kernels equal to torch's cast."""
+    e = ((y.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    # 3 mantissa bits: steps of 2^(e-3); below 2^-6 (subnormals) a fixed 2^-9
+    step = tl.maximum(e, -6) - 3
+    quantum = ((step + 127) << 23).to(tl.float32, bitcast=True)
+    inv = ((127 - step) << 23).to(tl.float32, bitcast=True)     # powers of two: both products exact
+    return _round_half_even(y * inv) * quantum
+
+
+@triton.jit
+def _put(src, stride_st, stride_sh, dst, stride_cb, stride_ct, stride_ch, sc_ptr, z_ptr,
+         stride_sb, stride_stt, stride_shh, t3, h3, blk, off, th_mask,
+         D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
+    """One of k / v: [tokens, heads, channels] from src into the cache (and its scales / zeros)."""
+    row = src + t3 * stride_st + h3 * stride_sh
+    drow = dst + blk * stride_cb + off * stride_ct + h3 * stride_ch
+    srow = blk * stride_sb + off * stride_stt + h3 * stride_shh          # [T, H, 1]
+    if MODE == 3:
+        # Even and odd channels loaded apart, so each pair meets in one lane for packing.
+        j = tl.arange(0, BLOCK_D // 2)[None, None, :]
+        m = th_mask & (2 * j < D)
+        xe = tl.load(row + 2 * j, mask=m, other=0.0).to(tl.float32)
+        xo = tl.load(row + 2 * j + 1, mask=m, other=0.0).to(tl.float32)
+        lo = tl.minimum(tl.min(tl.where(m, xe, float("inf")), axis=2), tl.min(tl.where(m, xo, float("inf")), axis=2))
+        hi = tl.maximum(tl.max(tl.where(m, xe, float("-inf")), axis=2),
+                        tl.max(tl.where(m, xo, float("-inf")), axis=2))
+        ok = tl.max(m.to(tl.int32), axis=2) > 0
+        lo = tl.where(ok, lo, 0.0)        # rows not stored: keep them finite
+        hi = tl.where(ok, hi, 0.0)
+        s = tl.maximum(tl.math.div_rn(hi - lo, tl.full(lo.shape, 15.0, tl.float32)), 1e-8)
+        qe = tl.minimum(tl.maximum(_round_half_even(tl.math.div_rn(xe - lo[:, :, None], s[:, :, None])), 0.0), 15.0)
+        qo = tl.minimum(tl.maximum(_round_half_even(tl.math.div_rn(xo - lo[:, :, None], s[:, :, None])), 0.0), 15.0)
+        byte = qe.to(tl.int32) | (qo.to(tl.int32) << 4)
+        tl.store(drow + j, byte.to(tl.uint8), mask=m)
+        tl.store(sc_ptr + srow, s[:, :, None], mask=th_mask)
+        tl.store(z_ptr + srow, lo[:, :, None], mask=th_mask)
+    else:
+        d = tl.arange(0, BLOCK_D)[None, None, :]
+        m = th_mask & (d < D)
+        x = tl.load(row + d, mask=m, other=0.0)
+        if MODE == 0:
+            tl.store(drow + d, x.to(dst.dtype.element_ty), mask=m)
+        else:
+            xf = x.to(tl.float32)
+            amax = tl.maximum(tl.max(tl.abs(xf), axis=2), 1e-8)
+            if MODE == 1:
+                scale = amax / 127.0
+                y = tl.math.div_rn(xf, scale[:, :, None])
+                r = tl.minimum(tl.maximum(_round_half_even(y), -128.0), 127.0)
+                tl.store(drow + d, r.to(tl.int8), mask=m)
+            else:
+                scale = amax / 448.0
+                y = tl.math.div_rn(xf, scale[:, :, None])
+                y = tl.minimum(tl.maximum(y, -448.0), 448.0)      # e4m3 has no inf: saturate as the reference
+                tl.store(drow + d, _round_to_e4m3(y).to(tl.float8e4nv), mask=m)
+            tl.store(sc_ptr + srow, scale[:, :, None], mask=th_mask)
+
+
+@triton.jit
+def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, slot_ptr, T, HK,
                      stride_kt, stride_kh, stride_vt, stride_vh,
                      stride_kcb, stride_kct, stride_kch, stride_vcb, stride_vct, stride_vch,
                      stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
                      D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, BLOCK_T: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                     HAS_V: tl.constexpr, QUANT: tl.constexpr):
+                     HAS_V: tl.constexpr, MODE: tl.constexpr):
     # Tiles are [tokens, heads, channels]; BLOCK_T is 1 on GPUs (one token per program).
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -28,40 +102,11 @@ def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, slot_ptr, T, 
     t3 = t.to(tl.int64)[:, None, None]
     h3 = h[None, :, None]
     th_mask = tmask[:, None, None] & (h3 < HK)
-    d = tl.arange(0, BLOCK_D)[None, None, :]
-    mask = th_mask & (d < D)
-    x = tl.load(k_ptr + t3 * stride_kt + h3 * stride_kh + d, mask=mask, other=0.0)
-    dst = kc_ptr + blk * stride_kcb + off * stride_kct + h3 * stride_kch + d
-    if QUANT:
-        xf = x.to(tl.float32)
-        scale = tl.maximum(tl.max(tl.abs(xf), axis=2), 1e-8) / 127.0
-        y = tl.math.div_rn(xf, scale[:, :, None])
-        r = tl.floor(y + 0.5)
-        # round half to even, as torch.round does
-        r = tl.where((r - y == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
-        r = tl.minimum(tl.maximum(r, -128.0), 127.0)
-        tl.store(dst, r.to(tl.int8), mask=mask)
-        sdst = ks_ptr + blk * stride_ksb + off * stride_kst + h3 * stride_ksh
-        tl.store(sdst, scale[:, :, None], mask=th_mask)
-    else:
-        tl.store(dst, x.to(kc_ptr.dtype.element_ty), mask=mask)
+    _put(k_ptr, stride_kt, stride_kh, kc_ptr, stride_kcb, stride_kct, stride_kch, ks_ptr, kz_ptr,
+         stride_ksb, stride_kst, stride_ksh, t3, h3, blk, off, th_mask, D, BLOCK_D, MODE)
     if HAS_V:
-        e = tl.arange(0, BLOCK_DV)[None, None, :]
-        vmask = th_mask & (e < DV)
-        xv = tl.load(v_ptr + t3 * stride_vt + h3 * stride_vh + e, mask=vmask, other=0.0)
-        vdst = vc_ptr + blk * stride_vcb + off * stride_vct + h3 * stride_vch + e
-        if QUANT:
-            vf = xv.to(tl.float32)
-            vscale = tl.maximum(tl.max(tl.abs(vf), axis=2), 1e-8) / 127.0
-            yv = tl.math.div_rn(vf, vscale[:, :, None])
-            rv = tl.floor(yv + 0.5)
-            rv = tl.where((rv - yv == 0.5) & (rv - 2.0 * tl.floor(rv * 0.5) != 0.0), rv - 1.0, rv)
-            rv = tl.minimum(tl.maximum(rv, -128.0), 127.0)
-            tl.store(vdst, rv.to(tl.int8), mask=vmask)
-            tl.store(vs_ptr + blk * stride_vsb + off * stride_vst + h3 * stride_vsh, vscale[:, :, None],
-                     mask=th_mask)
-        else:
-            tl.store(vdst, xv.to(vc_ptr.dtype.element_ty), mask=vmask)
+        _put(v_ptr, stride_vt, stride_vh, vc_ptr, stride_vcb, stride_vct, stride_vch, vs_ptr, vz_ptr,
+             stride_vsb, stride_vst, stride_vsh, t3, h3, blk, off, th_mask, DV, BLOCK_DV, MODE)
 
 
 def cache_strides(kv: LayerKV, cache: torch.Tensor) -> tuple[int, int, int]:
@@ -79,6 +124,14 @@ def scale_strides(kv: LayerKV, scales: torch.Tensor | None) -> tuple[int, int, i
     return scales.stride(0), scales.stride(2), scales.stride(1)
 
 
+def check_zeros(scales: torch.Tensor | None, zeros: torch.Tensor | None) -> None:
+    # The kernels index an int4 cache's zeros with its scales' strides.
+    if zeros is not None:
+        assert zeros.shape == scales.shape and zeros.stride() == scales.stride(), \
+            f"int4 KV zeros {tuple(zeros.shape)}/{zeros.stride()} laid out unlike their scales " \
+            f"{tuple(scales.shape)}/{scales.stride()}"
+
+
 def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping: torch.Tensor) -> None:
     """core.ops.paged.store_kv's contract (in place; negative slots skipped)."""
     interp = on_interpreter(k)
@@ -90,9 +143,14 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
         v = v.contiguous()
     DV = v.shape[-1] if has_v else 1
     vv, vc = (v, kv.v) if has_v else (k, kv.k)            # placeholders when there are no values
-    quant = kv.quantized
-    ks = kv.k_scale if quant else kv.k
-    vs = (kv.v_scale if has_v else kv.k_scale) if quant else kv.k
+    mode = KV_MODES[kv.quant]
+    ks = kv.k_scale if mode else kv.k
+    vs = (kv.v_scale if has_v else kv.k_scale) if mode else kv.k
+    kz = kv.k_zero if mode == 3 else ks
+    vz = (kv.v_zero if has_v else kv.k_zero) if mode == 3 else vs
+    check_zeros(kv.k_scale, kv.k_zero)
+    if has_v:
+        check_zeros(kv.v_scale, kv.v_zero)
     block_d = next_pow2(max(D, DV))
     block_h = max(1, min(next_pow2(HK), 4096 // block_d))
     # The interpreter pays per program: give it many tokens at once.
@@ -100,9 +158,10 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
     if T == 0:
         return
     _store_kv_kernel[(-(-T // block_t), -(-HK // block_h))](
-        k, vv, kv.k, vc, ks, vs, slot_mapping, T, HK,
+        k, vv, kv.k, vc, ks, vs, kz, vz, slot_mapping, T, HK,
         k.stride(0), k.stride(1), vv.stride(0), vv.stride(1),
         *cache_strides(kv, kv.k), *cache_strides(kv, vc),
         *scale_strides(kv, kv.k_scale), *scale_strides(kv, kv.v_scale if has_v else kv.k_scale),
-        D=D, DV=DV, BS=kv.block_size, BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_D=next_pow2(D), BLOCK_DV=next_pow2(DV),
-        HAS_V=has_v, QUANT=quant, num_warps=4)
+        D=D, DV=DV, BS=kv.block_size, BLOCK_T=block_t, BLOCK_H=block_h,
+        BLOCK_D=max(2, next_pow2(D)), BLOCK_DV=max(2, next_pow2(DV)),
+        HAS_V=has_v, MODE=mode, num_warps=4)

@@ -33,7 +33,9 @@ class CudaBackend(Backend):
     # 16: the finest prefix-cache granularity the kernels run at full speed with
     # (keys are gathered row by row, so the block size does not shape their tiles).
     default_block_size = 16
-    kv_cache_dtypes = ("auto", "int8")
+    # Quantized caches: store_kv quantizes per (token, head), attention dequantizes tiles
+    # (kernels/triton/tl_math.py); int4 and fp8 pass under the interpreter, GPU run pending.
+    kv_cache_dtypes = ("auto", "int8", "int4", "fp8")
     dtypes = (torch.bfloat16, torch.float16, torch.float32)
     # W8A8 through the Triton scaled GEMM (kernels/triton/scaled_gemm.py): its cells pass on an
     # H200.  The W4A16 (AWQ/GPTQ) and FP8 kernels fail their GPU tests there (2026-12-01: FP8 does
@@ -95,6 +97,6 @@ class CudaBackend(Backend):
 
         # Every implemented text family runs on the Triton kernels; W8A8 is claimed for the
         # families whose linears load every format (support/declare.py).  W4A16 and FP8 failed
-        # on an H200 (see weight_quant); KV INT4 runs in the core reference only.
-        return quant_rows(implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": False}),
+        # on an H200 (see weight_quant).  KV INT4 runs in the Triton kernels (see kv_cache_dtypes).
+        return quant_rows(implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": True}),
                           {"W8A8": True, "W4A16": False, "FP8": False})

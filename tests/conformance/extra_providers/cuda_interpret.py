@@ -31,8 +31,9 @@ def providers() -> list[Provider]:
     from halinfer.plugins.cuda.backend import CudaBackend
     from halinfer.kernels.triton.ops import TritonOps
 
-    # float8 tiles do not run in triton 3.9's interpreter (masked loads cannot cast to fp8):
-    # the FP8 kernel is tested on a GPU (tests/cuda/test_quant_gemm_gpu.py).
+    # Every quantized GEMM kernel is tested here, declared on cuda or not: the declarations
+    # follow the GPU runs (tests/cuda/test_quant_gemm_gpu.py, the declared-support cells).
+    # fp8 tiles run in the interpreter since the kernel loads them as bytes and bitcasts.
     return [from_backend(CudaBackend(), name=NAME, ops=TritonOps(), device=torch.device("cpu"),
                          dtypes=(torch.float32, torch.float16), unavailable=None,
-                         skip={"fp8_linear": "float8 tiles do not run in the Triton interpreter; GPU test only"})]
+                         weight_quant=("awq", "gptq", "w8a8", "fp8"))]
