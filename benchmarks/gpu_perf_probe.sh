@@ -15,11 +15,15 @@ B="env PYTHONPATH=$PWD/.bench_before python .bench_before/benchmarks"
 MOE=benchmarks/configs/qwen3-30b-a3b-24l.json
 for p in "$@"; do
   case $p in
-    tune) TAILN=3 phase tune 300 python benchmarks/tune_moe.py --out "$OUT/moe_table.json"; grep speedup "$L/tune.log" | cut -c1-90
+    tune) TAILN=3 phase tune 300 python benchmarks/tune_moe.py --tokens "${TUNE_TOKENS:-1,4,16,32,64,128,256,512,1024,2048,4096,8192}" --out "$OUT/moe_table.json"; grep speedup "$L/tune.log" | cut -c1-90
           mkdir -p halinfer/kernels/triton/moe_configs && cp "$OUT/moe_table.json" \
             "halinfer/kernels/triton/moe_configs/$(python -c 'import sys; sys.path.insert(0,"."); from halinfer.kernels.triton.moe_tuning import *; import torch; print(table_path(128,2048,768,torch.bfloat16,card_name(torch.device("cuda"))).rsplit("/",1)[1])')" ;;
     moetests) phase moetests 200 python -m pytest tests/cuda/test_moe_route_align.py tests/cuda/test_fused_moe.py \
           -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    routetests) phase routetests 120 python -m pytest tests/cuda/test_moe_route_align.py \
+          "tests/cuda/test_fused_moe.py::test_fused_moe_matches_reference" -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    peersmoe) TAILN=0 phase peers_moe 420 env OUT="$L/peers_moe" MODEL_KIND=qwen3moe bash .peers/side_by_side.sh
+          grep -h "^RESULT\|^{\"\(steady\|first_pass\|decode-b1\)" "$L/peers_moe.log" | cut -c1-330 ;;
     profbefore) TAILN=45 phase prof_moe_b1_before 150 $B/profile_step.py --model $MOE --device cuda --batch 1 --context 128
           TAILN=45 phase prof_moe_b256_before 150 $B/profile_step.py --model $MOE --device cuda --batch 256 --context 300 ;;
     profafter) TAILN=45 phase prof_moe_b1_after 150 python benchmarks/profile_step.py --model $MOE --device cuda --batch 1 --context 128

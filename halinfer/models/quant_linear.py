@@ -82,7 +82,9 @@ class GptqMethod:
 
     def load(self, layer, name, tensor, shard):
         if name == "g_idx":
-            if getattr(layer, "g_idx_loaded", False) and not torch.equal(layer.g_idx.data, tensor.to(torch.int32)):
+            # The checkpoint tensor arrives on the CPU; the parameter may already live on the device.
+            if getattr(layer, "g_idx_loaded", False) and not torch.equal(
+                    layer.g_idx.data, tensor.to(device=layer.g_idx.device, dtype=torch.int32)):
                 raise ValueError("the matrices of a merged GPTQ layer (e.g. q, k, v) carry different g_idx; "
                                  "halinfer needs one act-order permutation per input")
             layer.g_idx.data.copy_(tensor)

@@ -34,13 +34,12 @@ class CudaBackend(Backend):
     # (keys are gathered row by row, so the block size does not shape their tiles).
     default_block_size = 16
     # Quantized caches: store_kv quantizes per (token, head), attention dequantizes tiles
-    # (kernels/triton/tl_math.py); int4 and fp8 pass under the interpreter, GPU run pending.
+    # (kernels/triton/tl_math.py); int8, int4 and fp8 kernel tests and KV INT4 cells pass on an H200.
     kv_cache_dtypes = ("auto", "int8", "int4", "fp8")
     dtypes = (torch.bfloat16, torch.float16, torch.float32)
-    # W8A8 through the Triton scaled GEMM (kernels/triton/scaled_gemm.py): its cells pass on an
-    # H200.  The W4A16 (AWQ/GPTQ) and FP8 kernels fail their GPU tests there (2026-12-01: FP8 does
-    # not compile, W4A16 cells disagree with the reference), so those formats are refused on cuda.
-    weight_quant = ("w8a8",)
+    # W4A16 (AWQ/GPTQ: kernels/triton/w4a16.py), W8A8 and FP8 (scaled_gemm.py, FP8 per channel on
+    # torch._scaled_mm): kernel tests and declared cells pass on an H200 (2026-12-01).
+    weight_quant = ("awq", "gptq", "w8a8", "fp8")
     graph_modes = ("eager", "graph")
 
     # ---- availability -------------------------------------------------------
@@ -95,8 +94,8 @@ class CudaBackend(Backend):
 
         from halinfer.support.declare import quant_rows
 
-        # Every implemented text family runs on the Triton kernels; W8A8 is claimed for the
-        # families whose linears load every format (support/declare.py).  W4A16 and FP8 failed
-        # on an H200 (see weight_quant).  KV INT4 runs in the Triton kernels (see kv_cache_dtypes).
+        # Every implemented text family runs on the Triton kernels; the weight formats are claimed
+        # for the families whose linears load every format (support/declare.py).  KV INT4 runs in
+        # the Triton kernels (see kv_cache_dtypes).
         return quant_rows(implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": True}),
-                          {"W8A8": True, "W4A16": False, "FP8": False})
+                          {"W8A8": True, "W4A16": True, "FP8": True})
