@@ -124,10 +124,11 @@ class Ops:
     store_kv.__doc__ = _paged.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         return _paged.paged_attention(
             q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
             soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim,
+            bidir_spans=bidir_spans,
         )
     paged_attention.__doc__ = _paged.paged_attention.__doc__
 

@@ -32,7 +32,7 @@ from .soc import SocProfile
 HALF = (torch.float16, torch.bfloat16)
 
 
-ATTENTION_FEATURES = ("sliding_window", "chunked", "soft_cap", "alibi", "sinks")
+ATTENTION_FEATURES = ("sliding_window", "chunked", "soft_cap", "alibi", "sinks", "bidirectional")
 
 
 class AscendOps(Ops):
@@ -111,9 +111,11 @@ class AscendOps(Ops):
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
                   soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        if bidir_spans is not None:   # only the reference takes bidirectional spans (Gemma 3's images)
+            kw["bidir_spans"] = bidir_spans
         layout = self.profile.kv_layout
         case = attention_case(q, kv, layout, HALF, ATTENTION_FEATURES, **kw)
         if not case:

@@ -34,7 +34,7 @@ def w8a8_api(tmo) -> str | None:
     return None
 
 
-ATTENTION_FEATURES = ("chunked", "soft_cap", "alibi", "sinks")   # sliding windows run on TMO
+ATTENTION_FEATURES = ("chunked", "soft_cap", "alibi", "sinks", "bidirectional")   # sliding windows run on TMO
 
 
 class CambOps(Ops):
@@ -100,9 +100,11 @@ class CambOps(Ops):
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
                   soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        if bidir_spans is not None:   # only the reference takes bidirectional spans (Gemma 3's images)
+            kw["bidir_spans"] = bidir_spans
         out = attention_case(q, kv, "HND", HALF, ATTENTION_FEATURES, **kw) or \
             self.attention(q, kv, meta, scale, causal, sliding_window)   # a str: the case it cannot take
         return self.reference("paged_attention", out, q, kv, meta, **kw) if isinstance(out, str) else out
