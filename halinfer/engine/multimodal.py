@@ -263,7 +263,38 @@ class InternVLChatImages(InternVLImages):
         return ip, {}
 
 
-FAMILIES = {"llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
+class Gemma3Images(ImageFamily):
+    """``<start_of_image>`` per image -> the processor's full image sequence, written into the
+    TEXT before tokenizing (as Gemma3Processor does, so "\n\n" merges with its neighbours
+    the same way): "\n\n<start_of_image>" + image tokens x mm_tokens_per_image +
+    "<end_of_image>\n\n".  The image tokens attend to each other both ways."""
+
+    placeholder = "<start_of_image>"
+    prompt_text = "<start_of_image>"
+    text_level = True
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        tok = self.tok
+        self.image_token = getattr(tok, "image_token", None) or "<image_soft_token>"
+        self.end_token = getattr(tok, "eoi_token", None) or "<end_of_image>"
+        self.image_id, self.end_id = self.token_id(self.image_token), self.token_id(self.end_token)
+        self.n = int(self.proc.get("image_seq_length") or self.cfg.get("mm_tokens_per_image", 256))
+        if getattr(self.ip, "do_pan_and_scan", False):
+            raise ValueError("Gemma 3 with do_pan_and_scan (image crops) is not supported")
+
+    def full_sequence(self) -> str:
+        return f"\n\n{self.placeholder}{self.image_token * self.n}{self.end_token}\n\n"
+
+    def process(self, image):
+        return {"pixel_values": self.pixels(image)["pixel_values"]}, self.n, None
+
+    def expand(self, n):   # token-id prompts: the sequence tokenized on its own
+        ids = list(self.tok.encode(self.full_sequence(), add_special_tokens=False))
+        return ids, ids.index(self.image_id)
+
+
+FAMILIES = {"gemma3": Gemma3Images, "llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
 
 
 def family_placeholder(model_type: str) -> str | None:
@@ -302,6 +333,33 @@ class MultimodalProcessor:
                 raise type(e)(f"image {i}: {e}") from None
         return out
 
+    @property
+    def text_level(self) -> bool:
+        return getattr(self.family, "text_level", False)
+
+    def apply_text(self, text: str, images: list, encode) -> tuple[list[int], list[MMInput]]:
+        """Text-level families (Gemma 3): each placeholder of ``text`` replaced by the image's
+        full sequence, then ``encode``d; the image tokens found in the ids."""
+        fam = self.family
+        parts = text.split(fam.placeholder)
+        if len(parts) - 1 != len(images):
+            raise ValueError(f"the prompt has {len(parts) - 1} image placeholder(s) {fam.placeholder!r} but "
+                             f"{len(images)} image(s) were given; write one placeholder per image")
+        ids = list(encode(fam.full_sequence().join(parts)))
+        mm, i = [], 0
+        for img in images:
+            data, n, rel = fam.process(img)
+            while i < len(ids) and ids[i] != fam.image_id:
+                i += 1
+            if ids[i:i + n] != [fam.image_id] * n:
+                raise ValueError(f"the tokenized prompt does not hold {n} image tokens where an image stands")
+            mm.append(MMInput(i, n, content_hash(data), data, rel, bidirectional=True))
+            i += n
+        if ids.count(fam.image_id) != n * len(images):
+            raise ValueError(f"the prompt's text holds {fam.image_token!r} tokens of its own; write only "
+                             f"{fam.placeholder!r} per image")
+        return ids, mm
+
     def apply(self, ids: list[int], images: list) -> tuple[list[int], list[MMInput]]:
         """Expand each placeholder of ``ids`` for the image in the same order."""
         fam = self.family
@@ -316,7 +374,8 @@ class MultimodalProcessor:
             data, n, rel = fam.process(img)
             out += ids[prev:i]
             rep, first = fam.expand(n)
-            mm.append(MMInput(len(out) + first, n, content_hash(data), data, rel))
+            mm.append(MMInput(len(out) + first, n, content_hash(data), data, rel,
+                              bidirectional=getattr(fam, "text_level", False)))
             out += rep
             prev = i + 1
         out += ids[prev:]

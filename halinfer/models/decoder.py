@@ -72,10 +72,12 @@ class DecoderModel(nn.Module):
         self.layers = nn.ModuleList(make_layer(i) for i in range(cfg.num_hidden_layers))
         self.norm = make_norm(ctx, cfg, norm)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, inputs_embeds=None) -> torch.Tensor:
-        # inputs_embeds: the embedded tokens with image features merged in (vision-language models)
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, inputs_embeds=None,
+                embeds_scaled: bool = False) -> torch.Tensor:
+        # inputs_embeds: the embedded tokens with image features merged in (vision-language models);
+        # embeds_scaled: they already carry embed_scale (Gemma 3 scales text before merging images)
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if self.embed_scale != 1.0:
+        if self.embed_scale != 1.0 and not embeds_scaled:
             x = x * self.embed_scale
         residual = None
         for layer in self.layers:
