@@ -76,7 +76,9 @@ class InputProcessor:
     def request(self, request_id: str, prompt, params) -> tuple[str | None, EngineRequest]:
         text, ids = self.prompt(prompt)
         mm = None
-        if isinstance(prompt, dict) and prompt.get("multi_modal_data") is not None:
+        if isinstance(prompt, dict) and prompt.get("mm_inputs") is not None:
+            mm = list(prompt["mm_inputs"])   # already processed (the server does it off the event loop)
+        elif isinstance(prompt, dict) and prompt.get("multi_modal_data") is not None:
             ids, mm = self.multimodal_inputs(ids, prompt["multi_modal_data"], text)
         sp = sampling_params_of(params)
         self.check_params(sp)

@@ -23,10 +23,16 @@ MAX_IMAGES_PER_PROMPT = 16
 
 
 # -- loading images ------------------------------------------------------------------------
-def load_image(src, allowed_domains: tuple[str, ...] = ()):
-    """A PIL RGB image from a PIL image, bytes, a data: URL, a local path or file:// URL, or
-    an http(s) URL whose host is in ``allowed_domains``.  Anything else is a ValueError/
-    TypeError saying what was given and what is accepted."""
+ANY_LOCAL = "*"                # local_root value: any local path (offline use: LLM.generate / chat)
+FETCH_TIMEOUT_S = 10.0         # http(s) images: connect/read timeout
+MAX_IMAGE_BYTES = 32 << 20     # http(s) images: larger bodies are refused, not read to the end
+
+
+def load_image(src, allowed_domains: tuple[str, ...] = (), local_root: str | None = ANY_LOCAL):
+    """A PIL RGB image from a PIL image, bytes, a data: URL, a local path or file:// URL (any
+    path when ``local_root`` is ANY_LOCAL, only under that folder when it is one, none when
+    None), or an http(s) URL whose host is in ``allowed_domains``.  Anything else is a
+    ValueError/TypeError saying what was given and what is accepted."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(src, Image.Image):
@@ -34,7 +40,7 @@ def load_image(src, allowed_domains: tuple[str, ...] = ()):
     elif isinstance(src, (bytes, bytearray)):
         img = _open_bytes(bytes(src), "image bytes")
     elif isinstance(src, str):
-        img = _open_str(src, allowed_domains)
+        img = _open_str(src, allowed_domains, local_root)
     else:
         raise TypeError(f"an image must be a PIL.Image, bytes, a data: URL, a file path or a URL; "
                         f"got {type(src).__name__}")
@@ -55,7 +61,36 @@ def _open_bytes(data: bytes, what: str):
         raise ValueError(f"{what} are not a readable image ({type(e).__name__}: {e})") from None
 
 
-def _open_str(src: str, allowed_domains: tuple[str, ...]):
+def _shown(src: str) -> str:
+    return repr(src) if len(src) <= 80 else repr(src[:77] + "...")
+
+
+def _fetch(src: str) -> bytes:
+    """GET an allowed http(s) URL with a timeout and a size cap; redirects are not followed
+    (one could lead off the allowed hosts)."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as c, c.stream("GET", src) as r:
+            if r.status_code != 200:
+                raise ValueError(f"fetching {_shown(src)} gave HTTP {r.status_code}"
+                                 + (" (redirects are not followed)" if r.is_redirect else ""))
+            ctype = r.headers.get("content-type", "")
+            if ctype and not ctype.startswith(("image/", "application/octet-stream")):
+                raise ValueError(f"{_shown(src)} is {ctype!r}, not an image")
+            if int(r.headers.get("content-length") or 0) > MAX_IMAGE_BYTES:
+                raise ValueError(f"{_shown(src)} is larger than the {MAX_IMAGE_BYTES} bytes an image may have")
+            buf = bytearray()
+            for chunk in r.iter_bytes():
+                buf += chunk
+                if len(buf) > MAX_IMAGE_BYTES:
+                    raise ValueError(f"{_shown(src)} is larger than the {MAX_IMAGE_BYTES} bytes an image may have")
+            return bytes(buf)
+    except httpx.HTTPError as e:
+        raise ValueError(f"could not fetch {_shown(src)}: {type(e).__name__}: {e}") from None
+
+
+def _open_str(src: str, allowed_domains: tuple[str, ...], local_root: str | None = ANY_LOCAL):
     if src.startswith("data:"):
         head, _, payload = src.partition(",")
         if not head.startswith("data:image/") or ";base64" not in head:
@@ -70,14 +105,18 @@ def _open_str(src: str, allowed_domains: tuple[str, ...]):
         if url.hostname not in allowed_domains:
             raise ValueError(f"fetching {url.scheme} image URLs is off for {url.hostname!r}; allow the domain "
                              f"(--allowed-media-domains) or pass a data: URL, a file path or a PIL image")
-        from urllib.request import urlopen
-
-        with urlopen(src, timeout=30) as r:   # noqa: S310 - scheme and host checked above
-            return _open_bytes(r.read(), f"the bytes fetched from {src!r}")
+        return _open_bytes(_fetch(src), f"the bytes fetched from {_shown(src)}")
     path = url.path if url.scheme == "file" else src
     if url.scheme not in ("", "file") and not os.path.exists(src):
         raise ValueError(f"image URL scheme {url.scheme!r} is not supported; accepted: data:, file://, a path, "
                          f"http(s) on allowed domains")
+    if local_root is None:
+        raise ValueError(f"local image files are off here ({_shown(src)}); allow a folder "
+                         f"(--allowed-local-media-path) or send a data: URL")
+    if local_root != ANY_LOCAL:
+        root, real = os.path.realpath(local_root), os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root:   # symlinks and '..' resolved first
+            raise ValueError(f"image file {_shown(path)} is outside the allowed folder (--allowed-local-media-path)")
     if not os.path.isfile(path):
         raise ValueError(f"image file {path!r} does not exist")
     with open(path, "rb") as f:
@@ -383,7 +422,8 @@ class MultimodalProcessor:
 
 
 # -- chat: OpenAI content parts ------------------------------------------------------------------
-def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: tuple[str, ...] = ()):
+def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: tuple[str, ...] = (),
+               local_root: str | None = ANY_LOCAL):
     """(messages with string contents, images in order) from OpenAI-style messages whose
     content may be a list of parts: {"type": "text", "text"}, {"type": "image_url",
     "image_url": {"url": data: URL | file:// URL | path | http(s) URL}} (or "image_url": url),
@@ -414,7 +454,7 @@ def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: t
             if src is None:
                 raise ValueError(f"message {mi}, part {pi}: an {kind} part needs its {kind!r} field")
             try:
-                images.append(load_image(src, allowed_domains))
+                images.append(load_image(src, allowed_domains, local_root))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"message {mi}, part {pi}: {e}") from None
             text.append(placeholder)
