@@ -146,6 +146,38 @@ def save_internvl(path: str, seed: int = 0, text: str = "qwen2", **text_override
     return path
 
 
+def save_qwen3_vl(path: str, seed: int = 0, **text_overrides) -> str:
+    """Qwen3-VL: a 3-block tower (8-px patches, 2x2 merge) with DeepStack after blocks 0 and
+    1, learned positions on a 4x4 grid (resampled to every image's grid), and a Qwen3 text
+    model with interleaved M-RoPE over its 12 rotary frequencies."""
+    import transformers as t
+
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(path, specials)
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    text = dict(TEXT, num_key_value_heads=2, head_dim=24,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 4, 4],
+                                 "mrope_interleaved": True})
+    text.update(text_overrides)
+    vision = dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=8, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=text["hidden_size"], num_position_embeddings=16,
+                  deepstack_visual_indexes=[0, 1], initializer_range=0.2)
+    cfg = t.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                          vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = t.Qwen3VLForConditionalGeneration(cfg)
+    _perturb(model)
+    with torch.no_grad():
+        model.model.visual.pos_embed.weight.normal_(0, 0.5)
+    model.save_pretrained(path)
+    ip = t.Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                 size={"shortest_edge": 256, "longest_edge": 4096},
+                                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    _save_processor_parts(path, ip, tok, "Qwen2VLImageProcessor", "Qwen3VLProcessor")
+    return path
+
+
 def save_gemma3(path: str, seed: int = 0, mm_tokens: int = 16, sliding_window: int = 11, tied: bool = False) -> str:
     """Gemma 3: SigLIP at 32 px / 4-px patches (an 8x8 grid), average-pooled to ``mm_tokens``
     tokens; a 4-layer text model whose sliding layers' window is shorter than an image, so the
@@ -186,7 +218,8 @@ def save_gemma3(path: str, seed: int = 0, mm_tokens: int = 16, sliding_window: i
 
 
 SAVERS = {"llava": save_llava, "llava-next": save_llava_next, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
-          "qwen2.5-vl": lambda path, seed=0, **kw: save_qwen2_vl(path, seed, v25=True, **kw), "gemma3": save_gemma3}
+          "qwen2.5-vl": lambda path, seed=0, **kw: save_qwen2_vl(path, seed, v25=True, **kw), "gemma3": save_gemma3,
+          "qwen3-vl": save_qwen3_vl}
 
 
 def random_image(seed: int, w: int, h: int):

@@ -16,7 +16,7 @@ from halinfer.testing.tiny_vlm import SAVERS, random_image
 
 PLACEHOLDER = {"llava": "<image>", "llava-next": "<image>", "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
                "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>", "internvl": "<IMG_CONTEXT>",
-               "gemma3": "<start_of_image>"}
+               "gemma3": "<start_of_image>", "qwen3-vl": "<|vision_start|><|image_pad|><|vision_end|>"}
 FAMILIES = list(SAVERS)
 
 
@@ -73,7 +73,7 @@ def test_two_images_in_one_prompt_and_a_text_only_request_in_the_same_batch(fam,
     assert_vlm_matches(llm, path, hf_vlm(path), cases)
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2.5-vl"])   # gemma3: test_gemma3_chunks_never_end_inside_an_image
+@pytest.mark.parametrize("fam", ["llava", "qwen2.5-vl", "qwen3-vl"])   # gemma3: test_gemma3_chunks_never_end_inside_an_image
 def test_chunked_prefill_through_image_tokens_runs_the_encoder_once_per_image(fam, vlm_dir):
     path = vlm_dir(fam)
     # 5-token chunks: every image's tokens are split across several steps
@@ -87,7 +87,7 @@ def test_chunked_prefill_through_image_tokens_runs_the_encoder_once_per_image(fa
     assert len(cache) == 0, "features of finished requests must be freed"
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2-vl", "gemma3"])
+@pytest.mark.parametrize("fam", ["llava", "qwen2-vl", "gemma3", "qwen3-vl"])
 def test_prefix_cache_shares_blocks_only_for_the_same_image(fam, vlm_dir):
     path = vlm_dir(fam)
     a, b = random_image(21, 40, 40), random_image(22, 40, 40)

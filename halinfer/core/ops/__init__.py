@@ -66,8 +66,8 @@ class Ops:
         return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)
     rotary.__doc__ = _rotary.rotary.__doc__
 
-    def mrope(self, q, k, positions, cos_sin_cache, mrope_section, is_neox=True):
-        return _vision.mrope(q, k, positions, cos_sin_cache, mrope_section, is_neox)
+    def mrope(self, q, k, positions, cos_sin_cache, mrope_section, is_neox=True, interleaved=False):
+        return _vision.mrope(q, k, positions, cos_sin_cache, mrope_section, is_neox, interleaved)
     mrope.__doc__ = _vision.mrope.__doc__
 
     # -- vision encoders ----------------------------------------------------
