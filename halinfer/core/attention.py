@@ -62,6 +62,8 @@ class AttentionMetadata:
     slot_mapping  int64 [T]     -1 = skip
     max_q_len, max_seq_len      host ints (upper bounds; graph runners may set them to capacity)
     is_decode                   every q_len is 1
+    bidir_spans   int32 [T, 2]  or None: per token, keys [start, end) it also sees both ways
+                                (Gemma 3's images); the runner sets it on eager prefill steps only
     """
 
     num_seqs: int
@@ -75,6 +77,8 @@ class AttentionMetadata:
     seq_lens: torch.Tensor
     block_tables: torch.Tensor
     slot_mapping: torch.Tensor
+    # not a dataclass field (plugins' metadata subclasses add fields without defaults)
+    bidir_spans = None
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}

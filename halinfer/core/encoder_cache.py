@@ -25,6 +25,7 @@ class MMStep:
     positions: np.ndarray              # int64 [T], or [3, T] with M-RoPE
     rows: torch.Tensor | None          # int64 [N] token rows of the step that take features
     features: torch.Tensor | None      # [N, H]
+    spans: np.ndarray | None = None    # int32 [T, 2]: bidirectional key span per token (Gemma 3)
 
 
 class EncoderCache:
@@ -82,6 +83,7 @@ class EncoderCache:
         mrope = any(m.rel_positions is not None for s in slots for m in self.per_slot.get(s, ()))
         pos = np.broadcast_to(positions, (3, len(positions))).copy() if mrope else positions
         spans = []   # (row start in the step, image, first token, end token) to fill
+        bidir = None
         for s, q0, n in zip(slots, starts, q_lens):
             mms = self.per_slot.get(s)
             if not mms:
@@ -94,15 +96,22 @@ class EncoderCache:
                 a, b = max(lo, m.offset), min(hi, m.end)
                 if a < b:
                     spans.append((q0 + a - lo, m, a - m.offset, b - m.offset, s))
+                    if m.bidirectional:
+                        if b < m.end:
+                            raise RuntimeError(f"a prefill chunk ends inside a bidirectional image (tokens "
+                                               f"[{m.offset}, {m.end}), chunk ends at {hi}); the scheduler must not")
+                        if bidir is None:
+                            bidir = np.zeros((len(positions), 2), dtype=np.int32)
+                        bidir[q0 + a - lo:q0 + b - lo] = (m.offset, m.end)
         if not spans:
-            return MMStep(pos, None, None)
+            return MMStep(pos, None, None, bidir)
         self._encode([m for _, m, _, _, _ in spans], model)
         rows = torch.cat([torch.arange(r, r + (b - a)) for r, _, a, b, _ in spans])
         feats = torch.cat([self.features[m.hash][a:b] for _, m, a, b, _ in spans])
         for _, m, _, b, s in spans:
             if b == m.length:          # the slot has computed every token of this image
                 self._drop_user(m.hash, s)
-        return MMStep(pos, rows.to(device), feats)
+        return MMStep(pos, rows.to(device), feats, bidir)
 
     def _encode(self, mms: list[MMInput], model) -> None:
         todo, seen = [], set()

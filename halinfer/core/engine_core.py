@@ -77,6 +77,10 @@ class EngineCore:
         for m in mm:
             if not 0 <= m.offset < m.end <= len(ids):
                 raise ValueError(f"an image's tokens [{m.offset}, {m.end}) lie outside the prompt of {len(ids)} tokens")
+            budget = self.scheduler.max_num_batched_tokens
+            if m.bidirectional and m.length > budget:   # one chunk must hold it (scheduler._chunk)
+                raise ValueError(f"an image of {m.length} tokens attends to itself both ways, so one prefill step "
+                                 f"must hold it, but max_num_batched_tokens is {budget}; raise it")
         banned = frozenset()
         if params.min_tokens:
             banned = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_ids)

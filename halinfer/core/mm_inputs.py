@@ -25,6 +25,9 @@ class MMInput:
     hash: str                    # content hash: prefix-cache and encoder-cache key
     data: dict                   # encoder inputs (CPU tensors), read only by the model
     rel_positions: np.ndarray | None = None   # int64 [3, length]: M-RoPE offsets from the image's start
+    # Gemma 3: the image's tokens attend to each other both ways, so a prefill chunk must
+    # hold all of them (the scheduler never ends a chunk inside such an image)
+    bidirectional: bool = False
 
     @property
     def end(self) -> int:
@@ -43,6 +46,16 @@ def block_extra(mm_inputs: list[MMInput], b: int, block_size: int) -> tuple:
     first token relative to the block) for each image with tokens in the block."""
     lo, hi = b * block_size, (b + 1) * block_size
     return tuple((m.hash, m.offset - lo) for m in mm_inputs if m.offset < hi and m.end > lo)
+
+
+def whole_image_cut(mm_inputs: list[MMInput], start: int, n: int) -> int:
+    """The largest n' <= n such that the chunk [start, start + n') does not end inside a
+    bidirectional image (0 when the chunk would have to stop before start)."""
+    end = start + n
+    for m in mm_inputs:
+        if m.bidirectional and m.offset < end < m.end:
+            end = m.offset
+    return max(0, end - start)
 
 
 def total_advance(mm_inputs: list[MMInput]) -> int:

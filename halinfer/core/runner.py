@@ -127,7 +127,10 @@ class ModelRunner:
             mm = self.encoder_cache.prefill_step(plan, positions, self.model, self.device)
             if mm is not None:  # images: run eagerly, with features merged at their token rows
                 embeds = None if mm.rows is None else (mm.rows, mm.features)
-                hidden = self.model(input_ids, self._dev(mm.positions), self.builder.build(step), mm_embeds=embeds)
+                meta = self.builder.build(step)
+                if mm.spans is not None:
+                    meta.bidir_spans = self._dev(mm.spans)
+                hidden = self.model(input_ids, self._dev(mm.positions), meta, mm_embeds=embeds)
                 return hidden, logit_rows, offsets
         hidden = self.graph.run(input_ids, self._dev(positions), step, self.builder)
         return hidden, logit_rows, offsets

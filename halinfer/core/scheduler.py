@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kv_cache import BlockManager
+from .mm_inputs import whole_image_cut
 from .sequence import Sequence, SeqStatus
 from .step_plan import SlotInit, StepOutput, StepPlan
 
@@ -167,7 +168,9 @@ class Scheduler:
                 break
             if not self._in_prefill(seq):
                 continue
-            n = min(seq.num_tokens - seq.num_computed, budget)
+            n = self._chunk(seq, budget)
+            if n == 0:
+                continue   # the next image must be computed whole: it waits for a larger budget
             if not self.bm.can_allocate(seq, seq.num_computed + n):
                 continue  # the decode step's preemption will free blocks
             self.bm.allocate(seq, seq.num_computed + n)
@@ -217,8 +220,8 @@ class Scheduler:
             seq = self.waiting[0]
             if not seq.block_ids:
                 seq.num_computed = self.bm.match_prefix(seq)
-            n = min(seq.num_tokens - seq.num_computed, budget)
-            if not self.bm.can_allocate(seq, seq.num_computed + n):
+            n = self._chunk(seq, budget)
+            if n == 0 or not self.bm.can_allocate(seq, seq.num_computed + n):
                 self.bm.free_seq(seq)  # give back prefix hits; retry on a later step
                 seq.num_computed = 0
                 break
@@ -232,13 +235,25 @@ class Scheduler:
             batch.num_new.append(n)
             budget -= n
 
+    @staticmethod
+    def _chunk(seq: Sequence, budget: int) -> int:
+        """Tokens of seq's prompt to compute now: what is left, up to the budget, cut back so
+        the chunk never ends inside an image whose tokens attend both ways (Gemma 3)."""
+        n = min(seq.num_tokens - seq.num_computed, budget)
+        if seq.mm_inputs and n < seq.num_tokens - seq.num_computed:
+            n = whole_image_cut(seq.mm_inputs, seq.num_computed, n)
+        return n
+
     def _schedule_mixed(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            n = min(seq.num_tokens - seq.num_computed, budget)
+            n = self._chunk(seq, budget)
+            if n == 0:   # a whole image does not fit in what is left of the budget
+                i += 1
+                continue
             if not self._reserve(seq, n, batch):
                 break  # seq itself was the last one left to preempt
             budget -= n

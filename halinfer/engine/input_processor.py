@@ -76,13 +76,15 @@ class InputProcessor:
     def request(self, request_id: str, prompt, params) -> tuple[str | None, EngineRequest]:
         text, ids = self.prompt(prompt)
         mm = None
-        if isinstance(prompt, dict) and prompt.get("multi_modal_data") is not None:
-            ids, mm = self.multimodal_inputs(ids, prompt["multi_modal_data"])
+        if isinstance(prompt, dict) and prompt.get("mm_inputs") is not None:
+            mm = list(prompt["mm_inputs"])   # already processed (the server does it off the event loop)
+        elif isinstance(prompt, dict) and prompt.get("multi_modal_data") is not None:
+            ids, mm = self.multimodal_inputs(ids, prompt["multi_modal_data"], text)
         sp = sampling_params_of(params)
         self.check_params(sp)
         return text, EngineRequest(request_id, ids, sp, mm)
 
-    def multimodal_inputs(self, ids: list[int], data) -> tuple[list[int], list]:
+    def multimodal_inputs(self, ids: list[int], data, text: str | None = None) -> tuple[list[int], list]:
         """vLLM's multi_modal_data {"image": image or list}: placeholders expanded, images processed."""
         if not isinstance(data, dict):
             raise TypeError(f"multi_modal_data must be a dict like {{'image': image_or_list}}, got {type(data).__name__}")
@@ -92,6 +94,9 @@ class InputProcessor:
         if self.multimodal is None:
             raise ValueError(f"{self.model_name!r} is not a vision-language model; it takes no images")
         images = self.multimodal.load(data.get("image", []))
+        if text is not None and self.multimodal.text_level:
+            # Gemma 3 expands its placeholders in the text (the prompt's text wins over its ids)
+            return self.multimodal.apply_text(text, images, self.encode)
         return self.multimodal.apply(ids, images)
 
     def check_params(self, sp: SamplingParams) -> None:

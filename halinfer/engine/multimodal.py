@@ -23,10 +23,16 @@ MAX_IMAGES_PER_PROMPT = 16
 
 
 # -- loading images ------------------------------------------------------------------------
-def load_image(src, allowed_domains: tuple[str, ...] = ()):
-    """A PIL RGB image from a PIL image, bytes, a data: URL, a local path or file:// URL, or
-    an http(s) URL whose host is in ``allowed_domains``.  Anything else is a ValueError/
-    TypeError saying what was given and what is accepted."""
+ANY_LOCAL = "*"                # local_root value: any local path (offline use: LLM.generate / chat)
+FETCH_TIMEOUT_S = 10.0         # http(s) images: connect/read timeout
+MAX_IMAGE_BYTES = 32 << 20     # http(s) images: larger bodies are refused, not read to the end
+
+
+def load_image(src, allowed_domains: tuple[str, ...] = (), local_root: str | None = ANY_LOCAL):
+    """A PIL RGB image from a PIL image, bytes, a data: URL, a local path or file:// URL (any
+    path when ``local_root`` is ANY_LOCAL, only under that folder when it is one, none when
+    None), or an http(s) URL whose host is in ``allowed_domains``.  Anything else is a
+    ValueError/TypeError saying what was given and what is accepted."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(src, Image.Image):
@@ -34,7 +40,7 @@ def load_image(src, allowed_domains: tuple[str, ...] = ()):
     elif isinstance(src, (bytes, bytearray)):
         img = _open_bytes(bytes(src), "image bytes")
     elif isinstance(src, str):
-        img = _open_str(src, allowed_domains)
+        img = _open_str(src, allowed_domains, local_root)
     else:
         raise TypeError(f"an image must be a PIL.Image, bytes, a data: URL, a file path or a URL; "
                         f"got {type(src).__name__}")
@@ -55,7 +61,36 @@ def _open_bytes(data: bytes, what: str):
         raise ValueError(f"{what} are not a readable image ({type(e).__name__}: {e})") from None
 
 
-def _open_str(src: str, allowed_domains: tuple[str, ...]):
+def _shown(src: str) -> str:
+    return repr(src) if len(src) <= 80 else repr(src[:77] + "...")
+
+
+def _fetch(src: str) -> bytes:
+    """GET an allowed http(s) URL with a timeout and a size cap; redirects are not followed
+    (one could lead off the allowed hosts)."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as c, c.stream("GET", src) as r:
+            if r.status_code != 200:
+                raise ValueError(f"fetching {_shown(src)} gave HTTP {r.status_code}"
+                                 + (" (redirects are not followed)" if r.is_redirect else ""))
+            ctype = r.headers.get("content-type", "")
+            if ctype and not ctype.startswith(("image/", "application/octet-stream")):
+                raise ValueError(f"{_shown(src)} is {ctype!r}, not an image")
+            if int(r.headers.get("content-length") or 0) > MAX_IMAGE_BYTES:
+                raise ValueError(f"{_shown(src)} is larger than the {MAX_IMAGE_BYTES} bytes an image may have")
+            buf = bytearray()
+            for chunk in r.iter_bytes():
+                buf += chunk
+                if len(buf) > MAX_IMAGE_BYTES:
+                    raise ValueError(f"{_shown(src)} is larger than the {MAX_IMAGE_BYTES} bytes an image may have")
+            return bytes(buf)
+    except httpx.HTTPError as e:
+        raise ValueError(f"could not fetch {_shown(src)}: {type(e).__name__}: {e}") from None
+
+
+def _open_str(src: str, allowed_domains: tuple[str, ...], local_root: str | None = ANY_LOCAL):
     if src.startswith("data:"):
         head, _, payload = src.partition(",")
         if not head.startswith("data:image/") or ";base64" not in head:
@@ -70,14 +105,18 @@ def _open_str(src: str, allowed_domains: tuple[str, ...]):
         if url.hostname not in allowed_domains:
             raise ValueError(f"fetching {url.scheme} image URLs is off for {url.hostname!r}; allow the domain "
                              f"(--allowed-media-domains) or pass a data: URL, a file path or a PIL image")
-        from urllib.request import urlopen
-
-        with urlopen(src, timeout=30) as r:   # noqa: S310 - scheme and host checked above
-            return _open_bytes(r.read(), f"the bytes fetched from {src!r}")
+        return _open_bytes(_fetch(src), f"the bytes fetched from {_shown(src)}")
     path = url.path if url.scheme == "file" else src
     if url.scheme not in ("", "file") and not os.path.exists(src):
         raise ValueError(f"image URL scheme {url.scheme!r} is not supported; accepted: data:, file://, a path, "
                          f"http(s) on allowed domains")
+    if local_root is None:
+        raise ValueError(f"local image files are off here ({_shown(src)}); allow a folder "
+                         f"(--allowed-local-media-path) or send a data: URL")
+    if local_root != ANY_LOCAL:
+        root, real = os.path.realpath(local_root), os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root:   # symlinks and '..' resolved first
+            raise ValueError(f"image file {_shown(path)} is outside the allowed folder (--allowed-local-media-path)")
     if not os.path.isfile(path):
         raise ValueError(f"image file {path!r} does not exist")
     with open(path, "rb") as f:
@@ -263,7 +302,38 @@ class InternVLChatImages(InternVLImages):
         return ip, {}
 
 
-FAMILIES = {"llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages}
+class Gemma3Images(ImageFamily):
+    """``<start_of_image>`` per image -> the processor's full image sequence, written into the
+    TEXT before tokenizing (as Gemma3Processor does, so "\n\n" merges with its neighbours
+    the same way): "\n\n<start_of_image>" + image tokens x mm_tokens_per_image +
+    "<end_of_image>\n\n".  The image tokens attend to each other both ways."""
+
+    placeholder = "<start_of_image>"
+    prompt_text = "<start_of_image>"
+    text_level = True
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        tok = self.tok
+        self.image_token = getattr(tok, "image_token", None) or "<image_soft_token>"
+        self.end_token = getattr(tok, "eoi_token", None) or "<end_of_image>"
+        self.image_id, self.end_id = self.token_id(self.image_token), self.token_id(self.end_token)
+        self.n = int(self.proc.get("image_seq_length") or self.cfg.get("mm_tokens_per_image", 256))
+        if getattr(self.ip, "do_pan_and_scan", False):
+            raise ValueError("Gemma 3 with do_pan_and_scan (image crops) is not supported")
+
+    def full_sequence(self) -> str:
+        return f"\n\n{self.placeholder}{self.image_token * self.n}{self.end_token}\n\n"
+
+    def process(self, image):
+        return {"pixel_values": self.pixels(image)["pixel_values"]}, self.n, None
+
+    def expand(self, n):   # token-id prompts: the sequence tokenized on its own
+        ids = list(self.tok.encode(self.full_sequence(), add_special_tokens=False))
+        return ids, ids.index(self.image_id)
+
+
+FAMILIES = {"gemma3": Gemma3Images, "llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages, "qwen3_vl": Qwen2VLImages}
 
 
 def family_placeholder(model_type: str) -> str | None:
@@ -302,6 +372,33 @@ class MultimodalProcessor:
                 raise type(e)(f"image {i}: {e}") from None
         return out
 
+    @property
+    def text_level(self) -> bool:
+        return getattr(self.family, "text_level", False)
+
+    def apply_text(self, text: str, images: list, encode) -> tuple[list[int], list[MMInput]]:
+        """Text-level families (Gemma 3): each placeholder of ``text`` replaced by the image's
+        full sequence, then ``encode``d; the image tokens found in the ids."""
+        fam = self.family
+        parts = text.split(fam.placeholder)
+        if len(parts) - 1 != len(images):
+            raise ValueError(f"the prompt has {len(parts) - 1} image placeholder(s) {fam.placeholder!r} but "
+                             f"{len(images)} image(s) were given; write one placeholder per image")
+        ids = list(encode(fam.full_sequence().join(parts)))
+        mm, i = [], 0
+        for img in images:
+            data, n, rel = fam.process(img)
+            while i < len(ids) and ids[i] != fam.image_id:
+                i += 1
+            if ids[i:i + n] != [fam.image_id] * n:
+                raise ValueError(f"the tokenized prompt does not hold {n} image tokens where an image stands")
+            mm.append(MMInput(i, n, content_hash(data), data, rel, bidirectional=True))
+            i += n
+        if ids.count(fam.image_id) != n * len(images):
+            raise ValueError(f"the prompt's text holds {fam.image_token!r} tokens of its own; write only "
+                             f"{fam.placeholder!r} per image")
+        return ids, mm
+
     def apply(self, ids: list[int], images: list) -> tuple[list[int], list[MMInput]]:
         """Expand each placeholder of ``ids`` for the image in the same order."""
         fam = self.family
@@ -316,7 +413,8 @@ class MultimodalProcessor:
             data, n, rel = fam.process(img)
             out += ids[prev:i]
             rep, first = fam.expand(n)
-            mm.append(MMInput(len(out) + first, n, content_hash(data), data, rel))
+            mm.append(MMInput(len(out) + first, n, content_hash(data), data, rel,
+                              bidirectional=getattr(fam, "text_level", False)))
             out += rep
             prev = i + 1
         out += ids[prev:]
@@ -324,7 +422,8 @@ class MultimodalProcessor:
 
 
 # -- chat: OpenAI content parts ------------------------------------------------------------------
-def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: tuple[str, ...] = ()):
+def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: tuple[str, ...] = (),
+               local_root: str | None = ANY_LOCAL):
     """(messages with string contents, images in order) from OpenAI-style messages whose
     content may be a list of parts: {"type": "text", "text"}, {"type": "image_url",
     "image_url": {"url": data: URL | file:// URL | path | http(s) URL}} (or "image_url": url),
@@ -355,7 +454,7 @@ def chat_parts(messages: list[dict], placeholder: str | None, allowed_domains: t
             if src is None:
                 raise ValueError(f"message {mi}, part {pi}: an {kind} part needs its {kind!r} field")
             try:
-                images.append(load_image(src, allowed_domains))
+                images.append(load_image(src, allowed_domains, local_root))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"message {mi}, part {pi}: {e}") from None
             text.append(placeholder)

@@ -72,13 +72,20 @@ class DecoderModel(nn.Module):
         self.layers = nn.ModuleList(make_layer(i) for i in range(cfg.num_hidden_layers))
         self.norm = make_norm(ctx, cfg, norm)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, inputs_embeds=None) -> torch.Tensor:
-        # inputs_embeds: the embedded tokens with image features merged in (vision-language models)
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, inputs_embeds=None,
+                embeds_scaled: bool = False, deepstack=None) -> torch.Tensor:
+        # inputs_embeds: the embedded tokens with image features merged in (vision-language models);
+        # embeds_scaled: they already carry embed_scale (Gemma 3 scales text before merging images)
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if self.embed_scale != 1.0:
+        if self.embed_scale != 1.0 and not embeds_scaled:
             x = x * self.embed_scale
         residual = None
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x, residual = layer(positions, x, residual, meta)
+            if deepstack is not None and i < len(deepstack[1]):
+                # Qwen3-VL's DeepStack: visual features of a deeper vision layer added to the
+                # image rows' hidden state (x + residual) after decoder layer i
+                rows, feats = deepstack[0], deepstack[1][i]
+                x = x.index_add(0, rows, feats.to(x.dtype))
         x, _ = self.norm(x, residual)
         return x

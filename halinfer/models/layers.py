@@ -163,7 +163,9 @@ class Attention(nn.Module):
         k = k.view(T, self.num_kv_heads, self.head_dim)
         v = v.view(T, self.num_kv_heads, self.v_head_dim)
         self.ops.store_kv(k, v, self.kv, meta.slot_mapping)
-        o = self.ops.paged_attention(q, self.kv, meta, scale=self.scale, **self.attn_kw)
+        spans = getattr(meta, "bidir_spans", None)
+        kw = self.attn_kw if spans is None else {**self.attn_kw, "bidir_spans": spans}
+        o = self.ops.paged_attention(q, self.kv, meta, scale=self.scale, **kw)
         return o.reshape(T, self.num_heads * self.v_head_dim)
 
 

@@ -13,12 +13,14 @@ from .vision.vlm import VisionLanguageModel, text_config
 
 
 class MRotary(Rotary):
-    def __init__(self, ctx, spec, section: list[int]):
+    def __init__(self, ctx, spec, section: list[int], interleaved: bool = False):
         super().__init__(ctx, spec)
-        self.section = list(section)
+        self.section, self.interleaved = list(section), interleaved
 
     def forward(self, positions, q, k):
         if positions.ndim == 2:
+            if self.interleaved:
+                return self.ops.mrope(q, k, positions, self.cos_sin, self.section, self.is_neox, interleaved=True)
             return self.ops.mrope(q, k, positions, self.cos_sin, self.section, self.is_neox)
         return self.ops.rotary(q, k, positions, self.cos_sin, self.is_neox)
 

@@ -18,6 +18,8 @@ ARCHITECTURES: dict[str, str] = {
     "GemmaForCausalLM": "gemma:GemmaForCausalLM",
     "Gemma2ForCausalLM": "gemma:Gemma2ForCausalLM",
     "Gemma3ForCausalLM": "gemma:Gemma3ForCausalLM",
+    "Gemma3ForConditionalGeneration": "gemma3_vl:Gemma3ForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration": "qwen3_vl:Qwen3VLForConditionalGeneration",
     "Phi3ForCausalLM": "phi3:Phi3ForCausalLM",
     "Starcoder2ForCausalLM": "starcoder2:Starcoder2ForCausalLM",
     "GlmForCausalLM": "glm:GlmForCausalLM",

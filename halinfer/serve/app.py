@@ -77,7 +77,11 @@ async def _unless_disconnected(request: Request, coro):
 
 
 def build_app(engine, served_model_name: str, api_key: str | None = None,
-              max_queued_requests: int | None = None, max_num_seqs: int | None = None) -> FastAPI:
+              max_queued_requests: int | None = None, max_num_seqs: int | None = None,
+              allowed_local_media_path: str | None = None) -> FastAPI:
+    """allowed_local_media_path: the folder whose image files (paths, file:// URLs) chat
+    requests may name; None: no local files.  http(s) image hosts: the engine's
+    allowed_media_domains (--allowed-media-domains)."""
     app = FastAPI(title="halinfer", docs_url=None, redoc_url=None, openapi_url=None)
     errors.install(app)
     metrics = Metrics(engine)
@@ -140,9 +144,20 @@ def build_app(engine, served_model_name: str, api_key: str | None = None,
     async def chat(body: ChatCompletionRequest, request: Request):
         check_model(body.model)
         sp = params.chat_params(engine, body)
-        text, ids = params.chat_prompt(engine, params.chat_messages(body), body.add_generation_prompt)
+        msgs = params.chat_messages(body)
+        images = []
+        if any(isinstance(m["content"], list) for m in msgs):   # image parts: files, fetches, decoding
+            msgs, images = await asyncio.to_thread(params.chat_images, engine, msgs, allowed_local_media_path)
+        text, ids = params.chat_prompt(engine, msgs, body.add_generation_prompt)
+        prompt = (text, ids)
+        if images:
+            try:
+                ids, mm = await asyncio.to_thread(engine.inputs.multimodal_inputs, ids, {"image": images}, text)
+            except (ValueError, TypeError) as e:
+                raise APIError(400, f"bad image: {str(e)[:400]}", param="messages") from None
+            prompt = (text, ids, mm)
         params.check_prompt(engine, ids, "messages")
-        return await run(request, "chatcmpl", body, [(text, ids)], sp, ChatFormat)
+        return await run(request, "chatcmpl", body, [prompt], sp, ChatFormat)
 
     @app.post("/tokenize", dependencies=[Depends(authorized)])
     async def tokenize(body: TokenizeRequest):
@@ -150,7 +165,7 @@ def build_app(engine, served_model_name: str, api_key: str | None = None,
         if (body.prompt is None) == (body.messages is None):
             raise APIError(400, "give exactly one of prompt (text) or messages", param="prompt")
         if body.messages is not None:
-            msgs = params.chat_messages(ChatCompletionRequest(messages=body.messages))
+            msgs = params.chat_messages(ChatCompletionRequest(messages=body.messages), images=False)
             _, ids = params.chat_prompt(engine, msgs, body.add_generation_prompt)
         else:
             ids = params.encode(engine, body.prompt, "prompt")

@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse (503 + Retry-After) beyond this many waiting sequences; default unbounded")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds requests in flight get to finish after SIGTERM (default 10)")
+    p.add_argument("--allowed-local-media-path", default=None, metavar="DIR",
+                   help="chat image parts may name files (paths, file:// URLs) under DIR; default: none")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     g = p.add_argument_group("engine options (as LLM takes them)")
     for flag, typ, help_ in ENGINE_OPTIONS:
@@ -86,6 +88,8 @@ def _check(a) -> None:
         raise ValueError(f"--max-queued-requests must be >= 0, got {a.max_queued_requests}")
     if a.shutdown_timeout < 0:
         raise ValueError(f"--shutdown-timeout must be >= 0, got {a.shutdown_timeout}")
+    if a.allowed_local_media_path is not None and not os.path.isdir(a.allowed_local_media_path):
+        raise ValueError(f"--allowed-local-media-path {a.allowed_local_media_path!r} is not a directory")
     if not 0 <= a.port < 65536:
         raise ValueError(f"--port must be in [0, 65535], got {a.port}")
 
@@ -103,7 +107,8 @@ def serve(a) -> int:
     model = resolve_model(a.model)
     engine = AsyncLLM(model, **engine_options(a))
     name = a.served_model_name or os.path.basename(os.path.normpath(str(engine.model_dir)))
-    app = build_app(engine, name, api_key=a.api_key, max_queued_requests=a.max_queued_requests)
+    app = build_app(engine, name, api_key=a.api_key, max_queued_requests=a.max_queued_requests,
+                    allowed_local_media_path=a.allowed_local_media_path)
     bs = engine.parts.block_size
     log.info("model %s (served as %r) on %s, backend %s; context %d tokens; KV cache %d blocks x %d tokens "
              "= %d tokens", engine.model_dir, name, engine.device, engine.backend.name, engine.max_model_len,

@@ -93,27 +93,67 @@ def completion_params(engine, req: CompletionRequest):
     return sampling_params(engine, req, req.max_tokens, req.logprobs)
 
 
-def chat_messages(req: ChatCompletionRequest) -> list[dict]:
-    """Messages as the chat template takes them; content-part lists become their text
-    (text parts only, until the VLM issue adds images)."""
+def chat_messages(req: ChatCompletionRequest, images: bool = True) -> list[dict]:
+    """Messages as the chat template takes them: a content-part list of text parts becomes
+    their text, one per line; a list holding image_url parts stays a list of part dicts
+    (chat_images turns it into text with the model's placeholders)."""
     if not req.messages:
         raise APIError(400, "messages is empty; give at least one message", param="messages")
     out = []
     for i, m in enumerate(req.messages):
         content = m.content
         if isinstance(content, list):
-            texts = []
+            parts = []
             for j, part in enumerate(content):
-                if part.type != "text":
+                if part.type == "image_url" and images:
+                    url = getattr(part, "image_url", None)
+                    if url is None:
+                        raise APIError(400, f"messages[{i}].content[{j}]: an image_url part needs its "
+                                            "'image_url' field ({'url': ...})", param="messages")
+                    parts.append({"type": "image_url", "image_url": {"url": url if isinstance(url, str) else url.url}})
+                elif part.type == "text":
+                    parts.append({"type": "text", "text": part.text})
+                else:
+                    accepted = "'text' and 'image_url'" if images else "only 'text'"
                     raise APIError(400, f"messages[{i}].content[{j}] has type {shown(part.type)}; "
-                                        "only 'text' parts are accepted", param="messages")
-                texts.append(part.text)
-            content = "\n".join(texts)
+                                        f"{accepted} parts are accepted", param="messages")
+            if all(p["type"] == "text" for p in parts):
+                content = "\n".join(p["text"] for p in parts)
+            else:
+                content = parts
         msg = {"role": m.role, "content": content if content is not None else ""}
         if m.name is not None:
             msg["name"] = m.name
         out.append(msg)
     return out
+
+
+def chat_images(engine, messages: list[dict], local_root: str | None) -> tuple[list[dict], list]:
+    """(messages with string contents, the images loaded in order): each image part becomes
+    the model's placeholder text, as LLM.chat writes it.  A bad or refused image, or more of
+    them than the model takes, is a 400 naming where it stands and why.  Blocking (files,
+    http fetches, decoding): the app runs it in a worker thread."""
+    from ..engine.multimodal import chat_parts
+
+    if not any(isinstance(m.get("content"), list) for m in messages):
+        return messages, []
+    mm = engine.inputs.multimodal
+    if mm is None:
+        raise APIError(400, f"messages hold image parts, but {engine.inputs.model_name!r} takes no images",
+                       param="messages")
+    n = sum(p["type"] == "image_url" for m in messages if isinstance(m.get("content"), list) for p in m["content"])
+    if n > mm.max_images:
+        raise APIError(400, f"messages hold {n} images; this model takes at most {mm.max_images} per request",
+                       param="messages")
+    try:
+        return chat_parts(messages, mm.family.prompt_text, mm.allowed_domains, local_root)
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        if msg.startswith("message "):   # "message i, part j: why" -> the request's own field names
+            head, _, why = msg.partition(": ")
+            mi, _, pj = head.partition(", part ")
+            msg = f"messages[{mi[len('message '):]}].content[{pj}]: {why}"
+        raise APIError(400, f"bad image: {msg[:400]}", param="messages") from None
 
 
 def chat_prompt(engine, messages: list[dict], add_generation_prompt: bool = True) -> tuple[str, list[int]]:

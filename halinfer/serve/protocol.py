@@ -64,13 +64,23 @@ class TextPart(_Body):
     text: str
 
 
+class ImageURL(_Body):
+    url: str
+    detail: Optional[str] = None   # OpenAI's; accepted and ignored
+
+
+class ImageURLPart(_Body):
+    type: Literal["image_url"]
+    image_url: Union[ImageURL, str]
+
+
 class OtherPart(_Body):
     type: str
 
 
 class ChatMessage(_Body):
     role: str
-    content: Optional[Union[str, list[Union[TextPart, OtherPart]]]] = None
+    content: Optional[Union[str, list[Union[TextPart, ImageURLPart, OtherPart]]]] = None
     name: Optional[str] = None
 
 

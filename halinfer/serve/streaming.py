@@ -14,7 +14,8 @@ _END = object()
 
 
 class Run:
-    """The engine requests of one API request: (text, token ids) per prompt, one SamplingParams."""
+    """The engine requests of one API request: (text, token ids) per prompt, or (text, token
+    ids, processed images) for a chat with images; one SamplingParams."""
 
     def __init__(self, engine, metrics, request_id: str, prompts: list[tuple[str | None, list[int]]], params):
         self.engine, self.metrics, self.request_id = engine, metrics, request_id
@@ -23,13 +24,14 @@ class Run:
 
     @property
     def num_prompt_tokens(self) -> int:
-        return sum(len(ids) for _, ids in self.prompts)
+        return sum(len(p[1]) for p in self.prompts)
 
     async def events(self):
         """Yield (prompt index, cumulative RequestOutput) as outputs grow; raises what an
         engine generator raised."""
         q: asyncio.Queue = asyncio.Queue()
-        tasks = [asyncio.ensure_future(self._pump(i, text, ids, q)) for i, (text, ids) in enumerate(self.prompts)]
+        tasks = [asyncio.ensure_future(self._pump(i, p[0], p[1], q, p[2] if len(p) > 2 else None))
+                 for i, p in enumerate(self.prompts)]
         left = len(tasks)
         try:
             while left:
@@ -44,12 +46,14 @@ class Run:
             for t in tasks:  # no await here: under a cancelled scope it would be interrupted
                 t.cancel()
 
-    async def _pump(self, i: int, text, ids: list[int], q: asyncio.Queue) -> None:
+    async def _pump(self, i: int, text, ids: list[int], q: asyncio.Queue, mm=None) -> None:
         rid = self.request_id if len(self.prompts) == 1 else f"{self.request_id}-{i}"
         t0, first, last = time.monotonic(), None, None
         try:
-            async for out in self.engine.generate({"prompt": text, "prompt_token_ids": ids}, self.params,
-                                                  request_id=rid):
+            prompt = {"prompt": text, "prompt_token_ids": ids}
+            if mm:
+                prompt["mm_inputs"] = mm   # expanded ids and processed images (app.chat)
+            async for out in self.engine.generate(prompt, self.params, request_id=rid):
                 if first is None and any(c.token_ids for c in out.outputs):
                     first = time.monotonic()
                 last = out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .tiny import BASE, build_tokenizer
+from .tiny import BASE, CHAT_TEMPLATE, build_tokenizer
 
 TEXT = {k: v for k, v in BASE.items() if k not in ("num_hidden_layers",)} | {"num_hidden_layers": 2}
 
@@ -146,8 +146,80 @@ def save_internvl(path: str, seed: int = 0, text: str = "qwen2", **text_override
     return path
 
 
+def save_qwen3_vl(path: str, seed: int = 0, **text_overrides) -> str:
+    """Qwen3-VL: a 3-block tower (8-px patches, 2x2 merge) with DeepStack after blocks 0 and
+    1, learned positions on a 4x4 grid (resampled to every image's grid), and a Qwen3 text
+    model with interleaved M-RoPE over its 12 rotary frequencies."""
+    import transformers as t
+
+    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(path, specials)
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    text = dict(TEXT, num_key_value_heads=2, head_dim=24,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 4, 4],
+                                 "mrope_interleaved": True})
+    text.update(text_overrides)
+    vision = dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=8, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=text["hidden_size"], num_position_embeddings=16,
+                  deepstack_visual_indexes=[0, 1], initializer_range=0.2)
+    cfg = t.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                          vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = t.Qwen3VLForConditionalGeneration(cfg)
+    _perturb(model)
+    with torch.no_grad():
+        model.model.visual.pos_embed.weight.normal_(0, 0.5)
+    model.save_pretrained(path)
+    ip = t.Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                 size={"shortest_edge": 256, "longest_edge": 4096},
+                                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    _save_processor_parts(path, ip, tok, "Qwen2VLImageProcessor", "Qwen3VLProcessor")
+    return path
+
+
+def save_gemma3(path: str, seed: int = 0, mm_tokens: int = 16, sliding_window: int = 11, tied: bool = False) -> str:
+    """Gemma 3: SigLIP at 32 px / 4-px patches (an 8x8 grid), average-pooled to ``mm_tokens``
+    tokens; a 4-layer text model whose sliding layers' window is shorter than an image, so the
+    (causal or same image) and window composition is exercised.  Untied lm_head by default
+    (a tied tiny Gemma only repeats its last token; ``tied`` tests the tied layout)."""
+    import transformers as t
+
+    specials = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tok = build_tokenizer(path)
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok = t.PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, bos_token="<s>", eos_token="</s>",
+                                    pad_token="<pad>", extra_special_tokens={
+                                        "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                        "image_token": "<image_soft_token>"})
+    tok.chat_template = CHAT_TEMPLATE
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    text = dict(TEXT, num_hidden_layers=4, head_dim=24, query_pre_attn_scalar=24, sliding_window=sliding_window,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+                rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100000.0},
+                                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)
+    text.pop("vocab_size", None)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=4, vision_use_head=False, layer_norm_eps=1e-6)
+    cfg = t.Gemma3Config(text_config=dict(text, vocab_size=512), vision_config=vision, mm_tokens_per_image=mm_tokens,
+                         boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+                         image_token_index=ids["<image_soft_token>"], initializer_range=0.5,
+                         tie_word_embeddings=tied)
+    torch.manual_seed(seed)
+    model = t.Gemma3ForConditionalGeneration(cfg)
+    _perturb(model)
+    with torch.no_grad():   # HF initialises the projection to zeros: give it random values
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 1.5)
+    model.save_pretrained(path)
+    ip = t.Gemma3ImageProcessor(size={"height": 32, "width": 32}, do_pan_and_scan=False)
+    t.Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=mm_tokens).save_pretrained(path)
+    return path
+
+
 SAVERS = {"llava": save_llava, "llava-next": save_llava_next, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
-          "qwen2.5-vl": lambda path, seed=0, **kw: save_qwen2_vl(path, seed, v25=True, **kw)}
+          "qwen2.5-vl": lambda path, seed=0, **kw: save_qwen2_vl(path, seed, v25=True, **kw), "gemma3": save_gemma3,
+          "qwen3-vl": save_qwen3_vl}
 
 
 def random_image(seed: int, w: int, h: int):

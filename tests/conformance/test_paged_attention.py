@@ -29,6 +29,7 @@ def _pa(name, seqs, hq, hk, d, bs=16, *, features=(), **kw):
                                     if kw.get(f)) + (("int8_kv",) if kw.get("int8") else ())
     feats += ("mla",) if kw.get("mla") else ()
     feats += ("noncausal",) if kw.get("causal") is False else ()
+    feats += ("bidirectional",) if kw.get("bidir") else ()
     return case(name, seqs=seqs, Hq=hq, Hk=hk, D=d, bs=bs, features=feats, **kw)
 
 
@@ -52,6 +53,9 @@ PA_CASES = [
     _pa("int8_mixed", lambda b: [(b + 1, 3), (2 * b, 1), (0, b)], 8, 2, 128, int8=True),
     _pa("int8_mla", lambda b: [(b - 1, 2), (b, 1)], 4, 1, 80, int8=True, mla=64),
     _pa("noncausal", lambda b: [(0, 9), (0, b + 1)], 4, 2, 64, causal=False),
+    # Gemma 3's images: spans of keys seen both ways, reaching past the query and into the cached prefix
+    _pa("bidir_spans", lambda b: [(0, 2 * b + 3), (b - 2, 9), (3, 1), (b + 1, b)], 8, 2, 64, bidir=True),
+    _pa("bidir_window", lambda b: [(b, 2 * b + 1), (0, 19)], 8, 4, 128, bidir=True, sliding_window=7),
     # head size not a multiple of 16 (FIA's tiles): feature "d72" for providers that hand it elsewhere
     _pa("mixed_gqa2_d72", lambda b: [(b, 5), (b - 1, 1)], 4, 2, 72, features=("d72",)),
 ]
@@ -98,10 +102,27 @@ def _to_reference_kv(kv):
     return layer_kv(k, v, kv.layout, ref(kv.k_scale), ref(kv.v_scale))
 
 
+def _spans(p) -> torch.Tensor:
+    """int32 [T, 2]: in each sequence a span from 2 tokens before its new ones (or 0) to
+    one short of its end (when it has 4+ new tokens), a second 2-token span at its start
+    when long enough; tokens in neither get (0, 0)."""
+    rows = []
+    for m, n in zip(p.q_lens, p.seq_lens):
+        c = n - m
+        spans = [(max(0, c - 2), n - 1 if m > 3 else n)]
+        if c == 0 and m > 8:
+            spans = [(0, 2), (4, n - 1)]
+        for pos in range(c, n):
+            rows.append(next(((a, b) for a, b in spans if a <= pos < b), (0, 0)))
+    return torch.tensor(rows, dtype=torch.int32).reshape(-1, 2)
+
+
 @conformance("paged_attention", PA_CASES)
 def test_paged_attention(prov, dtype, case, gen):
     p, q, kv = _build(prov, dtype, case, gen)
     kw = _kwargs(case, gen)
+    if case.get("bidir"):
+        kw["bidir_spans"] = _spans(p)
     meta = prov.metadata_builder(prov.device, p.block_size).build(p.step)
     dev_kw = {k: (v.to(prov.device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
     k_before, q_before = kv.k.clone(), q.clone()

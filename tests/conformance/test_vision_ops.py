@@ -36,6 +36,8 @@ ATTN_CASES = [
     case("three_images", lens=[16, 4, 9], H=4, D=32),
     case("windows_with_empty", lens=[8, 0, 8, 3], H=2, D=40),
     case("long_image", lens=[300], H=3, D=64),
+    # a head size past what vendor encoder kernels take (Ascend ATB: 256): their fallback
+    case("head_dim_288", lens=[6, 11], H=2, D=288),
 ]
 
 
@@ -59,12 +61,18 @@ MROPE_CASES = [
     case("qwen_16_24_24", T=11, Hq=4, Hk=2, D=128, section=[16, 24, 24]),
     case("tiny_2_5_5", T=7, Hq=4, Hk=4, D=24, section=[2, 5, 5]),
     case("text_rows_equal", T=5, Hq=2, Hk=1, D=64, section=[8, 12, 12], equal=True),
+    # Qwen3-VL: axes round-robin over the frequencies (T H W T H W ...), the tail time only
+    case("interleaved_24_20_20", T=9, Hq=4, Hk=2, D=128, section=[24, 20, 20], interleaved=True),
+    case("interleaved_4_4_4", T=6, Hq=2, Hk=2, D=24, section=[4, 4, 4], interleaved=True),
 ]
 
 
-def _mrope_expect(x, pos, cache, section):
+def _mrope_expect(x, pos, cache, section, interleaved=False):
     half = cache.shape[-1] // 2
     axis = [i for i, n in enumerate(section) for _ in range(n)]
+    if interleaved:   # transformers' Qwen3-VL: frequency j is height if j%3 == 1 and j < 3*H, width likewise
+        axis = [1 if j % 3 == 1 and j < 3 * section[1] else 2 if j % 3 == 2 and j < 3 * section[2] else 0
+                for j in range(half)]
     out = x.clone()
     for t in range(x.shape[0]):
         for j in range(half):
@@ -82,11 +90,13 @@ def test_mrope(prov, dtype, case, gen):
     pos = torch.randint(0, MAX_POS, (3, case.T), generator=gen)
     if case.get("equal"):
         pos = pos[:1].expand(3, -1).clone()
+    il = bool(case.get("interleaved"))
     with untouched(q=q, k=k):
-        qo, ko = prov.ops.mrope(q, k, pos.to(prov.device), cache.to(prov.device), case.section)
+        kw = {"interleaved": True} if il else {}
+        qo, ko = prov.ops.mrope(q, k, pos.to(prov.device), cache.to(prov.device), case.section, **kw)
     assert qo.dtype == dtype
-    assert_close(qo, _mrope_expect(ref(q), pos, cache, case.section), dtype, factor=2, what="q")
-    assert_close(ko, _mrope_expect(ref(k), pos, cache, case.section), dtype, factor=2, what="k")
+    assert_close(qo, _mrope_expect(ref(q), pos, cache, case.section, il), dtype, factor=2, what="q")
+    assert_close(ko, _mrope_expect(ref(k), pos, cache, case.section, il), dtype, factor=2, what="k")
     if case.get("equal"):   # equal axes: exactly Ops.rotary at that position
         rq, _ = prov.ops.rotary(q, k, pos[0].to(prov.device), cache.to(prov.device))
         assert_close(qo, ref(rq), dtype, factor=2, what="q vs rotary")

@@ -54,16 +54,18 @@ def test_cli_prints_every_backend_in_the_seed_format():
 
 
 def test_multimodal_rows_claim_only_their_text_model(tmp_path, monkeypatch):
-    """Gemma3 / Llama4 are MLLM rows whose text model halinfer implements: a claim shows as
-    text only, never as a plain Yes, and a row without cases stays not implemented."""
+    """Llama4 is an MLLM row whose text model halinfer implements: a claim shows as text only,
+    never as a plain Yes, and a row without cases stays not implemented.  Gemma3 runs images
+    (a vision case): the whole model."""
     from halinfer.core.plugin import load_plugins
 
     monkeypatch.setattr(matrix, "VERIFIED_DIR", str(tmp_path))
     cpu = load_plugins().backends["cpu"]
     by_model = {r[0]: r for _, _, rows in matrix.table(cpu) for r in rows}
-    for name in ("Gemma3", "Llama4"):
+    for name in ("Llama4",):
         assert row(name).type == "MLLM" and row(name).cases
         assert by_model[name][3] == "declared (text only)"
     assert by_model["Llama3.2-VL"][3] == "-"          # no cases: not claimed at all
     assert by_model["Llama3"][3] == "declared"        # an LLM row carries no such mark
     assert by_model["QWen2-VL"][3] == "declared"      # vision cases: the whole model
+    assert by_model["Gemma3"][3] == "declared"

@@ -15,7 +15,8 @@ from halinfer.testing.hf_vlm import assert_vlm_matches, halinfer_vlm_greedy, hf_
 from halinfer.testing.tiny_vlm import SAVERS, random_image
 
 PLACEHOLDER = {"llava": "<image>", "llava-next": "<image>", "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
-               "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>", "internvl": "<IMG_CONTEXT>"}
+               "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>", "internvl": "<IMG_CONTEXT>",
+               "gemma3": "<start_of_image>", "qwen3-vl": "<|vision_start|><|image_pad|><|vision_end|>"}
 FAMILIES = list(SAVERS)
 
 
@@ -72,7 +73,7 @@ def test_two_images_in_one_prompt_and_a_text_only_request_in_the_same_batch(fam,
     assert_vlm_matches(llm, path, hf_vlm(path), cases)
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2.5-vl"])
+@pytest.mark.parametrize("fam", ["llava", "qwen2.5-vl", "qwen3-vl"])   # gemma3: test_gemma3_chunks_never_end_inside_an_image
 def test_chunked_prefill_through_image_tokens_runs_the_encoder_once_per_image(fam, vlm_dir):
     path = vlm_dir(fam)
     # 5-token chunks: every image's tokens are split across several steps
@@ -86,7 +87,7 @@ def test_chunked_prefill_through_image_tokens_runs_the_encoder_once_per_image(fa
     assert len(cache) == 0, "features of finished requests must be freed"
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2-vl"])
+@pytest.mark.parametrize("fam", ["llava", "qwen2-vl", "gemma3", "qwen3-vl"])
 def test_prefix_cache_shares_blocks_only_for_the_same_image(fam, vlm_dir):
     path = vlm_dir(fam)
     a, b = random_image(21, 40, 40), random_image(22, 40, 40)
@@ -115,7 +116,7 @@ def _data_url(img) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2-vl"])
+@pytest.mark.parametrize("fam", ["llava", "qwen2-vl", "gemma3"])
 def test_chat_with_data_url_file_path_and_pil_image_parts(fam, vlm_dir, tmp_path):
     path = vlm_dir(fam)
     llm = make_llm(path)
@@ -136,6 +137,42 @@ def test_chat_with_data_url_file_path_and_pil_image_parts(fam, vlm_dir, tmp_path
     text = llm.apply_chat_template([{"role": "user", "content": "What is in " + PLACEHOLDER[fam] + "?"}])
     ref = hf_vlm_greedy(hf_vlm(path), hf_processor_inputs(path, text, [img]), 8)
     assert outs[0] == ref.tokens
+
+
+@pytest.mark.parametrize("budget", [16, 17, 21, 29, 40])
+def test_gemma3_chunks_never_end_inside_an_image(budget, vlm_dir, monkeypatch):
+    """Gemma 3's image tokens attend both ways, so a chunk must hold a whole image: for
+    budgets that would cut images at different points, every chunk boundary falls outside
+    the images (checked on each planned step) and the results equal transformers'."""
+    from halinfer.core import scheduler as sched
+
+    path = vlm_dir("gemma3")
+    llm = make_llm(path, max_num_batched_tokens=budget, max_num_seqs=4)
+    cuts = []
+    planned = sched.Scheduler._planned
+
+    def spy(self, batch):
+        for s, n in zip(batch.seqs, batch.num_new):
+            cuts.append((s.num_computed + n, s.num_tokens, [(m.offset, m.end) for m in s.mm_inputs]))
+        return planned(self, batch)
+
+    monkeypatch.setattr(sched.Scheduler, "_planned", spy)
+    cases = [(prompt("gemma3", 2), [random_image(51, 56, 40), random_image(52, 40, 24)]),
+             ("A robot learns to paint.", []), (prompt("gemma3", lead="x"), [random_image(53, 33, 47)])]
+    assert_vlm_matches(llm, path, hf_vlm(path), cases, n_tokens=6)
+    assert any(end < total for end, total, _ in cuts), "the budget must split prompts"
+    for end, total, images in cuts:
+        assert not any(a < end < b for a, b in images), f"a chunk ended at {end}, inside an image {images}"
+
+
+def test_gemma3_image_longer_than_the_step_budget_is_refused_clearly(vlm_dir):
+    path = vlm_dir("gemma3")
+    llm = make_llm(path, max_num_batched_tokens=15)   # an image is 16 tokens
+    good = {"prompt": "A robot learns to paint."}
+    with pytest.raises(ValueError, match="prompt 1: .*both ways.*max_num_batched_tokens is 15"):
+        llm.generate([good, {"prompt": prompt("gemma3"), "multi_modal_data": {"image": random_image(1, 32, 32)}}],
+                     SamplingParams(max_tokens=2), use_tqdm=False)
+    assert llm.generate([good], SamplingParams(max_tokens=2), use_tqdm=False)[0].outputs[0].token_ids
 
 
 def test_bad_images_get_clear_errors_and_leave_the_engine_working(vlm_dir):

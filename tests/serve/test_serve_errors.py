@@ -46,7 +46,9 @@ def assert_error(r: httpx.Response, status: int, *words: str, param: str | None 
      ["top_logprobs=21", "[0, 20]"]),
     ("/v1/chat/completions", {"messages": []}, "messages", ["empty"]),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages",
-     ["'image_url'", "only 'text' parts"]),
+     ["messages[0].content[0]", "needs its 'image_url' field"]),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages",
+     ["'audio'", "'text' and 'image_url' parts are accepted"]),
 ])
 def test_invalid_parameter_is_400(client, path, body, param, words):
     assert_error(client.post(path, json=body), 400, *words, param=param)

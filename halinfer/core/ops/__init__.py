@@ -66,8 +66,8 @@ class Ops:
         return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)
     rotary.__doc__ = _rotary.rotary.__doc__
 
-    def mrope(self, q, k, positions, cos_sin_cache, mrope_section, is_neox=True):
-        return _vision.mrope(q, k, positions, cos_sin_cache, mrope_section, is_neox)
+    def mrope(self, q, k, positions, cos_sin_cache, mrope_section, is_neox=True, interleaved=False):
+        return _vision.mrope(q, k, positions, cos_sin_cache, mrope_section, is_neox, interleaved)
     mrope.__doc__ = _vision.mrope.__doc__
 
     # -- vision encoders ----------------------------------------------------
@@ -124,10 +124,11 @@ class Ops:
     store_kv.__doc__ = _paged.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         return _paged.paged_attention(
             q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
             soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim,
+            bidir_spans=bidir_spans,
         )
     paged_attention.__doc__ = _paged.paged_attention.__doc__
 

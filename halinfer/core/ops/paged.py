@@ -60,13 +60,16 @@ def gather_seq_kv(kv: LayerKV, cache: torch.Tensor, scales, blocks: torch.Tensor
 
 
 def attention_case(q, kv: LayerKV, layout: str, dtypes, unsupported: tuple[str, ...], *, sliding_window=None,
-                   chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None, **_) -> str | None:
+                   chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None, bidir_spans=None,
+                   **_) -> str | None:
     """Why an override for model-dtype caches in ``layout`` and q in ``dtypes`` cannot take a
     paged_attention call, as a case name for its fallbacks, or None: the first feature present
-    among ``unsupported`` ("sliding_window", "chunked", "soft_cap", "alibi", "sinks"), then
+    among ``unsupported`` ("sliding_window", "chunked", "soft_cap", "alibi", "sinks",
+    "bidirectional"), then
     kv_case, then q's dtype ("float32")."""
     present = {"sliding_window": bool(sliding_window), "chunked": bool(chunk_size), "soft_cap": bool(soft_cap),
-               "alibi": alibi_slopes is not None, "sinks": sinks is not None}
+               "alibi": alibi_slopes is not None, "sinks": sinks is not None,
+               "bidirectional": bidir_spans is not None}
     case = next((f for f in unsupported if present[f]), None) or kv_case(kv, layout)
     return case or (None if q.dtype in dtypes else str(q.dtype).replace("torch.", ""))
 
@@ -95,6 +98,7 @@ def paged_attention(
     alibi_slopes: torch.Tensor | None = None,
     sinks: torch.Tensor | None = None,
     v_head_dim: int | None = None,
+    bidir_spans: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of this step's queries over each sequence's cached keys.
 
@@ -105,6 +109,10 @@ def paged_attention(
       causal          j <= p
       sliding_window  p - j < sliding_window (the window counts the query itself)
       chunk_size      p // chunk_size == j // chunk_size (Llama 4 chunked attention)
+      bidir_spans     int32 [T, 2]: query t also sees keys j with start_t <= j < end_t
+                      (start_t = end_t: none), i.e. (causal or span) and window and chunk,
+                      as transformers composes them; Gemma 3's image tokens see their whole
+                      image.  The span must lie inside the sequence's KV (seq_lens).
     Score = scale * q.k; then soft_cap: cap * tanh(score / cap); then ALiBi:
     + slope[h] * (j - p).  sinks: float [Hq] logits that join each softmax
     denominator (gpt-oss) without a value.  MLA: kv.v is None and the values are
@@ -144,6 +152,9 @@ def paged_attention(
         allowed = torch.ones(m, n, dtype=torch.bool, device=q.device)
         if causal:
             allowed &= kpos <= qpos
+            if bidir_spans is not None:
+                sp = bidir_spans[s:e].long().to(q.device)
+                allowed |= (kpos >= sp[:, :1]) & (kpos < sp[:, 1:])
         if sliding_window:
             allowed &= (qpos - kpos) < sliding_window
         if chunk_size:

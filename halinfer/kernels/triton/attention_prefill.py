@@ -5,7 +5,7 @@ sequence's new tokens for one head and streams that sequence's keys and values
 (its cached prefix and this step's tokens, all already in the paged cache
 because store_kv runs first) through an online softmax.  The key range is cut
 to what the tile's masks can reach: up to the last query for causal attention,
-from the window's or chunk's start.  Keys are gathered row by row through the
+from the window's or chunk's start; with bidirectional spans, up to the furthest span end.  Keys are gathered row by row through the
 block table, so any cache block size and either layout work.
 """
 import torch
@@ -21,7 +21,7 @@ from .tl_math import key_scores, weighted_values
 
 @triton.jit
 def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
-                    q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr,
+                    q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr, spans_ptr,
                     stride_qt, stride_qh, stride_ot, stride_oh, stride_bt,
                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                     stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
@@ -30,7 +30,8 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
                     CHUNK: tl.constexpr, KV: tl.constexpr,
-                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
+                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
+                    BIDIR: tl.constexpr = False):
     # Last tiles first: under causal masking they hold the most work.
     mb = tl.num_programs(0) - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -62,6 +63,10 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     hi = seq_len
     if CAUSAL:
         hi = last + 1
+    if BIDIR:   # keys [span start, span end) per query row, seen past the causal edge (Gemma 3 images)
+        span_lo = tl.load(spans_ptr + rows * 2, mask=mmask, other=0)
+        span_hi = tl.load(spans_ptr + rows * 2 + 1, mask=mmask, other=0)
+        hi = tl.minimum(tl.maximum(hi, tl.max(span_hi, axis=0)), seq_len)
     if WINDOW:
         lo = tl.maximum(lo, first - window + 1)
     if CHUNK:
@@ -85,7 +90,10 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
             sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
         allowed = nmask[None, :]
         if CAUSAL:
-            allowed = allowed & (offs[None, :] <= qpos[:, None])
+            seen = offs[None, :] <= qpos[:, None]
+            if BIDIR:
+                seen = seen | ((offs[None, :] >= span_lo[:, None]) & (offs[None, :] < span_hi[:, None]))
+            allowed = allowed & seen
         if WINDOW:
             allowed = allowed & (qpos[:, None] - offs[None, :] < window)
         if CHUNK:
@@ -128,7 +136,7 @@ def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: 
 
 def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata, *, scale: float,
                             causal=True, sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None,
-                            sinks=None, v_head_dim=None) -> torch.Tensor:
+                            sinks=None, v_head_dim=None, bidir_spans=None) -> torch.Tensor:
     """core.ops.paged.paged_attention for any step (prefill, chunked prefill, mixed)."""
     interp = on_interpreter(q)
     a = attn_args(q, kv, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
@@ -140,11 +148,14 @@ def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadat
     block_m, block_n, warps, stages = prefill_config(max(a.block_d, a.block_dv), interp, meta.max_q_len,
                                                      meta.max_seq_len)
     grid = (cdiv(max(1, meta.max_q_len), block_m), a.Hq, meta.num_seqs)
+    bidir = bidir_spans is not None and bool(causal)
+    spans = bidir_spans.to(q.device, torch.int32).contiguous() if bidir else meta.q_start_loc   # unread if not
     _prefill_kernel[grid](
         a.q, a.k, a.v, a.k_scale, a.v_scale, a.k_zero, a.v_zero, out,
-        meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks,
+        meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks, spans,
         a.q.stride(0), a.q.stride(1), out.stride(0), out.stride(1), meta.block_tables.stride(0),
         *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk,
         **a.flags(), CAUSAL=bool(causal), BLOCK_M=block_m, BLOCK_N=block_n, PREC=dot_precision(q.dtype),
+        BIDIR=bidir,
         num_warps=warps, num_stages=stages)
     return out

@@ -64,13 +64,14 @@ class TritonOps(Ops):
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         kw = dict(scale=scale, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
                   alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
-        # With one query per sequence, causal or not sees the same keys (all of them).
-        if meta.is_decode and q.shape[0] == meta.num_seqs:
+        # With one query per sequence, causal or not sees the same keys (all of them);
+        # a one-token step with bidirectional spans still goes to the prefill kernel, which reads them.
+        if meta.is_decode and q.shape[0] == meta.num_seqs and bidir_spans is None:
             return _decode.paged_attention_decode(q, kv, meta, num_splits=self.decode_splits, **kw)
-        return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, **kw)
+        return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, bidir_spans=bidir_spans, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
     def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):

@@ -6,7 +6,8 @@ for neox-style rotary over 64 or 128 channels, §5), silu_and_mul (npu_swiglu,
 §5), store_kv (ATB _npu_reshape_and_cache, §4), paged_attention (attention.py),
 quant_per_token_int8 / w8a8_linear (npu_dynamic_quant + npu_quant_matmul, §7),
 w4a16_linear (npu_weight_quant_batchmatmul on repacked AWQ weights, §7; quant.py),
-moe_route / fused_moe (npu_moe_* + npu_grouped_matmul, §6; moe.py).
+moe_route / fused_moe (npu_moe_* + npu_grouped_matmul, §6; moe.py), vision_attention
+(ATB _npu_flash_attention_unpad on A2/A3, dlinfer's ViT path, §3.3).
 
 Where a vendor op does not cover a call (a feature, a shape, a dtype), the core's
 torch reference runs instead, for the cases declared in ``fallbacks``: correct,
@@ -32,7 +33,7 @@ from .soc import SocProfile
 HALF = (torch.float16, torch.bfloat16)
 
 
-ATTENTION_FEATURES = ("sliding_window", "chunked", "soft_cap", "alibi", "sinks")
+ATTENTION_FEATURES = ("sliding_window", "chunked", "soft_cap", "alibi", "sinks", "bidirectional")
 
 
 class AscendOps(Ops):
@@ -46,6 +47,8 @@ class AscendOps(Ops):
         "w4a16_linear": ("float32",),
         "moe_route": ROUTE_CASES,
         "fused_moe": EXPERT_CASES + ("experts", "float32"),
+        # 310P: dlinfer's ViT takes npu_prompt_flash_attention there, which this plugin does not call
+        "vision_attention": ("float32", "310P", "head_dim"),
     }
 
     def __init__(self, torch_npu, profile: SocProfile, state: CaptureState):
@@ -111,9 +114,11 @@ class AscendOps(Ops):
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
                   soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        if bidir_spans is not None:   # only the reference takes bidirectional spans (Gemma 3's images)
+            kw["bidir_spans"] = bidir_spans
         layout = self.profile.kv_layout
         case = attention_case(q, kv, layout, HALF, ATTENTION_FEATURES, **kw)
         if not case:
@@ -126,6 +131,20 @@ class AscendOps(Ops):
             kv = nz.to_nhd(kv, q.shape[-1])
         return self.reference("paged_attention", out, q, kv, meta, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    def vision_attention(self, q, k, v, cu_seqlens, scale):
+        case = ("float32" if q.dtype not in HALF else "310P" if self.profile.kv_layout == "NZ"
+                else "head_dim" if q.shape[-1] > 256 else None)   # ATB self-attention: head size <= 256
+        if case:
+            return self.reference("vision_attention", case, q, k, v, cu_seqlens, scale)
+        # per-image lengths on the host (ATB reads seq_len as host data); the encoder runs eagerly
+        seq_len = (cu_seqlens[1:] - cu_seqlens[:-1]).to("cpu", torch.int32)
+        out = torch.empty_like(q)
+        H = q.shape[1]
+        self.npu._npu_flash_attention_unpad(q.contiguous(), k.contiguous(), v.contiguous(), seq_len, float(scale),
+                                            H, H, out)
+        return out
+    vision_attention.__doc__ = Ops.vision_attention.__doc__
 
     # -- quantized GEMMs (§7) -------------------------------------------------------------------
     def quant_per_token_int8(self, x):

@@ -5,7 +5,8 @@ Overridden, with the section of vendors/camb.md each follows: rms_norm
 silu_and_mul (active, §5), store_kv (reshape_paged_cache, §4), paged_attention
 (attention.py, §3), linear (matmul, 2-D, §6), quant_per_token_int8 / w8a8_linear
 (scaled_quantize + scaled_matmul on TMO 1.12.1, per_token_smooth_quantize +
-smooth_quant_matmul on 1.5.0: w8a8_api), moe_route / fused_moe (moe.py, §7).
+smooth_quant_matmul on 1.5.0: w8a8_api), moe_route / fused_moe (moe.py, §7),
+vision_attention (flash_attention over packed images, non-causal: dlinfer's VL vision path).
 Everything else is the core's torch reference, and so are the calls those ops
 do not cover, for the cases declared in ``fallbacks``.
 """
@@ -34,7 +35,7 @@ def w8a8_api(tmo) -> str | None:
     return None
 
 
-ATTENTION_FEATURES = ("chunked", "soft_cap", "alibi", "sinks")   # sliding windows run on TMO
+ATTENTION_FEATURES = ("chunked", "soft_cap", "alibi", "sinks", "bidirectional")   # sliding windows run on TMO
 
 
 class CambOps(Ops):
@@ -47,6 +48,7 @@ class CambOps(Ops):
         "w8a8_linear": ("float32",),
         "moe_route": ROUTE_CASES,
         "fused_moe": EXPERT_CASES + ("float32",),
+        "vision_attention": ("float32",),
     }
 
     def __init__(self, tmo):
@@ -100,13 +102,25 @@ class CambOps(Ops):
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         kw = dict(scale=scale, causal=causal, sliding_window=sliding_window, chunk_size=chunk_size,
                   soft_cap=soft_cap, alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+        if bidir_spans is not None:   # only the reference takes bidirectional spans (Gemma 3's images)
+            kw["bidir_spans"] = bidir_spans
         out = attention_case(q, kv, "HND", HALF, ATTENTION_FEATURES, **kw) or \
             self.attention(q, kv, meta, scale, causal, sliding_window)   # a str: the case it cannot take
         return self.reference("paged_attention", out, q, kv, meta, **kw) if isinstance(out, str) else out
     paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    def vision_attention(self, q, k, v, cu_seqlens, scale):
+        if q.dtype not in HALF:
+            return self.reference("vision_attention", "float32", q, k, v, cu_seqlens, scale)
+        cu = cu_seqlens.to(q.device, torch.int32)
+        max_len = q.shape[0]   # an upper bound on the longest image, known without reading cu on the host
+        out = torch.empty_like(q)   # never aliases q (§10)
+        return self.tmo.flash_attention(q.contiguous(), k.contiguous(), v.contiguous(), out, cu, cu, None, None,
+                                        max_len, max_len, float(scale), False, -1, -1, torch.float, False)
+    vision_attention.__doc__ = Ops.vision_attention.__doc__
 
     # -- GEMMs (2-D, weights [N, K]) ------------------------------------------------------------------
     def linear(self, x, weight, bias=None):

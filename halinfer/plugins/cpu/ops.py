@@ -28,11 +28,13 @@ class CpuOps(Ops):
     fallbacks = {"paged_attention": ("prefill",)}   # the batched path is decode-only
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
-        if not meta.is_decode or meta.num_seqs == 0:
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
+        # bidirectional spans (Gemma 3's images) only come with prefill chunks
+        if not meta.is_decode or meta.num_seqs == 0 or bidir_spans is not None:
             return self.reference("paged_attention", "prefill", q, kv, meta, scale=scale, causal=causal,
                                   sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
-                                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+                                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim,
+                                  bidir_spans=bidir_spans)
         B, Hq, D = q.shape
         W = -(-meta.max_seq_len // kv.block_size)
         tables = meta.block_tables[:, :W]

@@ -115,8 +115,8 @@ class MacaOps(TritonOps):
     store_kv.__doc__ = Ops.store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
-        decode = meta.is_decode and q.shape[0] == meta.num_seqs
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
+        decode = meta.is_decode and q.shape[0] == meta.num_seqs and bidir_spans is None
         if (decode and q.dtype in HALF and kv.v is not None and not kv.quantized and kv.layout == "NHD"
                 and not chunk_size and sinks is None and q.shape[-1] == kv.v.shape[-1]):
             B, H, D = q.shape
@@ -127,7 +127,7 @@ class MacaOps(TritonOps):
             return out.view(B, H, D)
         return super().paged_attention(q, kv, meta, scale=scale, causal=causal, sliding_window=sliding_window,
                                        chunk_size=chunk_size, soft_cap=soft_cap, alibi_slopes=alibi_slopes,
-                                       sinks=sinks, v_head_dim=v_head_dim)
+                                       sinks=sinks, v_head_dim=v_head_dim, bidir_spans=bidir_spans)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
 
     # -- routing ------------------------------------------------------------------------------------------

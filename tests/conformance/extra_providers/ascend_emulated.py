@@ -21,7 +21,7 @@ if _TESTS not in sys.path:
 _REFERENCE_HOST_SYNC = "falls back to the core reference, which syncs the host: eager only"
 GRAPH_SKIPS = {
     **{f"paged_attention:{f}": _REFERENCE_HOST_SYNC
-       for f in ("sliding_window", "chunk_size", "soft_cap", "alibi", "sinks", "mla", "int8_kv", "d72")},
+       for f in ("sliding_window", "chunk_size", "soft_cap", "alibi", "sinks", "mla", "int8_kv", "d72", "bidirectional")},
     "store_kv:mla": _REFERENCE_HOST_SYNC,
     **{f"fused_moe:{f}": _REFERENCE_HOST_SYNC for f in ("gelu", "gelu_tanh", "swiglu_oai", "bias")},
 }

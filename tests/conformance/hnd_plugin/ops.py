@@ -10,6 +10,8 @@ from halinfer.core.ops import Ops
 
 
 class HndOps(Ops):
+    fallbacks = {"paged_attention": ("bidirectional",)}
+
     def store_kv(self, k, v, kv, slot_mapping):
         assert kv.layout == "HND", kv.layout
         keep = (slot_mapping >= 0).nonzero().flatten()
@@ -27,7 +29,12 @@ class HndOps(Ops):
             cache.permute(0, 2, 1, 3).index_put_((blk, off), x.to(cache.dtype))
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
-                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None):
+                        soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
+        if bidir_spans is not None:   # the reference reads either layout
+            return self.reference("paged_attention", "bidirectional", q, kv, meta, scale=scale, causal=causal,
+                                  sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
+                                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim,
+                                  bidir_spans=bidir_spans)
         assert kv.layout == "HND", kv.layout
         seq_lens = [int(n) for n in meta.host_seq_lens]     # host int32: no device sync
         q_lens = meta.host_q_lens

@@ -19,6 +19,7 @@ from ..graph_tape import vendor_op
 from .formats import NZ, format_of, nz_cache_to_nd, nz_mask_to_nd
 
 RC, PA, FA = "_npu_reshape_and_cache", "_npu_paged_attention", "_npu_flash_attention"
+FAU = "_npu_flash_attention_unpad"
 
 
 def _check_nz_cache(op, c, heads, head_dim):
@@ -132,4 +133,30 @@ def build(soc: str) -> dict:
             out[s:s + n] = attend_one(query[s:s + n], key[s:s + n], value[s:s + n], scale, causal=True).to(out.dtype)
             s += n
 
-    return {RC: reshape_and_cache, PA: paged_attention, FA: flash_attention}
+    @vendor_op(FAU)
+    def flash_attention_unpad(query, key, value, seq_len, scale_value, num_heads, num_kv_heads, out):
+        """§3.3 (op-plugin SelfAttentionUnpadAtb.cpp: PA_ENCODER, no mask): bidirectional
+        attention within each packed sequence (dlinfer's ViT path); seq_len a CPU int32 tensor
+        of per-sequence lengths; in place into out."""
+        tensor(FAU, "query", query, FLOAT16S, ndim=3, contiguous=True)
+        for name, t in (("key", key), ("value", value)):
+            tensor(FAU, name, t, (query.dtype,), ndim=3, contiguous=True)
+        tensor(FAU, "seq_len", seq_len, (torch.int32,), ndim=1)
+        require(seq_len.device.type == "cpu", FAU, "seq_len must be a host (CPU) tensor")
+        tensor(FAU, "out", out, (query.dtype,), ndim=3)
+        n_h, n_kv = host_int(FAU, "num_heads", num_heads), host_int(FAU, "num_kv_heads", num_kv_heads)
+        require(query.shape[1] == n_h and key.shape[1] == n_kv and n_h % n_kv == 0, FAU,
+                "num_heads / num_kv_heads do not match the tensors")
+        lens = seq_len.tolist()
+        T = query.shape[0]
+        require(sum(lens) == T == key.shape[0] and min(lens) >= 0, FAU,
+                f"seq_len sums to {sum(lens)}, tensors hold {T} tokens")
+        scale = host_float(FAU, "scale_value", scale_value)
+        s = 0
+        for n in lens:
+            if n:
+                out[s:s + n] = attend_one(query[s:s + n], key[s:s + n], value[s:s + n], scale,
+                                          causal=False).to(out.dtype)
+            s += n
+
+    return {RC: reshape_and_cache, PA: paged_attention, FA: flash_attention, FAU: flash_attention_unpad}

@@ -35,7 +35,7 @@ OPS = ["npu_rms_norm", "npu_add_rms_norm", "npu_apply_rotary_pos_emb", "npu_swig
        "npu_moe_finalize_routing", "npu_moe_compute_expert_tokens", "npu_fused_infer_attention_score",
        "npu_fused_infer_attention_score.out", "_npu_fused_infer_attention_score_get_max_workspace"]
 FORMAT_OPS = ["empty_with_format", "npu_format_cast", "get_npu_format"]
-ATB_OPS = ["_npu_reshape_and_cache", "_npu_paged_attention", "_npu_flash_attention"]
+ATB_OPS = ["_npu_reshape_and_cache", "_npu_paged_attention", "_npu_flash_attention", "_npu_flash_attention_unpad"]
 
 
 def git(repo: str, *args: str) -> str:

@@ -1,0 +1,62 @@
+"""Qwen3-VL (dense): the Qwen3-VL vision tower (vision/qwen3_vit.py) and a Qwen3 text model
+with interleaved M-RoPE (Qwen3-VL spreads the time / row / column axes over the rotary
+frequencies round-robin: mrope_table(interleaved=True)) and DeepStack: each early decoder
+layer i (i < number of DeepStack vision layers) adds the i-th DeepStack features to the
+image tokens' hidden state after it.  Image positions are Qwen2-VL's (3-D, from the
+encoder cache); images only (no video timestamps)."""
+from __future__ import annotations
+
+import torch
+
+from .llama import Qwen3ForCausalLM, rope_spec
+from .qwen2_vl import MRotary
+from .vision.qwen3_vit import Qwen3VisionTower
+from .vision.vlm import VisionLanguageModel, text_config
+
+
+class Qwen3VLTextModel(Qwen3ForCausalLM):
+    def __init__(self, cfg, ctx):
+        theta, rtype, params = cfg.rope_params()
+        section = params.get("mrope_section")
+        if not section:
+            raise ValueError("a Qwen3-VL text config needs rope_parameters with mrope_section")
+        super().__init__(cfg, ctx)
+        # transformers' Qwen3-VL text rotary is always interleaved (mrope_interleaved in the config says so)
+        rotary = MRotary(ctx, rope_spec(cfg, cfg.head_dim), section, interleaved=True)
+        for layer in self.model.layers:
+            layer.self_attn.rotary = rotary
+
+
+class Qwen3VLForConditionalGeneration(VisionLanguageModel):
+    prefixes = (("model.visual.", "visual"), ("visual.", "visual"))
+
+    def __init__(self, cfg, ctx):
+        super().__init__(cfg, ctx)
+        vc = dict(cfg.vision_config)
+        self.visual = Qwen3VisionTower(ctx, vc)
+        self.language_model = Qwen3VLTextModel(text_config(cfg), ctx)
+        self.hidden = self.language_model.cfg.hidden_size
+        if vc["out_hidden_size"] != self.hidden:
+            raise ValueError(f"vision out_hidden_size {vc['out_hidden_size']} != text hidden_size {self.hidden}")
+        self.n_deep = len(self.visual.deepstack_layers)
+
+    def tie_embeddings(self):
+        self.language_model.tie_embeddings()
+
+    def forward(self, input_ids, positions, meta, mm_embeds=None):
+        lm = self.language_model.model
+        if mm_embeds is None:
+            return lm(input_ids, positions, meta)
+        rows, feats = mm_embeds
+        H = self.hidden
+        x = lm.embed_tokens(input_ids)
+        x = x.index_copy(0, rows, feats[:, :H].to(x.dtype))
+        deep = [feats[:, H * (1 + i):H * (2 + i)] for i in range(self.n_deep)]
+        return lm(input_ids, positions, meta, inputs_embeds=x, deepstack=(rows, deep))
+
+    def encode_images(self, items):
+        pixels = torch.cat([it["pixel_values"] for it in items]).to(self.ctx.device, self.ctx.dtype)
+        grids = [tuple(int(v) for v in g) for it in items for g in it["image_grid_thw"]]
+        out = self.visual(pixels, grids)
+        per = [t * h * w // self.visual.merge ** 2 for t, h, w in grids]
+        return list(out.split(per))
