@@ -18,7 +18,7 @@ from torch import nn
 from .gemma import Gemma3ForCausalLM
 from .vision.blocks import linear
 from .vision.siglip import SiglipVisionTower
-from .vision.vlm import VisionLanguageModel, text_config
+from .vision.vlm import TOWER_AND_PROJECTOR_PREFIXES, VisionLanguageModel, text_config
 from .layers import RMSNorm
 
 
@@ -45,10 +45,7 @@ class Gemma3Projector(nn.Module):
 
 
 class Gemma3ForConditionalGeneration(VisionLanguageModel):
-    prefixes = (("model.vision_tower.vision_model.", "vision_tower"), ("vision_tower.vision_model.", "vision_tower"),
-                ("model.vision_tower.", "vision_tower"), ("vision_tower.", "vision_tower"),
-                ("model.multi_modal_projector.", "multi_modal_projector"),
-                ("multi_modal_projector.", "multi_modal_projector"))
+    prefixes = TOWER_AND_PROJECTOR_PREFIXES
 
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)

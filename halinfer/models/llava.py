@@ -9,7 +9,7 @@ from torch import nn
 from .layers import hf_activation
 from .vision.blocks import linear
 from .vision.clip import CLIPVisionTower
-from .vision.vlm import VisionLanguageModel, build_text_model, text_config
+from .vision.vlm import TOWER_AND_PROJECTOR_PREFIXES, VisionLanguageModel, build_text_model, text_config
 
 
 def feature_layers(cfg) -> list[int]:
@@ -28,10 +28,7 @@ class LlavaProjector(nn.Module):
 
 
 class LlavaForConditionalGeneration(VisionLanguageModel):
-    prefixes = (("model.vision_tower.vision_model.", "vision_tower"), ("vision_tower.vision_model.", "vision_tower"),
-                ("model.vision_tower.", "vision_tower"), ("vision_tower.", "vision_tower"),
-                ("model.multi_modal_projector.", "multi_modal_projector"),
-                ("multi_modal_projector.", "multi_modal_projector"))
+    prefixes = TOWER_AND_PROJECTOR_PREFIXES
 
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)

@@ -45,6 +45,14 @@ def build_text_model(cfg: ModelConfig, ctx: ModelContext) -> CausalLM:
     return getattr(importlib.import_module(f"halinfer.models.{mod}"), cls)(cfg, ctx)
 
 
+# Where llava-hf style checkpoints (LLaVA, LLaVA-NeXT, Gemma 3) keep the tower and the projector,
+# with and without transformers 5's "model." wrapper.
+TOWER_AND_PROJECTOR_PREFIXES = (
+    ("model.vision_tower.vision_model.", "vision_tower"), ("vision_tower.vision_model.", "vision_tower"),
+    ("model.vision_tower.", "vision_tower"), ("vision_tower.", "vision_tower"),
+    ("model.multi_modal_projector.", "multi_modal_projector"), ("multi_modal_projector.", "multi_modal_projector"))
+
+
 class VisionLanguageModel(CausalLM):
     """Subclasses build ``self.language_model`` (a CausalLM) and their vision parts, set
     ``vision_prefixes`` (checkpoint prefix -> our module name, tried in order) and
