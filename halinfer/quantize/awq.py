@@ -1,0 +1,92 @@
+"""AWQ (Lin et al., 2023): activation-aware per-input-channel scales, then 4-bit
+asymmetric round-to-nearest in groups, written in AutoAWQ's GEMM layout.
+
+For each group of linears reading one input X (q/k/v; o; gate/up; down) the search
+tries s = mean|X|^alpha for alpha on a grid over [0, 1) (s normalised by sqrt(max min))
+and keeps the s minimising sum over the group's linears of mean((X W^T - X (Q(W s) / s)^T)^2),
+measured on at most ``search_tokens`` rows of X.  alpha = 0 is s = 1, plain
+round-to-nearest, so the chosen scale is never worse than that on the search data.
+
+Where the scale goes: 1/s is folded into the op before the group, so the float model is
+unchanged before rounding: the RMSNorm weight for q/k/v and gate/up, up_proj's rows for
+down_proj, and v_proj's rows for o_proj only when v_proj's output is o_proj's input
+channel for channel (no grouped-query attention: v out_features == o in_features, as
+AutoAWQ requires).  With grouped-query attention o_proj is not scaled (alpha = 0).
+Not done (AutoAWQ does it): the weight-clipping search.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core.ops.quant import awq_pack
+from .capture import GROUPS
+from .grid import quantize_groups
+
+BITS = 4
+
+
+def _fake_quant(w, group):
+    return quantize_groups(w, BITS, group)[3]
+
+
+@torch.no_grad()
+def search_scale(x: torch.Tensor, weights: list[torch.Tensor], group: int, grid: int = 20,
+                 search_tokens: int = 4096):
+    """(best s [K], losses per alpha [grid]) for the linears ``weights`` ([N_i, K]) reading x [T, K]."""
+    x_mean = x.abs().mean(0)
+    if x.shape[0] > search_tokens:  # evenly spaced rows: the loss on a subset, the statistic on all
+        x = x[torch.linspace(0, x.shape[0] - 1, search_tokens).long()]
+    refs = [x @ w.t() for w in weights]
+    losses, best, best_loss = [], torch.ones_like(x_mean), None
+    for i in range(grid):
+        alpha = i / grid
+        s = x_mean.pow(alpha).clamp(min=1e-4)
+        s = s / (s.max() * s.min()).sqrt()
+        loss = sum(float(((r - x @ (_fake_quant(w * s, group) / s).t()) ** 2).mean()) for w, r in zip(weights, refs))
+        losses.append(loss)
+        if best_loss is None or loss < best_loss:
+            best_loss, best = loss, s
+    return best, losses
+
+
+def _fold_into_previous(prev, s: torch.Tensor) -> None:
+    """prev's output channel j is divided by s_j (an RMSNorm weight, or a linear's rows and bias)."""
+    prev.weight.data /= s.view(-1, *([1] * (prev.weight.dim() - 1)))
+    if getattr(prev, "bias", None) is not None:
+        prev.bias.data /= s
+
+
+class AWQ:
+    name = "awq"
+    needs_calibration = True
+
+    def __init__(self, group_size: int = 128, **_):
+        self.group = group_size
+
+    def config(self) -> dict:
+        return {"quant_method": "awq", "bits": BITS, "group_size": self.group, "zero_point": True,
+                "version": "gemm", "modules_to_not_convert": None}
+
+    @torch.no_grad()
+    def quantize_layer(self, layer, inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        # All scales are chosen on the unscaled layer, then applied, then everything is rounded.
+        chosen = {}
+        for g, (prev, names) in GROUPS.items():
+            mods = [layer.get_submodule(n) for n in names]
+            prev_mod = layer.get_submodule(prev)
+            if isinstance(prev_mod, torch.nn.Linear) and prev_mod.out_features != mods[0].in_features:
+                continue  # grouped-query attention: v's outputs are shared by several heads of o's input
+            chosen[g] = search_scale(inputs[g], [m.weight.float() for m in mods], self.group)[0]
+        for g, s in chosen.items():
+            prev, names = GROUPS[g]
+            _fold_into_previous(layer.get_submodule(prev), s)
+            for n in names:
+                layer.get_submodule(n).weight.data *= s[None, :]
+        out = {}
+        for n in (n for _, names in GROUPS.values() for n in names):
+            mod = layer.get_submodule(n)
+            q, scale, zero, dense = quantize_groups(mod.weight.float(), BITS, self.group)
+            mod.weight.data.copy_(dense)
+            # AutoAWQ GEMM: qweight [K, N/8], qzeros [K/g, N/8], scales [K/g, N] float16.
+            out[n] = {"qweight": awq_pack(q.t()), "qzeros": awq_pack(zero.t()), "scales": scale.t().half().contiguous()}
+        return out
