@@ -12,7 +12,12 @@ unchanged before rounding: the RMSNorm weight for q/k/v and gate/up, up_proj's r
 down_proj, and v_proj's rows for o_proj only when v_proj's output is o_proj's input
 channel for channel (no grouped-query attention: v out_features == o in_features, as
 AutoAWQ requires).  With grouped-query attention o_proj is not scaled (alpha = 0).
-Not done (AutoAWQ does it): the weight-clipping search.
+
+Then, as AutoAWQ does, a clipping search per group of ``group_size`` inputs of each output
+row: the weights are clamped to +-r max|w| for the r in {1, 0.95, ..., 0.5} that minimises
+that group's share of the output error on the (scaled) inputs.  r = 1 is no clipping, so
+this is never worse on the search data.  q_proj and k_proj are not clipped (their output
+error says little about the attention scores; AutoAWQ skips them too).
 """
 from __future__ import annotations
 
@@ -49,6 +54,36 @@ def search_scale(x: torch.Tensor, weights: list[torch.Tensor], group: int, grid:
     return best, losses
 
 
+@torch.no_grad()
+def search_clip(x: torch.Tensor, w: torch.Tensor, group: int, steps: int = 10, search_tokens: int = 512,
+                rows: int = 256):
+    """(max|w| bound per output row and input group [N, G], error per ratio [steps + 1]) for
+    w [N, K] reading x [T, K]: the ratio r of each group's own max|w| minimising
+    mean_t (x_group . (w_group - Q(clamp(w_group, +-r max))))^2."""
+    N, K = w.shape
+    G = K // group
+    if x.shape[0] > search_tokens:
+        x = x[torch.linspace(0, x.shape[0] - 1, search_tokens).long()]
+    xg = x.reshape(-1, G, group)
+    wg = w.reshape(N, G, group)
+    amax = wg.abs().amax(-1)                                        # [N, G]
+    best_err = torch.full((N, G), float("inf"))
+    best = amax.clone()
+    totals = []
+    for i in range(steps + 1):
+        bound = amax * (1 - 0.5 * i / steps)
+        clipped = torch.maximum(torch.minimum(wg, bound[..., None]), -bound[..., None])
+        err = torch.empty(N, G)
+        for a in range(0, N, rows):  # rows at a time: [T, rows, G] stays small
+            d = wg[a:a + rows] - _fake_quant(clipped[a:a + rows].reshape(-1, K), group).reshape(-1, G, group)
+            err[a:a + rows] = (torch.einsum("tgk,ngk->tng", xg, d) ** 2).mean(0)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better, bound, best)
+        totals.append(float(err.sum()))
+    return best, totals
+
+
 def _fold_into_previous(prev, s: torch.Tensor) -> None:
     """prev's output channel j is divided by s_j (an RMSNorm weight, or a linear's rows and bias)."""
     prev.weight.data /= s.view(-1, *([1] * (prev.weight.dim() - 1)))
@@ -83,6 +118,15 @@ class AWQ:
             for n in names:
                 layer.get_submodule(n).weight.data *= s[None, :]
         out = {}
+        for g, (_, names) in GROUPS.items():
+            x = inputs[g] / chosen[g] if g in chosen else inputs[g]  # what the scaled weights will read
+            for n in names:
+                if n.endswith(("q_proj", "k_proj")):
+                    continue
+                w = layer.get_submodule(n).weight
+                N, K = w.shape
+                bound = search_clip(x, w.float(), self.group)[0].repeat_interleave(self.group, 1)
+                w.data.copy_(torch.maximum(torch.minimum(w.float(), bound), -bound))
         for n in (n for _, names in GROUPS.values() for n in names):
             mod = layer.get_submodule(n)
             q, scale, zero, dense = quantize_groups(mod.weight.float(), BITS, self.group)

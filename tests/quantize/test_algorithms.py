@@ -65,3 +65,22 @@ def test_smoothquant_fold_keeps_the_float_product_and_narrows_the_activation_ran
     assert ratio(x / s) < ratio(x) / 3
     q, scale, dense = int8_per_channel(w)
     assert q.dtype == torch.int8 and torch.equal(dense, q.float() * scale)
+
+
+def test_awq_clipping_never_worse_than_none_and_helps_with_outlier_weights():
+    from halinfer.quantize.awq import search_clip
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 64, generator=g)
+    w = torch.randn(24, 64, generator=g)
+    w[torch.rand(24, 64, generator=g) < 0.02] *= 8  # a few outlier weights stretch their groups
+    bound, totals = search_clip(x, w, group=32)
+
+    def err(wc):
+        return float(((x @ w.t() - x @ quantize_groups(wc, 4, 32)[3].t()) ** 2).mean())
+
+    b = bound.repeat_interleave(32, 1)
+    clipped = torch.maximum(torch.minimum(w, b), -b)
+    assert err(clipped) <= err(w) * (1 + 1e-6)
+    assert err(clipped) < err(w)
+    assert min(totals) <= totals[0]  # ratio 1 (no clipping) is the first candidate
