@@ -10,8 +10,10 @@ round-to-nearest, so the chosen scale is never worse than that on the search dat
 Where the scale goes: 1/s is folded into the op before the group, so the float model is
 unchanged before rounding: the RMSNorm weight for q/k/v and gate/up, up_proj's rows for
 down_proj, and v_proj's rows for o_proj only when v_proj's output is o_proj's input
-channel for channel (no grouped-query attention: v out_features == o in_features, as
-AutoAWQ requires).  With grouped-query attention o_proj is not scaled (alpha = 0).
+channel for channel.  With grouped-query attention (where AutoAWQ leaves o_proj unscaled)
+one v channel feeds the same channel of several heads of o's input, so the scale is tied:
+each candidate s is averaged over the heads sharing a KV head, and v's rows take that
+shared scale, which keeps the fold exact.
 
 Then, as AutoAWQ does, a clipping search per group of ``group_size`` inputs of each output
 row: the weights are clamped to +-r max|w| for the r in {1, 0.95, ..., 0.5} that minimises
@@ -36,8 +38,9 @@ def _fake_quant(w, group):
 
 @torch.no_grad()
 def search_scale(x: torch.Tensor, weights: list[torch.Tensor], group: int, grid: int = 20,
-                 search_tokens: int = 4096):
-    """(best s [K], losses per alpha [grid]) for the linears ``weights`` ([N_i, K]) reading x [T, K]."""
+                 search_tokens: int = 4096, tie=None):
+    """(best s [K], losses per alpha [grid]) for the linears ``weights`` ([N_i, K]) reading x [T, K].
+    ``tie`` maps a candidate s to the constrained one (grouped-query attention)."""
     x_mean = x.abs().mean(0)
     if x.shape[0] > search_tokens:  # evenly spaced rows: the loss on a subset, the statistic on all
         x = x[torch.linspace(0, x.shape[0] - 1, search_tokens).long()]
@@ -47,6 +50,8 @@ def search_scale(x: torch.Tensor, weights: list[torch.Tensor], group: int, grid:
         alpha = i / grid
         s = x_mean.pow(alpha).clamp(min=1e-4)
         s = s / (s.max() * s.min()).sqrt()
+        if tie is not None:
+            s = tie(s)
         loss = sum(float(((r - x @ (_fake_quant(w * s, group) / s).t()) ** 2).mean()) for w, r in zip(weights, refs))
         losses.append(loss)
         if best_loss is None or loss < best_loss:
@@ -84,6 +89,19 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, group: int, steps: int = 10, s
     return best, totals
 
 
+def _gqa_tie(attn):
+    """For o_proj's input under grouped-query attention: (s [heads*hd] -> s averaged over the
+    heads of each KV head, s [heads*hd] -> the per-v-channel scale [kv*hd]); None without GQA."""
+    rep, hd = int(getattr(attn, "num_key_value_groups", 1)), int(attn.head_dim)
+    if rep == 1:
+        return None
+
+    def tie(s):
+        return s.view(-1, rep, hd).mean(1, keepdim=True).expand(-1, rep, hd).reshape(-1)
+
+    return tie, lambda s: s.view(-1, rep, hd)[:, 0].reshape(-1)
+
+
 def _fold_into_previous(prev, s: torch.Tensor) -> None:
     """prev's output channel j is divided by s_j (an RMSNorm weight, or a linear's rows and bias)."""
     prev.weight.data /= s.view(-1, *([1] * (prev.weight.dim() - 1)))
@@ -105,16 +123,15 @@ class AWQ:
     @torch.no_grad()
     def quantize_layer(self, layer, inputs: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         # All scales are chosen on the unscaled layer, then applied, then everything is rounded.
-        chosen = {}
+        chosen, gqa = {}, _gqa_tie(layer.self_attn)
         for g, (prev, names) in GROUPS.items():
             mods = [layer.get_submodule(n) for n in names]
-            prev_mod = layer.get_submodule(prev)
-            if isinstance(prev_mod, torch.nn.Linear) and prev_mod.out_features != mods[0].in_features:
-                continue  # grouped-query attention: v's outputs are shared by several heads of o's input
-            chosen[g] = search_scale(inputs[g], [m.weight.float() for m in mods], self.group)[0]
+            tie = gqa[0] if g == "attn_out" and gqa else None
+            s = search_scale(inputs[g], [m.weight.float() for m in mods], self.group, tie=tie)[0]
+            chosen[g] = tie(s) if tie else s
         for g, s in chosen.items():
             prev, names = GROUPS[g]
-            _fold_into_previous(layer.get_submodule(prev), s)
+            _fold_into_previous(layer.get_submodule(prev), gqa[1](s) if g == "attn_out" and gqa else s)
             for n in names:
                 layer.get_submodule(n).weight.data *= s[None, :]
         out = {}

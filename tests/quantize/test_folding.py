@@ -11,7 +11,8 @@ from halinfer.quantize import awq, capture, smoothquant
 from halinfer.quantize.calibration import make_samples, builtin_text
 from halinfer.testing.tiny import save_tiny_model
 
-SHAPES = {"gqa": dict(num_key_value_heads=1), "mha": dict(num_key_value_heads=3)}
+SHAPES = {"gqa": dict(num_attention_heads=4, num_key_value_heads=2), "mha": dict(num_attention_heads=3,
+                                                                                 num_key_value_heads=3)}
 
 
 @pytest.mark.parametrize("method", ["awq", "w8a8"])
@@ -20,14 +21,14 @@ def test_folded_scales_keep_the_float_logits(tmp_path, monkeypatch, method, shap
     from transformers import AutoTokenizer
 
     src = save_tiny_model("llama", str(tmp_path / "m"), seed=2, hidden_size=96, intermediate_size=160,
-                          num_attention_heads=3, num_hidden_layers=2, **SHAPES[shape])
+                          num_hidden_layers=2, **SHAPES[shape])
     # identity "rounding": the dense weight a method installs is its input, scaled
     if method == "awq":
         real = awq.quantize_groups
         monkeypatch.setattr(awq, "quantize_groups", lambda w, *a, **k: (*real(w, *a, **k)[:3], w))
         # a random scale per channel instead of the search's (which may pick s = 1 for a group)
         g = torch.Generator().manual_seed(9)
-        monkeypatch.setattr(awq, "search_scale", lambda x, ws, group: (torch.rand(x.shape[1], generator=g) * 1.5 + 0.5,
+        monkeypatch.setattr(awq, "search_scale", lambda x, ws, group, tie=None: (torch.rand(x.shape[1], generator=g) * 1.5 + 0.5,
                                                                        []))
         qm = awq.AWQ(group_size=32)
     else:
@@ -47,8 +48,9 @@ def test_folded_scales_keep_the_float_logits(tmp_path, monkeypatch, method, shap
             scaled.append([not torch.equal(a, b) for a, b in zip(was, prev)])
             hidden = capture.run_layer(layer, hidden, kw, 2, "cpu")
         after = model(ids).logits
-    # both norms absorbed a scale in every layer (the linear-to-linear folds, up -> down and,
-    # without grouped-query attention, v -> o, are covered by the logits check alone)
+    # both norms absorbed a scale in every layer (the linear-to-linear folds, up -> down and
+    # v -> o, tied over the heads of a KV head under grouped-query attention, are covered by
+    # the logits check alone)
     assert scaled == [[True, True]] * len(scaled)
     assert torch.allclose(after, before, rtol=1e-4, atol=1e-4 * before.abs().max()), \
         float((after - before).abs().max())
