@@ -38,7 +38,7 @@ def _fake_quant(w, group):
 
 @torch.no_grad()
 def search_scale(x: torch.Tensor, weights: list[torch.Tensor], group: int, grid: int = 20,
-                 search_tokens: int = 4096, tie=None):
+                 search_tokens: int = 1024, tie=None):
     """(best s [K], losses per alpha [grid]) for the linears ``weights`` ([N_i, K]) reading x [T, K].
     ``tie`` maps a candidate s to the constrained one (grouped-query attention)."""
     x_mean = x.abs().mean(0)
