@@ -7,6 +7,11 @@ baseline, and every method quantizes it.  Perplexity is computed through halinfe
 itself (LLM(...).engine.prompt_logits on the quantized checkpoint, CPU backend, float32
 compute), so W8A8's and FP8's run-time activation quantization is included; texts are
 cut into non-overlapping windows of --window tokens, each scored from its second token.
+AWQ and GPTQ are the exception: they are run as their dequantized twin (the float32
+checkpoint of the weights halinfer's loader unpacks, built here with halinfer's own
+dequantization ops), because the CPU reference W4A16 op unpacks a whole matrix on every
+call (~0.2 s for a 1536 x 576 one here), which makes a chat answer take many minutes;
+tests/quantize check that a checkpoint and its twin give the same logits to 1e-4.
 
     python benchmarks/quant_accuracy.py [--methods awq,gptq,w8a8,fp8] [--work DIR] [--markdown OUT]
 """
@@ -63,6 +68,42 @@ def chat_answers(llm):
     return out
 
 
+def dequantized_twin(qdir: str) -> str:
+    """qdir's checkpoint with AWQ/GPTQ modules unpacked to dense float32 weights."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from halinfer.core.ops.gptq import gptq_dequantize, gptq_v1_to_v2_zeros
+    from halinfer.core.ops.quant import awq_dequantize
+
+    dst = qdir + "-dense"
+    if os.path.isfile(os.path.join(dst, "config.json")):
+        return dst
+    with open(os.path.join(qdir, "config.json")) as f:
+        cfg = json.load(f)
+    qc = cfg.pop("quantization_config")
+    sd = load_file(os.path.join(qdir, "model.safetensors"))
+    out = {}
+    for name, t in sd.items():
+        mod, _, leaf = name.rpartition(".")
+        if leaf != "qweight":
+            if leaf not in ("qzeros", "scales", "g_idx"):
+                out[name] = t
+            continue
+        if qc["quant_method"] == "awq":
+            w = awq_dequantize(t, sd[f"{mod}.scales"].float(), sd[f"{mod}.qzeros"], qc["group_size"])
+        else:
+            w = gptq_dequantize(t, gptq_v1_to_v2_zeros(sd[f"{mod}.qzeros"], qc["bits"]), sd[f"{mod}.scales"].float(),
+                                sd[f"{mod}.g_idx"], qc["bits"])
+        out[f"{mod}.weight"] = w.t().contiguous()
+    shutil.copytree(qdir, dst, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    save_file(out, os.path.join(dst, "model.safetensors"))
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return dst
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="awq,gptq,w8a8,fp8")
@@ -101,6 +142,8 @@ def main(argv=None) -> int:
                 quantize_checkpoint(src, method, d, group_size=a.group_size, num_samples=a.num_samples,
                                     seq_len=a.seq_len)
                 qtime = time.time() - t0
+        if method in ("awq", "gptq"):
+            d = dequantized_twin(d)
         llm = LLM(d, device="cpu", dtype="float32", max_model_len=a.window + 64, num_kv_blocks=128, block_size=16)
         ppl = {k: perplexity(llm, t, a.window) for k, t in texts.items()}
         answers = chat_answers(llm)
