@@ -281,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("doctor", help="per plugin: what it needs beside what is installed")
     s.set_defaults(fn=cmd_doctor)
 
+    from .quantize.cli import add_arguments as quantize_arguments, cmd_quantize
+
+    s = sub.add_parser("quantize", help="quantize a checkpoint: awq, gptq, w8a8 or fp8", formatter_class=_Help)
+    quantize_arguments(s)
+    s.set_defaults(fn=cmd_quantize)
+
     from .serve.cli import add_arguments as serve_arguments
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (needs the serve extra)")
@@ -290,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         return a.fn(a)
-    except (ValueError, FileNotFoundError, NotADirectoryError, NotImplementedError, ImportError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, NotImplementedError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # while loading: no traceback
