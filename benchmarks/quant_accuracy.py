@@ -139,11 +139,13 @@ def main(argv=None) -> int:
         if method != "baseline":
             d = os.path.join(a.work, f"{method}-g{a.group_size}")
             if not os.path.isfile(os.path.join(d, "config.json")):
-                # "gptq-asym": GPTQ with a zero point per group (halinfer quantize --asym)
+                # "gptq-asym": GPTQ with a zero point per group (halinfer quantize --asym); "gptq-act":
+                # with act-order (--act-order); "gptq-act-asym": both
                 quantize_checkpoint(src, method.split("-")[0], d, group_size=a.group_size,
-                                    num_samples=a.num_samples, seq_len=a.seq_len, sym=not method.endswith("-asym"))
+                                    num_samples=a.num_samples, seq_len=a.seq_len, sym=not method.endswith("-asym"),
+                                    act_order="-act" in method)
                 qtime = time.time() - t0
-        if method in ("awq", "gptq", "gptq-asym"):
+        if method.startswith(("awq", "gptq")):
             d = dequantized_twin(d)
         llm = LLM(d, device="cpu", dtype="float32", max_model_len=a.window + 64, num_kv_blocks=128, block_size=16)
         ppl = {k: perplexity(llm, t, a.window) for k, t in texts.items()}
@@ -164,7 +166,8 @@ def main(argv=None) -> int:
 
 def table(rows, types, a) -> str:
     base = rows[0]["ppl"]
-    target = {"w8a8": 3, "fp8": 3, "awq": 15, "gptq": 15, "gptq-asym": 15}
+    target = {"w8a8": 3, "fp8": 3, "awq": 15, "gptq": 15, "gptq-asym": 15, "gptq-act": 15,
+              "gptq-act-asym": 15}
     lines = [f"GGUF tensor types: {', '.join(f'{k} x{v}' for k, v in sorted(types.items()))}; "
              f"tokens scored: calibration {base['calibration'][1]}, held-out {base['held-out'][1]}", "",
              "| method | ppl calibration | Δ | ppl held-out | Δ | target | met | chat correct | quantize time |",

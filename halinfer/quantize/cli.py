@@ -13,6 +13,8 @@ def add_arguments(s) -> None:
     s.add_argument("--bits", type=int, default=4, help="gptq weight bits: 4 or 8")
     s.add_argument("--asym", action="store_true", help="gptq: asymmetric groups (a zero point per group) "
                                                        "instead of symmetric ones")
+    s.add_argument("--act-order", action="store_true", help="gptq: process input columns by descending "
+                                                            "Hessian diagonal (desc_act; g_idx records the groups)")
     s.add_argument("--num-samples", type=int, default=16, help="calibration windows")
     s.add_argument("--seq-len", type=int, default=256, help="tokens per calibration window")
 
@@ -22,6 +24,6 @@ def cmd_quantize(a) -> int:
 
     out = quantize_checkpoint(a.model, a.method, a.out, calib_file=a.calib_file, device=a.device,
                               group_size=a.group_size, bits=a.bits, num_samples=a.num_samples, seq_len=a.seq_len,
-                              sym=not a.asym)
+                              sym=not a.asym, act_order=a.act_order)
     print(f"wrote {a.method} checkpoint to {out}")
     return 0

@@ -7,7 +7,10 @@ zero are dropped (weight set to 0); U = the upper Cholesky factor of H^-1; colum
 done in blocks of 128, the error of column j, (w_j - q_j) / U_jj, updates the rest of the
 block at once and the columns after the block by one matrix product.  Scale and zero of
 each group of ``group_size`` columns are chosen when its first column is reached, from the
-weights as updated so far.  No act-order (desc_act = false), so g_idx = k // group_size.
+weights as updated so far.  By default no act-order (desc_act = false), so g_idx = k //
+group_size; with ``act_order`` (``--act-order``, desc_act = true) the columns are processed
+by descending diag(H), groups are runs of ``group_size`` columns in that order, and g_idx
+records each input's group.
 
 Written in the GPTQ v1 layout: qweight int32 [K*b/32, N] (packed along K), qzeros int32
 [G, N*b/32] holding zero - 1, scales float16 [G, N], g_idx int32 [K].
@@ -28,8 +31,12 @@ def hessian(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group: int, sym: bool, block: int = 128,
-                  damp: float = 0.01):
-    """w [N, K], h [K, K] -> (q int64 [N, K], scale [N, G], zero int64 [N, G], dense [N, K])."""
+                  damp: float = 0.01, act_order: bool = False):
+    """w [N, K], h [K, K] -> (q int64 [N, K], scale [N, G], zero int64 [N, G], dense [N, K], g_idx int64 [K]).
+
+    With ``act_order`` the columns are processed by descending diag(H) and a group is ``group``
+    consecutive columns of that order: input k belongs to group g_idx[k] (not k // group).
+    """
     N, K = w.shape
     if K % group:
         raise ValueError(f"in_features {K} is not a multiple of the group size {group}")
@@ -38,6 +45,8 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group: int, sym: 
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(K)
+    W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.diag(H).mean() * torch.eye(K, dtype=H.dtype)
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     G = K // group
@@ -62,22 +71,24 @@ def gptq_quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group: int, sym: 
             W1[:, j:] -= err[:, None] * U[col, col:b][None, :]
             E[:, j] = err
         W[:, b:] -= E @ U[a:b, b:]
-    gi = torch.arange(K) // group
-    dense = (Q - zero[:, gi]).float() * scale[:, gi]
-    return Q, scale, zero, dense
+    inv = torch.argsort(perm)
+    Q = Q[:, inv]                        # back to the input order
+    g_idx = inv // group                 # input k was processed at position inv[k]
+    dense = (Q - zero[:, g_idx]).float() * scale[:, g_idx]
+    return Q, scale, zero, dense, g_idx
 
 
 class GPTQ:
     name = "gptq"
     needs_calibration = True
 
-    def __init__(self, group_size: int = 128, bits: int = 4, sym: bool = True, **_):
+    def __init__(self, group_size: int = 128, bits: int = 4, sym: bool = True, act_order: bool = False, **_):
         if bits not in (4, 8):
             raise ValueError(f"--bits {bits} is not supported for gptq; supported: 4, 8")
-        self.group, self.bits, self.sym = group_size, bits, sym
+        self.group, self.bits, self.sym, self.act_order = group_size, bits, sym, act_order
 
     def config(self) -> dict:
-        return {"quant_method": "gptq", "bits": self.bits, "group_size": self.group, "desc_act": False,
+        return {"quant_method": "gptq", "bits": self.bits, "group_size": self.group, "desc_act": self.act_order,
                 "sym": self.sym, "damp_percent": 0.01, "static_groups": False, "true_sequential": False,
                 "checkpoint_format": "gptq"}
 
@@ -89,12 +100,11 @@ class GPTQ:
         mask = (1 << self.bits) - 1
         for n in LINEARS:
             mod = layer.get_submodule(n)
-            q, scale, zero, dense = gptq_quantize(mod.weight.float(), hs[group_of[n]], self.bits, self.group,
-                                                  self.sym)
+            q, scale, zero, dense, g_idx = gptq_quantize(mod.weight.float(), hs[group_of[n]], self.bits, self.group,
+                                                         self.sym, act_order=self.act_order)
             mod.weight.data.copy_(dense)
-            K = q.shape[1]
             out[n] = {"qweight": gptq_pack_rows(q.t(), self.bits),
                       "qzeros": gptq_pack_cols(((zero - 1) & mask).t(), self.bits),  # v1 stores zero - 1
                       "scales": scale.t().half().contiguous(),
-                      "g_idx": (torch.arange(K) // self.group).to(torch.int32)}
+                      "g_idx": g_idx.to(torch.int32)}
         return out

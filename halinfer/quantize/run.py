@@ -35,7 +35,8 @@ def _check_shapes(model, method: str, group: int) -> None:
 
 def quantize_checkpoint(model_dir: str, method: str, out_dir: str, calib_file: str | None = None,
                         device: str = "cpu", group_size: int = 128, bits: int = 4, num_samples: int = 16,
-                        seq_len: int = 256, batch: int = 4, progress: bool = True, sym: bool = True) -> str:
+                        seq_len: int = 256, batch: int = 4, progress: bool = True, sym: bool = True,
+                        act_order: bool = False) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r}; supported: {', '.join(METHODS)}")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
@@ -47,10 +48,10 @@ def quantize_checkpoint(model_dir: str, method: str, out_dir: str, calib_file: s
             print(f"converting {model_dir} to a float32 Hugging Face directory ...", file=sys.stderr)
             src = gguf_to_hf_dir(model_dir, tmp)
             return quantize_checkpoint(src, method, out_dir, calib_file, device, group_size, bits, num_samples,
-                                       seq_len, batch, progress, sym)
+                                       seq_len, batch, progress, sym, act_order)
     cfg = capture.read_config(model_dir)
     dev = capture.pick_device(device)
-    qm = METHODS[method](group_size=group_size, bits=bits, sym=sym)
+    qm = METHODS[method](group_size=group_size, bits=bits, sym=sym, act_order=act_order)
     text = load_text(calib_file) if qm.needs_calibration else None
     model = capture.load_float_model(model_dir)
     _check_shapes(model, method, group_size)

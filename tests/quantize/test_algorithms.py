@@ -25,7 +25,7 @@ def _out_err(x, w, wq):
 def test_gptq_output_error_below_round_to_nearest(bits, group, sym):
     x = _correlated(600, 96, seed=bits + group)
     w = torch.randn(40, 96, generator=torch.Generator().manual_seed(3))
-    _, _, _, dense = gptq_quantize(w, hessian(x), bits, group, sym)
+    _, _, _, dense, _ = gptq_quantize(w, hessian(x), bits, group, sym)
     # round to nearest on the same grid (GPTQ's range convention: includes 0)
     _, _, _, rtn = quantize_groups(w, bits, group, sym=sym, zero_in_range=True)
     e_gptq, e_rtn = _out_err(x, w, dense), _out_err(x, w, rtn)
@@ -35,7 +35,7 @@ def test_gptq_output_error_below_round_to_nearest(bits, group, sym):
 def test_gptq_with_a_dead_input_channel_stays_finite():
     x = _correlated(300, 64, seed=1)
     x[:, 5] = 0
-    _, _, _, dense = gptq_quantize(torch.randn(16, 64), hessian(x), 4, 32, True)
+    _, _, _, dense, _ = gptq_quantize(torch.randn(16, 64), hessian(x), 4, 32, True)
     assert torch.isfinite(dense).all() and (dense[:, 5] == 0).all()
 
 
@@ -84,3 +84,36 @@ def test_awq_clipping_never_worse_than_none_and_helps_with_outlier_weights():
     assert err(clipped) <= err(w) * (1 + 1e-6)
     assert err(clipped) < err(w)
     assert min(totals) <= totals[0]  # ratio 1 (no clipping) is the first candidate
+
+
+def _anisotropic(tokens, k, seed):
+    """x = z @ A with A's singular values decaying geometrically (strongly correlated inputs)
+    plus a few outlier channels ~20x larger than the rest."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=torch.float64))
+    a = u @ torch.diag(0.9 ** torch.arange(k, dtype=torch.float64)) @ v.t()
+    x = torch.randn(tokens, k, generator=g, dtype=torch.float64) @ a
+    x = x / x.std() + 0.05 * torch.randn(tokens, k, generator=g, dtype=torch.float64)
+    x[:, [3, 17, 60]] *= 20.0
+    return x.float()
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("sym", [True, False])
+def test_gptq_far_below_round_to_nearest_on_anisotropic_inputs(sym, act_order):
+    # Fails with a planted bug: e.g. the in-block update without the 1/U[j, j] factor, the
+    # block's error not carried to the later columns (W[:, b:] -= E @ U[a:b, b:] dropped),
+    # U taken from H instead of H^-1, or act-order's g_idx left as k // group.
+    k, group = 192, 32
+    x = _anisotropic(2048, k, seed=11)
+    w = torch.randn(48, k, generator=torch.Generator().manual_seed(5))
+    q, scale, zero, dense, g_idx = gptq_quantize(w, hessian(x), 4, group, sym, act_order=act_order)
+    _, _, _, rtn = quantize_groups(w, 4, group, sym=sym, zero_in_range=True)
+    e_gptq, e_rtn = _out_err(x, w, dense), _out_err(x, w, rtn)
+    assert e_gptq < 0.6 * e_rtn, (e_gptq, e_rtn)
+    # the integers, scales, zeros and g_idx rebuild exactly the dense matrix (what a loader does)
+    torch.testing.assert_close((q - zero[:, g_idx]).float() * scale[:, g_idx], dense)
+    assert torch.bincount(g_idx, minlength=k // group).tolist() == [group] * (k // group)
+    if not act_order:
+        assert torch.equal(g_idx, torch.arange(k) // group)

@@ -72,7 +72,8 @@ def _llm(d):
 
 # name -> (model, method, extra CLI args)
 WEIGHT_ONLY = {"awq-gqa": ("gqa", "awq", ()), "awq-mha": ("mha", "awq", ()), "gptq-4bit": ("gqa", "gptq", ()),
-               "gptq-4bit-asym": ("mha", "gptq", ("--asym",)), "gptq-8bit": ("mha", "gptq", ("--bits", "8"))}
+               "gptq-4bit-asym": ("mha", "gptq", ("--asym",)), "gptq-8bit": ("mha", "gptq", ("--bits", "8")),
+               "gptq-4bit-act-order": ("gqa", "gptq", ("--act-order",))}
 ACT_QUANT = {"w8a8": ("gqa", "w8a8"), "fp8": ("mha", "fp8")}
 
 

@@ -42,7 +42,8 @@ def _inputs(seed, tokens=200):
 
 
 CASES = {"awq-g32": (AWQ, dict(group_size=32)), "gptq-4bit-g32": (GPTQ, dict(group_size=32, bits=4)),
-         "gptq-8bit-g32-asym": (GPTQ, dict(group_size=32, bits=8, sym=False)), "w8a8": (W8A8, {}),
+         "gptq-8bit-g32-asym": (GPTQ, dict(group_size=32, bits=8, sym=False)),
+         "gptq-4bit-g32-act-order": (GPTQ, dict(group_size=32, bits=4, act_order=True)), "w8a8": (W8A8, {}),
          "fp8": (FP8, {})}
 
 
