@@ -75,9 +75,6 @@ class Gemma3ForConditionalGeneration(VisionLanguageModel):
                 t = t.float() + 1.0      # Gemma's norms multiply by (1 + w)
             yield name, t
 
-    def tie_embeddings(self):
-        self.language_model.tie_embeddings()
-
     def forward(self, input_ids, positions, meta, mm_embeds=None):
         lm = self.language_model.model
         if mm_embeds is None:

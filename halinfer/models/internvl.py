@@ -66,9 +66,6 @@ class InternVLForConditionalGeneration(VisionLanguageModel):
             return True
         return name.startswith("encoder.layer.") and int(name.split(".")[2]) >= self.depth
 
-    def tie_embeddings(self):
-        self.language_model.tie_embeddings()
-
     def encode_images(self, items):
         tiles = [it["pixel_values"] for it in items]
         x = self.vision_tower(torch.cat(tiles).to(self.ctx.device), self.final_norm)

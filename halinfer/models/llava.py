@@ -53,9 +53,6 @@ class LlavaForConditionalGeneration(VisionLanguageModel):
             return True
         return name.startswith("encoder.layers.") and int(name.split(".")[2]) >= len(self.vision_tower.encoder.layers)
 
-    def tie_embeddings(self):
-        self.language_model.tie_embeddings()
-
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """[B, C, S, S] -> [B, tokens, text hidden]."""
         hs = self.vision_tower.hidden_states(pixels.to(self.ctx.dtype))

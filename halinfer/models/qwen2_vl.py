@@ -57,9 +57,6 @@ class Qwen2VLForConditionalGeneration(VisionLanguageModel):
         self.visual = QwenVisionTower(ctx, dict(cfg.vision_config), self.v25)
         self.language_model = Qwen2VLTextModel(qwen_text_config(cfg), ctx)
 
-    def tie_embeddings(self):
-        self.language_model.tie_embeddings()
-
     def encode_images(self, items):
         pixels = torch.cat([it["pixel_values"] for it in items]).to(self.ctx.device, self.ctx.dtype)
         grids = [tuple(int(v) for v in g) for it in items for g in it["image_grid_thw"]]

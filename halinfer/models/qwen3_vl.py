@@ -40,9 +40,6 @@ class Qwen3VLForConditionalGeneration(VisionLanguageModel):
             raise ValueError(f"vision out_hidden_size {vc['out_hidden_size']} != text hidden_size {self.hidden}")
         self.n_deep = len(self.visual.deepstack_layers)
 
-    def tie_embeddings(self):
-        self.language_model.tie_embeddings()
-
     def forward(self, input_ids, positions, meta, mm_embeds=None):
         lm = self.language_model.model
         if mm_embeds is None:

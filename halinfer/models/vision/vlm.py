@@ -68,6 +68,9 @@ class VisionLanguageModel(CausalLM):
     def kv_cache_spec(self):
         return self.language_model.kv_cache_spec()
 
+    def tie_embeddings(self):
+        self.language_model.tie_embeddings()
+
     def embed(self, input_ids: torch.Tensor, mm_embeds) -> torch.Tensor:
         x = self.language_model.model.embed_tokens(input_ids)
         if mm_embeds is not None:
