@@ -24,6 +24,13 @@ class MRotary(Rotary):
             return self.ops.mrope(q, k, positions, self.cos_sin, self.section, self.is_neox)
         return self.ops.rotary(q, k, positions, self.cos_sin, self.is_neox)
 
+    @classmethod
+    def install(cls, lm, ctx, cfg, section, interleaved: bool = False) -> None:
+        """One M-RoPE module for every attention layer of the text model ``lm``."""
+        rotary = cls(ctx, rope_spec(cfg, cfg.head_dim), section, interleaved=interleaved)
+        for layer in lm.model.layers:
+            layer.self_attn.rotary = rotary
+
 
 class Qwen2VLTextModel(Qwen2ForCausalLM):
     def __init__(self, cfg, ctx):
@@ -35,9 +42,7 @@ class Qwen2VLTextModel(Qwen2ForCausalLM):
             params = {**params, "rope_type": "default", "type": "default", "rope_theta": theta}
             cfg = cfg.replace(rope_parameters=params, rope_scaling=None)
         super().__init__(cfg, ctx)
-        rotary = MRotary(ctx, rope_spec(cfg, cfg.head_dim), section)
-        for layer in self.model.layers:
-            layer.self_attn.rotary = rotary
+        MRotary.install(self, ctx, cfg, section)
 
 
 def qwen_text_config(cfg):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .llama import Qwen3ForCausalLM, rope_spec
+from .llama import Qwen3ForCausalLM
 from .qwen2_vl import MRotary
 from .vision.qwen3_vit import Qwen3VisionTower
 from .vision.vlm import VisionLanguageModel, text_config
@@ -22,9 +22,7 @@ class Qwen3VLTextModel(Qwen3ForCausalLM):
             raise ValueError("a Qwen3-VL text config needs rope_parameters with mrope_section")
         super().__init__(cfg, ctx)
         # transformers' Qwen3-VL text rotary is always interleaved (mrope_interleaved in the config says so)
-        rotary = MRotary(ctx, rope_spec(cfg, cfg.head_dim), section, interleaved=True)
-        for layer in self.model.layers:
-            layer.self_attn.rotary = rotary
+        MRotary.install(self, ctx, cfg, section, interleaved=True)
 
 
 class Qwen3VLForConditionalGeneration(VisionLanguageModel):

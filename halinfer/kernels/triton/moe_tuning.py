@@ -76,12 +76,18 @@ def default_config(num_tokens: int, top_k: int, num_experts: int, elem_size: int
 
 
 def card_name(device: torch.device) -> str:
-    if device.type == "cpu":
+    return _card_name(device.type, device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _card_name(device_type: str, index: int | None) -> str:
+    """Asked of the device module once per device: fused_moe looks its table up on every call."""
+    if device_type == "cpu":
         return "cpu"
     try:
-        name = getattr(torch, device.type).get_device_name(device)
+        name = getattr(torch, device_type).get_device_name(index)
     except Exception:  # noqa: BLE001 - a device module without names: no table applies
-        return device.type
+        return device_type
     return name.replace(" ", "_")
 
 
@@ -103,6 +109,6 @@ def pick_config(num_tokens: int, top_k: int, num_experts: int, hidden: int, inte
                 device: torch.device) -> MoeConfig:
     table = load_table(table_path(num_experts, hidden, inter, dtype, card_name(device)))
     if not table:
-        return default_config(num_tokens, top_k, num_experts, torch.empty((), dtype=dtype).element_size())
+        return default_config(num_tokens, top_k, num_experts, dtype.itemsize)
     key = min(table, key=lambda t: abs(math.log(max(t, 1)) - math.log(max(num_tokens, 1))))
     return table[key]

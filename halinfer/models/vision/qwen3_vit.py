@@ -10,20 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ModelContext, hf_activation
-from .blocks import VisionMLP, linear, norm
-from .qwen_vit import QwenVisionAttention, _frame_bounds, patch_rows_cols
-
-
-class Qwen3VisionBlock(nn.Module):
-    def __init__(self, ctx: ModelContext, dim: int, heads: int, hidden: int, act: str):
-        super().__init__()
-        self.norm1, self.norm2 = norm(ctx, dim, 1e-6), norm(ctx, dim, 1e-6)
-        self.attn = QwenVisionAttention(ctx, dim, heads)
-        self.mlp = VisionMLP(ctx, dim, hidden, act, names=("linear_fc1", "linear_fc2"))
-
-    def forward(self, x, cu_seqlens, rope_table):
-        x = x + self.attn(self.norm1(x), cu_seqlens, rope_table)
-        return x + self.mlp(self.norm2(x))
+from .blocks import linear, norm
+from .qwen_vit import QwenVisionBlock, _frame_bounds, patch_rows_cols
 
 
 class Qwen3Merger(nn.Module):
@@ -58,7 +46,8 @@ class Qwen3VisionTower(nn.Module):
         self.pos_embed = nn.Module()
         self.pos_embed.weight = nn.Parameter(torch.empty(n_pos, dim, dtype=ctx.dtype), requires_grad=False)
         act = hf_activation(vc.get("hidden_act", "gelu_pytorch_tanh"))
-        self.blocks = nn.ModuleList(Qwen3VisionBlock(ctx, dim, heads, vc["intermediate_size"], act)
+        self.blocks = nn.ModuleList(QwenVisionBlock(ctx, dim, heads, vc["intermediate_size"], act, False,
+                                                    mlp_names=("linear_fc1", "linear_fc2"))
                                     for _ in range(vc["depth"]))
         self.merger = Qwen3Merger(ctx, dim, out, self.merge, postshuffle=False)
         self.deepstack_layers = list(vc.get("deepstack_visual_indexes", ()))

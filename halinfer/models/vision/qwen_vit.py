@@ -30,12 +30,16 @@ class QwenVisionAttention(nn.Module):
 
 
 class QwenVisionBlock(nn.Module):
-    def __init__(self, ctx: ModelContext, dim: int, heads: int, hidden: int, act: str, v25: bool):
+    """Pre-norm attention + MLP: Qwen2-VL (LayerNorm, fc1/fc2), Qwen2.5-VL (``v25``: RMSNorm, gated
+    MLP), Qwen3-VL (Qwen2-VL's, with its MLP named linear_fc1/linear_fc2)."""
+
+    def __init__(self, ctx: ModelContext, dim: int, heads: int, hidden: int, act: str, v25: bool,
+                 mlp_names: tuple[str, str] = ("fc1", "fc2")):
         super().__init__()
         kind = "rms" if v25 else "layer"
         self.norm1, self.norm2 = norm(ctx, dim, 1e-6, kind), norm(ctx, dim, 1e-6, kind)
         self.attn = QwenVisionAttention(ctx, dim, heads)
-        self.mlp = VisionMLP(ctx, dim, hidden, act, gated=v25)
+        self.mlp = VisionMLP(ctx, dim, hidden, act, gated=v25, names=mlp_names)
 
     def forward(self, x, cu_seqlens, rope_table):
         x = x + self.attn(self.norm1(x), cu_seqlens, rope_table)
