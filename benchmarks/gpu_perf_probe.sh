@@ -10,7 +10,9 @@ L=/tmp/probe-logs; rm -rf "$L"; mkdir -p "$L"
 trap 'tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
-phase() { local name=$1 limit=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" >"$L/$name.log" 2>&1; echo "rc=$? $name"; tail -n "${TAILN:-30}" "$L/$name.log"; }
+# Packed after every phase too, so a call cut short still returns what ran.
+phase() { local name=$1 limit=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" >"$L/$name.log" 2>&1; echo "rc=$? $name"
+          tail -n "${TAILN:-30}" "$L/$name.log"; tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null; }
 B="env PYTHONPATH=$PWD/.bench_before python .bench_before/benchmarks"
 MOE=benchmarks/configs/qwen3-30b-a3b-24l.json
 for p in "$@"; do
@@ -37,6 +39,19 @@ for p in "$@"; do
     denseoff16) TAILN=12 phase dense_off_i16 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload offline-1000 --out "$L/dense_off_i16.json" ;;
     denseoff4) TAILN=12 phase dense_off_i4 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload offline-1000 --prefill-interval 4 --out "$L/dense_off_i4.json" ;;
     denseoffmixed) TAILN=12 phase dense_off_mixed 200 python benchmarks/throughput.py --model llama3-8b --device cuda --workload offline-1000 --scheduling-policy mixed --out "$L/dense_off_mixed.json" ;;
+    vlmtests) python -c "import torchvision; print('torchvision', torchvision.__version__)" 2>&1 | tail -1
+          phase vlmtests 200 python -m pytest tests/cuda/test_vlm_gpu.py -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    vlmspeed) phase vlmspeed 200 python benchmarks/vlm_throughput.py --shape qwen2.5-vl-3b --device cuda --requests 200 \
+          --max-num-seqs 200 --hf-requests 16 --hf-batch 16 --out "$L/vlm.json" ;;
+    moeoff1024) phase moe_off_1024 170 python benchmarks/throughput.py --model $MOE --device cuda --workload offline-1000 \
+          --max-num-seqs 1024 --max-model-len 1024 --gpu-memory-utilization 0.92 --out "$L/moe_off_1024.json" ;;
+    denseoff1024) TAILN=12 phase dense_off_1024 130 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload offline-1000 --max-num-seqs 1024 --max-model-len 1024 --gpu-memory-utilization 0.92 \
+          --out "$L/dense_off_1024.json" ;;
+    longprefix) TAILN=12 phase dense_long_prefix 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload long,prefix --max-model-len 8192 --out "$L/dense_long_prefix.json" ;;
+    tlb1) phase timeline_b1 90 python benchmarks/profile_timeline.py --model llama3-8b --batch 1 --context 128 --steps 32 ;;
+    tllong) phase timeline_long 90 python benchmarks/profile_timeline.py --model llama3-8b --prefill 7680 ;;
     *) echo "unknown phase $p" ;;
   esac
 done

@@ -52,6 +52,22 @@ def offline_workload(n: int = 1000, vocab: int = 128256):
     return prompts, out_lens.tolist()
 
 
+def long_and_prefix_workloads(want: set[str], vocab: int):
+    """The peer harness's extra workloads, drawn in its order from one generator (seed 7):
+    long: a warm-up prompt, then 3 reps of (a 7,680-token prompt for TTFT with 1 new token, another
+    with 128 new tokens); prefix: one 2,048-token prefix and 200 requests of it + 64 own tokens."""
+    rng, hi = np.random.default_rng(7), min(120000, vocab)
+    draw = lambda n: rng.integers(100, hi, size=n).tolist()  # noqa: E731
+    out = {}
+    if "long" in want:
+        warm = draw(7680)
+        out["long"] = (warm, [(draw(7680), draw(7680)) for _ in range(3)])
+    if "prefix" in want:
+        prefix = draw(2048)
+        out["prefix"] = (prefix, [prefix + draw(64) for _ in range(200)])
+    return out
+
+
 # -- setup -----------------------------------------------------------------------------
 def model_dir_for(spec: str) -> tuple[str, bool]:
     """(directory holding config.json, is_temporary)."""
@@ -139,7 +155,8 @@ def run_halinfer(args, model_dir):
            "block_size": eng.block_size, "max_num_seqs": args.max_num_seqs}
     vocab = eng.vocab_size
 
-    if args.workload in ("decode-b1", "all"):
+    want = workloads(args.workload)
+    if "decode-b1" in want:
         bw = copy_bandwidth(rt)
         wbytes = weight_bytes_per_token(eng.model)
         roof = bw / wbytes
@@ -169,7 +186,7 @@ def run_halinfer(args, model_dir):
         }
         print(json.dumps({"decode-b1": res["decode-b1"]}), flush=True)
 
-    if args.workload in ("offline-1000", "all"):
+    if "offline-1000" in want:
         prompts, outs = offline_workload(args.num_requests, vocab)
         sps = [SamplingParams(temperature=0, max_tokens=int(o), ignore_eos=True) for o in outs]
         llm.generate(prompt_token_ids=prompts[:8], sampling_params=sps[:8], use_tqdm=False)  # warm-up
@@ -211,10 +228,70 @@ def run_halinfer(args, model_dir):
                 "step_time_s": {k: round(v, 2) for k, v in spent.items()},
             }
             print(json.dumps({name: res[f"offline-{args.num_requests}/{name}"]}), flush=True)
+    extra = long_and_prefix_workloads(want, vocab)
+    if "long" in extra:
+        warm, reps = extra["long"]
+        timed_request(eng, warm, 8)
+        runs = []
+        for ids, ids2 in reps:
+            ttft, _ = timed_request(eng, ids, 1)
+            tot, n = timed_request(eng, ids2, 128)
+            runs.append((ttft, tot, n))
+        ttft = min(r[0] for r in runs)
+        tot, n = min((r[1], r[2]) for r in runs)
+        res["long_7680"] = {"ttft_ms": round(ttft * 1e3, 1), "e2e_s": round(tot, 3),
+                            "decode_tok_s": round((n - 1) / (tot - ttft), 1),
+                            "reps": [[round(a * 1e3, 1), round(b, 3), c] for a, b, c in runs]}
+        print(json.dumps({"long_7680": res["long_7680"]}), flush=True)
+    if "prefix" in extra:
+        prefix, reqs = extra["prefix"]
+        timed_request(eng, prefix + [5] * 8, 4)   # the prefix is seen once before timing
+        sp = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+        rt.synchronize()
+        t = time.perf_counter()
+        for r in reqs:
+            eng.add_request(None, sp, r)
+        while eng.has_unfinished():
+            eng.step()
+        dt = time.perf_counter() - t
+        got = sum(len(o.outputs[0].token_ids) for o in eng.take_finished())
+        res["shared_prefix_200x2048"] = {"seconds": round(dt, 3), "output_tokens": got,
+                                         "req_s": round(len(reqs) / dt, 2),
+                                         "prefix_caching": not args.no_prefix_caching}
+        print(json.dumps({"shared_prefix_200x2048": res["shared_prefix_200x2048"]}), flush=True)
     del llm, eng
     gc.collect()
     rt.empty_cache()
     return res
+
+
+def timed_request(eng, ids: list[int], n: int) -> tuple[float, int]:
+    """Seconds from submitting one request until its n-th token is on the host, and tokens got."""
+    from halinfer import SamplingParams
+
+    eng.runtime.synchronize()
+    t = time.perf_counter()
+    eng.add_request(None, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True), ids)
+    while eng.has_unfinished():
+        eng.step()
+    dt = time.perf_counter() - t
+    return dt, sum(len(o.outputs[0].token_ids) for o in eng.take_finished())
+
+
+WORKLOADS = ("decode-b1", "offline-1000", "long", "prefix")
+
+
+def workloads(spec: str) -> set[str]:
+    """--workload: a comma list of WORKLOADS; "all" is decode-b1 and offline-1000 (the default pair)."""
+    want = set()
+    for w in spec.split(","):
+        if w == "all":
+            want |= {"decode-b1", "offline-1000"}
+        elif w in WORKLOADS:
+            want.add(w)
+        else:
+            raise SystemExit(f"--workload: unknown {w!r}; known: all, {', '.join(WORKLOADS)} (comma-separated)")
+    return want
 
 
 # -- HF transformers peer ----------------------------------------------------------------------
@@ -234,7 +311,7 @@ def run_hf(args, model_dir, device):
         return model.generate(batch, attention_mask=(batch != 0).long(), max_new_tokens=n, min_new_tokens=n,
                               do_sample=False, pad_token_id=0)
 
-    if args.workload in ("decode-b1", "all"):
+    if "decode-b1" in workloads(args.workload):
         prompts, outs = decode_b1_workload(cfg.vocab_size)
         ids = torch.tensor(prompts, device=device)
         gen(ids, 4)
@@ -252,7 +329,7 @@ def run_hf(args, model_dir, device):
                             "tok_per_s": round(1000 / ms_tok, 1)}
         print(json.dumps({"hf decode-b1": res["decode-b1"]}), flush=True)
 
-    if args.workload in ("offline-1000", "all") and args.hf_requests > 0:
+    if "offline-1000" in workloads(args.workload) and args.hf_requests > 0:
         prompts, outs = offline_workload(args.num_requests, cfg.vocab_size)
         prompts, outs = prompts[:args.hf_requests], outs[:args.hf_requests]
         sync()
@@ -278,7 +355,8 @@ def main(argv=None):
     p.add_argument("--model", default="llama3-8b")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--workload", choices=("decode-b1", "offline-1000", "all"), default="all")
+    p.add_argument("--workload", default="all",
+                   help="comma list of decode-b1, offline-1000, long, prefix; all = decode-b1,offline-1000")
     p.add_argument("--num-requests", type=int, default=1000)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=None)

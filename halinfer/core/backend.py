@@ -115,9 +115,12 @@ class Backend:
         return None
 
     def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
-        """Decode batch sizes to capture (graph backends)."""
-        sizes = [1, 2, 4] + list(range(8, 256 + 1, 8))
-        return [s for s in sizes if s <= max_num_seqs] or [1]
+        """Decode batch sizes to capture (graph backends): steps of 8 to 256, 16 to 512, 32
+        beyond, up to max_num_seqs (always captured itself, so a full batch never runs eagerly)."""
+        sizes = [1, 2, 4] + list(range(8, 257, 8)) + list(range(272, 513, 16)) + \
+            list(range(544, max(max_num_seqs, 544) + 1, 32))
+        out = [s for s in sizes if s < max_num_seqs]
+        return out + [max_num_seqs]
 
     # ---- device and memory ----------------------------------------------
     def torch_device(self, index: int | None) -> torch.device:

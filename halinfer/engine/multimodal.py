@@ -147,9 +147,19 @@ def processor_settings(model_dir: str) -> tuple[dict, dict]:
                             f"processor_config.json with an 'image_processor' entry)")
 
 
+def _torchvision_usable() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent, or built for another torch: unusable either way
+        return False
+    return True
+
+
 def load_image_processor(model_dir: str):
-    """The checkpoint's image processor in its PIL/numpy form (transformers 5.2x: ``<Name>Pil``;
-    earlier: the slow class), so no torchvision is needed."""
+    """The checkpoint's image processor as transformers' own AutoProcessor would pick it on
+    this machine: the torchvision backend where torchvision works, else the PIL/numpy form
+    (transformers 5.2x: ``<Name>Pil``; earlier: the slow class).  The two resize differently
+    (about 1% of a pixel value), so matching transformers' choice keeps outputs equal to it."""
     import transformers
 
     settings, _ = processor_settings(model_dir)
@@ -157,7 +167,8 @@ def load_image_processor(model_dir: str):
     if not name:
         raise ValueError(f"{model_dir!r}: the image-processor settings name no image_processor_type")
     base = name[:-4] if name.endswith("Fast") else name
-    for cand in (base + "Pil", base):
+    order = (base, base + "Pil") if _torchvision_usable() else (base + "Pil", base)
+    for cand in order:
         cls = getattr(transformers, cand, None)
         if cls is not None:
             kw = {k: v for k, v in settings.items() if k not in ("image_processor_type", "processor_class")}

@@ -1,0 +1,14 @@
+"""The core's default decode-graph buckets: every batch up to max_num_seqs has a bucket, the
+padding a bucket adds stays small, and max_num_seqs itself is captured."""
+import pytest
+
+from halinfer.core.backend import Backend
+
+
+@pytest.mark.parametrize("cap", [1, 3, 8, 100, 256, 257, 300, 513, 700, 1024, 1500])
+def test_every_batch_has_a_close_bucket(cap):
+    sizes = Backend.graph_capture_sizes(Backend.__new__(Backend), cap)
+    assert sizes == sorted(set(sizes)) and sizes[-1] == cap and sizes[0] == 1
+    for b in range(1, cap + 1):
+        bucket = next(s for s in sizes if s >= b)
+        assert bucket - b < max(8, b // 8), (b, bucket)   # at most 1/8 of the batch is padding
