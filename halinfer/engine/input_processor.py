@@ -23,6 +23,8 @@ def token_ids_of(value, what: str = "prompt_token_ids") -> list[int]:
         return [int(t) for t in value.tolist()]
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{what} must be a list of int token ids, got {type(value).__name__}")
+    if all(type(t) is int for t in value):   # the common case, without an ABC check per token
+        return list(value)
     for i, t in enumerate(value):
         if isinstance(t, bool) or not isinstance(t, numbers.Integral):
             raise TypeError(f"{what}[{i}] = {t!r} ({type(t).__name__}) is not an int token id")
