@@ -52,6 +52,19 @@ for p in "$@"; do
           --workload long,prefix --max-model-len 8192 --out "$L/dense_long_prefix.json" ;;
     tlb1) phase timeline_b1 90 python benchmarks/profile_timeline.py --model llama3-8b --batch 1 --context 128 --steps 32 ;;
     tllong) phase timeline_long 90 python benchmarks/profile_timeline.py --model llama3-8b --prefill 7680 ;;
+    attntests) phase attntests 150 python -m pytest tests/cuda/test_cuda_attention.py tests/cuda/test_cuda_kv_quant.py \
+          -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    tuneprefill) TAILN=40 phase tune_prefill 100 python benchmarks/tune_prefill.py ;;
+    longonly) TAILN=3 phase dense_long 100 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload long --max-model-len 8192 --out "$L/dense_long.json" ;;
+    awqb1) TAILN=3 phase awq_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
+          --quantization awq --out "$L/awq_b1.json" ;;
+    kvint4off) TAILN=3 phase kvint4_off 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload offline-1000 --kv-cache-dtype int4 --max-model-len 1024 --out "$L/kvint4_off.json" ;;
+    fp8off) TAILN=3 phase fp8_off 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload all --quantization fp8 --max-model-len 1024 --out "$L/fp8_off.json" ;;
+    w8a8off) TAILN=3 phase w8a8_off 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload all --quantization w8a8 --max-model-len 1024 --out "$L/w8a8_off.json" ;;
     *) echo "unknown phase $p" ;;
   esac
 done

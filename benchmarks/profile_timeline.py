@@ -59,7 +59,7 @@ def main():
     p.add_argument("--context", type=int, default=128)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--prefill", type=int, default=0, help="profile one prompt of this length, 1 new token")
-    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--rows", type=int, default=25)
     a = p.parse_args()

@@ -152,7 +152,7 @@ def run_halinfer(args, model_dir):
     be, dev, rt = eng.backend, eng.device, eng.runtime
     res = {"engine": "halinfer", "device": str(dev), "backend": be.name, "graphs": eng.graphs,
            "startup_s": round(time.perf_counter() - t0, 2), "kv_blocks": eng.block_manager.num_blocks,
-           "block_size": eng.block_size, "max_num_seqs": args.max_num_seqs}
+           "block_size": eng.block_size, "max_num_seqs": eng.core.cfg.max_num_seqs}
     vocab = eng.vocab_size
 
     want = workloads(args.workload)
@@ -358,7 +358,7 @@ def main(argv=None):
     p.add_argument("--workload", default="all",
                    help="comma list of decode-b1, offline-1000, long, prefix; all = decode-b1,offline-1000")
     p.add_argument("--num-requests", type=int, default=1000)
-    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-seqs", type=int, default=None, help="default: the engine's for the device")
     p.add_argument("--max-num-batched-tokens", type=int, default=None)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)

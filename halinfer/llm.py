@@ -20,7 +20,7 @@ class LLM:
     """
 
     def __init__(self, model: str, **kw):
-        """Keyword arguments: device="auto", dtype="auto", max_model_len=None, max_num_seqs=256,
+        """Keyword arguments: device="auto", dtype="auto", max_model_len=None, max_num_seqs=None,
         gpu_memory_utilization=0.85, block_size=None, enable_prefix_caching=True,
         enforce_eager=False, kv_cache_dtype="auto", quantization=None, tensor_parallel_size=1,
         seed=0, max_num_batched_tokens=None, num_kv_blocks=None, load_format="auto",

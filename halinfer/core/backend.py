@@ -114,6 +114,10 @@ class Backend:
         """What the core captures decode graphs with on ``device``; None: no graphs (eager only)."""
         return None
 
+    def default_max_num_seqs(self, index: int | None) -> int:
+        """The sequence cap when the user names none: 256, as vLLM and LMDeploy use on most devices."""
+        return 256
+
     def graph_capture_sizes(self, max_num_seqs: int) -> list[int]:
         """Decode batch sizes to capture (graph backends): steps of 8 to 256, 16 to 512, 32
         beyond, up to max_num_seqs (always captured itself, so a full batch never runs eagerly)."""

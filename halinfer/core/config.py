@@ -139,7 +139,7 @@ class EngineConfig:
     """The engine's settings (the LLM constructor's keyword arguments)."""
 
     max_model_len: int | None = None
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = None       # None: the backend's default for the device (Backend.default_max_num_seqs)
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.85
     block_size: int | None = None
@@ -158,7 +158,7 @@ class EngineConfig:
     def validate(self) -> None:
         if not (0.0 < self.gpu_memory_utilization <= 1.0):
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.max_num_seqs < 1:
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if not isinstance(self.prefill_interval, int) or self.prefill_interval < 1:
             raise ValueError(f"prefill_interval must be an int >= 1, got {self.prefill_interval!r}")

@@ -84,6 +84,8 @@ def build_engine(model: str, device: str = "auto", dtype="auto", quantization: s
         raise ValueError(f"enforce_eager=True, but the {b.name} backend runs only in graph mode "
                          f"here (its modes: {', '.join(b.graph_modes)})")
     graphs = not cfg.enforce_eager and "graph" in b.graph_modes
+    if cfg.max_num_seqs is None:
+        cfg = dataclasses.replace(cfg, max_num_seqs=b.default_max_num_seqs(dev.index))
     max_batched = cfg.max_num_batched_tokens or max(8192, cfg.max_num_seqs)
     vocab = int(mc.vocab_size)
     spec = ModelSpec(checkpoint=ckpt.path, architecture=mc.architecture, dtype=dt, quant=quant, max_model_len=max_len,

@@ -20,7 +20,7 @@ ENGINE_OPTIONS = (
     ("--device", str, "auto, cpu, cuda, cuda:N, ascend/npu, camb/mlu, maca (default auto)"),
     ("--dtype", str, "auto, float16, bfloat16, float32"),
     ("--max-model-len", int, "context length (default: the model's)"),
-    ("--max-num-seqs", int, "sequences decoded together (default 256)"),
+    ("--max-num-seqs", int, "sequences decoded together (default: the backend's for the device; 1024 on CUDA cards of 70 GiB or more, else 256)"),
     ("--max-num-batched-tokens", int, "prefill chunk budget per step"),
     ("--gpu-memory-utilization", float, "fraction of device memory to use (default 0.85)"),
     ("--block-size", int, "KV block size in tokens"),

@@ -12,3 +12,14 @@ def test_every_batch_has_a_close_bucket(cap):
     for b in range(1, cap + 1):
         bucket = next(s for s in sizes if s >= b)
         assert bucket - b < max(8, b // 8), (b, bucket)   # at most 1/8 of the batch is padding
+
+
+def test_unset_cap_takes_the_backends_default_and_a_set_one_stays(llama_dir, monkeypatch):
+    from halinfer import LLM
+    from halinfer.plugins.cpu.backend import CpuBackend
+
+    monkeypatch.setattr(CpuBackend, "default_max_num_seqs", lambda self, index: 48)
+    assert LLM(llama_dir, device="cpu", dtype="float32").engine.core.scheduler.max_num_seqs == 48
+    assert LLM(llama_dir, device="cpu", dtype="float32", max_num_seqs=5).engine.core.scheduler.max_num_seqs == 5
+    monkeypatch.undo()
+    assert LLM(llama_dir, device="cpu", dtype="float32").engine.core.cfg.max_num_seqs == 256

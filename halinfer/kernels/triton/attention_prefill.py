@@ -20,6 +20,47 @@ from .tl_math import key_scores, weighted_values
 
 
 @triton.jit
+def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr,
+                 span_lo, span_hi, slope, d, dmask, dv, dvmask, kvh,
+                 stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                 stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
+                 scale, soft_cap, window, chunk, BS: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
+                 WINDOW: tl.constexpr, CHUNK: tl.constexpr, KV: tl.constexpr, CAUSAL: tl.constexpr,
+                 BIDIR: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr, MASKED: tl.constexpr):
+    """One key tile [n0, n0 + BLOCK_N) into the online softmax (m_i, l_i, acc).  MASKED=False:
+    the caller knows every row sees every key of the tile, so no mask is built."""
+    offs = n0 + tl.arange(0, BLOCK_N)
+    nmask = offs < hi
+    blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
+    tok = offs % BS
+    sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
+                    stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
+    if ALIBI:
+        sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
+    sc = sc * 1.4426950408889634
+    if MASKED:
+        allowed = nmask[None, :]
+        if CAUSAL:
+            seen = offs[None, :] <= qpos[:, None]
+            if BIDIR:
+                seen = seen | ((offs[None, :] >= span_lo[:, None]) & (offs[None, :] < span_hi[:, None]))
+            allowed = allowed & seen
+        if WINDOW:
+            allowed = allowed & (qpos[:, None] - offs[None, :] < window)
+        if CHUNK:
+            allowed = allowed & ((qpos[:, None] // chunk) == (offs[None, :] // chunk))
+        sc = tl.where(allowed, sc, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(sc - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, dvmask,
+                                                 stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
+                                                 stride_vsh, KV, PREC)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
                     q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr, spans_ptr,
                     stride_qt, stride_qh, stride_ot, stride_oh, stride_bt,
@@ -63,6 +104,8 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     hi = seq_len
     if CAUSAL:
         hi = last + 1
+    span_lo = qpos
+    span_hi = qpos
     if BIDIR:   # keys [span start, span end) per query row, seen past the causal edge (Gemma 3 images)
         span_lo = tl.load(spans_ptr + rows * 2, mask=mmask, other=0)
         span_hi = tl.load(spans_ptr + rows * 2 + 1, mask=mmask, other=0)
@@ -72,6 +115,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     if CHUNK:
         lo = tl.maximum(lo, (first // chunk) * chunk)
         hi = tl.minimum(hi, (last // chunk + 1) * chunk)
+    slope = scale * 0.0
     if ALIBI:
         slope = tl.load(slopes_ptr + h)
 
@@ -79,34 +123,30 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
     acc = tl.full([BLOCK_M, BLOCK_DV], 0.0, tl.float32)
     bt_row = bt_ptr + b.to(tl.int64) * stride_bt
-    for n0 in range(lo, hi, BLOCK_N):
-        offs = n0 + tl.arange(0, BLOCK_N)
-        nmask = offs < hi
-        blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
-        tok = offs % BS
-        sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
-                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
-        if ALIBI:
-            sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
-        allowed = nmask[None, :]
-        if CAUSAL:
-            seen = offs[None, :] <= qpos[:, None]
-            if BIDIR:
-                seen = seen | ((offs[None, :] >= span_lo[:, None]) & (offs[None, :] < span_hi[:, None]))
-            allowed = allowed & seen
-        if WINDOW:
-            allowed = allowed & (qpos[:, None] - offs[None, :] < window)
-        if CHUNK:
-            allowed = allowed & ((qpos[:, None] // chunk) == (offs[None, :] // chunk))
-        sc = tl.where(allowed, sc * 1.4426950408889634, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(sc - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, dvmask,
-                                                     stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
-                                                     stride_vsh, KV, PREC)
-        m_i = m_new
+    # Key tiles every row of this query tile sees whole (before its first query under causal
+    # masking; all but the ragged end without it) skip the masks: the long-prompt hot loop.
+    full = hi
+    if CAUSAL:
+        full = first
+    if WINDOW or CHUNK:
+        full = lo
+    n_full = lo + tl.maximum(full - lo, 0) // BLOCK_N * BLOCK_N
+    for n0 in range(lo, n_full, BLOCK_N):
+        m_i, l_i, acc = _attend_tile(
+            q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr,
+            span_lo, span_hi, slope, d, dmask, dv, dvmask, kvh,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+            stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
+            scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, CAUSAL, BIDIR,
+            BLOCK_N, PREC, False)
+    for n0 in range(n_full, hi, BLOCK_N):
+        m_i, l_i, acc = _attend_tile(
+            q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr,
+            span_lo, span_hi, slope, d, dmask, dv, dvmask, kvh,
+            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+            stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
+            scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, CAUSAL, BIDIR,
+            BLOCK_N, PREC, True)
 
     if SINKS:
         sk = tl.load(sinks_ptr + h) * 1.4426950408889634
