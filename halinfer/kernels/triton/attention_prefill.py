@@ -159,12 +159,20 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
              mask=mmask[:, None] & dvmask[None, :])
 
 
-def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: int = 0):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: int = 0, elt: int = 2):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages).  Two-byte head_dim-128 tiles were timed on an
+    H200 (benchmarks/tune_prefill.py, Llama-3-8B heads; BENCHMARKS.md): for one 7,680-token
+    prompt 128x128 tiles, 8 warps, 3 stages took 1.44 ms a layer against 1.68 ms for 128x64
+    (2 stages); for 20 prompts of 400 tokens 128x32, 4 warps, 3 stages took 0.285 ms against 0.349."""
     if interp:
         # Small tiles make small test cases cross tile edges; large ones keep long
         # sequences fast enough (the interpreter pays per tile, not per element).
         return (16 if max_q_len <= 64 else 64), (16 if max_seq_len <= 128 else 64), 1, 1
+    if elt == 2 and 64 < block_d <= 128:
+        if max_q_len >= 2048:
+            return 128, 128, 8, 3
+        if max_q_len <= 512:
+            return 128, 32, 4, 3
     if block_d <= 64:
         return 128, 64, 4, 2
     if block_d <= 128:
@@ -186,7 +194,7 @@ def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadat
     if T == 0 or meta.num_seqs == 0:
         return out
     block_m, block_n, warps, stages = prefill_config(max(a.block_d, a.block_dv), interp, meta.max_q_len,
-                                                     meta.max_seq_len)
+                                                     meta.max_seq_len, q.element_size())
     grid = (cdiv(max(1, meta.max_q_len), block_m), a.Hq, meta.num_seqs)
     bidir = bidir_spans is not None and bool(causal)
     spans = bidir_spans.to(q.device, torch.int32).contiguous() if bidir else meta.q_start_loc   # unread if not

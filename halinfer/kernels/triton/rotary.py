@@ -7,13 +7,23 @@ from .common import next_pow2, on_interpreter
 
 
 @triton.jit
-def _rotary_kernel(x_ptr, o_ptr, pos_ptr, cs_ptr, T,
-                   stride_xt, stride_xh, stride_ot, stride_oh, stride_cs, H,
+def _rotary_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, cs_ptr, T,
+                   stride_qt, stride_qh, stride_kt, stride_kh, stride_qot, stride_qoh, stride_kot, stride_koh,
+                   stride_cs, HQ, HK, QBLOCKS,
                    D: tl.constexpr, HALF: tl.constexpr, IS_NEOX: tl.constexpr, BLOCK_T: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_PASS: tl.constexpr):
-    # Tiles are [tokens, heads, pairs]; BLOCK_T is 1 on GPUs.
+    # q and k in one launch (one launch per layer less at decode): head blocks [0, QBLOCKS) are
+    # q's, the rest k's.  Tiles are [tokens, heads, pairs]; BLOCK_T is 1 on GPUs.
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    hb = tl.program_id(1)
+    if hb < QBLOCKS:
+        x_ptr, o_ptr, H = q_ptr, qo_ptr, HQ
+        stride_xt, stride_xh, stride_ot, stride_oh = stride_qt, stride_qh, stride_qot, stride_qoh
+    else:
+        x_ptr, o_ptr, H = k_ptr, ko_ptr, HK
+        stride_xt, stride_xh, stride_ot, stride_oh = stride_kt, stride_kh, stride_kot, stride_koh
+        hb = hb - QBLOCKS
+    h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
     tmask = t < T
     j = tl.arange(0, BLOCK_HALF)[None, None, :]
     jmask = j < HALF
@@ -43,23 +53,29 @@ def _rotary_kernel(x_ptr, o_ptr, pos_ptr, cs_ptr, T,
         tl.store(orow + c, tl.load(xrow + c, mask=cmask, other=0.0), mask=cmask)
 
 
-def _rotate(x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor, is_neox: bool, interp: bool):
-    T, H, D = x.shape
-    out = torch.empty((T, H, D), dtype=x.dtype, device=x.device)
-    if x.stride(-1) != 1:
-        x = x.contiguous()
+def _rotate(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor, is_neox: bool,
+            interp: bool):
+    T, HQ, D = q.shape
+    HK = k.shape[1]
+    assert k.shape[0] == T and k.shape[2] == D and k.dtype == q.dtype, "q and k: same tokens, head dim and dtype"
+    qo = torch.empty((T, HQ, D), dtype=q.dtype, device=q.device)
+    ko = torch.empty((T, HK, D), dtype=k.dtype, device=k.device)
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k = k if k.stride(-1) == 1 else k.contiguous()
     half = cache.shape[-1] // 2
     assert 2 * half <= D, f"rotary dim {2 * half} exceeds head dim {D}"
     block_half = next_pow2(half)
-    block_h = max(1, min(next_pow2(H), (2048 if not interp else 4096) // block_half))
+    block_h = max(1, min(next_pow2(max(HQ, HK)), (2048 if not interp else 4096) // block_half))
     npass = D - 2 * half
     block_t = max(1, min(64, 16384 // (block_h * block_half), next_pow2(T))) if interp else 1
-    if T and H:
-        _rotary_kernel[(-(-T // block_t), -(-H // block_h))](
-            x, out, positions, cache, T, x.stride(0), x.stride(1), out.stride(0), out.stride(1), cache.stride(0), H,
+    qblocks = -(-HQ // block_h)
+    if T and (HQ or HK):
+        _rotary_kernel[(-(-T // block_t), qblocks + -(-HK // block_h))](
+            q, k, qo, ko, positions, cache, T, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+            qo.stride(0), qo.stride(1), ko.stride(0), ko.stride(1), cache.stride(0), HQ, HK, qblocks,
             D=D, HALF=half, IS_NEOX=bool(is_neox), BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_HALF=block_half,
             BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4)
-    return out
+    return qo, ko
 
 
 def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
@@ -69,4 +85,4 @@ def rotary(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_ca
     cache = cos_sin_cache if cos_sin_cache.dtype == torch.float32 else cos_sin_cache.float()
     if cache.stride(-1) != 1:
         cache = cache.contiguous()
-    return (_rotate(q, positions, cache, is_neox, interp), _rotate(k, positions, cache, is_neox, interp))
+    return _rotate(q, k, positions, cache, is_neox, interp)
