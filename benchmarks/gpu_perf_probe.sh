@@ -65,6 +65,23 @@ for p in "$@"; do
           --workload all --quantization fp8 --max-model-len 1024 --out "$L/fp8_off.json" ;;
     w8a8off) TAILN=3 phase w8a8_off 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
           --workload all --quantization w8a8 --max-model-len 1024 --out "$L/w8a8_off.json" ;;
+    peersdense) TAILN=0 phase peers_dense 330 env OUT="$L/peers_dense" WORKLOADS=b1,offline,long \
+          HALI_CMD='python3 benchmarks/throughput.py --model "$MODEL_DIR" --device cuda --workload all,long,prefix --max-model-len 8192' \
+          bash .peers/side_by_side.sh
+          grep -h "^RESULT\|^{\"\(steady\|first_pass\|decode-b1\|long_7680\|shared_prefix\)" "$L/peers_dense.log" | cut -c1-330 ;;
+    gputests)  # tests/cuda's GPU tests, and every cuda conformance case and declared cell, 12 processes
+               # (pytest-xdist from .wheels/, carried): compiling the kernels is what takes the time
+      python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
+      left=$(( ${END_AT:-$(( $(date +%s) + 300 ))} - $(date +%s) ))
+      echo "=== gputests ($left s)"
+      OMP_NUM_THREADS=1 timeout -s INT "$left" python -m pytest -n 6 tests/cuda -m gpu -q -p no:cacheprovider -rf \
+        --tb=line >"$L/gputests_cuda.log" 2>&1 &
+      OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout -s INT "$left" python -m pytest -n 6 \
+        tests/conformance tests/models/test_declared_support.py tests/models/test_declared_vlm_support.py -k cuda \
+        -q -p no:cacheprovider -rf --tb=line >"$L/gputests_conf.log" 2>&1
+      wait
+      for f in gputests_cuda gputests_conf; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-200 | head -20; tail -n 2 "$L/$f.log"; done
+      tar czf "$OUT/logs.tgz" -C "$L" . ;;
     *) echo "unknown phase $p" ;;
   esac
 done
