@@ -137,6 +137,16 @@ def init_dummy_weights(model: torch.nn.Module, seed: int = 0) -> None:
                 p.data.copy_(dst)
 
 
+def lmdeploy_smooth_quant_names(weights: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """LMDeploy's ``lite smooth_quant`` saves each QLinear's per-output-channel float32 scale as
+    ``<linear>.scale`` [N, 1] beside its int8 ``weight`` (``pytorch/models/q_modules.py``), where
+    compressed-tensors says ``weight_scale``: one name for the W8A8 layers to load."""
+    for name, t in weights:
+        if name.endswith(".scale"):
+            name = name[:-len("scale")] + "weight_scale"
+        yield name, t
+
+
 class Checkpoint:
     """A model as stored: its config, weights, tokenizer and stop ids, whatever the format.
 
@@ -152,7 +162,11 @@ class Checkpoint:
         self.config = ModelConfig.from_dir(path)
 
     def weights(self, progress: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
-        return iter_weights(self.path, progress)
+        weights = iter_weights(self.path, progress)
+        qc = self.config.get("quantization_config") or {}
+        if str(qc.get("quant_method", "")).lower() == "smooth_quant":
+            return lmdeploy_smooth_quant_names(weights)
+        return weights
 
     def tokenizer(self):
         return load_tokenizer(self.path)

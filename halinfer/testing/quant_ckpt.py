@@ -6,7 +6,8 @@ loader's unpacking in halinfer/core/ops, so a wrong unpack fails the model tests
   AWQ   qweight [K, N/8]: nibble i of column c is output 8c + (0,2,4,6,1,3,5,7)[i]
   GPTQ  qweight [K*b/32, N]: value i of row r is input (32/b)r + i; qzeros [G, N*b/32]
         value i of column c is output (32/b)c + i, stored zero - 1 (v1) or zero (v2)
-  W8A8  compressed-tensors int-quantized: int8 [N, K], weight_scale [N, 1]
+  W8A8  compressed-tensors int-quantized: int8 [N, K], weight_scale [N, 1]; LMDeploy's
+        smooth_quant: the same int8 weight with a float32 ``scale`` [N, 1], in pytorch_model.bin
   FP8   block: e4m3 [N, K], weight_scale_inv [ceil(N/bn), ceil(K/bk)] (DeepSeek-V3 layout);
         compressed-tensors float-quantized: weight_scale [N, 1] (channel) or [1] (tensor)
 """
@@ -120,6 +121,12 @@ def w8a8(w: torch.Tensor, scale_dtype=torch.float32):
     return {"weight": q, "weight_scale": s}, q.float() * s.float()
 
 
+def w8a8_lmdeploy(w: torch.Tensor):
+    """LMDeploy QLinear.from_float: per-channel absmax / 127, float32, stored as ``scale``."""
+    q, d = w8a8(w, torch.float32)
+    return {"weight": q["weight"], "scale": q["weight_scale"]}, d
+
+
 def fp8_block(w: torch.Tensor, block=(128, 128)):
     N, K = w.shape
     bn, bk = block
@@ -168,6 +175,8 @@ def config_for(method: str, **o) -> dict:
                 "checkpoint_format": "gptq_v2" if o.get("v2") else "gptq"}
     if method == "w8a8":
         return _ct_config("int-quantized", "int", "channel", "token", True)
+    if method == "w8a8-lmdeploy":
+        return {"quant_method": "smooth_quant"}
     if method == "fp8":
         return {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
                 "weight_block_size": list(o.get("block", (128, 128)))}
@@ -204,13 +213,19 @@ def quantize(src: str, dst: str, method: str, dense_modules: tuple[str, ...] = (
                             o.get("v2", False), seed=zlib.crc32(key.encode()))
             elif method == "w8a8":
                 q, d = w8a8(t, o.get("scale_dtype", torch.float32))
+            elif method == "w8a8-lmdeploy":
+                q, d = w8a8_lmdeploy(t)
             elif method == "fp8":
                 q, d = fp8_block(t, o.get("block", (128, 128)))
             else:
                 q, d = fp8_ct(t, o.get("strategy", "channel"), o.get("input_scale"))
             out.update({f"{base}.{k}": v for k, v in q.items()})
             den[name] = d.to(t.dtype).contiguous()
-        save_file(out, os.path.join(dst, f))
+        if method == "w8a8-lmdeploy":   # LMDeploy saves smooth_quant models with safe_serialization=False
+            os.remove(os.path.join(dst, f))
+            torch.save(out, os.path.join(dst, f.replace("model", "pytorch_model").replace(".safetensors", ".bin")))
+        else:
+            save_file(out, os.path.join(dst, f))
         save_file(den, os.path.join(dense_dir, f))
     with open(os.path.join(dst, "config.json")) as fh:
         cfg = json.load(fh)

@@ -25,6 +25,7 @@ WEIGHT_ONLY = {
 }
 ACT_QUANT = {
     "w8a8-compressed-tensors-bf16-scales": ("w8a8", dict(scale_dtype=torch.bfloat16), None, None),
+    "w8a8-lmdeploy-smooth-quant-bin": ("w8a8-lmdeploy", {}, None, None),
     "fp8-block-128": ("fp8", dict(block=(128, 128)), 128, None),
     "fp8-block-32x64": ("fp8", dict(block=(32, 64)), 64, None),
     "fp8-ct-channel-dynamic": ("fp8-ct", dict(strategy="channel"), None, None),
@@ -60,8 +61,8 @@ def test_activation_quantized_checkpoint_matches_fake_quantized_transformers(den
     method, opts, block_k, input_scale = ACT_QUANT[name]
     qdir, ddir = _build(dense, tmp_path, method, opts)
     llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
-    assert _model(llm).ctx.quant["method"] == ("fp8" if method.startswith("fp8") else method)
-    hf = fake_quant_activations(hf_model(ddir), "w8a8" if method == "w8a8" else "fp8", block_k, input_scale)
+    assert _model(llm).ctx.quant["method"] == ("fp8" if method.startswith("fp8") else method.split("-")[0])
+    hf = fake_quant_activations(hf_model(ddir), "fp8" if method.startswith("fp8") else "w8a8", block_k, input_scale)
     plain = hf_model(ddir)
     for p in random_prompts(2, llm.engine.vocab_size, (11, 4)):
         ref = hf_greedy(hf, p, 6)
