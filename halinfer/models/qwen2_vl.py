@@ -32,12 +32,18 @@ class MRotary(Rotary):
             layer.self_attn.rotary = rotary
 
 
+def mrope_section(cfg, family: str) -> tuple[list[int], float, str, dict]:
+    """(mrope_section, rope theta, rope type, rope parameters) of a VL text config."""
+    theta, rtype, params = cfg.rope_params()
+    section = params.get("mrope_section")
+    if not section:
+        raise ValueError(f"a {family} text config needs rope_parameters (or rope_scaling) with mrope_section")
+    return section, theta, rtype, params
+
+
 class Qwen2VLTextModel(Qwen2ForCausalLM):
     def __init__(self, cfg, ctx):
-        theta, rtype, params = cfg.rope_params()
-        section = params.get("mrope_section")
-        if not section:
-            raise ValueError("a Qwen2-VL text config needs rope_parameters (or rope_scaling) with mrope_section")
+        section, theta, rtype, params = mrope_section(cfg, "Qwen2-VL")
         if rtype == "mrope":   # transformers 4 configs: {"type": "mrope", ...}; the frequencies are default
             params = {**params, "rope_type": "default", "type": "default", "rope_theta": theta}
             cfg = cfg.replace(rope_parameters=params, rope_scaling=None)

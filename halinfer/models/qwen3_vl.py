@@ -6,20 +6,15 @@ image tokens' hidden state after it.  Image positions are Qwen2-VL's (3-D, from 
 encoder cache); images only (no video timestamps)."""
 from __future__ import annotations
 
-import torch
-
 from .llama import Qwen3ForCausalLM
-from .qwen2_vl import MRotary
+from .qwen2_vl import MRotary, Qwen2VLForConditionalGeneration, mrope_section
 from .vision.qwen3_vit import Qwen3VisionTower
 from .vision.vlm import VisionLanguageModel, text_config
 
 
 class Qwen3VLTextModel(Qwen3ForCausalLM):
     def __init__(self, cfg, ctx):
-        theta, rtype, params = cfg.rope_params()
-        section = params.get("mrope_section")
-        if not section:
-            raise ValueError("a Qwen3-VL text config needs rope_parameters with mrope_section")
+        section = mrope_section(cfg, "Qwen3-VL")[0]
         super().__init__(cfg, ctx)
         # transformers' Qwen3-VL text rotary is always interleaved (mrope_interleaved in the config says so)
         MRotary.install(self, ctx, cfg, section, interleaved=True)
@@ -49,9 +44,5 @@ class Qwen3VLForConditionalGeneration(VisionLanguageModel):
         deep = [feats[:, H * (1 + i):H * (2 + i)] for i in range(self.n_deep)]
         return lm(input_ids, positions, meta, inputs_embeds=x, deepstack=(rows, deep))
 
-    def encode_images(self, items):
-        pixels = torch.cat([it["pixel_values"] for it in items]).to(self.ctx.device, self.ctx.dtype)
-        grids = [tuple(int(v) for v in g) for it in items for g in it["image_grid_thw"]]
-        out = self.visual(pixels, grids)
-        per = [t * h * w // self.visual.merge ** 2 for t, h, w in grids]
-        return list(out.split(per))
+    # pixel_values and image_grid_thw as Qwen2-VL's processor gives them; one feature row per merged patch
+    encode_images = Qwen2VLForConditionalGeneration.encode_images

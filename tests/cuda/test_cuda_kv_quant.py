@@ -9,14 +9,13 @@ sequences do not own is poison (NaN scales and zeros, NaN fp8 / 0xFF int4 bytes)
 kernel reading a slot it does not own gives NaN."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from halinfer.core.attention import LayerKV, MetadataBuilder, StepInputs
+from halinfer.core.attention import LayerKV, MetadataBuilder
 from halinfer.core.ops import Ops
 from halinfer.core.ops.kv_quant import kv_storage_dtype, kv_stored_dim
-from tritonops_util import TOL, read, ref
+from tritonops_util import TOL, paged_plan, read, ref
 
 REF = Ops()
 MODES = ("int4", "fp8")
@@ -44,26 +43,6 @@ def _layer(mode, layout, nb, bs, hk, d, dv, device) -> LayerKV:
 def _cpu(kv: LayerKV) -> LayerKV:
     c = lambda t: None if t is None else t.detach().cpu().clone()  # noqa: E731
     return LayerKV(c(kv.k), c(kv.v), kv.layout, c(kv.k_scale), c(kv.v_scale), kv.quant, c(kv.k_zero), c(kv.v_zero))
-
-
-def _plan(seqs, bs, gen):
-    """seqs [(cached, new)] -> (StepInputs, every position's slot per sequence, blocks)."""
-    nblk = [-(-(c + q) // bs) for c, q in seqs]
-    nb = sum(nblk) + 2
-    order = (torch.randperm(nb - 1, generator=gen) + 1).tolist()      # block 0 stays poison
-    tables = np.zeros((len(seqs), max(nblk) + 1), dtype=np.int32)
-    for i, n in enumerate(nblk):
-        tables[i, :n] = order[:n]
-        order = order[n:]
-    all_slots, new_slots = [], []
-    for i, (c, q) in enumerate(seqs):
-        pos = np.arange(c + q)
-        sl = tables[i][pos // bs].astype(np.int64) * bs + pos % bs
-        all_slots.append(torch.from_numpy(sl))
-        new_slots.append(sl[c:])
-    step = StepInputs(np.array([q for _, q in seqs], np.int32), np.array([c + q for c, q in seqs], np.int32),
-                      tables, np.concatenate(new_slots), bs)
-    return step, all_slots, nb
 
 
 def _tol(dtype, mode):
@@ -165,7 +144,7 @@ def test_attention_over_quantized_cache(target, gen, layout, mode, splits, name,
     ops = TritonOps(decode_splits=splits)
     dev, dt = target.device, target.dtype
     mla = name.endswith("mla")
-    step, all_slots, nb = _plan(seqs, bs, gen)
+    step, all_slots, nb = paged_plan(seqs, bs, gen)
     kv = _layer(mode, layout, nb, bs, Hk, D, None if mla else Dv, dev)
     # Store every position, all sequences in one call, through the kernel under test.
     slots = torch.cat(all_slots)

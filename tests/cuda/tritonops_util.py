@@ -99,10 +99,9 @@ def poisoned(layout, nb, bs, hk, d, dtype, device, int8=False):
     return torch.full(shape, float("nan"), dtype=dtype, device=device), None
 
 
-def make_paged(seqs, hk, d, bs, dtype, device, gen, *, dv=None, mla=False, int8=False, layout="NHD",
-               extra_width=1) -> Paged:
-    """seqs: [(cached tokens, new tokens)]; every position up to seq_len is written
-    (as store_kv would have done before attention runs)."""
+def paged_plan(seqs, bs, gen, extra_width=1):
+    """seqs [(cached, new)] -> (StepInputs, every position's slot per sequence, number of blocks).
+    Blocks are handed out in random order; block 0 is never handed out and pads the tables."""
     nblk = [-(-(c + q) // bs) for c, q in seqs]
     nb = sum(nblk) + 2
     order = (torch.randperm(nb - 1, generator=gen) + 1).tolist()   # block 0 stays poison
@@ -118,6 +117,14 @@ def make_paged(seqs, hk, d, bs, dtype, device, gen, *, dv=None, mla=False, int8=
         new_slots.append(sl[c:])
     step = StepInputs(np.array([q for _, q in seqs], np.int32), np.array([c + q for c, q in seqs], np.int32),
                       tables, np.concatenate(new_slots), bs)
+    return step, seq_slots, nb
+
+
+def make_paged(seqs, hk, d, bs, dtype, device, gen, *, dv=None, mla=False, int8=False, layout="NHD",
+               extra_width=1) -> Paged:
+    """seqs: [(cached tokens, new tokens)]; every position up to seq_len is written
+    (as store_kv would have done before attention runs)."""
+    step, seq_slots, nb = paged_plan(seqs, bs, gen, extra_width)
     dv = dv or d
     kc, ks = poisoned(layout, nb, bs, hk, d, dtype, device, int8)
     vc, vs = (None, None) if mla else poisoned(layout, nb, bs, hk, dv, dtype, device, int8)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..layers import ModelContext, hf_activation
 from .blocks import linear, norm
-from .qwen_vit import QwenVisionBlock, _frame_bounds, patch_rows_cols
+from .qwen_vit import QwenVisionBlock, _frame_bounds, vision_rope_table
 
 
 class Qwen3Merger(nn.Module):
@@ -55,11 +55,7 @@ class Qwen3VisionTower(nn.Module):
                                                    for _ in self.deepstack_layers)
 
     def rope_table(self, grids, device) -> torch.Tensor:
-        sd = self.head_dim // 2
-        inv = 1.0 / (self.theta ** (torch.arange(0, sd, 2, dtype=torch.float32) / sd))
-        rows, cols = patch_rows_cols(grids, self.merge)
-        freqs = torch.cat((rows[:, None] * inv, cols[:, None] * inv), dim=-1)
-        return torch.cat((freqs.cos(), freqs.sin()), dim=-1).to(device)
+        return vision_rope_table(self.head_dim, self.theta, grids, self.merge, device)
 
     def positions(self, grids) -> torch.Tensor:
         """[N, D]: the learned grid resampled to each image's (h, w), in merge-window order."""

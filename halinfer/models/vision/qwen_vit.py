@@ -59,6 +59,16 @@ class PatchMerger(nn.Module):
         return self.mlp[2](self.ops.act(self.mlp[0](h), "gelu"))
 
 
+def vision_rope_table(head_dim: int, theta: float, grids, merge: int, device) -> torch.Tensor:
+    """float32 [N, head_dim]: cos | sin of (row freqs, col freqs) per patch, in merge-window order
+    (the Qwen2-VL, Qwen2.5-VL and Qwen3-VL towers' 2-D rotary)."""
+    sd = head_dim // 2
+    inv = 1.0 / (theta ** (torch.arange(0, sd, 2, dtype=torch.float32) / sd))
+    rows, cols = patch_rows_cols(grids, merge)
+    freqs = torch.cat((rows[:, None] * inv, cols[:, None] * inv), dim=-1)
+    return torch.cat((freqs.cos(), freqs.sin()), dim=-1).to(device)
+
+
 def patch_rows_cols(grids: list[tuple[int, int, int]], merge: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(row, col) of every patch, in the processor's merge-window order."""
     rows, cols = [], []
@@ -113,12 +123,7 @@ class QwenVisionTower(nn.Module):
         self.merger = PatchMerger(ctx, dim, out, self.merge, v25)
 
     def rope_table(self, grids, device) -> torch.Tensor:
-        """float32 [N, head_dim]: cos | sin of (row freqs, col freqs) per patch."""
-        sd = self.head_dim // 2
-        inv = 1.0 / (self.theta ** (torch.arange(0, sd, 2, dtype=torch.float32) / sd))
-        rows, cols = patch_rows_cols(grids, self.merge)
-        freqs = torch.cat((rows[:, None] * inv, cols[:, None] * inv), dim=-1)
-        return torch.cat((freqs.cos(), freqs.sin()), dim=-1).to(device)
+        return vision_rope_table(self.head_dim, self.theta, grids, self.merge, device)
 
     def forward(self, pixels: torch.Tensor, grids: list[tuple[int, int, int]]) -> torch.Tensor:
         """[N, C*T*P*P] patches of the images with these (t, h, w) grids -> [N / merge^2, out]."""
