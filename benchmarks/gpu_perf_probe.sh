@@ -82,6 +82,13 @@ for p in "$@"; do
       wait
       for f in gputests_cuda gputests_conf; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-200 | head -20; tail -n 2 "$L/$f.log"; done
       tar czf "$OUT/logs.tgz" -C "$L" . ;;
+    k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
+    kvision) TAILN=14 phase bench_vision 120 python benchmarks/kernels/bench_vision_attention.py --device cuda ;;
+    kw4) TAILN=40 phase bench_w4a16 150 python benchmarks/kernels/bench_quant_gemm.py --no-fp8 ${SWEEPW4:+--sweep} ;;
+    kdecode) TAILN=40 phase bench_decode 150 python benchmarks/kernels/bench_decode.py --kv none,int8,fp8,int4 ;;
+    qtests) phase qtests 240 python -m pytest tests/cuda/test_act_quant.py tests/cuda/test_quant_gemm_gpu.py \
+          tests/cuda/test_cuda_vision_attention.py tests/cuda/test_cuda_w4a16.py tests/cuda/test_cuda_kv_quant.py \
+          -m gpu -q -rf --tb=short -p no:cacheprovider ;;
     *) echo "unknown phase $p" ;;
   esac
 done

@@ -1,6 +1,7 @@
 """Which vision attention to use on a GPU (issue 15, item 5): times the core reference
 (Ops.vision_attention: one float32 softmax(QK^T)V per cu_seqlens sequence) against torch SDPA
-per sequence and SDPA over equal-length sequences stacked as a batch, on ViT shapes.
+per sequence, SDPA over equal-length sequences stacked as a batch, and what the CUDA table
+runs (kernels/vision_attention.py): varlen flash attention, and SDPA over equal-length runs.
 
     python benchmarks/kernels/bench_vision_attention.py --device cuda
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from halinfer.core.ops import Ops
+from halinfer.kernels import vision_attention as va
 
 SHAPES = {"qwen2.5-vl full": (1024, 16, 80), "qwen2.5-vl window": (64, 16, 80), "internvit": (1025, 16, 64)}
 
@@ -55,7 +57,8 @@ def main():
     dev, dt = torch.device(a.device), getattr(torch, a.dtype)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     ref = Ops()
-    print(f"{'shape':<20}{'images':>7}{'seqs':>6}{'reference ms':>14}{'sdpa/seq ms':>13}{'sdpa batch ms':>15}{'max err':>10}")
+    print(f"{'shape':<20}{'images':>7}{'seqs':>6}{'reference ms':>14}{'sdpa/seq ms':>13}{'sdpa batch ms':>15}"
+          f"{'sdpa runs ms':>14}{'varlen ms':>11}{'max err':>10}{'varlen err':>11}")
     for name, (n, H, D) in SHAPES.items():
         for images in (1, 8, 32):
             seqs = images * (16 if "window" in name else 1)
@@ -65,8 +68,16 @@ def main():
             t_ref = timed(lambda: ref.vision_attention(q, k, v, cu, s), sync)
             t_seq = timed(lambda: sdpa_per_seq(q, k, v, cu, s), sync)
             t_bat = timed(lambda: sdpa_batched(q, k, v, n, s), sync)
-            err = (sdpa_batched(q, k, v, n, s).float() - ref.vision_attention(q, k, v, cu, s).float()).abs().max()
-            print(f"{name:<20}{images:>7}{seqs:>6}{t_ref:>14.3f}{t_seq:>13.3f}{t_bat:>15.3f}{float(err):>10.2e}")
+            t_runs = timed(lambda: va.vision_attention(q, k, v, cu, s, impl="sdpa"), sync)
+            y_var = va.varlen(q, k, v, cu, cu.tolist(), s) if dev.type == "cuda" else None
+            t_var = timed(lambda: va.varlen(q, k, v, cu, cu.tolist(), s), sync) if y_var is not None else float("nan")
+            want = ref.vision_attention(q, k, v, cu, s).float()
+            err = (sdpa_batched(q, k, v, n, s).float() - want).abs().max()
+            verr = (y_var.float() - want).abs().max() if y_var is not None else float("nan")
+            print(f"{name:<20}{images:>7}{seqs:>6}{t_ref:>14.3f}{t_seq:>13.3f}{t_bat:>15.3f}{t_runs:>14.3f}"
+                  f"{t_var:>11.3f}{float(err):>10.2e}{float(verr):>11.2e}", flush=True)
+    if va._VARLEN_BROKEN:
+        print(f"varlen_attn failed: {va._VARLEN_BROKEN}")
 
 
 if __name__ == "__main__":

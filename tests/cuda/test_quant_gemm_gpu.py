@@ -64,3 +64,52 @@ def test_w4a16_and_w8a8_kernels_match_reference(M, K, N):
     w8s = torch.rand(N, generator=g) * 1e-3
     got = ops.w8a8_linear(x.cuda(), w8.cuda(), w8s.cuda())
     assert _rel(got.cpu(), ref.w8a8_linear(x, w8, w8s)) < 1e-2
+
+
+# Published block-scaled checkpoints (DeepSeek-V3, Qwen3-FP8) have one scale per 128x128
+# block, which the loader repeats over each block's rows: this layout goes to cuBLASLt's
+# block-scaled GEMM on SM90 (bf16), and must not fall back silently.  The odd M needs
+# the rows padded to a multiple of 4; a merged matrix whose parts do not start at
+# multiples of 128 (rows of one block differ) must take the Triton kernel and stay right.
+@pytest.mark.parametrize("M", [1, 3, 16, 333])
+@pytest.mark.parametrize("aligned", [True, False], ids=["blocks", "unaligned-merge"])
+def test_fp8_block_scaled_cublas_path(M, aligned):
+    from halinfer.core.ops import Ops
+    from halinfer.kernels.triton import scaled_gemm
+    from halinfer.kernels.triton.ops import TritonOps
+
+    K, N = 1024, 768
+    g = torch.Generator().manual_seed(M + aligned)
+    x = torch.randn(M, K, generator=g).to("cuda", torch.bfloat16)
+    w = (torch.randn(N, K, generator=g) * 50).clamp(-448, 448).to(torch.float8_e4m3fn).cuda()
+    blocks = torch.rand(N // 128, K // 128, generator=g) * 1e-3 + 1e-4
+    ws = blocks.repeat_interleave(128, dim=0)
+    if not aligned:
+        ws[200:] = (torch.rand(1, K // 128, generator=g) * 1e-3 + 1e-4)   # a part starting at row 200
+    ws = ws.cuda()
+    scaled_gemm._SCALED_MM_BROKEN.clear()
+    got = TritonOps().fp8_linear(x, w, ws, 128)
+    want = Ops().fp8_linear(x.cpu().float(), w.cpu(), ws.cpu(), 128)
+    assert _rel(got.cpu(), want) < 2e-2
+    assert got.shape == (M, N) and got.is_contiguous()
+    if torch.cuda.get_device_capability()[0] == 9:
+        assert not scaled_gemm._SCALED_MM_BROKEN, scaled_gemm._SCALED_MM_BROKEN
+        assert (scaled_gemm._block_scales(ws) is not None) == aligned
+
+
+@pytest.mark.parametrize("impl", ["triton", "int_mm"])
+@pytest.mark.parametrize("M,K,N", [(1, 4096, 6144), (100, 4096, 1024), (333, 14336, 4096), (70, 320, 40)])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+def test_w8a8_gemm_paths(monkeypatch, impl, M, K, N, bias):
+    from halinfer.core.ops import Ops
+    from halinfer.kernels.triton import scaled_gemm
+    from halinfer.kernels.triton.ops import TritonOps
+
+    monkeypatch.setattr(scaled_gemm, "INT8_GEMM", impl)
+    g = torch.Generator().manual_seed(M * N)
+    x = torch.randn(M, K, generator=g).to(torch.bfloat16)
+    w8 = torch.randint(-127, 128, (N, K), generator=g, dtype=torch.int8)
+    w8s = torch.rand(N, generator=g) * 1e-3
+    b = torch.randn(N, generator=g).to(torch.bfloat16) if bias else None
+    got = TritonOps().w8a8_linear(x.cuda(), w8.cuda(), w8s.cuda(), None if b is None else b.cuda())
+    assert _rel(got.cpu(), Ops().w8a8_linear(x, w8, w8s, b)) < 1e-2

@@ -3,12 +3,13 @@
 Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
 moe_route (ungrouped), paged_attention (prefill/mixed and split-KV decode; GQA/MQA,
 causal or not, sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA,
-int8 / fp8 / int4 KV, NHD and HND caches), fused_moe (tokens grouped by expert on
+int8 / fp8 / int4 KV, NHD and HND caches), vision_attention (16-bit: torch's varlen flash attention or SDPA over runs of
+equal-length sequences, kernels/vision_attention.py), fused_moe (tokens grouped by expert on
 the device, one launch per GEMM for all experts), and the quantized GEMMs: W4A16 in
 AWQ and GPTQ layouts (a GEMV for M <= 16, split-K tiles up to M = 64, dequantize +
 torch GEMM for prefill), W8A8 int8 and FP8 (per-token activation quantization in
-torch, one scaled 8-bit GEMM; per-channel bf16 FP8 on torch._scaled_mm where it
-exists).  Everything else is the core's torch reference: dense GEMMs stay on cuBLAS
+one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
+scaled 8-bit Triton GEMM).  Everything else is the core's torch reference: dense GEMMs stay on cuBLAS
 through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
 launch, moe_route.py).
@@ -20,6 +21,7 @@ this class as its table and the MACA plugin builds on it.
 from __future__ import annotations
 
 from halinfer.core.ops import Ops
+from halinfer.kernels import vision_attention as _vision
 
 from . import activation as _act
 from . import attention_decode as _decode
@@ -73,6 +75,11 @@ class TritonOps(Ops):
             return _decode.paged_attention_decode(q, kv, meta, num_splits=self.decode_splits, **kw)
         return _prefill.paged_attention_prefill(q, kv, meta, causal=causal, bidir_spans=bidir_spans, **kw)
     paged_attention.__doc__ = Ops.paged_attention.__doc__
+
+    def vision_attention(self, q, k, v, cu_seqlens, scale):
+        out = _vision.vision_attention(q, k, v, cu_seqlens, scale)
+        return out if out is not None else super().vision_attention(q, k, v, cu_seqlens, scale)
+    vision_attention.__doc__ = Ops.vision_attention.__doc__
 
     def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):
         return _w4a16.awq_linear(x, qweight, scales, qzeros, group_size, bias)
