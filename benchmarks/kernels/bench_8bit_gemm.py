@@ -7,7 +7,8 @@ its error against the core reference, to choose kernels/triton/scaled_gemm.py's 
   w8a8          int8: the Triton kernel vs torch._int_mm + epilogue
   act quant     per-token activation quantization: torch (the reference's ops) vs one launch
 
-Times include activation quantization (what a linear layer pays).  --sweep tries Triton
+Times are device time (calls replayed from a CUDA graph) and include activation
+quantization (what a linear layer pays).  --sweep tries Triton
 tile configs for M > 64 (through scaled_gemm.CONFIG_OVERRIDE) and prints the best four.
 
 Usage: python benchmarks/kernels/bench_8bit_gemm.py [--m 1,16,256,1024,4096] [--sweep]
@@ -31,8 +32,22 @@ CONFIGS = [(128, 128, 128, 8, 3), (128, 128, 128, 4, 3), (128, 256, 128, 8, 3), 
            (256, 128, 128, 8, 3), (64, 128, 128, 4, 4), (128, 128, 64, 4, 4), (128, 64, 128, 4, 4)]
 
 
-def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") * 1e3   # us
+def bench(fn, reps: int = 10) -> float:
+    """Device time per call in us: `reps` calls replayed from one CUDA graph, so host launch
+    costs (tens of us per call for torch._scaled_mm and Triton's launcher) do not count, as
+    they do not in the engine's captured decode steps."""
+    fn()
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    return triton.testing.do_bench(g.replay, warmup=5, rep=50, return_mode="median") * 1e3 / reps
 
 
 def rel(a, b) -> float:

@@ -135,6 +135,12 @@ def init_dummy_weights(model: torch.nn.Module, seed: int = 0) -> None:
             dst.normal_(0, 0.02, generator=dg)
             if dst is not p.data:
                 p.data.copy_(dst)
+    # a layout's structure that random values break (block FP8's scales repeat over each
+    # block's rows): a quantized layer's method restores it, so benchmarks take real paths
+    for m in model.modules():
+        hook = getattr(getattr(m, "qm", None), "after_dummy_init", None)
+        if hook is not None:
+            hook(m)
 
 
 def lmdeploy_smooth_quant_names(weights: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:

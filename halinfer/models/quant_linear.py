@@ -163,6 +163,12 @@ class Fp8Method:
         else:
             getattr(layer, name).data[a:b].copy_(tensor)
 
+    def after_dummy_init(self, layer):
+        """Random scales made constant over each block's rows, as a block-scaled checkpoint loads."""
+        if self.block:
+            s = getattr(layer, self.scale_name).data
+            s.copy_(s[:: self.block[0]].abs().repeat_interleave(self.block[0], dim=0)[: s.shape[0]])
+
     def apply(self, layer, x, bias):
         return layer.ops.fp8_linear(x, layer.weight, getattr(layer, self.scale_name), self.block_k, bias,
                                     getattr(layer, "input_scale", None))

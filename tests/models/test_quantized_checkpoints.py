@@ -81,3 +81,25 @@ def test_dense_modules_in_a_quantized_checkpoint_load_dense(dense, tmp_path):
     layer = _model(llm).model.layers[0]
     assert layer.self_attn.qkv_proj.method is None and layer.self_attn.qkv_proj.weight.dtype == torch.float32
     assert layer.mlp.gate_up_proj.method == "gptq"
+
+
+def test_dummy_weights_keep_block_fp8_scales_block_constant(dense, tmp_path):
+    """Benchmarks run random weights (load_format="dummy"): block FP8 scales must still repeat
+    over each block's rows as a loaded checkpoint's do, or the CUDA backend's block-scaled
+    cuBLASLt path (which needs that) is never what a benchmark measures."""
+    import json
+    import shutil
+
+    d = tmp_path / "fp8-dummy"
+    shutil.copytree(dense, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                  "weight_block_size": [32, 32]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    llm = LLM(str(d), device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8, load_format="dummy")
+    scales = [(n, p) for n, p in _model(llm).named_parameters() if n.endswith("weight_scale_inv")]
+    assert scales, "no block-FP8 layer was built"
+    for n, s in scales:
+        blocks = s[::32]
+        assert torch.equal(blocks.repeat_interleave(32, dim=0)[: s.shape[0]], s), n
+        assert bool((s > 0).all()) and len(torch.unique(blocks)) > 1, n

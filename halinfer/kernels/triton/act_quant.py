@@ -47,8 +47,9 @@ def _fp8_group_quant_kernel(x_ptr, q_ptr, s_ptr, T, K, G, group, stride_xt, stri
         mask = (g < G)[:, None] & (c < group)[None, :] & (k < K)
         x = tl.load(x_ptr + tl.minimum(t, T - 1) * stride_xt + k, mask=mask, other=0.0).to(tl.float32)
         x = tl.where(t < T, x, 0.0)     # rows T.. are padding: zeros, at the smallest scale
-        s = tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10) / 448.0
-        q = _round_e4m3(tl.clamp(x / s[:, None], -448.0, 448.0)).to(tl.float8e4nv)
+        s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
+        # div_rn: IEEE division as torch's; a plain / compiles to an approximate one
+        q = _round_e4m3(tl.clamp(tl.math.div_rn(x, s[:, None]), -448.0, 448.0)).to(tl.float8e4nv)
         # stored as bytes: the caller passes a uint8 view (an fp8 store of masked lanes is
         # what some triton versions refuse)
         tl.store(q_ptr + t * stride_qt + k, q.to(tl.uint8, bitcast=True), mask=mask)
@@ -63,11 +64,11 @@ def _int8_row_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xt, stride_qt, BLOCK: 
         k = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + t * stride_xt + k, mask=k < K, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(x))
-    s = tl.maximum(tl.max(amax, axis=0), 1e-8) / 127.0
+    s = tl.math.div_rn(tl.maximum(tl.max(amax, axis=0), 1e-8), 127.0)
     for k0 in range(0, K, BLOCK):
         k = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + t * stride_xt + k, mask=k < K, other=0.0).to(tl.float32)
-        v = x / s
+        v = tl.math.div_rn(x, s)
         # (v + 1.5 * 2**23) - 1.5 * 2**23 rounds |v| < 2**22 half-to-even, as torch.round does
         r = (v + 12582912.0) - 12582912.0
         r = tl.minimum(tl.maximum(r, -128.0), 127.0)
