@@ -82,6 +82,8 @@ for p in "$@"; do
       wait
       for f in gputests_cuda gputests_conf; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-200 | head -20; tail -n 2 "$L/$f.log"; done
       tar czf "$OUT/logs.tgz" -C "$L" . ;;
+    tlquant) TAILN=30 phase timeline_quant 120 python benchmarks/profile_timeline.py --batch ${TLB:-512} --context 512 \
+          --steps 16 ${TLQ:+--quantization $TLQ} ${TLKV:+--kv-cache-dtype $TLKV} ;;
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
     kvision) TAILN=14 phase bench_vision 120 python benchmarks/kernels/bench_vision_attention.py --device cuda ;;
     kw4) TAILN=40 phase bench_w4a16 150 python benchmarks/kernels/bench_quant_gemm.py --no-fp8 ${SWEEPW4:+--sweep} ;;

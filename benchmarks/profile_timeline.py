@@ -3,6 +3,7 @@
 
     python benchmarks/profile_timeline.py --model llama3-8b --batch 1 --context 128 --steps 32
     python benchmarks/profile_timeline.py --model llama3-8b --prefill 7680      # one long prompt's TTFT
+    python benchmarks/profile_timeline.py --batch 256 --context 512 --kv-cache-dtype int4 --quantization fp8
 
 Prints, over the profiled window: wall time, device-busy time (the union of kernel and copy
 intervals) and idle time between them, kernels per step, and the kernels by total time.
@@ -18,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import model_dir_for  # noqa: E402
+from throughput import QUANT_CONFIGS, model_dir_for, with_quantization  # noqa: E402
 
 
 def device_events(prof):
@@ -62,14 +63,20 @@ def main():
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--quantization", default=None, choices=tuple(QUANT_CONFIGS))
+    p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "int8", "int4", "fp8"))
     a = p.parse_args()
 
     from torch.profiler import ProfilerActivity, profile
 
     from halinfer import LLM, SamplingParams
 
-    model_dir, _ = model_dir_for(a.model)
+    model_dir, temp = model_dir_for(a.model)
+    if a.quantization:
+        model_dir, _ = with_quantization(model_dir, temp, a.quantization)
     kw = dict(max_model_len=a.prefill + 64) if a.prefill else {}
+    if a.kv_cache_dtype != "auto":
+        kw["kv_cache_dtype"] = a.kv_cache_dtype
     llm = LLM(model_dir, device=a.device, dtype=a.dtype, load_format="dummy", max_num_seqs=a.max_num_seqs,
               gpu_memory_utilization=a.gpu_memory_utilization, **kw)
     eng, rt = llm.engine, llm.engine.runtime
