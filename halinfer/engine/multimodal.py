@@ -344,7 +344,8 @@ class Gemma3Images(ImageFamily):
         return ids, ids.index(self.image_id)
 
 
-FAMILIES = {"gemma3": Gemma3Images, "llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages, "qwen3_vl": Qwen2VLImages}
+FAMILIES = {"gemma3": Gemma3Images, "llava": LlavaImages, "internvl_chat": InternVLChatImages, "llava_next": LlavaNextImages, "internvl": InternVLImages, "qwen2_vl": Qwen2VLImages, "qwen2_5_vl": Qwen2VLImages, "qwen3_vl": Qwen2VLImages,
+            "qwen3_vl_moe": Qwen2VLImages}
 
 
 def family_placeholder(model_type: str) -> str | None:

@@ -222,6 +222,27 @@ class ExpertLoading:
         return f"{m[1]}.{done}" if done else f"{name} (part of a stacked expert parameter)"
 
 
+def fused_expert_tensor(name: str, t: torch.Tensor, hidden: int, intermediate: int):
+    """(our name, tensor) for a stacked expert tensor as transformers' fused experts keep
+    them: ``...experts.gate_up_proj`` (gate rows, then up rows) and ``...experts.down_proj``;
+    None for any other name.  Both orientations are read, told apart by shape as
+    transformers' loader does (a tensor already in the module's shape is taken as is): the
+    module's own, [E, 2I, H] / [E, H, I], which transformers 5 save_pretrained writes, and
+    the transposed [E, H, 2I] / [E, I, H] of the published Qwen3-VL-MoE checkpoints."""
+    for suffix, ours, want in (("gate_up_proj", "w13", (2 * intermediate, hidden)),
+                               ("down_proj", "w2", (hidden, intermediate))):
+        if not name.endswith(".experts." + suffix):
+            continue
+        base = name[: -len(suffix)] + ours
+        if t.ndim == 3 and tuple(t.shape[1:]) == want:
+            return base, t
+        if t.ndim == 3 and tuple(t.shape[1:]) == want[::-1]:
+            return base, t.transpose(1, 2)
+        raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(t.shape)}; expected [E, {want[0]}, {want[1]}] "
+                         f"or its transpose [E, {want[1]}, {want[0]}]")
+    return None
+
+
 def num_experts(cfg) -> int:
     """The routed expert count under any of the names configs use."""
     for key in ("num_experts", "num_local_experts", "n_routed_experts"):

@@ -27,11 +27,14 @@ class Qwen2MoeForCausalLM(ExpertLoading, CausalLM):
     def attention_biases(self, cfg) -> tuple[bool, bool]:
         return bool(cfg.get("qkv_bias", True)), False
 
+    def route_spec(self, cfg) -> RouteSpec:
+        return RouteSpec(top_k=cfg.num_experts_per_tok, scoring="softmax",
+                         renormalize=bool(cfg.get("norm_topk_prob", False)))
+
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
         rotary = Rotary(ctx, rope_spec(cfg, cfg.head_dim))
-        route = RouteSpec(top_k=cfg.num_experts_per_tok, scoring="softmax",
-                          renormalize=bool(cfg.get("norm_topk_prob", False)))
+        route = self.route_spec(cfg)
         act = hf_activation(cfg.get("hidden_act"))
         qkv_bias, o_bias = self.attention_biases(cfg)
         shared = cfg.get("shared_expert_intermediate_size") if self.shared_expert else None

@@ -20,6 +20,7 @@ ARCHITECTURES: dict[str, str] = {
     "Gemma3ForCausalLM": "gemma:Gemma3ForCausalLM",
     "Gemma3ForConditionalGeneration": "gemma3_vl:Gemma3ForConditionalGeneration",
     "Qwen3VLForConditionalGeneration": "qwen3_vl:Qwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration": "qwen3_vl:Qwen3VLMoeForConditionalGeneration",
     "Phi3ForCausalLM": "phi3:Phi3ForCausalLM",
     "Starcoder2ForCausalLM": "starcoder2:Starcoder2ForCausalLM",
     "GlmForCausalLM": "glm:GlmForCausalLM",

@@ -57,9 +57,9 @@ SEED_ROWS: list[SeedRow] = [
     SeedRow("QWen3-Next", "80B", "LLM", (), "linear attention: a later issue"),
     SeedRow("QWen2-VL", "2B, 7B", "MLLM", ("vlm:qwen2-vl",), "images (no video)"),
     SeedRow("QWen2.5-VL", "3B - 72B", "MLLM", ("vlm:qwen2.5-vl",), "images (no video)"),
-    SeedRow("QWen3-VL", "2B - 235B", "MLLM", ("vlm:qwen3-vl",),
-            "dense sizes (Qwen3VLForConditionalGeneration); the MoE sizes (30B-A3B, 235B-A22B) are not implemented; "
-            "images (no video)"),
+    SeedRow("QWen3-VL", "2B - 235B", "MLLM", ("vlm:qwen3-vl", "vlm:qwen3-vl-moe"),
+            "dense (Qwen3VLForConditionalGeneration) and MoE sizes 30B-A3B, 235B-A22B "
+            "(Qwen3VLMoeForConditionalGeneration; unquantized experts only); images (no video)"),
     SeedRow("DeepSeek-MoE", "16B", "LLM", ("deepseek-moe",), "hub-code family, tested through a converted Qwen2-MoE"),
     SeedRow("DeepSeek-V2", "16B, 236B", "LLM", ("deepseek-v2", "deepseek-v2-lite")),
     SeedRow("DeepSeek-V2.5", "236B", "LLM", ("deepseek-v2",)),

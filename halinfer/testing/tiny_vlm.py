@@ -146,10 +146,17 @@ def save_internvl(path: str, seed: int = 0, text: str = "qwen2", **text_override
     return path
 
 
-def save_qwen3_vl(path: str, seed: int = 0, **text_overrides) -> str:
+def save_qwen3_vl(path: str, seed: int = 0, moe: bool = False, expert_layout: str = "published",
+                  **text_overrides) -> str:
     """Qwen3-VL: a 3-block tower (8-px patches, 2x2 merge) with DeepStack after blocks 0 and
     1, learned positions on a 4x4 grid (resampled to every image's grid), and a Qwen3 text
-    model with interleaved M-RoPE over its 12 rotary frequencies."""
+    model with interleaved M-RoPE over its 12 rotary frequencies.
+
+    moe: Qwen3-VL-MoE (30B-A3B style): 3 text layers, 4 experts of width 32, top 2; layer 1
+    (a DeepStack layer) dense via mlp_only_layers.  expert_layout: "published" rewrites
+    the fused expert tensors transposed, [E, H, 2I] / [E, I, H], as Qwen's checkpoints
+    store them (transformers transposes them back on loading); "save_pretrained" keeps
+    what transformers 5 writes, the module's [E, 2I, H] / [E, H, I]."""
     import transformers as t
 
     specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -158,24 +165,51 @@ def save_qwen3_vl(path: str, seed: int = 0, **text_overrides) -> str:
     text = dict(TEXT, num_key_value_heads=2, head_dim=24,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 4, 4],
                                  "mrope_interleaved": True})
+    if moe:
+        text.update(num_hidden_layers=3, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                    mlp_only_layers=[1], decoder_sparse_step=1)
     text.update(text_overrides)
     vision = dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=8, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=text["hidden_size"], num_position_embeddings=16,
                   deepstack_visual_indexes=[0, 1], initializer_range=0.2)
-    cfg = t.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-                          video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-                          vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    cfg_cls, model_cls = (t.Qwen3VLMoeConfig, t.Qwen3VLMoeForConditionalGeneration) if moe else \
+        (t.Qwen3VLConfig, t.Qwen3VLForConditionalGeneration)
+    cfg = cfg_cls(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                  video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                  vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
     torch.manual_seed(seed)
-    model = t.Qwen3VLForConditionalGeneration(cfg)
+    model = model_cls(cfg)
     _perturb(model)
     with torch.no_grad():
         model.model.visual.pos_embed.weight.normal_(0, 0.5)
     model.save_pretrained(path)
+    if moe and expert_layout == "published":
+        _transpose_fused_experts(path)
+    elif moe and expert_layout != "save_pretrained":
+        raise ValueError(f"expert_layout {expert_layout!r}: 'published' or 'save_pretrained'")
     ip = t.Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2,
                                  size={"shortest_edge": 256, "longest_edge": 4096},
                                  image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     _save_processor_parts(path, ip, tok, "Qwen2VLImageProcessor", "Qwen3VLProcessor")
     return path
+
+
+def save_qwen3_vl_moe(path: str, seed: int = 0, expert_layout: str = "published", **text_overrides) -> str:
+    return save_qwen3_vl(path, seed, moe=True, expert_layout=expert_layout, **text_overrides)
+
+
+def _transpose_fused_experts(path: str) -> None:
+    """model.safetensors with every ``.experts.gate_up_proj`` / ``.experts.down_proj`` transposed."""
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    file = os.path.join(path, "model.safetensors")
+    sd = load_file(file)
+    for k, v in sd.items():
+        if k.endswith((".experts.gate_up_proj", ".experts.down_proj")):
+            sd[k] = v.transpose(1, 2).contiguous()
+    save_file(sd, file, metadata={"format": "pt"})
 
 
 def save_gemma3(path: str, seed: int = 0, mm_tokens: int = 16, sliding_window: int = 11, tied: bool = False) -> str:
@@ -219,7 +253,7 @@ def save_gemma3(path: str, seed: int = 0, mm_tokens: int = 16, sliding_window: i
 
 SAVERS = {"llava": save_llava, "llava-next": save_llava_next, "qwen2-vl": save_qwen2_vl, "internvl": save_internvl,
           "qwen2.5-vl": lambda path, seed=0, **kw: save_qwen2_vl(path, seed, v25=True, **kw), "gemma3": save_gemma3,
-          "qwen3-vl": save_qwen3_vl}
+          "qwen3-vl": save_qwen3_vl, "qwen3-vl-moe": save_qwen3_vl_moe}
 
 
 def random_image(seed: int, w: int, h: int):

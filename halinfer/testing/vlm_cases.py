@@ -10,7 +10,8 @@ PLACEHOLDER = {"llava": "<image>", "llava-next": "<image>", "internvl": "<IMG_CO
                "internvl-chat": "<IMG_CONTEXT>", "internvl-chat-internlm2": "<IMG_CONTEXT>",
                "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
                "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>", "gemma3": "<start_of_image>",
-               "qwen3-vl": "<|vision_start|><|image_pad|><|vision_end|>"}
+               "qwen3-vl": "<|vision_start|><|image_pad|><|vision_end|>",
+               "qwen3-vl-moe": "<|vision_start|><|image_pad|><|vision_end|>"}
 VLM_CASES = {f"vlm:{k}": k for k in SAVERS}
 # OpenGVLab's remote-code layout, converted from the -hf recipe (testing/convert_vlm.py)
 VLM_CASES.update({"vlm:internvl-chat": "internvl-chat", "vlm:internvl-chat-internlm2": "internvl-chat-internlm2"})

@@ -9,7 +9,7 @@ from conftest import GPU_OK, GPU_WHY
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)]
 
-FAMILIES = ["llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "internvl", "gemma3", "qwen3-vl"]
+FAMILIES = ["llava", "llava-next", "qwen2-vl", "qwen2.5-vl", "internvl", "gemma3", "qwen3-vl", "qwen3-vl-moe"]
 
 
 @pytest.mark.parametrize("fam", FAMILIES)

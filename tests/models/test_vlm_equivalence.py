@@ -16,7 +16,8 @@ from halinfer.testing.tiny_vlm import SAVERS, random_image
 
 PLACEHOLDER = {"llava": "<image>", "llava-next": "<image>", "qwen2-vl": "<|vision_start|><|image_pad|><|vision_end|>",
                "qwen2.5-vl": "<|vision_start|><|image_pad|><|vision_end|>", "internvl": "<IMG_CONTEXT>",
-               "gemma3": "<start_of_image>", "qwen3-vl": "<|vision_start|><|image_pad|><|vision_end|>"}
+               "gemma3": "<start_of_image>", "qwen3-vl": "<|vision_start|><|image_pad|><|vision_end|>",
+               "qwen3-vl-moe": "<|vision_start|><|image_pad|><|vision_end|>"}
 FAMILIES = list(SAVERS)
 
 
@@ -73,7 +74,7 @@ def test_two_images_in_one_prompt_and_a_text_only_request_in_the_same_batch(fam,
     assert_vlm_matches(llm, path, hf_vlm(path), cases)
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2.5-vl", "qwen3-vl"])   # gemma3: test_gemma3_chunks_never_end_inside_an_image
+@pytest.mark.parametrize("fam", ["llava", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe"])   # gemma3: test_gemma3_chunks_never_end_inside_an_image
 def test_chunked_prefill_through_image_tokens_runs_the_encoder_once_per_image(fam, vlm_dir):
     path = vlm_dir(fam)
     # 5-token chunks: every image's tokens are split across several steps
@@ -87,7 +88,7 @@ def test_chunked_prefill_through_image_tokens_runs_the_encoder_once_per_image(fa
     assert len(cache) == 0, "features of finished requests must be freed"
 
 
-@pytest.mark.parametrize("fam", ["llava", "qwen2-vl", "gemma3", "qwen3-vl"])
+@pytest.mark.parametrize("fam", ["llava", "qwen2-vl", "gemma3", "qwen3-vl", "qwen3-vl-moe"])
 def test_prefix_cache_shares_blocks_only_for_the_same_image(fam, vlm_dir):
     path = vlm_dir(fam)
     a, b = random_image(21, 40, 40), random_image(22, 40, 40)
@@ -108,6 +109,43 @@ def test_prefix_cache_shares_blocks_only_for_the_same_image(fam, vlm_dir):
     assert h3 == 0, "a different image must not reuse blocks holding the first image's tokens"
     assert [t for t, _ in outs[True]] == [t for t, _ in outs[False]]
     assert ta1 == ta2 and ta1 != tb
+
+
+def test_qwen3_vl_moe_expert_layouts_load_alike(vlm_dir, tmp_path):
+    """The experts as transformers 5 save_pretrained writes them ([E, 2I, H] / [E, H, I])
+    and as per-expert matrices (experts.<e>.gate_proj.weight ...) match transformers on the
+    published transposed layout the family's other tests load ([E, H, 2I] / [E, I, H]);
+    a fused tensor of neither shape is refused by name."""
+    from safetensors.torch import load_file, save_file
+
+    from halinfer.testing.tiny_vlm import save_qwen3_vl_moe
+
+    published = vlm_dir("qwen3-vl-moe")
+    native = save_qwen3_vl_moe(str(tmp_path / "native"), seed=3, expert_layout="save_pretrained")
+    per_expert = str(tmp_path / "per-expert")
+    save_qwen3_vl_moe(per_expert, seed=3, expert_layout="save_pretrained")
+    sd, out = load_file(f"{per_expert}/model.safetensors"), {}
+    for k, v in sd.items():
+        if k.endswith(".experts.gate_up_proj"):
+            for e, w in enumerate(v):
+                gate, up = w.chunk(2)
+                out[f"{k[:-len('gate_up_proj')]}{e}.gate_proj.weight"] = gate.contiguous()
+                out[f"{k[:-len('gate_up_proj')]}{e}.up_proj.weight"] = up.contiguous()
+        elif k.endswith(".experts.down_proj"):
+            out.update({f"{k[:-len('down_proj')]}{e}.down_proj.weight": w.contiguous() for e, w in enumerate(v)})
+        else:
+            out[k] = v
+    save_file(out, f"{per_expert}/model.safetensors", metadata={"format": "pt"})
+    cases = [(prompt("qwen3-vl-moe", 2), [random_image(61, 48, 32), random_image(62, 32, 40)])]
+    hf = hf_vlm(published)
+    for path in (native, per_expert):
+        assert_vlm_matches(make_llm(path), published, hf, cases)
+    sd = load_file(f"{native}/model.safetensors")
+    key = next(k for k in sd if k.endswith(".experts.down_proj"))
+    sd[key] = sd[key][:, :-1].contiguous()
+    save_file(sd, f"{native}/model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"experts\.down_proj.*expected \[E, 96, 32\]"):
+        make_llm(native)
 
 
 def _data_url(img) -> str:
