@@ -86,8 +86,8 @@ def gemv_spy(monkeypatch):
 
 @pytest.fixture(params=["v1", "v2"])
 def gemv_impl(request, monkeypatch):
-    """Which GEMV kernel the M <= 16 cases run (w4a16.GEMV_IMPL); yields the v2 calls that
-    returned a tensor (True) or fell back to v1 (False)."""
+    """Which GEMV kernel the M <= 16 cases run (w4a16.GEMV_IMPL): (name, the v2 calls so far,
+    each True when it returned a tensor, False when it fell back to v1)."""
     from halinfer.kernels.triton import w4a16
 
     monkeypatch.setattr(w4a16, "GEMV_IMPL", request.param)
@@ -261,7 +261,8 @@ def test_gemv_v2_counters_shared_across_shapes(target, ops, gen, fmt):
 @pytest.mark.parametrize("M", [1, 5, 16])
 def test_gemv_v2_asm_unpack_matches_plain(fmt, M):
     """v2's inline-PTX nibble unpack (two lanes per instruction) against its plain-Triton form
-    (the one the interpreter tests), at a Llama-sized shape with split-K: same bits."""
+    (the one the interpreter tests), at a Llama-sized shape with split-K.  The same operand
+    values go into the same dots, so the outputs should be equal; a wrong unpack is off by O(1)."""
     from halinfer.kernels.triton import w4a16
     from halinfer.kernels.triton.ops import TritonOps
 
@@ -278,7 +279,7 @@ def test_gemv_v2_asm_unpack_matches_plain(fmt, M):
         y_plain = getattr(ops, op)(x, *w, bias=b)
     finally:
         w4a16.GEMV_V2_ASM = old
-    assert torch.equal(y_asm, y_plain)
+    assert _rel(y_asm, y_plain.cpu().float()) < 1e-3, f"asm vs plain: {_rel(y_asm, y_plain.cpu().float()):.1e}"
     assert _rel(y_asm, want(x)) < TOL[dt]
 
 
