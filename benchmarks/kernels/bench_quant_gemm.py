@@ -1,14 +1,21 @@
-"""Quantized GEMMs at Llama-3-8B shapes on a CUDA GPU: W4A16 GEMV (AWQ, GPTQ) at M = 1
-and small M against bf16 torch matmul, and FP8 (block-scaled Triton kernel, per-channel
-torch._scaled_mm) against bf16.
+"""Quantized GEMMs at Llama-3-8B shapes on a CUDA GPU: the W4A16 GEMV kernels (AWQ, GPTQ)
+side by side at decode M against bf16 torch matmul, and FP8 (block-scaled Triton kernel,
+per-channel torch._scaled_mm) against bf16.
 
 Shapes (K, N): qkv (4096, 6144), o (4096, 4096), gate_up (4096, 28672), down (14336, 4096).
-Columns: median microseconds (triton.testing.do_bench), the bytes the op must read (packed
-weights, scales, zeros; bf16 weights for the baseline) over its time in GB/s, and the
-speed-up over bf16.  --sweep tries a few GEMV tile configs at M = 1 and prints the best,
-to pick kernels/triton/w4a16.py's defaults from.
+W4A16 rows: one per (shape, M, format); columns per GEMV implementation (w4a16.GEMV_IMPL
+"v1", "v2", and "v2p" = v2 with its plain-Triton nibble unpack instead of the inline PTX):
+median microseconds (triton.testing.do_bench), the bytes the op must read (packed weights,
+scales, zeros) over its time in GB/s, and the largest error against the torch reference
+(core.ops on the same GPU inputs) relative to the reference's largest magnitude, so that a
+wrong kernel shows beside a fast one.  "dense" is torch's linear on a bf16 weight.
 
-Usage: python benchmarks/kernels/bench_quant_gemm.py [--sweep] [--m 1,4,16]
+--sweep (last, so that a timeout cuts it and not the tables) tries v2 tile configs
+(BLOCK_N, BLOCK_K, warps, stages[, splits]) per shape at M = 1 and 16 and prints the best
+four, to pick kernels/triton/w4a16.py's defaults from; --sweep-v1 does the same for v1's
+(BLOCK_N, BLOCK_K, warps).
+
+Usage: python benchmarks/kernels/bench_quant_gemm.py [--sweep] [--sweep-v1] [--m 1,4,16] [--no-fp8]
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import argparse
 import torch
 import triton.testing
 
+from halinfer.core.ops import Ops
 from halinfer.core.ops.gptq import gptq_pack_cols, gptq_pack_rows
 from halinfer.core.ops.quant import awq_pack
 from halinfer.kernels.triton import scaled_gemm, w4a16
@@ -24,6 +32,9 @@ from halinfer.kernels.triton.ops import TritonOps
 
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 GROUP = 128
+DT = torch.bfloat16   # the activations' (and scales') dtype
+IMPLS = {"v1": ("v1", True), "v2": ("v2", True), "v2p": ("v2", False)}   # name -> (GEMV_IMPL, GEMV_V2_ASM)
+REF = Ops()
 
 
 def bench(fn) -> float:
@@ -34,35 +45,57 @@ def w4_inputs(K, N, dev):
     g = torch.Generator().manual_seed(K + N)
     q = torch.randint(0, 16, (K, N), generator=g)
     z = torch.randint(0, 16, (K // GROUP, N), generator=g)
-    s = (torch.rand(K // GROUP, N, generator=g) * 0.02).to(dev, torch.bfloat16)
+    s = (torch.rand(K // GROUP, N, generator=g) * 0.02).to(dev, DT)
     awq = (awq_pack(q).to(dev), s, awq_pack(z).to(dev))
     gptq = (gptq_pack_rows(q, 4).to(dev), gptq_pack_cols(z, 4).to(dev), s, (torch.arange(K) // GROUP).int().to(dev))
     return awq, gptq
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--m", default="1,4,16")
-    ap.add_argument("--sweep", action="store_true")
-    ap.add_argument("--no-fp8", action="store_true")
-    args = ap.parse_args()
-    dev = "cuda"
-    ops = TritonOps()
-    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
-    print(f"{'op':26s} {'M':>4s} {'us':>9s} {'GB/s':>8s} {'vs bf16':>8s}")
+def set_impl(name):
+    w4a16.GEMV_IMPL, w4a16.GEMV_V2_ASM = IMPLS[name]
+
+
+def rel_err(y, ref) -> float:
+    return float((y.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-6))
+
+
+def w4_ops(ops, x, awq, gptq):
+    (qw, s, qz), (gqw, gqz, gs, gidx) = awq, gptq
+    return {"awq": (lambda: ops.w4a16_linear(x, qw, s, qz, GROUP),
+                    lambda: REF.w4a16_linear(x, qw, s, qz, GROUP)),
+            "gptq": (lambda: ops.gptq_linear(x, gqw, gqz, gs, gidx, 4),
+                     lambda: REF.gptq_linear(x, gqw, gqz, gs, gidx, 4))}
+
+
+def w4_table(ops, dev, ms):
+    print(f"{'op':16s} {'M':>3s} {'dense us':>8s}  " + "  ".join(f"{n + ' us':>8s} {'GB/s':>6s} {'err':>7s}" for n in IMPLS)
+          + "   v2 vs v1  v2 vs dense")
     for name, (K, N) in SHAPES.items():
-        (qw, s, qz), (gqw, gqz, gs, gidx) = w4_inputs(K, N, dev)
-        wb = torch.randn(N, K, device=dev, dtype=torch.bfloat16)
+        awq, gptq = w4_inputs(K, N, dev)
+        qw, s, qz = awq
         w4_bytes = qw.numel() * 4 + s.numel() * 2 + qz.numel() * 4
-        for M in [int(m) for m in args.m.split(",")]:
-            x = torch.randn(M, K, device=dev, dtype=torch.bfloat16)
+        wb = torch.randn(N, K, device=dev, dtype=DT)
+        for M in ms:
+            x = torch.randn(M, K, device=dev, dtype=DT)
             t_bf16 = bench(lambda: torch.nn.functional.linear(x, wb))
-            print(f"{'bf16 ' + name:26s} {M:4d} {t_bf16:9.1f} {wb.numel() * 2 / t_bf16 / 1e3:8.0f} {1.0:8.2f}")
-            for fmt, fn in (("awq", lambda: ops.w4a16_linear(x, qw, s, qz, GROUP)),
-                            ("gptq", lambda: ops.gptq_linear(x, gqw, gqz, gs, gidx, 4))):
-                t = bench(fn)
-                print(f"{fmt + ' ' + name:26s} {M:4d} {t:9.1f} {w4_bytes / t / 1e3:8.0f} {t_bf16 / t:8.2f}")
-    for name, (K, N) in ({} if args.no_fp8 else SHAPES).items():
+            for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq).items():
+                ref = ref_fn()
+                cells, t = [], {}
+                for impl in IMPLS:
+                    set_impl(impl)
+                    try:
+                        err = rel_err(fn(), ref)
+                        t[impl] = bench(fn)
+                        cells.append(f"{t[impl]:8.1f} {w4_bytes / t[impl] / 1e3:6.0f} {err:7.1e}")
+                    except Exception as e:  # noqa: BLE001 - a kernel that fails to build is reported, the rest run
+                        cells.append(f"{'FAILED':>8s} {type(e).__name__[:14]:>14s}")
+                set_impl("v2")
+                speed = (f"{t['v1'] / t['v2']:9.2f}x {t_bf16 / t['v2']:10.2f}x" if "v1" in t and "v2" in t else "")
+                print(f"{fmt + ' ' + name:16s} {M:3d} {t_bf16:8.1f}  " + "  ".join(cells) + "  " + speed)
+
+
+def fp8_table(ops, dev):
+    for name, (K, N) in SHAPES.items():
         g = torch.Generator().manual_seed(N)
         w8 = (torch.randn(N, K, generator=g) * 50).clamp(-448, 448).to(torch.float8_e4m3fn).to(dev)
         wb = torch.randn(N, K, device=dev, dtype=torch.bfloat16)
@@ -78,22 +111,54 @@ def main():
             print(f"fp8 {name:8s} M={M:4d}  bf16 {t_bf16:8.1f}us  block128 {tb:8.1f}us ({t_bf16 / tb:.2f}x)  "
                   f"per-channel[{mm}] {tc:8.1f}us ({t_bf16 / tc:.2f}x)")
 
-    # last, so that a timeout cuts the tuning sweep and not the tables above
-    for name, (K, N) in (SHAPES if args.sweep else {}).items():
-        (qw, s, qz), _ = w4_inputs(K, N, dev)
-        x = torch.randn(1, K, device=dev, dtype=torch.bfloat16)
-        res = [(bench(lambda: ops.w4a16_linear(x, qw, s, qz, GROUP)), "default")]
-        for cfg in [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8), (256, 64, 4), (256, 128, 8),
-                    (64, 128, 2), (128, 32, 2)]:
-            w4a16.GEMV_CONFIG_OVERRIDE["config"] = cfg
-            try:
-                res.append((bench(lambda: ops.w4a16_linear(x, qw, s, qz, GROUP)), cfg))
-            except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
-                print(f"  sweep {name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
-        w4a16.GEMV_CONFIG_OVERRIDE.clear()
-        res.sort(key=lambda r: r[0])
-        print(f"  sweep {name} M=1 (BLOCK_N, BLOCK_K, warps): " +
-              ", ".join(f"{c}={t:.1f}us" for t, c in res[:4]))
+
+V2_SWEEP = [(256, 128, 4, 4), (256, 128, 4, 3), (128, 128, 4, 4), (256, 64, 4, 4), (256, 128, 8, 4),
+            (128, 128, 4, 3), (256, 128, 4, 4, 8), (256, 128, 4, 4, 16), (128, 128, 4, 4, 8), (256, 128, 4, 2)]
+V1_SWEEP = [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8), (256, 64, 4), (256, 128, 8),
+            (64, 128, 2), (128, 32, 2)]
+
+
+def sweep(ops, dev, impl, configs, override, ms):
+    set_impl(impl)
+    for name, (K, N) in SHAPES.items():
+        awq, gptq = w4_inputs(K, N, dev)
+        for M in ms:
+            x = torch.randn(M, K, device=dev, dtype=DT)
+            for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq).items():
+                ref = ref_fn()
+                res = [(bench(fn), "default", rel_err(fn(), ref))]
+                for cfg in configs:
+                    override["config"] = cfg
+                    try:
+                        err = rel_err(fn(), ref)
+                        res.append((bench(fn), cfg, err))
+                    except Exception as e:  # noqa: BLE001 - a config that does not compile is reported
+                        print(f"  sweep {impl} {fmt} {name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
+                    override.clear()
+                res.sort(key=lambda r: r[0])
+                print(f"  sweep {impl} {fmt} {name} M={M} (BLOCK_N, BLOCK_K, warps[, stages, splits]): "
+                      + ", ".join(f"{c}={t:.1f}us" + (f" (err {e:.0e}!)" if e > 2e-2 else "") for t, c, e in res[:4]))
+    set_impl("v2")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--m", default="1,4,16")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep-v1", action="store_true")
+    ap.add_argument("--no-fp8", action="store_true")
+    args = ap.parse_args()
+    dev = "cuda"
+    ops = TritonOps()
+    print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
+    w4_table(ops, dev, [int(m) for m in args.m.split(",")])
+    if not args.no_fp8:
+        fp8_table(ops, dev)
+    # last, so that a timeout cuts the tuning sweeps and not the tables above
+    if args.sweep:
+        sweep(ops, dev, "v2", V2_SWEEP, w4a16.GEMV_V2_CONFIG_OVERRIDE, (1, 16))
+    if args.sweep_v1:
+        sweep(ops, dev, "v1", V1_SWEEP, w4a16.GEMV_CONFIG_OVERRIDE, (1,))
 
 
 if __name__ == "__main__":

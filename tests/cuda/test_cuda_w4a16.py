@@ -6,7 +6,12 @@ GEMV (<= 16), split-K (<= 64) and dequantize-then-GEMM (>= 256) limits, packed w
 the top bit set (an arithmetic >> brings in sign bits), GPTQ act-order g_idx, 8-bit GPTQ,
 per-channel groups, and weight shards (qweight / scales sliced along N, as tensor
 parallelism cuts them).  On a GPU one more case captures the op in a CUDA graph and
-replays it with new inputs."""
+replays it with new inputs.
+
+The GEMV cases run under both GEMV kernels (``gemv_impl``): v1 (dequantize on the CUDA
+cores) and v2 (4-bit, fp16/bf16: biased nibbles into the tensor cores, one launch with the
+split-K partials summed by the last program of each N tile); a few more cases drive v2's
+split-K reduction and its reused tile counters."""
 from __future__ import annotations
 
 import pytest
@@ -79,11 +84,50 @@ def gemv_spy(monkeypatch):
     return seen
 
 
+@pytest.fixture(params=["v1", "v2"])
+def gemv_impl(request, monkeypatch):
+    """Which GEMV kernel the M <= 16 cases run (w4a16.GEMV_IMPL): (name, the v2 calls so far,
+    each True when it returned a tensor, False when it fell back to v1)."""
+    from halinfer.kernels.triton import w4a16
+
+    monkeypatch.setattr(w4a16, "GEMV_IMPL", request.param)
+    seen = []
+    real = w4a16._gemv_v2
+
+    def spy(*a, **k):
+        y = real(*a, **k)
+        seen.append(y is not None)
+        return y
+    monkeypatch.setattr(w4a16, "_gemv_v2", spy)
+    return request.param, seen
+
+
+def _v2_takes(M, dt, v2_fits=True):
+    return M <= 16 and dt != torch.float32 and v2_fits
+
+
+def _skip_repeat(gemv_impl, M, dt, v2_fits=True):
+    if gemv_impl[0] == "v1" and not _v2_takes(M, dt, v2_fits):
+        pytest.skip("the v2 run takes the same path: v2 does not take this case")
+
+
+def _assert_impl(gemv_impl, M, dt, v2_fits=True):
+    """v1 never calls the v2 kernel; v2 runs where it takes the case (else falls back)."""
+    impl, seen = gemv_impl
+    if impl == "v1":
+        assert not seen, "GEMV_IMPL v1 called the v2 kernel"
+    elif _v2_takes(M, dt, v2_fits):
+        assert seen == [True], f"v2 should have taken this case: {seen}"
+    else:
+        assert True not in seen, "v2 ran a case it does not take"
+
+
 @pytest.mark.parametrize("layout", ["contig", "slice"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("M,K,N,group,what", CASES, ids=[c[-1] for c in CASES])
-def test_awq_matches_reference(target, ops, gen, gemv_spy, M, K, N, group, what, bias, layout):
+def test_awq_matches_reference(target, ops, gen, gemv_spy, gemv_impl, M, K, N, group, what, bias, layout):
     dev, dt = target.device, target.dtype
+    _skip_repeat(gemv_impl, M, dt)
     q, z, s = _weights(K, N, group, gen, top_bits=(what == "gemv_m1"))
     x = _x(M, K, dt, dev, gen, layout)
     b = torch.randn(N, generator=gen).to(dev, dt) if bias else None
@@ -94,13 +138,17 @@ def test_awq_matches_reference(target, ops, gen, gemv_spy, M, K, N, group, what,
     assert _rel(got, want) < TOL[dt], f"{what}: rel err {_rel(got, want):.2e}"
     if M <= 16:
         assert gemv_spy == [True], "M <= 16 should run the GEMV kernel"
+    _assert_impl(gemv_impl, M, dt)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("act_order", [False, True], ids=["sorted", "act_order"])
 @pytest.mark.parametrize("M,K,N,group,what", CASES, ids=[c[-1] for c in CASES])
-def test_gptq_matches_reference(target, ops, gen, gemv_spy, M, K, N, group, what, act_order, bits):
+def test_gptq_matches_reference(target, ops, gen, gemv_spy, gemv_impl, M, K, N, group, what, act_order, bits):
     dev, dt = target.device, target.dtype
+    # v2 takes 4-bit plain groups (one group: any g_idx is) whose K tile (64 or 128 rows) fits
+    v2_fits = bits == 4 and (not act_order or group >= K) and (group % 64 == 0 or group >= K)
+    _skip_repeat(gemv_impl, M, dt, v2_fits)
     hi = (1 << bits) - 1
     q = torch.randint(0, hi + 1, (K, N), generator=gen)
     z = torch.randint(0, hi + 1, (K // group, N), generator=gen)
@@ -118,12 +166,15 @@ def test_gptq_matches_reference(target, ops, gen, gemv_spy, M, K, N, group, what
     assert _rel(got, want) < TOL[dt], f"{what}: rel err {_rel(got, want):.2e}"
     if M <= 16 and (bits == 4 or N % 4 == 0):
         assert gemv_spy == [True], "M <= 16 should run the GEMV kernel"
+    if bits == 4 or N % 4 == 0:
+        _assert_impl(gemv_impl, M, dt, v2_fits)
 
 
 @pytest.mark.parametrize("M", [1, 9, 40])
-def test_awq_weight_shard_views(target, ops, gen, M):
+def test_awq_weight_shard_views(target, ops, gen, gemv_impl, M):
     """A column shard of qweight / qzeros / scales (row strides of the full matrix)."""
     dev, dt = target.device, target.dtype
+    _skip_repeat(gemv_impl, M, dt)
     K, N, group = 256, 192, 64
     q, z, s = _weights(K, N, group, gen)
     qw, qz = awq_pack(q), awq_pack(z)
@@ -134,11 +185,107 @@ def test_awq_weight_shard_views(target, ops, gen, M):
     want = REF.w4a16_linear(x.cpu().float(), qw[:, lo // 8:hi // 8].contiguous(), s.to(dt).float()[:, lo:hi],
                             qz[:, lo // 8:hi // 8].contiguous(), group)
     assert _rel(got, want) < TOL[dt]
+    _assert_impl(gemv_impl, M, dt)
+
+
+def _gemv_inputs(fmt, M, K, N, group, dt, dev, gen):
+    q, z, s = _weights(K, N, group, gen, top_bits=True)
+    b = torch.randn(N, generator=gen).to(dev, dt)
+    if fmt == "awq":
+        w = (awq_pack(q), s.to(dt), awq_pack(z), group)
+        op, ref = "w4a16_linear", REF.w4a16_linear
+    else:
+        w = (gptq_pack_rows(q, 4), gptq_pack_cols(z, 4), s.to(dt), (torch.arange(K) // group).int(), 4)
+        op, ref = "gptq_linear", REF.gptq_linear
+    w_dev = tuple(t.to(dev) if torch.is_tensor(t) else t for t in w)
+    w_ref = tuple(t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in w)
+
+    def want(x):
+        return ref(x.cpu().float(), *w_ref, bias=b.cpu().float())
+    return op, w_dev, b, want
+
+
+@pytest.mark.parametrize("fmt", ["awq", "gptq"])
+@pytest.mark.parametrize("M", [1, 16])
+def test_gemv_v2_split_k_last_program_reduces(target, ops, gen, monkeypatch, fmt, M):
+    """v2 with several K splits: every split stores a float32 partial, the last program of each
+    N tile (a tile counter) sums them, adds the bias and writes y.  K = 960: the last split is
+    shorter (6 K tiles, the others 8); N = 104: the last N tile is partial; called twice on
+    new x, so the tile counters must be back at 0 after each call."""
+    from halinfer.kernels.triton import w4a16
+
+    dev, dt = target.device, target.dtype
+    if dt == torch.float32:
+        pytest.skip("v2 is for fp16 / bf16 activations")
+    monkeypatch.setattr(w4a16, "GEMV_IMPL", "v2")
+    cfgs = []
+    real = w4a16._gemv_v2_config
+
+    def spy(*a, **k):
+        cfgs.append(real(*a, **k))
+        return cfgs[-1]
+    monkeypatch.setattr(w4a16, "_gemv_v2_config", spy)
+    K, N, group = 960, 104, 64
+    op, w, b, want = _gemv_inputs(fmt, M, K, N, group, dt, dev, gen)
+    for _ in range(2):
+        x = _x(M, K, dt, dev, gen, "slice")
+        got = getattr(ops, op)(x, *w, bias=b)
+        assert got.shape == (M, N) and got.dtype == dt
+        assert _rel(got, want(x)) < TOL[dt], f"rel err {_rel(got, want(x)):.2e}"
+        assert int(w4a16._COUNTERS[x.device].abs().sum()) == 0, "tile counters not re-armed"
+    bn, bk, splits = cfgs[0][:3]
+    assert splits > 1 and N % bn and K % (bk * splits), cfgs[0]
+
+
+@pytest.mark.parametrize("fmt", ["awq", "gptq"])
+def test_gemv_v2_counters_shared_across_shapes(target, ops, gen, fmt):
+    """Two linears of different shapes in turn (as the layers of a decode step): the device's
+    one counter buffer serves both, each launch leaving it zeroed."""
+    from halinfer.kernels.triton import w4a16
+
+    dev, dt = target.device, target.dtype
+    if dt == torch.float32:
+        pytest.skip("v2 is for fp16 / bf16 activations")
+    a = _gemv_inputs(fmt, 1, 256, 192, 128, dt, dev, gen)      # 3 N tiles, 1 split (interpreter tiles)
+    c = _gemv_inputs(fmt, 1, 512, 64, 64, dt, dev, gen)        # 1 N tile, 4 splits
+    for op, w, b, want in (a, c, a):
+        x = _x(1, w[0].shape[0] * (1 if fmt == "awq" else 8), dt, dev, gen, "contig")
+        got = getattr(ops, op)(x, *w, bias=b)
+        assert _rel(got, want(x)) < TOL[dt]
+    assert int(w4a16._COUNTERS[x.device].abs().sum()) == 0
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
-@pytest.mark.parametrize("fmt", ["awq", "gptq_act_order"])
+@pytest.mark.parametrize("fmt", ["awq", "gptq"])
+@pytest.mark.parametrize("M", [1, 5, 16])
+def test_gemv_v2_asm_unpack_matches_plain(fmt, M):
+    """v2's inline-PTX nibble unpack (two lanes per instruction) against its plain-Triton form
+    (the one the interpreter tests), at a Llama-sized shape with split-K.  The same operand
+    values go into the same dots, so the outputs should be equal; a wrong unpack is off by O(1)."""
+    from halinfer.kernels.triton import w4a16
+    from halinfer.kernels.triton.ops import TritonOps
+
+    g = torch.Generator().manual_seed(M)
+    ops, dt = TritonOps(), torch.bfloat16
+    K, N, group = 4096, 1536, 128
+    op, w, b, want = _gemv_inputs(fmt, M, K, N, group, dt, "cuda", g)
+    x = torch.randn(M, K, generator=g).to("cuda", dt)
+    old = w4a16.GEMV_V2_ASM
+    try:
+        w4a16.GEMV_V2_ASM = True
+        y_asm = getattr(ops, op)(x, *w, bias=b)
+        w4a16.GEMV_V2_ASM = False
+        y_plain = getattr(ops, op)(x, *w, bias=b)
+    finally:
+        w4a16.GEMV_V2_ASM = old
+    assert _rel(y_asm, y_plain.cpu().float()) < 1e-3, f"asm vs plain: {_rel(y_asm, y_plain.cpu().float()):.1e}"
+    assert _rel(y_asm, want(x)) < TOL[dt]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
+@pytest.mark.parametrize("fmt", ["awq", "gptq", "gptq_act_order"])
 @pytest.mark.parametrize("M", [1, 8, 40])
 def test_w4a16_in_a_cuda_graph(M, fmt):
     """Captured once, replayed on new inputs: the graph path of a decode step."""
@@ -148,7 +295,9 @@ def test_w4a16_in_a_cuda_graph(M, fmt):
     ops, dev, dt = TritonOps(), "cuda", torch.bfloat16
     K, N, group = 512, 384, 128
     q, z, s = _weights(K, N, group, g)
-    gi = (torch.arange(K) // group).int()[torch.randperm(K, generator=g)]
+    gi = (torch.arange(K) // group).int()
+    if fmt == "gptq_act_order":
+        gi = gi[torch.randperm(K, generator=g)]
     if fmt == "awq":
         cpu = (awq_pack(q), s.to(dt), awq_pack(z), group)
         op, ref_op = ops.w4a16_linear, REF.w4a16_linear

@@ -2,14 +2,32 @@
 and GPTQ (packed along K, true zeros, g_idx) layouts, the contracts of core/ops/quant.py
 and core/ops/gptq.py.
 
-M <= 16 (decode) is memory-bound and runs the GEMV kernel: each program owns BLOCK_N
-output columns and a slice of K (split-K), loads each packed int32 word of its tile once
-(as one coalesced row segment), unpacks the nibbles in registers, and reads one scale and
-zero vector per K tile (BLOCK_K divides the group, so a tile sits in one group).  M == 1
-multiplies in float32 on the CUDA cores (summed over K once, at the end); 2..16 rows use
-one tl.dot.  Partial sums
-go to a float32 buffer that one torch sum reduces (deterministic, unlike atomics).
-GPTQ with act-order g_idx (groups not contiguous in K) gathers its scales per row.
+M <= 16 (decode) is memory-bound and runs a GEMV kernel.  GEMV_IMPL "v2" (the default;
+4-bit, plain groups, fp16/bf16 activations) is built so that the int4 stream, not the ALU,
+is the limit (v1 streamed 0.64 TB/s on an H200: per weight a shift, mask, int->float
+conversion at 1/8 rate, zero subtraction, scale, bf16 round trip and FMA):
+  * no int->float conversion: a nibble ORed into the mantissa of a 16-bit float MAGIC
+    (fp16 0x6400 = 1024, bf16 0x4300 = 128) reads BIAS + q exactly; on the GPU one shift
+    and one LOP3 make two of them per 32-bit register (inline PTX; plain Triton in the
+    interpreter, three instructions a lane);
+  * the tensor cores multiply and add: per K tile (inside one group) part = x . (BIAS + q)
+    in float32, then acc += s * (part - (BIAS + z) * sum_k x), which is s * x . (q - z);
+    the products are exact, so only float32 accumulation rounds;
+  * no 16-bit weight tile through shared memory: the packed weights are read as int16
+    (four nibbles), each nibble position j is one "plane" that is a dot operand of its own
+    (AWQ: a set of BLOCK_N / 4 output columns; GPTQ: the K rows k0 + j, k0 + j + 4, ...),
+    so the chain load -> shift/mask -> bitcast -> dot is elementwise and Triton keeps the
+    int16 tile in the operand's registers (async copy to shared memory, one load into the
+    registers, then the wgmma); transposed (W^T x^T) so that the weight is operand A;
+  * one launch per linear: split-K programs store float32 partials and bump a per-N-tile
+    counter; the last to arrive sums the partials in split order (deterministic), adds the
+    bias, writes y in x's dtype and zeroes the counter (a cached buffer per device: no
+    allocation or host sync, so CUDA-graph safe).
+GEMV_IMPL "v1" (and v2's exclusions: act-order, 8-bit, float32, groups no K tile fits)
+runs the older kernel: each program owns BLOCK_N output columns and a slice of K, unpacks
+in registers and multiplies in float32 on the CUDA cores (M == 1) or one tl.dot (2..16);
+partial sums go to a float32 buffer that one torch sum reduces.  GPTQ with act-order g_idx
+(groups not contiguous in K) gathers its scales per row.
 M up to DEQUANT_MIN_M runs the tiled kernel below (split-K up to M = 64); from there on
 (prefill) the weight is dequantized to the activations' dtype by one kernel pass and the
 GEMM is torch's (cuBLAS): at that M the GEMM's compute outweighs the extra weight pass.
@@ -115,6 +133,241 @@ def _w4a16_gemv_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, gidx_ptr, out_ptr, M, N, K,
         tl.store(out_ptr + pid_s * stride_os + m[:, None].to(tl.int64) * stride_om + n[None, :], acc,
                  mask=mmask[:, None] & nmask[None, :])
 
+
+
+@triton.jit
+def _plane(h, J: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+    """int16 [R, C] holding four nibbles each -> DT: BIAS + nibble J, no int->float conversion.
+    The nibble ORed into the mantissa of MAGIC (fp16 0x6400 = 1024, bf16 0x4300 = 128; one
+    ulp there is 1) and the 16 bits reinterpreted.  ASM (compiled only): the same per 16-bit
+    lane, two lanes per 32-bit register in one shift and one LOP3 (the register-packed pair
+    is what the tensor-core operand wants); plain Triton makes a shift, a LOP3 and a PRMT of
+    each lane."""
+    if ASM:
+        # (v >> 4J) & 0x000F000F | MAGIC2: lane-independent (bits shifted across the lanes'
+        # border are masked off), so it is exact whatever pair of elements shares a register
+        if DT == tl.float16:
+            if J == 0:
+                return tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r",
+                                                 [h], dtype=tl.float16, is_pure=True, pack=2)
+            elif J == 1:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 4; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+            elif J == 2:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 8; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+            else:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 12; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+        else:
+            if J == 0:
+                return tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x43004300, 0xea;", "=r,r",
+                                                 [h], dtype=tl.bfloat16, is_pure=True, pack=2)
+            elif J == 1:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 4; lop3.b32 $0, t, 0x000F000F, 0x43004300, 0xea;}", "=r,r",
+                    [h], dtype=tl.bfloat16, is_pure=True, pack=2)
+            elif J == 2:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 8; lop3.b32 $0, t, 0x000F000F, 0x43004300, 0xea;}", "=r,r",
+                    [h], dtype=tl.bfloat16, is_pure=True, pack=2)
+            else:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 12; lop3.b32 $0, t, 0x000F000F, 0x43004300, 0xea;}", "=r,r",
+                    [h], dtype=tl.bfloat16, is_pure=True, pack=2)
+    else:
+        if DT == tl.float16:
+            return (((h >> (4 * J)) & 0xF) | 0x6400).to(DT, bitcast=True)
+        else:
+            return (((h >> (4 * J)) & 0xF) | 0x4300).to(DT, bitcast=True)
+
+
+@triton.jit
+def _v2_out(acc_t, n, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS: tl.constexpr,
+            SPLIT: tl.constexpr):
+    """acc_t [R, BLOCK_M] (output columns n, rows m) to y, or with SPLIT to this split's float32
+    partial [M, N] slice."""
+    mask = (n < N)[:, None] & (m < M)[None, :]
+    if SPLIT:
+        tl.store(part_ptr + pid_s * M * N + m[None, :] * N + n[:, None], acc_t, mask=mask)
+    else:
+        if HAS_BIAS:
+            acc_t += tl.load(b_ptr + n, mask=n < N, other=0.0).to(tl.float32)[:, None]
+        tl.store(y_ptr + m[None, :].to(tl.int64) * stride_ym + n[:, None], acc_t.to(y_ptr.dtype.element_ty),
+                 mask=mask)
+
+
+@triton.jit
+def _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """After this program stored its partial: the last split of N tile pid_n to get here sums
+    all partials in split order (deterministic), adds the bias, writes y and re-arms the
+    tile's counter (0) for the next launch."""
+    tl.debug_barrier()      # every thread's partial stores precede the release below
+    seen = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+    if seen == tl.num_programs(1) - 1:
+        tl.debug_barrier()  # ... and the acquire precedes every thread's loads
+        m = tl.arange(0, BLOCK_M)
+        n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask = (m < M)[:, None] & (n < N)[None, :]
+        off = m[:, None] * N + n[None, :]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s in range(0, tl.num_programs(1)):
+            # .cg: from L2, where the other programs' stores are (not a stale L1 line)
+            acc += tl.load(part_ptr + s * M * N + off, mask=mask, other=0.0, cache_modifier=".cg")
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + m[:, None].to(tl.int64) * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty),
+                 mask=mask)
+        tl.store(cnt_ptr + pid_n, 0)
+
+
+@triton.jit
+def _w4a16_gemv_v2_awq_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
+                              k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
+                              DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+                              EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """AWQ, transposed: y^T tile [BLOCK_N, BLOCK_M] = W^T x^T.  qweight read as int16: int16
+    column jc = 2c + h of row k holds nibbles 4h .. 4h + 3 of packed column c, which AWQ's
+    order 0,2,4,6,1,3,5,7 makes output columns 8c + 2j + h (j = 0..3).  So nibble j of the
+    [BLOCK_N / 4, BLOCK_K] int16 tile is a plane of BLOCK_N / 4 output columns, one dot each;
+    the tile goes global -> shared (async copy) -> the dot operand's registers, unpacked there
+    (no 16-bit weight tile through shared memory)."""
+    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
+    BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
+    Q: tl.constexpr = BLOCK_N // 4
+    m = tl.arange(0, BLOCK_M)
+    # rows past M read row M - 1 again (finite, never stored): no mask on the x loads
+    xcol = x_ptr + tl.minimum(m, M - 1)[None, :].to(tl.int64) * stride_xm
+    jc = pid_n * Q + tl.arange(0, Q)                       # int16 columns of qweight / qzeros
+    jmask = jc < N // 4
+    # output column of plane j: 8 (jc // 2) + 2 j + jc % 2
+    ncol = 8 * (jc // 2) + jc % 2
+    q16 = qw_ptr.to(tl.pointer_type(tl.int16))
+    z16 = qz_ptr.to(tl.pointer_type(tl.int16))
+    a0 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a1 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a2 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a3 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    k_lo = pid_s * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        hp = q16 + k[None, :].to(tl.int64) * (2 * stride_qwr) + jc[:, None]
+        # EVEN_K / EVEN_N: every tile is whole (k_per_split is a multiple of BLOCK_K): no masks
+        if EVEN_K:
+            xt = tl.load(xcol + k[:, None])
+            if EVEN_N:
+                h = tl.load(hp)
+            else:
+                h = tl.load(hp, mask=jmask[:, None], other=0)
+        else:
+            # rows past k_hi: x = 0, so their (finite) BIAS + 0 weights add nothing
+            xt = tl.load(xcol + k[:, None], mask=(k < k_hi)[:, None], other=0.0)
+            h = tl.load(hp, mask=jmask[:, None] & (k < k_hi)[None, :], other=0)
+        xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]     # [1, BLOCK_M]: sum of x over the tile
+        if GROUP == 0:          # one group spans K
+            g = 0
+        else:
+            g = k0 // GROUP     # int32: scale / zero offsets are tiny
+        if EVEN_N:
+            zh = tl.load(z16 + g * (2 * stride_qzr) + jc)
+            s0 = tl.load(s_ptr + g * stride_sr + ncol)
+            s1 = tl.load(s_ptr + g * stride_sr + ncol + 2)
+            s2 = tl.load(s_ptr + g * stride_sr + ncol + 4)
+            s3 = tl.load(s_ptr + g * stride_sr + ncol + 6)
+        else:
+            zh = tl.load(z16 + g * (2 * stride_qzr) + jc, mask=jmask, other=0)
+            s0 = tl.load(s_ptr + g * stride_sr + ncol, mask=jmask, other=0.0)
+            s1 = tl.load(s_ptr + g * stride_sr + ncol + 2, mask=jmask, other=0.0)
+            s2 = tl.load(s_ptr + g * stride_sr + ncol + 4, mask=jmask, other=0.0)
+            s3 = tl.load(s_ptr + g * stride_sr + ncol + 6, mask=jmask, other=0.0)
+        # per plane: acc += s * (x.(BIAS + q) - (BIAS + z) * sum x) = s * x.(q - z)
+        p = tl.dot(_plane(h, 0, DT, ASM), xt)
+        a0 += s0.to(tl.float32)[:, None] * (p - ((zh & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        p = tl.dot(_plane(h, 1, DT, ASM), xt)
+        a1 += s1.to(tl.float32)[:, None] * (p - (((zh >> 4) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        p = tl.dot(_plane(h, 2, DT, ASM), xt)
+        a2 += s2.to(tl.float32)[:, None] * (p - (((zh >> 8) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        p = tl.dot(_plane(h, 3, DT, ASM), xt)
+        a3 += s3.to(tl.float32)[:, None] * (p - (((zh >> 12) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+    ncol = tl.where(jmask, ncol, N)       # columns of a partial last tile: masked off
+    _v2_out(a0, ncol, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a1, ncol + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a2, ncol + 4, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a3, ncol + 6, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    if SPLIT:
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _w4a16_gemv_v2_gptq_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
+                               k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
+                               DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
+                               SPLIT: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
+                               ASM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                               BLOCK_K: tl.constexpr):
+    """GPTQ (packed along K, plain groups), transposed as the AWQ kernel.  Read as int16, word
+    (r, n) is two int16 of K rows 8r .. 8r + 3 and 8r + 4 .. 8r + 7: int16 t of a tile holds
+    rows k0 + 4t + j in nibble j, so nibble j of the [BLOCK_N, BLOCK_K / 4] int16 tile times
+    x's columns k0 + j, k0 + j + 4, ... is one dot (four per tile, one accumulator)."""
+    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
+    BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
+    T: tl.constexpr = BLOCK_K // 4
+    m = tl.arange(0, BLOCK_M)
+    xcol = x_ptr + tl.minimum(m, M - 1)[None, :].to(tl.int64) * stride_xm
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = n < N
+    t = tl.arange(0, T)
+    q16 = qw_ptr.to(tl.pointer_type(tl.int16))
+    # int16 t of the tile: word row k0 / 8 + t // 2, half t % 2 (words of n: int16 2n, 2n + 1)
+    toff = (t // 2).to(tl.int64) * (2 * stride_qwr) + t % 2
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    k_lo = pid_s * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        hp = q16 + (k0 // 8) * (2 * stride_qwr) + toff[None, :] + 2 * n[:, None]
+        kx = k0 + 4 * t
+        if EVEN_K:
+            x0 = tl.load(xcol + kx[:, None])
+            x1 = tl.load(xcol + kx[:, None] + 1)
+            x2 = tl.load(xcol + kx[:, None] + 2)
+            x3 = tl.load(xcol + kx[:, None] + 3)
+            if EVEN_N:
+                h = tl.load(hp)
+            else:
+                h = tl.load(hp, mask=nmask[:, None], other=0)
+        else:
+            # K is a multiple of 8, so an int16 is in or out of the tile whole
+            x0 = tl.load(xcol + kx[:, None], mask=(kx < k_hi)[:, None], other=0.0)
+            x1 = tl.load(xcol + kx[:, None] + 1, mask=(kx + 1 < k_hi)[:, None], other=0.0)
+            x2 = tl.load(xcol + kx[:, None] + 2, mask=(kx + 2 < k_hi)[:, None], other=0.0)
+            x3 = tl.load(xcol + kx[:, None] + 3, mask=(kx + 3 < k_hi)[:, None], other=0.0)
+            h = tl.load(hp, mask=nmask[:, None] & (kx < k_hi)[None, :], other=0)
+        part = tl.dot(_plane(h, 0, DT, ASM), x0)
+        part = tl.dot(_plane(h, 1, DT, ASM), x1, part)
+        part = tl.dot(_plane(h, 2, DT, ASM), x2, part)
+        part = tl.dot(_plane(h, 3, DT, ASM), x3, part)
+        xs = tl.sum(x0.to(tl.float32) + x1.to(tl.float32) + x2.to(tl.float32) + x3.to(tl.float32), axis=0)[None, :]
+        if GROUP == 0:
+            g = 0
+        else:
+            g = k0 // GROUP
+        if EVEN_N:
+            zw = tl.load(qz_ptr + g * stride_qzr + n // 8)
+            sc = tl.load(s_ptr + g * stride_sr + n)
+        else:
+            zw = tl.load(qz_ptr + g * stride_qzr + n // 8, mask=nmask, other=0)
+            sc = tl.load(s_ptr + g * stride_sr + n, mask=nmask, other=0.0)
+        zb = ((zw >> ((n % 8) * 4)) & 0xF).to(tl.float32) + BIAS
+        acc += sc.to(tl.float32)[:, None] * (part - zb[:, None] * xs)
+    _v2_out(acc, n, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    if SPLIT:
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -279,6 +532,86 @@ def _gptq_group(g_idx: torch.Tensor, groups: int) -> int | None:
     return gs if plain else None
 
 
+GEMV_IMPL = "v2"   # "v1": the CUDA-core dequantizing GEMV above, kept for comparison (bench_quant_gemm.py)
+GEMV_V2_ASM = True  # v2 unpacks two nibbles per instruction (inline PTX); False: plain Triton (as the interpreter)
+
+# (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits]) forced for the v2 GEMV (the --sweep of
+# bench_quant_gemm.py); BLOCK_K is taken only where it fits the group
+GEMV_V2_CONFIG_OVERRIDE: dict = {}
+
+_COUNTERS: dict = {}   # device -> int32 zeros, one per N tile: every v2 launch leaves them 0 again
+
+
+def _counters(device, tiles: int):
+    """The device's split-K tile counters (at least ``tiles``), or None when they would have to
+    be allocated during a CUDA-graph capture (the caller then runs one split: no counter)."""
+    buf = _COUNTERS.get(device)
+    if buf is None or buf.numel() < tiles:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        buf = torch.zeros(max(4096, tiles), dtype=torch.int32, device=device)
+        _COUNTERS[device] = buf
+    return buf
+
+
+def _gemv_v2_config(fmt, M, N, K, group, interp, device):
+    """(BLOCK_N, BLOCK_K, splits, num_warps, num_stages), or None when no K tile fits the group.
+    A K tile lies in one group; GPTQ's dots are BLOCK_K / 4 deep, so it needs BLOCK_K >= 64."""
+    ks = (128, 64, 32, 16) if fmt == 0 else (128, 64)
+    bk = next((b for b in ks if group % b == 0 or group >= K), None)
+    if bk is None or N % 8 or (fmt == 1 and K % 8):
+        return None
+    if interp:
+        # small tiles (AWQ's planes are BLOCK_N / 4 = 16 rows, the least a dot takes), up to
+        # four splits, so that the tests reach the last-program reduction
+        bn, bk = 64, (min(bk, 64) if fmt == 0 else 64)
+        return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
+    # 256 columns: AWQ's planes are then 64 columns, wgmma's 64 rows (at 128, 32 rows fall
+    # back to mma.sync and lose the two-lanes-per-register unpack); GPTQ does 0.7 fewer
+    # instructions per weight at 256 than at 128 (SASS counts, 240-odd registers, no spills).
+    # One warpgroup; 4 stages keep three K tiles' loads in flight
+    bn, warps, stages = 256, 4, 4
+    splits = None
+    if GEMV_V2_CONFIG_OVERRIDE:
+        cfg = GEMV_V2_CONFIG_OVERRIDE["config"]
+        bn, bk_o, warps, stages = cfg[:4]
+        splits = cfg[4] if len(cfg) > 4 else None
+        if bk_o in ks and bk_o <= bk and bk % bk_o == 0:
+            bk = bk_o
+    if splits is None:
+        # about three programs per SM, each streaming at least two K tiles; with several rows
+        # the float32 partials (splits * M * N * 8 bytes written and read) stay within an
+        # eighth of the weight bytes (K * N / 2)
+        splits = max(1, min(cdiv(3 * sm_count(device), cdiv(N, bn)), cdiv(K, bk) // 2, K // (64 * M), 32))
+    return bn, bk, splits, warps, stages
+
+
+def _gemv_v2(fmt, x, qweight, qzeros, scales, group, bias, N):
+    """4-bit, plain groups, fp16 / bf16 x, M <= 16: one launch, y in x's dtype (None: no tile fits)."""
+    interp = on_interpreter(x)
+    M, K = x.shape
+    cfg = _gemv_v2_config(fmt, M, N, K, group, interp, x.device)
+    if cfg is None:
+        return None
+    bn, bk, splits, warps, stages = cfg
+    k_per_split = cdiv(cdiv(K, splits), bk) * bk
+    splits = cdiv(K, k_per_split)
+    tiles = cdiv(N, bn)
+    cnt = _counters(x.device, tiles) if splits > 1 else None
+    if cnt is None and splits > 1:
+        k_per_split, splits = cdiv(K, bk) * bk, 1
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else y
+    kernel = _w4a16_gemv_v2_awq_kernel if fmt == 0 else _w4a16_gemv_v2_gptq_kernel
+    kernel[(tiles, splits)](
+        x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
+        M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
+        DT=tl.float16 if x.dtype == torch.float16 else tl.bfloat16, GROUP=0 if group >= K else group,
+        HAS_BIAS=bias is not None, SPLIT=splits > 1, EVEN_K=K % bk == 0, EVEN_N=N % bn == 0,
+        ASM=GEMV_V2_ASM and not interp and torch.version.hip is None, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return y
+
+
 def _gemv(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N):
     """The M <= 16 path, or None when its tiles do not fit this group size."""
     interp = on_interpreter(x)
@@ -289,6 +622,10 @@ def _gemv(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N):
         gs = _gptq_group(g_idx, scales.shape[0])
         act_order = gs is None
         group = K if act_order else gs
+    if GEMV_IMPL == "v2" and bits == 4 and not act_order and x.dtype in (torch.float16, torch.bfloat16):
+        y = _gemv_v2(fmt, x, qweight, qzeros, scales, group, bias, N)
+        if y is not None:
+            return y
     cfg = _gemv_config(M, N, K, K if act_order else group, per, interp, x.device)
     if cfg is None:
         return None
