@@ -3,14 +3,15 @@
 Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
 moe_route (ungrouped), paged_attention (prefill/mixed and split-KV decode; GQA/MQA,
 causal or not, sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA,
-int8 / fp8 / int4 KV, NHD and HND caches), vision_attention (16-bit: torch's varlen flash attention or SDPA over runs of
-equal-length sequences, kernels/vision_attention.py), fused_moe (tokens grouped by expert on
+int8 / fp8 / int4 KV, NHD and HND caches), vision_attention (16-bit: torch's
+varlen flash attention or SDPA over runs of equal-length sequences,
+kernels/vision_attention.py), fused_moe (tokens grouped by expert on
 the device, one launch per GEMM for all experts), and the quantized GEMMs: W4A16 in
 AWQ and GPTQ layouts (a GEMV for M <= 16, split-K tiles up to M = 64, dequantize +
 torch GEMM for prefill), W8A8 int8 and FP8 (per-token activation quantization in
 one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
-scaled 8-bit Triton GEMM).  Everything else is the core's torch reference: dense GEMMs stay on cuBLAS
-through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
+scaled 8-bit Triton GEMM).  Everything else is the core's torch reference: dense
+GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
 launch, moe_route.py).
 
@@ -39,7 +40,9 @@ class TritonOps(Ops):
     """Triton kernels for the hot ops; the core reference for the rest."""
 
     # Grouped top-k (DeepSeek-V3, GLM-4.5) routes on the reference; every other case is a kernel.
-    fallbacks = {"moe_route": ("grouped_topk",)}
+    # float32 vision attention stays on the reference (the fused kernels are 16-bit; see
+    # kernels/vision_attention.py)
+    fallbacks = {"moe_route": ("grouped_topk",), "vision_attention": ("float32",)}
 
     def __init__(self, decode_splits: int | None = None):
         # decode_splits: fix the split-KV count (tests, tuning); None picks it from the grid size.
@@ -78,7 +81,7 @@ class TritonOps(Ops):
 
     def vision_attention(self, q, k, v, cu_seqlens, scale):
         out = _vision.vision_attention(q, k, v, cu_seqlens, scale)
-        return out if out is not None else super().vision_attention(q, k, v, cu_seqlens, scale)
+        return out if out is not None else self.reference("vision_attention", "float32", q, k, v, cu_seqlens, scale)
     vision_attention.__doc__ = Ops.vision_attention.__doc__
 
     def w4a16_linear(self, x, qweight, scales, qzeros, group_size, bias=None):

@@ -52,8 +52,9 @@ class _CosSinTables:
 
 class MacaOps(TritonOps):
     # Calls MetaX's kernels do not take go to the shared Triton table (the parent class),
-    # not to the reference; only routing falls back to the reference.
-    fallbacks = {"moe_route": ROUTE_CASES}
+    # not to the reference; routing falls back to the reference, and what the shared table
+    # declares (float32 vision attention) does too.
+    fallbacks = {**TritonOps.fallbacks, "moe_route": ROUTE_CASES}
 
     def __init__(self):
         super().__init__()
