@@ -16,6 +16,8 @@ Usage: python benchmarks/kernels/bench_8bit_gemm.py [--m 1,16,256,1024,4096] [--
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import torch
 import triton
@@ -27,27 +29,16 @@ from halinfer.core.ops.quant import quant_per_token_int8
 from halinfer.kernels.triton import act_quant, scaled_gemm
 from halinfer.kernels.triton.ops import TritonOps
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import device_us  # noqa: E402
+
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 CONFIGS = [(128, 128, 128, 8, 3), (128, 128, 128, 4, 3), (128, 256, 128, 8, 3), (128, 256, 64, 8, 4),
            (256, 128, 128, 8, 3), (64, 128, 128, 4, 4), (128, 128, 64, 4, 4), (128, 64, 128, 4, 4)]
 
 
-def bench(fn, reps: int = 10) -> float:
-    """Device time per call in us: `reps` calls replayed from one CUDA graph, so host launch
-    costs (tens of us per call for torch._scaled_mm and Triton's launcher) do not count, as
-    they do not in the engine's captured decode steps."""
-    fn()
-    torch.cuda.synchronize()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    return triton.testing.do_bench(g.replay, warmup=5, rep=50, return_mode="median") * 1e3 / reps
+def bench(fn) -> float:
+    return device_us(fn)
 
 
 def rel(a, b) -> float:
