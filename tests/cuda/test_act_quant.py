@@ -44,8 +44,12 @@ def test_fp8_group_quant_is_the_reference(target, gen, T, K, group):
     rq, rs = quant_per_token_group_fp8(x.cpu(), g)
     assert torch.equal(s.cpu(), rs), f"scales differ: max {float((s.cpu() - rs).abs().max())}"
     diff = q.cpu().view(torch.uint8) != rq.contiguous().view(torch.uint8)
-    assert not diff.any(), f"{int(diff.sum())} of {diff.numel()} fp8 bytes differ, first at " \
-                           f"{diff.nonzero()[0].tolist()}"
+    if diff.any():
+        t, k = diff.nonzero()[0].tolist()
+        v = x.cpu().float()[t, k] / rs[t, k // g]
+        raise AssertionError(f"{int(diff.sum())} of {diff.numel()} fp8 bytes differ, first at {(t, k)}: x "
+                             f"{float(x.cpu().float()[t, k])!r} / scale {float(rs[t, k // g])!r} = {float(v)!r} -> "
+                             f"kernel {float(q.cpu()[t, k].float())!r}, reference {float(rq[t, k].float())!r}")
 
 
 @pytest.mark.parametrize("T,K", [(3, 384), (6, 200)])

@@ -3,8 +3,8 @@
 (core/ops/quant.py: quant_per_token_int8), the same arithmetic as the references.
 
 In torch each is five or six elementwise kernels over the activations (upcast, abs,
-amax, divide, clamp, cast); one program per token row does it in two passes over the
-row here, which matters at decode, where every quantized linear pays it.
+amax, divide, clamp, cast); here it is one launch (FP8: a program per row and chunk of
+groups; int8: a program per row, two passes over it), which every quantized linear pays.
 
 The FP8 scales can be written column-major ([T, G] with stride (1, T_pad)) and the rows
 padded to a multiple of 4: the layout cuBLASLt's block-scaled FP8 GEMM wants for its
@@ -38,22 +38,22 @@ def _round_e4m3(v):
 @triton.jit
 def _fp8_group_quant_kernel(x_ptr, q_ptr, s_ptr, T, K, G, group, stride_xt, stride_qt, stride_st, stride_sg,
                             BLOCK_C: tl.constexpr, BLOCK_G: tl.constexpr):
+    # grid (rows, chunks of BLOCK_G groups): one row is many programs, so a step's few
+    # thousand tokens fill the GPU
     t = tl.program_id(0).to(tl.int64)
-    gi = tl.arange(0, BLOCK_G)
+    g = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
     c = tl.arange(0, BLOCK_C)
-    for g0 in range(0, G, BLOCK_G):
-        g = g0 + gi
-        k = g[:, None] * group + c[None, :]
-        mask = (g < G)[:, None] & (c < group)[None, :] & (k < K)
-        x = tl.load(x_ptr + tl.minimum(t, T - 1) * stride_xt + k, mask=mask, other=0.0).to(tl.float32)
-        x = tl.where(t < T, x, 0.0)     # rows T.. are padding: zeros, at the smallest scale
-        s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
-        # div_rn: IEEE division as torch's; a plain / compiles to an approximate one
-        q = _round_e4m3(tl.clamp(tl.math.div_rn(x, s[:, None]), -448.0, 448.0)).to(tl.float8e4nv)
-        # stored as bytes: the caller passes a uint8 view (an fp8 store of masked lanes is
-        # what some triton versions refuse)
-        tl.store(q_ptr + t * stride_qt + k, q.to(tl.uint8, bitcast=True), mask=mask)
-        tl.store(s_ptr + t * stride_st + g * stride_sg, s, mask=g < G)
+    k = g[:, None] * group + c[None, :]
+    mask = (g < G)[:, None] & (c < group)[None, :] & (k < K)
+    x = tl.load(x_ptr + tl.minimum(t, T - 1) * stride_xt + k, mask=mask, other=0.0).to(tl.float32)
+    x = tl.where(t < T, x, 0.0)     # rows T.. are padding: zeros, at the smallest scale
+    s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
+    # div_rn: IEEE division as torch's; a plain / compiles to an approximate one
+    q = _round_e4m3(tl.clamp(tl.math.div_rn(x, s[:, None]), -448.0, 448.0)).to(tl.float8e4nv)
+    # stored as bytes: the caller passes a uint8 view (an fp8 store of masked lanes is
+    # what some triton versions refuse)
+    tl.store(q_ptr + t * stride_qt + k, q.to(tl.uint8, bitcast=True), mask=mask)
+    tl.store(s_ptr + t * stride_st + g * stride_sg, s, mask=g < G)
 
 
 @triton.jit
@@ -92,7 +92,7 @@ def quant_fp8_groups(x: torch.Tensor, group: int, pad_rows_to: int = 1, scales_c
     block_c = next_pow2(min(group, K))
     block_g = max(1, min(next_pow2(G), (1024 if not interp else 256) // block_c))
     x = x if x.stride(-1) == 1 else x.contiguous()
-    _fp8_group_quant_kernel[(Tp,)](x, q.view(torch.uint8), s, T, K, G, group, x.stride(0), q.stride(0), s.stride(0),
+    _fp8_group_quant_kernel[(Tp, cdiv(G, block_g))](x, q.view(torch.uint8), s, T, K, G, group, x.stride(0), q.stride(0), s.stride(0),
                                   s.stride(1), BLOCK_C=block_c, BLOCK_G=block_g,
                                   num_warps=1 if interp else 8 if block_c >= 4096 else 4)
     return q, s
