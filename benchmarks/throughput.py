@@ -3,7 +3,9 @@
     python benchmarks/throughput.py --model llama3-8b --device cuda --workload all --peer hf --out run.json
 
 --model takes a preset name (benchmarks/configs/<name>.json), a config.json, or a
-model directory.  Weights are random (load_format="dummy"): no checkpoint needed.
+model directory.  Weights are random (load_format="dummy"): no checkpoint needed;
+--load-format auto reads a model directory's own weights instead (benchmarks/peer_quant.sh
+does, so halinfer runs the quantized tensors LMDeploy reads).
 
 decode-b1     one prompt of 128 random token ids, 256 new tokens, greedy, ignore EOS.
               Reports ms/token and tok/s of the decode phase, time to first token, and
@@ -138,7 +140,7 @@ def weight_bytes_per_token(model) -> int:
 def run_halinfer(args, model_dir):
     from halinfer import LLM, SamplingParams
 
-    kw = dict(device=args.device, dtype=args.dtype, load_format="dummy", max_num_seqs=args.max_num_seqs,
+    kw = dict(device=args.device, dtype=args.dtype, load_format=args.load_format, max_num_seqs=args.max_num_seqs,
               enforce_eager=args.enforce_eager, gpu_memory_utilization=args.gpu_memory_utilization,
               enable_prefix_caching=not args.no_prefix_caching, kv_cache_dtype=args.kv_cache_dtype,
               scheduling_policy=args.scheduling_policy, prefill_interval=args.prefill_interval)
@@ -369,13 +371,17 @@ def main(argv=None):
     p.add_argument("--peer", choices=("none", "hf"), default="none")
     p.add_argument("--hf-requests", type=int, default=64)
     p.add_argument("--hf-batch", type=int, default=32)
-    p.add_argument("--load-format", default="dummy", choices=("dummy",))
+    p.add_argument("--load-format", default="dummy", choices=("dummy", "auto"),
+                   help="auto: read the model directory's weights (its quantization_config's format)")
     p.add_argument("--quantization", default=None, choices=tuple(QUANT_CONFIGS))
     p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "int8", "int4", "fp8"))
     p.add_argument("--out", default=None, help="write the JSON result here")
     args = p.parse_args(argv)
 
     model_dir, temp = model_dir_for(args.model)
+    if args.load_format == "auto" and (temp or args.quantization):
+        p.error("--load-format auto reads a model directory's weights: give --model a directory, "
+                "without --quantization (the directory's config.json names its format)")
     if args.quantization:
         model_dir, temp = with_quantization(model_dir, temp, args.quantization)
     try:
