@@ -12,7 +12,16 @@ and that as a share of a device-to-device copy's bandwidth measured here.
 "triton-graph" replays the op from a CUDA graph whose metadata carries the
 capacity bound a graph runner uses (max_seq_len 8192), as decode runs in the engine.
 
+--kv none,int4,fp8,int8 (any subset) instead times decode over each KV cache dtype at batch
+256 and 1024, context 1024 (--batches, --ctx change them), same heads, bf16 queries: median
+microseconds a call (eager and replayed from a CUDA graph), the cache bytes read (values,
+scales, int4 zeros) over that time, and the largest difference from torch-sdpa over the
+dequantized cache.  int4-bytes and int4-plain time the other int4 tiles (kernels/triton/
+tl_math.py: INT4_WORDS off, and INT4_MAGIC off: the tile from before, with an int->float
+conversion per element); int4 alone is the default tile.
+
 Usage: python benchmarks/kernels/bench_decode.py [--json out.json]
+       python benchmarks/kernels/bench_decode.py --kv none,int4,int4-bytes,int4-plain,fp8,int8 [--json out.json]
 """
 from __future__ import annotations
 
@@ -77,15 +86,133 @@ def graph_replay_us(fn, reps=10) -> float:
     return triton.testing.do_bench(g.replay, warmup=25, rep=200, return_mode="median") * 1e3 / reps
 
 
+KV_KINDS = {  # --kv name: (cache quantization, tl_math.INT4_MAGIC, tl_math.INT4_WORDS)
+    "none": (None, True, True), "int8": ("int8", True, True), "fp8": ("fp8", True, True),
+    "int4": ("int4", True, True), "int4-bytes": ("int4", True, False), "int4-plain": ("int4", False, False),
+}
+
+
+def build_quant(B, ctx, mode, dev, gen):
+    """build()'s shapes over a cache of one KV dtype: random stored values and per-(token, head)
+    scales (and int4 zeros) as store_kv would leave them."""
+    if mode is None:
+        return build(B, ctx, dev, gen)
+    from halinfer.core.ops.kv_quant import kv_storage_dtype, kv_stored_dim
+
+    nblk = ctx // BS
+    num_blocks = B * nblk + 1
+    shape = (num_blocks, BS, HK, kv_stored_dim(mode, D))
+
+    def values():
+        if mode == "int4":
+            return torch.randint(0, 256, shape, device=dev, dtype=torch.uint8, generator=gen)
+        if mode == "int8":
+            return torch.randint(-127, 128, shape, device=dev, dtype=torch.int8, generator=gen)
+        return (torch.randn(shape, device=dev, generator=gen) * 100).clamp(-448, 448).to(kv_storage_dtype(mode, DT))
+
+    def scales():   # what store_kv gives N(0, 1) data: range / 15 for int4, amax / 127 or / 448
+        base = {"int4": 6.0 / 15, "int8": 3.0 / 127, "fp8": 3.0 / 448}[mode]
+        return base * (0.5 + torch.rand(shape[:-1], device=dev, generator=gen))
+
+    zeros = (lambda: -3.0 + 0.5 * torch.randn(shape[:-1], device=dev, generator=gen)) if mode == "int4" else (
+        lambda: None)
+    kv = LayerKV(values(), values(), "NHD", scales(), scales(), quant=mode, k_zero=zeros(), v_zero=zeros())
+    perm = torch.randperm(num_blocks - 1, generator=torch.Generator().manual_seed(B * ctx)) + 1
+    tables = perm.view(B, nblk).numpy().astype(np.int32)
+    seq_lens = np.full(B, ctx, np.int32)
+    pos = seq_lens - 1
+    slots = tables[np.arange(B), pos // BS].astype(np.int64) * BS + pos % BS
+    step = StepInputs(np.ones(B, np.int32), seq_lens, tables, slots, BS)
+    q = torch.randn(B, HQ, D, device=dev, dtype=DT, generator=gen)
+    return q, kv, step
+
+
+def cache_bytes(kv: LayerKV) -> int:
+    """Bytes of the cache tensors (values, scales, zeros) per block, K and V."""
+    ts = [kv.k, kv.v, kv.k_scale, kv.v_scale, kv.k_zero, kv.v_zero]
+    return sum(t[0].numel() * t.element_size() for t in ts if t is not None)
+
+
+def dequantized(kv: LayerKV) -> LayerKV:
+    if kv.quant is None:
+        return kv
+    from halinfer.core.ops.kv_quant import dequantize_kv
+
+    def deq(c, s, z):
+        out = torch.empty(*c.shape[:-1], D, device=c.device, dtype=DT)
+        for i in range(0, c.shape[0], 4096):
+            out[i:i + 4096] = dequantize_kv(c[i:i + 4096], s[i:i + 4096], None if z is None else z[i:i + 4096],
+                                            kv.quant).to(DT)
+        return out
+    return LayerKV(deq(kv.k, kv.k_scale, kv.k_zero), deq(kv.v, kv.v_scale, kv.v_zero), "NHD")
+
+
+def main_kv(args, dev, gen, bw):
+    from halinfer.kernels.triton import tl_math
+
+    ops = TritonOps()
+    rows = []
+    kinds = [k.strip() for k in args.kv.split(",") if k.strip()]
+    for k in kinds:
+        assert k in KV_KINDS, f"--kv {k!r}: known {', '.join(KV_KINDS)}"
+    ctx = args.ctx
+    for B in [int(b) for b in args.batches.split(",")]:
+        built = {}
+        for name in kinds:
+            mode, magic, words = KV_KINDS[name]
+            if mode not in built:
+                built.clear()
+                torch.cuda.empty_cache()
+                built[mode] = build_quant(B, ctx, mode, dev, gen)
+            q, kv, step = built[mode]
+            tl_math.INT4_MAGIC, tl_math.INT4_WORDS = magic, words
+            try:
+                meta = MetadataBuilder(dev, BS).build(step)
+                gmeta = MetadataBuilder(dev, BS).build(step)
+                gmeta.max_seq_len = 8192
+                out = ops.paged_attention(q, kv, meta, scale=D ** -0.5)
+                dq = dequantized(kv)
+                err = float((out.float() - torch_sdpa(q, dq, meta, ctx).float()).abs().max())
+                del dq
+                t = triton.testing.do_bench(lambda: ops.paged_attention(q, kv, meta, scale=D ** -0.5),
+                                            warmup=25, rep=200, return_mode="median") * 1e3
+                t_graph = graph_replay_us(lambda: ops.paged_attention(q, kv, gmeta, scale=D ** -0.5))
+            finally:
+                tl_math.INT4_MAGIC, tl_math.INT4_WORDS = True, True
+            nbytes = B * (ctx // BS) * cache_bytes(kv)
+            rows.append(dict(kv=name, batch=B, ctx=ctx, triton_us=t, triton_graph_us=t_graph, kv_bytes=nbytes,
+                             triton_TBps=nbytes / (t * 1e-6) / 1e12, frac_copy_bw=nbytes / (t * 1e-6) / bw,
+                             max_abs_err_vs_sdpa=err))
+            torch.cuda.synchronize()
+        built.clear()
+        torch.cuda.empty_cache()
+    print(f"{'kv':>11} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} {'TB/s':>6} "
+          f"{'of copy':>8} {'err':>8}")
+    for r in rows:
+        print(f"{r['kv']:>11} {r['batch']:>5} {r['ctx']:>5} {r['triton_us']:>9.1f} {r['triton_graph_us']:>9.1f} "
+              f"{r['kv_bytes'] / 1e6:>8.1f} {r['triton_TBps']:>6.2f} {r['frac_copy_bw']:>7.0%} "
+              f"{r['max_abs_err_vs_sdpa']:>8.1e}")
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
+    ap.add_argument("--kv", default=None, help=f"comma list of KV cache dtypes to time: {', '.join(KV_KINDS)}")
+    ap.add_argument("--batches", default="256,1024", help="with --kv")
+    ap.add_argument("--ctx", type=int, default=1024, help="with --kv")
     args = ap.parse_args()
     dev = torch.device("cuda", 0)
     gen = torch.Generator(device=dev).manual_seed(0)
     ops, ref_ops = TritonOps(), Ops()
     bw = copy_bandwidth(dev)
     print(f"card: {torch.cuda.get_device_name(dev)}; copy bandwidth {bw / 1e12:.2f} TB/s (read+write)")
+    if args.kv:
+        rows = main_kv(args, dev, gen, bw)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(dict(card=torch.cuda.get_device_name(dev), copy_bw=bw, rows=rows), f, indent=1)
+        return
     rows = []
     for ctx in (512, 2048):
         for B in (1, 64, 256):

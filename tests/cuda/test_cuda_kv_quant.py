@@ -6,7 +6,9 @@ Shapes are picked to cross the kernels' edges: GQA groups 1, 4 and 7 (odd head c
 head dims that are not powers of two, block sizes 8 to 32, sequence lengths on both sides
 of the interpreter's key tiles (16 / 64) and of the decode splits.  Everything the step's
 sequences do not own is poison (NaN scales and zeros, NaN fp8 / 0xFF int4 bytes), so a
-kernel reading a slot it does not own gives NaN."""
+kernel reading a slot it does not own gives NaN.  The int4 tiles (kernels/triton/tl_math.py: the
+word and byte tiles that build 16 + c by bit pattern, and the old converting tile) are checked
+alone, bit for bit, and in attention over tokens whose scales and zeros differ by decades."""
 from __future__ import annotations
 
 import pytest
@@ -131,16 +133,13 @@ ATTN_CASES = [  # id, seqs [(cached, new)], Hq, Hk, D, Dv (None: MLA, Dv channel
 ]
 
 
-@pytest.mark.parametrize("splits", [None, 3], ids=["auto_splits", "splits3"])
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("layout", ["NHD", "HND"])
-@pytest.mark.parametrize("name,seqs,Hq,Hk,D,Dv,bs", ATTN_CASES, ids=[c[0] for c in ATTN_CASES])
-def test_attention_over_quantized_cache(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs):
+def _attend(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs, spread=None):
+    """Store keys / values through the kernel, attend over them, compare with the reference over
+    the same bytes.  spread: (log10 range of the per-token magnitudes, offset in magnitudes) to draw
+    each token's scale and zero far apart from the others'."""
     from halinfer.kernels.triton.ops import TritonOps
 
     decode = all(q == 1 for _, q in seqs)
-    if splits is not None and not decode:
-        pytest.skip("decode splits only apply to decode steps")
     ops = TritonOps(decode_splits=splits)
     dev, dt = target.device, target.dtype
     mla = name.endswith("mla")
@@ -148,8 +147,19 @@ def test_attention_over_quantized_cache(target, gen, layout, mode, splits, name,
     kv = _layer(mode, layout, nb, bs, Hk, D, None if mla else Dv, dev)
     # Store every position, all sequences in one call, through the kernel under test.
     slots = torch.cat(all_slots)
-    k = torch.randn(len(slots), Hk, D, generator=gen) * 1.5 + torch.randn(len(slots), Hk, 1, generator=gen)
-    v = None if mla else torch.randn(len(slots), Hk, Dv, generator=gen)
+    n = len(slots)
+    if spread is None:
+        k = torch.randn(n, Hk, D, generator=gen) * 1.5 + torch.randn(n, Hk, 1, generator=gen)
+        v = None if mla else torch.randn(n, Hk, Dv, generator=gen)
+    else:
+        decades, offset = spread
+
+        def draw(width):
+            mag = 10.0 ** ((torch.rand(n, Hk, 1, generator=gen) - 0.5) * decades)
+            return mag * (torch.randn(n, Hk, width, generator=gen) + offset * torch.randn(n, Hk, 1, generator=gen))
+        # Keys a little tamer, or the softmax would be one key per row.
+        k = draw(D) * 0.3
+        v = None if mla else draw(Dv)
     ops.store_kv(k.to(dev, dt), None if mla else v.to(dev, dt), kv, slots.to(dev))
     T = int(step.q_lens.sum())
     q = torch.randn(T, Hq, D, generator=gen).to(dt)
@@ -162,4 +172,121 @@ def test_attention_over_quantized_cache(target, gen, layout, mode, splits, name,
     a = out.detach().cpu().float()
     assert not torch.isnan(a).any(), f"{int(torch.isnan(a).sum())} NaN: an unowned slot was read or output unwritten"
     atol, rtol = _tol(dt, mode)
+    if spread is not None:
+        atol *= float(v.abs().mean()) if v is not None else float(k.abs().mean())   # atol in the values' units
     torch.testing.assert_close(a, expect, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("splits", [None, 3], ids=["auto_splits", "splits3"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("name,seqs,Hq,Hk,D,Dv,bs", ATTN_CASES, ids=[c[0] for c in ATTN_CASES])
+def test_attention_over_quantized_cache(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs):
+    if splits is not None and not all(q == 1 for _, q in seqs):
+        pytest.skip("decode splits only apply to decode steps")
+    _attend(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs)
+
+
+SPREAD_CASES = [  # as ATTN_CASES, plus decode splits
+    ("decode_d96", [(37, 1), (100, 1), (3, 1)], 8, 2, 96, 96, 16, None),
+    ("decode_d80_split", [(70, 1), (129, 1)], 12, 3, 80, 80, 8, 3),
+    ("decode_d128_mla", [(45, 1)], 4, 1, 128, 64, 16, None),
+    ("decode_d36", [(21, 1), (5, 1)], 4, 2, 36, 36, 16, None),     # no whole words: the byte tile
+    ("prefill_d80", [(11, 23), (0, 9), (50, 1)], 4, 2, 80, 80, 8, None),
+    ("prefill_d96_dv", [(19, 31)], 6, 3, 96, 64, 16, None),
+]
+TILES = {"words": (True, True), "bytes": (True, False), "plain": (False, False)}   # INT4_MAGIC, INT4_WORDS
+
+
+@pytest.mark.parametrize("tile", list(TILES))
+@pytest.mark.parametrize("name,seqs,Hq,Hk,D,Dv,bs,splits", SPREAD_CASES, ids=[c[0] for c in SPREAD_CASES])
+def test_int4_attention_scales_spread_per_token(target, gen, monkeypatch, tile, name, seqs, Hq, Hk, D, Dv, bs,
+                                                splits):
+    """int4 with each token's scale drawn over three decades and its zero several ranges away:
+    the magic tiles' bias (tl_math.INT4_MAGIC) is taken off through each token's own scale and
+    zero, so a fold with the wrong scale or token shows here.  words / bytes: the two magic
+    tiles (KV_INT4_WORDS, KV_INT4; float32 queries always take the byte tile, with plain
+    conversions); plain: the old tile (KV_INT4_PLAIN), kept for timing, still right."""
+    from halinfer.kernels.triton import tl_math
+
+    magic, words = TILES[tile]
+    monkeypatch.setattr(tl_math, "INT4_MAGIC", magic)
+    monkeypatch.setattr(tl_math, "INT4_WORDS", words)
+    _attend(target, gen, "NHD", "int4", splits, name, seqs, Hq, Hk, D, Dv, bs, spread=(3.0, 4.0))
+
+
+# triton.language and kernels/triton/tl_math for _tile_probe, set by test_int4_tiles_hold_nibbles_plus_bias:
+# triton is imported in tests only (after the conftest has chosen compiled or interpreted).
+tl = tl_math = None
+
+
+def _tile_probe(c_ptr, out_ptr, n_rows, stride_row, NCH: tl.constexpr, C: tl.constexpr, N: tl.constexpr,
+                KV: tl.constexpr, OUT_DT: tl.constexpr):
+    # made a kernel (triton.jit) by test_int4_tiles_hold_nibbles_plus_bias
+    r = tl.arange(0, N)
+    ch = tl.arange(0, C)
+    t = tl_math._load_tile(c_ptr, r * stride_row, ch, r < n_rows, NCH, KV, OUT_DT)
+    tl.store(out_ptr + r[:, None] * C + ch[None, :], t.to(tl.float32))
+
+
+@pytest.mark.parametrize("D", [128, 80, 36, 6])
+def test_int4_tiles_hold_nibbles_plus_bias(target, gen, D):
+    """The int4 tiles alone (bf16 included: no dot involved), from a poisoned cache: channel 2j
+    is byte j's low nibble, 2j + 1 its high one, plus the 16-bit dtypes' bias; rows and channels
+    outside the masks read as nibble 0."""
+    import triton
+    import triton.language
+
+    from halinfer.kernels.triton import tl_math
+
+    globals().update(tl=triton.language, tl_math=tl_math)
+    tile_kernel = triton.jit(_tile_probe)
+    dev = target.device
+    dts = [target.dtype] + ([torch.bfloat16] if target.dtype == torch.float16 else [])
+    N, C, rows, stride = 16, max(16, 1 << (D - 1).bit_length()), 11, D // 2 + 4
+    cache = torch.full(((N + 1) * stride,), 0xFF, dtype=torch.uint8)
+    stored = torch.randint(0, 256, (rows, D // 2), dtype=torch.uint8, generator=gen)
+    cache[:rows * stride].view(rows, stride)[:, :D // 2] = stored
+    nib = torch.stack((stored & 15, stored >> 4), -1).flatten(-2).float()
+    for dt in dts:
+        bias = 16.0 if dt in (torch.float16, torch.bfloat16) else 0.0
+        kinds = [tl_math.KV_INT4]
+        if not (target.interp and dt == torch.bfloat16):   # the interpreter's int -> bf16 cast is wrong
+            kinds.append(tl_math.KV_INT4_PLAIN)
+        if bias and D % 8 == 0:
+            kinds.append(tl_math.KV_INT4_WORDS)
+        for kind in kinds:
+            out = torch.full((N, C), float("nan"), device=dev)
+            tdt = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dt]
+            tile_kernel[(1,)](cache.to(dev), out, rows, stride, NCH=D, C=C, N=N, KV=kind, OUT_DT=tdt)
+            got = out.cpu()
+            add = 0.0 if kind == tl_math.KV_INT4_PLAIN else bias
+            want = torch.full((N, C), add)
+            want[:rows, :D] += nib
+            assert torch.equal(got, want), f"{dt} tile {kind}: {int((got != want).sum())} elements differ"
+
+
+def test_int4_tile_choice(monkeypatch):
+    """Which int4 tile the launchers pass (attention_args): words only where every row is whole,
+    4-byte aligned int32 words and the queries are 16-bit; the byte tile otherwise."""
+    from halinfer.kernels.triton import tl_math
+    from halinfer.kernels.triton.attention_args import attn_args
+
+    def mode(dtype, d, offset=0, layout="NHD"):
+        kv = _layer("int4", layout, 3, 16, 2, d, d, "cpu")
+        if offset:   # a cache view that starts 2 bytes into its storage
+            base = torch.zeros(kv.k.numel() + offset, dtype=torch.uint8)
+            kv = LayerKV(base[offset:].view(kv.k.shape), kv.v, layout, kv.k_scale, kv.v_scale, quant="int4",
+                         k_zero=kv.k_zero, v_zero=kv.v_zero)
+        q = torch.zeros(1, 4, d, dtype=dtype)
+        return attn_args(q, kv, sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None,
+                         v_head_dim=None).kernel_kv_mode
+
+    assert mode(torch.float16, 128) == mode(torch.bfloat16, 80) == mode(torch.float16, 96, layout="HND") \
+        == tl_math.KV_INT4_WORDS
+    assert mode(torch.float32, 128) == mode(torch.float16, 36) == mode(torch.bfloat16, 128, offset=2) \
+        == tl_math.KV_INT4
+    monkeypatch.setattr(tl_math, "INT4_WORDS", False)
+    assert mode(torch.float16, 128) == tl_math.KV_INT4
+    monkeypatch.setattr(tl_math, "INT4_MAGIC", False)
+    assert mode(torch.float16, 128) == mode(torch.float32, 36) == tl_math.KV_INT4_PLAIN

@@ -10,6 +10,7 @@ import torch
 
 from halinfer.core.attention import LayerKV
 
+from . import tl_math
 from .common import next_pow2
 from .store_kv import KV_MODES, cache_strides, check_zeros, scale_strides
 
@@ -39,6 +40,7 @@ class AttnArgs:
     soft_cap: float
     window: int
     chunk: int
+    int4_words: bool = False     # the int4 word tile fits (tl_math.KV_INT4_WORDS: 16-bit q, 4-byte rows)
 
     # tl.dot wants every dim >= 16: tiny head dims are padded (masked) up to it.
     @property
@@ -54,7 +56,17 @@ class AttnArgs:
                     BLOCK_D=self.block_d, BLOCK_DV=self.block_dv,
                     SOFTCAP=self.soft_cap > 0, ALIBI=self.slopes is not self.q,
                     SINKS=self.sinks is not self.q, WINDOW=self.window > 0, CHUNK=self.chunk > 0,
-                    KV=self.kv_mode)
+                    KV=self.kernel_kv_mode)
+
+    @property
+    def kernel_kv_mode(self) -> int:
+        """The kernels' KV: kv_mode, with int4 as the tile tl_math.INT4_MAGIC / INT4_WORDS pick
+        (read at each launch, so a benchmark can time the tiles in one process)."""
+        if self.kv_mode != tl_math.KV_INT4:
+            return self.kv_mode
+        if not tl_math.INT4_MAGIC:
+            return tl_math.KV_INT4_PLAIN
+        return tl_math.KV_INT4_WORDS if tl_math.INT4_WORDS and self.int4_words else tl_math.KV_INT4
 
     def cache_args(self) -> tuple:
         return (*self.k_strides, *self.v_strides, *self.ks_strides, *self.vs_strides)
@@ -83,9 +95,13 @@ def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_
     if not mla:
         check_zeros(kv.v_scale, kv.v_zero)
     dev = q.device
+    k_strides, v_strides = cache_strides(kv, kv.k), cache_strides(kv, v)
+    # int4 rows read as int32 words: 16-bit queries, whole words per row, every row 4-byte aligned.
+    words = (mode == 3 and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0 and dv % 8 == 0
+             and all(x % 4 == 0 for x in (*k_strides, *v_strides, kv.k.data_ptr(), v.data_ptr())))
     return AttnArgs(
         q=q, k=kv.k, v=v, k_scale=ks, v_scale=vs, k_zero=kz, v_zero=vz,
-        k_strides=cache_strides(kv, kv.k), v_strides=cache_strides(kv, v),
+        k_strides=k_strides, v_strides=v_strides,
         ks_strides=scale_strides(kv, kv.k_scale if quant else None),
         vs_strides=scale_strides(kv, (kv.k_scale if mla else kv.v_scale) if quant else None),
         Hq=Hq, Hk=hk, D=D, DV=dv, group=Hq // hk, block_size=kv.block_size, kv_mode=mode,
@@ -93,4 +109,5 @@ def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_
         slopes=q if alibi_slopes is None else alibi_slopes.to(device=dev, dtype=torch.float32).contiguous(),
         sinks=q if sinks is None else sinks.to(device=dev, dtype=torch.float32).contiguous(),
         soft_cap=float(soft_cap or 0.0), window=int(sliding_window or 0), chunk=int(chunk_size or 0),
+        int4_words=words,
     )

@@ -77,7 +77,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
         nmask = offs < end
         blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
         tok = offs % BS
-        sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
+        sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt, stride_kh,
                         stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
         if ALIBI:
             sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
@@ -86,7 +86,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(sc - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, dvmask,
+        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
                                                      stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
                                                      stride_vsh, KV, PREC)
         m_i = m_new

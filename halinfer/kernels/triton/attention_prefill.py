@@ -21,7 +21,7 @@ from .tl_math import key_scores, weighted_values
 
 @triton.jit
 def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr,
-                 span_lo, span_hi, slope, d, dmask, dv, dvmask, kvh,
+                 span_lo, span_hi, slope, d, D: tl.constexpr, dv, DV: tl.constexpr, kvh,
                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                  stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
                  scale, soft_cap, window, chunk, BS: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
@@ -33,7 +33,7 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
     nmask = offs < hi
     blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
     tok = offs % BS
-    sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, dmask, stride_kb, stride_kt, stride_kh,
+    sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt, stride_kh,
                     stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
     if ALIBI:
         sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
@@ -54,7 +54,7 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(sc - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, dvmask,
+    acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
                                                  stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
                                                  stride_vsh, KV, PREC)
     return m_new, l_i, acc
@@ -134,7 +134,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     for n0 in range(lo, n_full, BLOCK_N):
         m_i, l_i, acc = _attend_tile(
             q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr,
-            span_lo, span_hi, slope, d, dmask, dv, dvmask, kvh,
+            span_lo, span_hi, slope, d, D, dv, DV, kvh,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
             stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
             scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, CAUSAL, BIDIR,
@@ -142,7 +142,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     for n0 in range(n_full, hi, BLOCK_N):
         m_i, l_i, acc = _attend_tile(
             q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr,
-            span_lo, span_hi, slope, d, dmask, dv, dvmask, kvh,
+            span_lo, span_hi, slope, d, D, dv, DV, kvh,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
             stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
             scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, CAUSAL, BIDIR,
