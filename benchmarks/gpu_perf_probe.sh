@@ -87,7 +87,7 @@ for p in "$@"; do
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
     kvision) TAILN=14 phase bench_vision 120 python benchmarks/kernels/bench_vision_attention.py --device cuda ;;
     kw4) TAILN=40 phase bench_w4a16 150 python benchmarks/kernels/bench_quant_gemm.py --no-fp8 ${SWEEPW4:+--sweep} ;;
-    kdecode) TAILN=40 phase bench_decode 150 python benchmarks/kernels/bench_decode.py --kv none,int8,fp8,int4 ;;
+    kdecode) TAILN=40 phase bench_decode 150 python benchmarks/kernels/bench_decode.py --kv none,int4,int4-bytes,int4-plain,fp8,int8 ;;
     qtests2) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
           phase qtests2 ${QT_LIMIT:-200} python -m pytest -n 6 tests/cuda/test_act_quant.py tests/cuda/test_quant_gemm_gpu.py \
           tests/cuda/test_cuda_vision_attention.py tests/cuda/test_cuda_w4a16.py ${QT_EXTRA:-} -m gpu -q -rf --tb=short \
