@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import numpy as np
@@ -37,6 +39,9 @@ import triton.testing
 from halinfer.core.attention import LayerKV, MetadataBuilder, StepInputs
 from halinfer.core.ops import Ops
 from halinfer.kernels.triton.ops import TritonOps
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import device_us  # noqa: E402
 
 HQ, HK, D, BS = 32, 8, 128, 16
 DT = torch.bfloat16
@@ -50,18 +55,22 @@ def copy_bandwidth(dev) -> float:
     return 2 * a.numel() * a.element_size() / (ms * 1e-3)
 
 
-def build(B, ctx, dev, gen):
-    nblk = ctx // BS
-    num_blocks = B * nblk + 1
-    kc = torch.randn(num_blocks, BS, HK, D, device=dev, dtype=DT, generator=gen)
-    vc = torch.randn(num_blocks, BS, HK, D, device=dev, dtype=DT, generator=gen)
+def _step_and_q(B, ctx, num_blocks, dev, gen):
+    """Every sequence at the full context over blocks handed out in random order; one query each."""
     perm = torch.randperm(num_blocks - 1, generator=torch.Generator().manual_seed(B * ctx)) + 1
-    tables = perm.view(B, nblk).numpy().astype(np.int32)
+    tables = perm.view(B, ctx // BS).numpy().astype(np.int32)
     seq_lens = np.full(B, ctx, np.int32)
     pos = seq_lens - 1
     slots = tables[np.arange(B), pos // BS].astype(np.int64) * BS + pos % BS
     step = StepInputs(np.ones(B, np.int32), seq_lens, tables, slots, BS)
-    q = torch.randn(B, HQ, D, device=dev, dtype=DT, generator=gen)
+    return step, torch.randn(B, HQ, D, device=dev, dtype=DT, generator=gen)
+
+
+def build(B, ctx, dev, gen):
+    num_blocks = B * (ctx // BS) + 1
+    kc = torch.randn(num_blocks, BS, HK, D, device=dev, dtype=DT, generator=gen)
+    vc = torch.randn(num_blocks, BS, HK, D, device=dev, dtype=DT, generator=gen)
+    step, q = _step_and_q(B, ctx, num_blocks, dev, gen)
     return q, LayerKV(kc, vc, "NHD"), step
 
 
@@ -74,16 +83,7 @@ def torch_sdpa(q, kv, meta, ctx):
 
 
 def graph_replay_us(fn, reps=10) -> float:
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    return triton.testing.do_bench(g.replay, warmup=25, rep=200, return_mode="median") * 1e3 / reps
+    return device_us(fn, reps)
 
 
 KV_KINDS = {  # --kv name: (cache quantization, tl_math.INT4_MAGIC, tl_math.INT4_WORDS)
@@ -117,13 +117,7 @@ def build_quant(B, ctx, mode, dev, gen):
     zeros = (lambda: -3.0 + 0.5 * torch.randn(shape[:-1], device=dev, generator=gen)) if mode == "int4" else (
         lambda: None)
     kv = LayerKV(values(), values(), "NHD", scales(), scales(), quant=mode, k_zero=zeros(), v_zero=zeros())
-    perm = torch.randperm(num_blocks - 1, generator=torch.Generator().manual_seed(B * ctx)) + 1
-    tables = perm.view(B, nblk).numpy().astype(np.int32)
-    seq_lens = np.full(B, ctx, np.int32)
-    pos = seq_lens - 1
-    slots = tables[np.arange(B), pos // BS].astype(np.int64) * BS + pos % BS
-    step = StepInputs(np.ones(B, np.int32), seq_lens, tables, slots, BS)
-    q = torch.randn(B, HQ, D, device=dev, dtype=DT, generator=gen)
+    step, q = _step_and_q(B, ctx, num_blocks, dev, gen)
     return q, kv, step
 
 
