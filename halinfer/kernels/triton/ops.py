@@ -15,9 +15,12 @@ GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, grouped MoE rout
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
 launch, moe_route.py).
 
-Nothing here names a device API: the kernels run on whatever device the tensors
-are on (CUDA compiled, CPU through Triton's interpreter), so the CUDA plugin uses
-this class as its table and the MACA plugin builds on it.
+The kernels run on whatever device the tensors are on (CUDA compiled, CPU through
+Triton's interpreter), so the CUDA plugin uses this class as its table and the MACA
+plugin builds on it.  The device API is named in three narrow places only: the 8-bit
+GEMMs' cuBLASLt dispatch (torch._scaled_mm / torch._int_mm need CUDA and a compute
+capability), graph-capture checks before a one-time sync (w4a16.py, scaled_gemm.py),
+and the W4A16 GEMV's inline PTX, skipped on ROCm.
 """
 from __future__ import annotations
 
