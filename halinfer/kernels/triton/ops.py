@@ -17,10 +17,11 @@ launch, moe_route.py).
 
 The kernels run on whatever device the tensors are on (CUDA compiled, CPU through
 Triton's interpreter), so the CUDA plugin uses this class as its table and the MACA
-plugin builds on it.  The device API is named in three narrow places only: the 8-bit
+plugin builds on it.  The device API is named in a few narrow places only: the 8-bit
 GEMMs' cuBLASLt dispatch (torch._scaled_mm / torch._int_mm need CUDA and a compute
 capability), graph-capture checks before a one-time sync (w4a16.py, scaled_gemm.py),
-and the W4A16 GEMV's inline PTX, skipped on ROCm.
+the W4A16 GEMV's inline PTX, skipped on ROCm, and interpret.py's choice of compiled or
+interpreted Triton.
 """
 from __future__ import annotations
 
