@@ -237,16 +237,19 @@ def _block_scales(ws: torch.Tensor):
 def fp8_linear(x, weight, weight_scale, block_k, bias=None, input_scale=None):
     """core.ops.fp8.fp8_linear's contract."""
     T, K = x.shape
-    if input_scale is not None:
+    static = input_scale is not None
+    if static:
         xq = (x.float() / input_scale.float()).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
         xs = input_scale.float().reshape(1, 1).expand(T, 1).contiguous()
-        return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, x.dtype, False)
     if T and _scaled_mm_ok(x, weight, block_k, "rowwise"):
-        xq, xs = quant_fp8_groups(x, K)
+        if not static:
+            xq, xs = quant_fp8_groups(x, K)
         y = _scaled_mm(xq, xs, weight.t(), weight_scale.float().reshape(1, -1).contiguous(), bias, x.dtype,
                        "rowwise")
         if y is not None:
             return y
+    if static:
+        return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, x.dtype, False)
     if T >= BLOCK_SCALED_MM_MIN_M and _scaled_mm_ok(x, weight, block_k, "block"):
         bs = _block_scales(weight_scale)
         if bs is not None:
