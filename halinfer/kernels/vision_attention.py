@@ -51,10 +51,11 @@ def _runs(bounds: list[int]):
     return out
 
 
-def sdpa_runs(q, k, v, bounds: list[int], scale: float) -> torch.Tensor:
+def sdpa_runs(q, k, v, runs: list[tuple[int, int, int]], scale: float) -> torch.Tensor:
+    """runs: _runs(bounds)."""
     out = torch.empty_like(q)
     H, D = q.shape[1], q.shape[2]
-    for a, b, n in _runs(bounds):
+    for a, b, n in runs:
         cnt = (b - a) // n
         qb, kb, vb = (t[a:b].view(cnt, n, H, t.shape[-1]).transpose(1, 2) for t in (q, k, v))
         o = F.scaled_dot_product_attention(qb, kb, vb, scale=scale)
@@ -82,10 +83,11 @@ def vision_attention(q, k, v, cu_seqlens, scale, impl: str | None = None) -> tor
         return None
     impl = impl or IMPL
     bounds = cu_seqlens.tolist()
-    if impl == "auto" and len(_runs(bounds)) <= SDPA_MAX_RUNS:
+    runs = _runs(bounds)
+    if impl == "auto" and len(runs) <= SDPA_MAX_RUNS:
         impl = "sdpa"
     if impl in ("auto", "varlen") and q.device.type != "cpu":
         out = varlen(q, k, v, cu_seqlens, bounds, scale)
         if out is not None:
             return out
-    return sdpa_runs(q, k, v, bounds, scale)
+    return sdpa_runs(q, k, v, runs, scale)

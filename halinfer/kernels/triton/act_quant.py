@@ -20,6 +20,9 @@ from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE
 
 from .common import cdiv, next_pow2, on_interpreter
 
+# the kernels spell out core/ops/fp8.py's constants
+assert FP8_MAX == 448.0 and FP8_MIN_SCALE == 1e-10, "act_quant's FP8 constants follow core/ops/fp8.py"
+
 @triton.jit
 def _round_e4m3(v):
     """v (float32, |v| <= 448) rounded half-to-even to the nearest float8_e4m3fn value, in
@@ -79,7 +82,6 @@ def _int8_row_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xt, stride_qt, BLOCK: 
 def quant_fp8_groups(x: torch.Tensor, group: int, pad_rows_to: int = 1, scales_col_major: bool = False):
     """x [T, K] -> (q float8_e4m3fn [T_pad, K], s float32 [T_pad, G]); rows past T are zero
     (scale 1e-10 / 448).  scales_col_major: s has strides (1, T_pad)."""
-    assert FP8_MAX == 448.0 and FP8_MIN_SCALE == 1e-10, "the kernel's constants follow core/ops/fp8.py"
     T, K = x.shape
     G = cdiv(K, group)
     Tp = cdiv(max(T, 1), pad_rows_to) * pad_rows_to
