@@ -7,8 +7,9 @@ head dims that are not powers of two, block sizes 8 to 32, sequence lengths on b
 of the interpreter's key tiles (16 / 64) and of the decode splits.  Everything the step's
 sequences do not own is poison (NaN scales and zeros, NaN fp8 / 0xFF int4 bytes), so a
 kernel reading a slot it does not own gives NaN.  The int4 tiles (kernels/triton/tl_math.py: the
-word and byte tiles that build 16 + c by bit pattern, and the old converting tile) are checked
-alone, bit for bit, and in attention over tokens whose scales and zeros differ by decades."""
+word and byte tiles that build 16 + c by bit pattern, the old converting tile, and the split tiles
+of 2 / 4 / 8 channel planes) are checked alone, bit for bit, and in attention over tokens whose
+scales and zeros differ by decades."""
 from __future__ import annotations
 
 import pytest

@@ -38,13 +38,14 @@ INT4_WORDS = os.environ.get("HALINFER_INT4_WORDS", "1") != "0"
 # plane, stored to its channels at the end.  INT4_SPLIT = 2 (KV_INT4_SPLIT2, from bytes), 4 / 8
 # (KV_INT4_SPLIT4 / 8, from words: a shifted word's two halves side by side, or each alone), each
 # falling back to fewer planes where it does not fit (attention_args), 0 (the tiles above), or -1
-# (auto, the default: 4 planes where the head dims are >= 128, else the tiles above).  Why auto so:
-# sm_90 SASS of the decode loop (fp16, BLOCK_N 64, 16 heads, 4 warps; no GPU timing yet): at
-# D = 128 the word tile takes 1014 instructions a warp per key tile, 4 planes 948 (no PRMTs or
-# STS for the interleave), 2 planes 2276 (byte loads, as the byte tile's 2278: the bytes cost, not
-# the interleave), 8 planes 2625 (a [16, 16] plane output cannot be split over 4 warps: 4x the
-# HMMAs, and spills); at D = 64 4 planes are [16, 16] too (1457 against 714).  Prefill: 4 planes
-# as many as the word tile at 64 / 128, fewer at 256, and fewer spills.
+# (auto, the default: 4 planes where the head dims are >= 128, else the tiles above).  Why auto so,
+# from sm_90 SASS of the decode key loop (benchmarks/kernels/int4_sass.py; fp16, BLOCK_N 64, 16
+# heads, 4 warps; not yet timed on a GPU): at D = 128 the word tile takes ~1020 instructions a warp
+# per key tile, 4 planes 948 (the interleave's PRMTs and STS gone), 2 planes 2278 (byte loads, as
+# the byte tile's 2275: there the bytes cost, not the interleave), 8 planes 2618 (a [16, 16] plane
+# output cannot be split over 4 warps: 4x the HMMAs, and spills); at D = 64 4 planes are [16, 16]
+# too (1457 against 714).  Prefill: 4 planes about as many as the word tile at 64 / 128, fewer at
+# 256, with fewer spills.
 # HALINFER_INT4_SPLIT=0/2/4/8/auto sets it for a process.
 INT4_SPLIT = {"auto": -1}.get(os.environ.get("HALINFER_INT4_SPLIT", "auto"), None)
 if INT4_SPLIT is None:
