@@ -16,12 +16,15 @@ capacity bound a graph runner uses (max_seq_len 8192), as decode runs in the eng
 256 and 1024, context 1024 (--batches, --ctx change them), same heads, bf16 queries: median
 microseconds a call (eager and replayed from a CUDA graph), the cache bytes read (values,
 scales, int4 zeros) over that time, and the largest difference from torch-sdpa over the
-dequantized cache.  int4-bytes and int4-plain time the other int4 tiles (kernels/triton/
-tl_math.py: INT4_WORDS off, and INT4_MAGIC off: the tile from before, with an int->float
-conversion per element); int4 alone is the default tile.
+dequantized cache.  int4 alone is the default tile (kernels/triton/tl_math.py: INT4_SPLIT auto,
+the 4-plane split tile at head dim 128); int4-words, int4-bytes and int4-plain the unsplit tiles
+(the word tile, INT4_WORDS off, and INT4_MAGIC off: the tile from before, with an int->float
+conversion per element); int4-split2 / -split4 / -split8 the split tiles of 2 (from bytes), 4 and
+8 (from int32 words) channel planes, no interleave of the nibbles.
 
 Usage: python benchmarks/kernels/bench_decode.py [--json out.json]
        python benchmarks/kernels/bench_decode.py --kv none,int4,int4-bytes,int4-plain,fp8,int8 [--json out.json]
+       python benchmarks/kernels/bench_decode.py --kv none,int4-words,int4-split2,int4-split4,int4-split8
 """
 from __future__ import annotations
 
@@ -86,9 +89,11 @@ def graph_replay_us(fn, reps=10) -> float:
     return device_us(fn, reps)
 
 
-KV_KINDS = {  # --kv name: (cache quantization, tl_math.INT4_MAGIC, tl_math.INT4_WORDS)
-    "none": (None, True, True), "int8": ("int8", True, True), "fp8": ("fp8", True, True),
-    "int4": ("int4", True, True), "int4-bytes": ("int4", True, False), "int4-plain": ("int4", False, False),
+KV_KINDS = {  # --kv name: (cache quantization, tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT)
+    "none": (None, True, True, -1), "int8": ("int8", True, True, -1), "fp8": ("fp8", True, True, -1),
+    "int4": ("int4", True, True, -1), "int4-words": ("int4", True, True, 0), "int4-bytes": ("int4", True, False, 0),
+    "int4-plain": ("int4", False, False, 0), "int4-split2": ("int4", True, True, 2),
+    "int4-split4": ("int4", True, True, 4), "int4-split8": ("int4", True, True, 8),
 }
 
 
@@ -153,13 +158,14 @@ def main_kv(args, dev, gen, bw):
     for B in [int(b) for b in args.batches.split(",")]:
         built = {}
         for name in kinds:
-            mode, magic, words = KV_KINDS[name]
+            mode, magic, words, split = KV_KINDS[name]
             if mode not in built:
                 built.clear()
                 torch.cuda.empty_cache()
                 built[mode] = build_quant(B, ctx, mode, dev, gen)
             q, kv, step = built[mode]
-            tl_math.INT4_MAGIC, tl_math.INT4_WORDS = magic, words
+            saved = tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT
+            tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT = magic, words, split
             try:
                 meta = MetadataBuilder(dev, BS).build(step)
                 gmeta = MetadataBuilder(dev, BS).build(step)
@@ -172,7 +178,7 @@ def main_kv(args, dev, gen, bw):
                                             warmup=25, rep=200, return_mode="median") * 1e3
                 t_graph = graph_replay_us(lambda: ops.paged_attention(q, kv, gmeta, scale=D ** -0.5))
             finally:
-                tl_math.INT4_MAGIC, tl_math.INT4_WORDS = True, True
+                tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT = saved
             nbytes = B * (ctx // BS) * cache_bytes(kv)
             rows.append(dict(kv=name, batch=B, ctx=ctx, triton_us=t, triton_graph_us=t_graph, kv_bytes=nbytes,
                              triton_TBps=nbytes / (t * 1e-6) / 1e12, frac_copy_bw=nbytes / (t * 1e-6) / bw,

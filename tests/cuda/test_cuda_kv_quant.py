@@ -7,8 +7,9 @@ head dims that are not powers of two, block sizes 8 to 32, sequence lengths on b
 of the interpreter's key tiles (16 / 64) and of the decode splits.  Everything the step's
 sequences do not own is poison (NaN scales and zeros, NaN fp8 / 0xFF int4 bytes), so a
 kernel reading a slot it does not own gives NaN.  The int4 tiles (kernels/triton/tl_math.py: the
-word and byte tiles that build 16 + c by bit pattern, and the old converting tile) are checked
-alone, bit for bit, and in attention over tokens whose scales and zeros differ by decades."""
+word and byte tiles that build 16 + c by bit pattern, the old converting tile, and the split tiles
+of 2 / 4 / 8 channel planes) are checked alone, bit for bit, and in attention over tokens whose
+scales and zeros differ by decades."""
 from __future__ import annotations
 
 import pytest
@@ -195,7 +196,10 @@ SPREAD_CASES = [  # as ATTN_CASES, plus decode splits
     ("prefill_d80", [(11, 23), (0, 9), (50, 1)], 4, 2, 80, 80, 8, None),
     ("prefill_d96_dv", [(19, 31)], 6, 3, 96, 64, 16, None),
 ]
-TILES = {"words": (True, True), "bytes": (True, False), "plain": (False, False)}   # INT4_MAGIC, INT4_WORDS
+TILES = {  # INT4_MAGIC, INT4_WORDS, INT4_SPLIT
+    "words": (True, True, 0), "bytes": (True, False, 0), "plain": (False, False, 0),
+    "split2": (True, True, 2), "split4": (True, True, 4), "split8": (True, True, 8),
+}
 
 
 @pytest.mark.parametrize("tile", list(TILES))
@@ -209,10 +213,59 @@ def test_int4_attention_scales_spread_per_token(target, gen, monkeypatch, tile, 
     conversions); plain: the old tile (KV_INT4_PLAIN), kept for timing, still right."""
     from halinfer.kernels.triton import tl_math
 
-    magic, words = TILES[tile]
+    magic, words, split = TILES[tile]
     monkeypatch.setattr(tl_math, "INT4_MAGIC", magic)
     monkeypatch.setattr(tl_math, "INT4_WORDS", words)
+    monkeypatch.setattr(tl_math, "INT4_SPLIT", split)
     _attend(target, gen, "NHD", "int4", splits, name, seqs, Hq, Hk, D, Dv, bs, spread=(3.0, 4.0))
+
+
+def _split_planes_expected(dtype, D, Dv, mla, split):
+    """The planes a split tile should run with (0: none), from the rules in tl_math / attention_args,
+    restated: dots need >= 16 channels a plane; 4 / 8 planes read int32 words (16-bit q, D % 8 == 0)."""
+    if mla or not split:
+        return 0
+    width = min(max(16, 1 << (D - 1).bit_length()), max(16, 1 << (Dv - 1).bit_length()))
+    words = dtype in (torch.float16, torch.bfloat16) and D % 8 == 0 and Dv % 8 == 0
+    fits = [n for n in (2, 4, 8) if width // n >= 16 and (n == 2 or words) and n <= split]
+    return max(fits, default=0)
+
+
+SPLIT_CASES = [  # as SPREAD_CASES: head dims 64 / 128 (and padded ones), GQA 1..7, odd lengths, block sizes
+    ("decode_d128_g4", [(37, 1), (100, 1), (3, 1), (0, 1)], 16, 4, 128, 128, 16, None),
+    ("decode_d128_g7_split", [(70, 1), (129, 1)], 14, 2, 128, 128, 8, 3),
+    ("decode_d64_g1", [(21, 1), (64, 1), (5, 1)], 4, 4, 64, 64, 32, None),
+    ("decode_d64_g3_split", [(90, 1), (17, 1)], 6, 2, 64, 64, 16, 4),
+    ("decode_d80", [(33, 1), (7, 1)], 8, 2, 80, 80, 8, None),          # padded to 128: planes masked
+    ("decode_d36", [(21, 1), (5, 1)], 4, 2, 36, 36, 16, None),         # no whole words: 2 planes
+    ("decode_d128_mla", [(45, 1)], 4, 1, 128, 64, 16, None),           # MLA: not split
+    ("prefill_d128_g4", [(11, 23), (0, 9), (50, 1)], 8, 2, 128, 128, 16, None),
+    ("prefill_d64_g1", [(19, 31), (0, 17)], 3, 3, 64, 64, 8, None),
+    ("prefill_d96_dv64", [(5, 20)], 6, 3, 96, 64, 32, None),
+]
+
+
+@pytest.mark.parametrize("split", [2, 4, 8])
+@pytest.mark.parametrize("name,seqs,Hq,Hk,D,Dv,bs,splits", SPLIT_CASES, ids=[c[0] for c in SPLIT_CASES])
+def test_int4_split_tiles(target, gen, monkeypatch, split, name, seqs, Hq, Hk, D, Dv, bs, splits):
+    """The split int4 tiles (tl_math.INT4_SPLIT: the nibble planes never put back in channel
+    order, one dot per plane) over per-token scales three decades apart, against the reference;
+    and the tile the launchers picked is the one the case should get (so a fallback cannot hide
+    the mode under test)."""
+    from halinfer.kernels.triton import attention_args, tl_math
+
+    monkeypatch.setattr(tl_math, "INT4_SPLIT", split)
+    picked = []
+    real = attention_args.AttnArgs.kernel_kv_mode
+    monkeypatch.setattr(attention_args.AttnArgs, "kernel_kv_mode",
+                        property(lambda self: picked.append(real.fget(self)) or picked[-1]))
+    _attend(target, gen, "NHD", "int4", splits, name, seqs, Hq, Hk, D, Dv, bs, spread=(3.0, 4.0))
+    planes = _split_planes_expected(target.dtype, D, Dv, name.endswith("mla"), split)
+    mode = {0: None, 2: tl_math.KV_INT4_SPLIT2, 4: tl_math.KV_INT4_SPLIT4, 8: tl_math.KV_INT4_SPLIT8}[planes]
+    if mode is None:
+        assert picked and all(m in (tl_math.KV_INT4, tl_math.KV_INT4_WORDS) for m in picked), picked
+    else:
+        assert picked and all(m == mode for m in picked), f"wanted tile {mode}, launched {picked}"
 
 
 # triton.language and kernels/triton/tl_math for _tile_probe, set by test_int4_tiles_hold_nibbles_plus_bias:
@@ -266,9 +319,51 @@ def test_int4_tiles_hold_nibbles_plus_bias(target, gen, D):
             assert torch.equal(got, want), f"{dt} tile {kind}: {int((got != want).sum())} elements differ"
 
 
+def _planes_probe(c_ptr, out_ptr, n_rows, stride_row, NCH: tl.constexpr, C: tl.constexpr, N: tl.constexpr,
+                  NP: tl.constexpr, OUT_DT: tl.constexpr):
+    # made a kernel by test_int4_split_planes_hold_their_channels: each plane stored at its channels
+    r = tl.arange(0, N)
+    t = tl_math._int4_planes(c_ptr, r * stride_row, r < n_rows, NCH, C, NP, OUT_DT)
+    for i in tl.static_range(NP):
+        c = tl_math._plane_channels(C // NP, NP, i)
+        tl.store(out_ptr + r[:, None] * C + c[None, :], t[i].to(tl.float32))
+
+
+@pytest.mark.parametrize("D", [256, 128, 80, 64, 36])
+def test_int4_split_planes_hold_their_channels(target, gen, D):
+    """The split tiles' planes alone, bit for bit (bf16 included): plane i of NP, put back at the
+    channels _plane_channels names, is the nibble tile (channel 2j: byte j's low nibble) plus the
+    16-bit dtypes' bias; masked rows and channels read as nibble 0."""
+    import triton
+    import triton.language
+
+    from halinfer.kernels.triton import tl_math
+
+    globals().update(tl=triton.language, tl_math=tl_math)
+    kernel = triton.jit(_planes_probe)
+    dev = target.device
+    dts = [target.dtype] + ([torch.bfloat16] if target.dtype == torch.float16 else [])
+    N, C, rows, stride = 16, max(16, 1 << (D - 1).bit_length()), 11, D // 2 + 4
+    cache = torch.full(((N + 1) * stride,), 0xFF, dtype=torch.uint8)
+    stored = torch.randint(0, 256, (rows, D // 2), dtype=torch.uint8, generator=gen)
+    cache[:rows * stride].view(rows, stride)[:, :D // 2] = stored
+    nib = torch.stack((stored & 15, stored >> 4), -1).flatten(-2).float()
+    for dt in dts:
+        bias = 16.0 if dt in (torch.float16, torch.bfloat16) else 0.0
+        for NP in [2] + ([4, 8] if bias and D % 8 == 0 else []):
+            out = torch.full((N, C), float("nan"), device=dev)
+            tdt = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dt]
+            kernel[(1,)](cache.to(dev), out, rows, stride, NCH=D, C=C, N=N, NP=NP, OUT_DT=tdt)
+            want = torch.full((N, C), bias)
+            want[:rows, :D] += nib
+            got = out.cpu()
+            assert torch.equal(got, want), f"{dt} {NP} planes: {int((got != want).sum())} elements differ"
+
+
 def test_int4_tile_choice(monkeypatch):
-    """Which int4 tile the launchers pass (attention_args): words only where every row is whole,
-    4-byte aligned int32 words and the queries are 16-bit; the byte tile otherwise."""
+    """Which int4 tile the launchers pass (attention_args): words (and the 4 / 8 plane split tiles)
+    only where every row is whole, 4-byte aligned int32 words and the queries are 16-bit; the byte
+    tile (2 planes) otherwise; split tiles only where each plane is >= 16 channels deep."""
     from halinfer.kernels.triton import tl_math
     from halinfer.kernels.triton.attention_args import attn_args
 
@@ -282,6 +377,20 @@ def test_int4_tile_choice(monkeypatch):
         return attn_args(q, kv, sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None,
                          v_head_dim=None).kernel_kv_mode
 
+    # auto: the split tile of 4 planes (tl_math.INT4_SPLIT) where padded head dims are >= 128
+    assert mode(torch.float16, 128) == mode(torch.bfloat16, 80) == mode(torch.bfloat16, 256) \
+        == mode(torch.float16, 96, layout="HND") == tl_math.KV_INT4_SPLIT4
+    assert mode(torch.float16, 64) == tl_math.KV_INT4_WORDS
+    assert mode(torch.float32, 128) == mode(torch.float16, 36) == tl_math.KV_INT4
+    monkeypatch.setattr(tl_math, "INT4_SPLIT", 8)
+    assert mode(torch.float16, 128) == tl_math.KV_INT4_SPLIT8
+    assert mode(torch.float16, 64) == tl_math.KV_INT4_SPLIT4          # 8 planes of 8: too shallow
+    assert mode(torch.float32, 128) == mode(torch.float16, 36) == mode(torch.bfloat16, 128, offset=2) \
+        == tl_math.KV_INT4_SPLIT2                                       # no words: bytes
+    assert mode(torch.float16, 6) == tl_math.KV_INT4                    # planes of 8
+    monkeypatch.setattr(tl_math, "INT4_SPLIT", 2)
+    assert mode(torch.float16, 128) == mode(torch.float32, 64) == tl_math.KV_INT4_SPLIT2
+    monkeypatch.setattr(tl_math, "INT4_SPLIT", 0)
     assert mode(torch.float16, 128) == mode(torch.bfloat16, 80) == mode(torch.float16, 96, layout="HND") \
         == tl_math.KV_INT4_WORDS
     assert mode(torch.float32, 128) == mode(torch.float16, 36) == mode(torch.bfloat16, 128, offset=2) \
@@ -290,3 +399,5 @@ def test_int4_tile_choice(monkeypatch):
     assert mode(torch.float16, 128) == tl_math.KV_INT4
     monkeypatch.setattr(tl_math, "INT4_MAGIC", False)
     assert mode(torch.float16, 128) == mode(torch.float32, 36) == tl_math.KV_INT4_PLAIN
+    monkeypatch.setattr(tl_math, "INT4_SPLIT", 4)                        # the old tile wins over a split
+    assert mode(torch.float16, 128) == tl_math.KV_INT4_PLAIN

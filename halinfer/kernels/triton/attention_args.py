@@ -41,6 +41,7 @@ class AttnArgs:
     window: int
     chunk: int
     int4_words: bool = False     # the int4 word tile fits (tl_math.KV_INT4_WORDS: 16-bit q, 4-byte rows)
+    int4_split: int = 0          # the most planes an int4 split tile fits in: 0, 2, 4 or 8 (attn_args says when)
 
     # tl.dot wants every dim >= 16: tiny head dims are padded (masked) up to it.
     @property
@@ -66,6 +67,12 @@ class AttnArgs:
             return self.kv_mode
         if not tl_math.INT4_MAGIC:
             return tl_math.KV_INT4_PLAIN
+        want = tl_math.INT4_SPLIT
+        if want < 0:   # auto: 4 planes where each plane is >= 32 wide (tl_math says why), else no split
+            want = 4 if self.int4_split >= 4 and min(self.block_d, self.block_dv) >= 128 else 0
+        want = min(want, self.int4_split)   # 8 falls back to 4, 4 to 2, where they must
+        if want >= 2:
+            return {2: tl_math.KV_INT4_SPLIT2, 4: tl_math.KV_INT4_SPLIT4, 8: tl_math.KV_INT4_SPLIT8}[want]
         return tl_math.KV_INT4_WORDS if tl_math.INT4_WORDS and self.int4_words else tl_math.KV_INT4
 
     def cache_args(self) -> tuple:
@@ -99,6 +106,16 @@ def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_
     # int4 rows read as int32 words: 16-bit queries, whole words per row, every row 4-byte aligned.
     words = (mode == 3 and q.dtype in (torch.float16, torch.bfloat16) and D % 8 == 0 and dv % 8 == 0
              and all(x % 4 == 0 for x in (*k_strides, *v_strides, kv.k.data_ptr(), v.data_ptr())))
+    # int4 split tiles (tl_math.INT4_SPLIT): a plane of 1 / NP of the channels is one dot's depth,
+    # and tl.dot wants >= 16, so 2 / 4 / 8 planes need padded head dims (block_d / block_dv) >= 32 /
+    # 64 / 128 (Llama's 128: 16 deep at 8 planes), and 4 / 8 the word tile's conditions (16-bit q,
+    # whole aligned words); fp32 queries fit 2 planes (converted nibbles), used when asked for (auto
+    # takes 4 planes or none).  Not MLA (values a prefix of the key rows, head dims 576 / 512): it
+    # keeps the tiles above, the split not examined there.
+    bd, bdv = max(16, next_pow2(D)), max(16, next_pow2(dv))
+    split = 0
+    if mode == 3 and not mla and dv % 2 == 0 and min(bd, bdv) >= 32:
+        split = 8 if words and min(bd, bdv) >= 128 else 4 if words and min(bd, bdv) >= 64 else 2
     return AttnArgs(
         q=q, k=kv.k, v=v, k_scale=ks, v_scale=vs, k_zero=kz, v_zero=vz,
         k_strides=k_strides, v_strides=v_strides,
@@ -109,5 +126,5 @@ def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_
         slopes=q if alibi_slopes is None else alibi_slopes.to(device=dev, dtype=torch.float32).contiguous(),
         sinks=q if sinks is None else sinks.to(device=dev, dtype=torch.float32).contiguous(),
         soft_cap=float(soft_cap or 0.0), window=int(sliding_window or 0), chunk=int(chunk_size or 0),
-        int4_words=words,
+        int4_words=words, int4_split=split,
     )

@@ -18,7 +18,7 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
-from .tl_math import key_scores, weighted_values
+from .tl_math import acc_scale, acc_store, acc_zeros, key_scores, load_q, q_row_sums, weighted_values
 
 MAX_SPLITS = 64
 
@@ -60,17 +60,15 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
 
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
-    dmask = d < D
-    dvmask = dv < DV
-    q = tl.load(q_ptr + t * stride_qt + heads[:, None] * stride_qh + d[None, :],
-                mask=hmask[:, None] & dmask[None, :], other=0.0)
-    qsum = tl.sum(q.to(tl.float32), axis=1)   # int4 keys' zeros: z * sum(q)
+    # (int4 split tiles: q and acc are tuples of channel planes; tl_math.load_q, acc_zeros.)
+    q = load_q(q_ptr + t * stride_qt + heads[:, None] * stride_qh, hmask, D, BLOCK_D, KV)
+    qsum = q_row_sums(q, KV)   # int4 keys' zeros: z * sum(q)
     if ALIBI:
         slope = tl.load(slopes_ptr + heads, mask=hmask, other=0.0)
     # A finite floor (not -inf) keeps exp2(m_old - m_new) defined before the first key.
     m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
     l_i = tl.full([BLOCK_H], 0.0, tl.float32)
-    acc = tl.full([BLOCK_H, BLOCK_DV], 0.0, tl.float32)
+    acc = acc_zeros(BLOCK_H, BLOCK_DV, KV)
     bt_row = bt_ptr + b.to(tl.int64) * stride_bt
     for n0 in range(start, end, BLOCK_N):
         offs = n0 + tl.arange(0, BLOCK_N)
@@ -86,17 +84,15 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(sc - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
-                                                     stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
-                                                     stride_vsh, KV, PREC)
+        acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
+                              stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
         m_i = m_new
 
-    hdmask = hmask[:, None] & dvmask[None, :]
     if SPLIT:
         # Normalised partial output and its log2-sum-exp; an empty split has l = 0 -> lse = -inf.
         l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-        po = po_ptr + t * stride_pt + heads[:, None] * stride_ph + s * stride_ps + dv[None, :]
-        tl.store(po, acc / l_safe[:, None], mask=hdmask)
+        acc_store(po_ptr + t * stride_pt + heads[:, None] * stride_ph + s * stride_ps, acc, l_safe, hmask,
+                  DV, BLOCK_DV, KV)
         lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log2(l_safe))
         tl.store(plse_ptr + t * stride_lt + heads * stride_lh + s, lse, mask=hmask)
     else:
@@ -105,11 +101,9 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
             sk = tl.load(sinks_ptr + heads, mask=hmask, other=0.0) * 1.4426950408889634
             m_f = tl.maximum(m_i, sk)
             a = tl.exp2(m_i - m_f)
-            acc = acc * a[:, None]
+            acc = acc_scale(acc, a, KV)
             l_i = l_i * a + tl.exp2(sk - m_f)
-        out = acc / l_i[:, None]
-        tl.store(o_ptr + t * stride_ot + heads[:, None] * stride_oh + dv[None, :],
-                 out.to(o_ptr.dtype.element_ty), mask=hdmask)
+        acc_store(o_ptr + t * stride_ot + heads[:, None] * stride_oh, acc, l_i, hmask, DV, BLOCK_DV, KV)
 
 
 @triton.jit

@@ -16,7 +16,7 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, on_interpreter
-from .tl_math import key_scores, weighted_values
+from .tl_math import acc_scale, acc_store, acc_zeros, key_scores, load_q, q_row_sums, weighted_values
 
 
 @triton.jit
@@ -54,9 +54,8 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(sc - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
-                                                 stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst,
-                                                 stride_vsh, KV, PREC)
+    acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
+                          stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
     return m_new, l_i, acc
 
 
@@ -90,12 +89,10 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
     qpos = ctx + offs_m
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
-    dmask = d < D
-    dvmask = dv < DV
     rows = (q0 + offs_m).to(tl.int64)
-    q = tl.load(q_ptr + rows[:, None] * stride_qt + h * stride_qh + d[None, :],
-                mask=mmask[:, None] & dmask[None, :], other=0.0)
-    qsum = tl.sum(q.to(tl.float32), axis=1)   # int4 keys' zeros: z * sum(q)
+    # (int4 split tiles: q and acc are tuples of channel planes; tl_math.load_q, acc_zeros.)
+    q = load_q(q_ptr + rows[:, None] * stride_qt + h * stride_qh, mmask, D, BLOCK_D, KV)
+    qsum = q_row_sums(q, KV)   # int4 keys' zeros: z * sum(q)
 
     # Key range the tile's masks can reach.
     first = ctx + mb * BLOCK_M
@@ -121,7 +118,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
 
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)   # finite floor: rows masked so far stay NaN-free
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
-    acc = tl.full([BLOCK_M, BLOCK_DV], 0.0, tl.float32)
+    acc = acc_zeros(BLOCK_M, BLOCK_DV, KV)
     bt_row = bt_ptr + b.to(tl.int64) * stride_bt
     # Key tiles every row of this query tile sees whole (before its first query under causal
     # masking; all but the ragged end without it) skip the masks: the long-prompt hot loop.
@@ -152,11 +149,10 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
         sk = tl.load(sinks_ptr + h) * 1.4426950408889634
         m_f = tl.maximum(m_i, sk)
         a = tl.exp2(m_i - m_f)
-        acc = acc * a[:, None]
+        acc = acc_scale(acc, a, KV)
         l_i = l_i * a + tl.exp2(sk - m_f)
-    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    tl.store(o_ptr + rows[:, None] * stride_ot + h * stride_oh + dv[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=mmask[:, None] & dvmask[None, :])
+    acc_store(o_ptr + rows[:, None] * stride_ot + h * stride_oh, acc, tl.where(l_i == 0.0, 1.0, l_i), mmask,
+              DV, BLOCK_DV, KV)
 
 
 def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: int = 0, elt: int = 2):

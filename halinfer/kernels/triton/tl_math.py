@@ -26,14 +26,36 @@ def gelu_tanh(g):
 # head dims a multiple of 8, 4-byte aligned rows: four bytes per int32 and two nibbles per integer
 # op) and KV_INT4 (any even head dim and dtype: a byte per lane).  KV_INT4_PLAIN is the tile from
 # before (two lanes per byte, a conversion per element), kept so they can be timed against each
-# other (benchmarks/kernels/bench_decode.py --kv int4,int4-bytes,int4-plain).  The launchers pick
-# through attention_args.AttnArgs.kernel_kv_mode at each launch, from INT4_MAGIC and INT4_WORDS;
+# other (benchmarks/kernels/bench_decode.py --kv int4-words,int4-bytes,int4-plain).  The launchers pick
+# through attention_args.AttnArgs.kernel_kv_mode at each launch, from INT4_MAGIC, INT4_WORDS, INT4_SPLIT;
 # HALINFER_INT4_MAGIC=0 / HALINFER_INT4_WORDS=0 set them off for a whole process.
 INT4_MAGIC = os.environ.get("HALINFER_INT4_MAGIC", "1") != "0"
 INT4_WORDS = os.environ.get("HALINFER_INT4_WORDS", "1") != "0"
+# Split tiles: the nibbles are never put back in channel order.  The cache's nibble planes are
+# each a set of channels (bytes: low nibbles 2j, high 2j + 1; int32 words: 8m + i, i = 0..7, in
+# the halves of the four shifted words), so q . k is a sum of one dot per plane against q's
+# channels of that set (loaded strided once per program), and p . v gives one accumulator per
+# plane, stored to its channels at the end.  INT4_SPLIT = 2 (KV_INT4_SPLIT2, from bytes), 4 / 8
+# (KV_INT4_SPLIT4 / 8, from words: a shifted word's two halves side by side, or each alone), each
+# falling back to fewer planes where it does not fit (attention_args), 0 (the tiles above), or -1
+# (auto, the default: 4 planes where the head dims are >= 128, else the tiles above).  Why auto so,
+# from sm_90 SASS of the decode key loop (benchmarks/kernels/int4_sass.py; fp16, BLOCK_N 64, 16
+# heads, 4 warps; not yet timed on a GPU): at D = 128 the word tile takes ~1020 instructions a warp
+# per key tile, 4 planes 948 (the interleave's PRMTs and STS gone), 2 planes 2278 (byte loads, as
+# the byte tile's 2275: there the bytes cost, not the interleave), 8 planes 2618 (a [16, 16] plane
+# output cannot be split over 4 warps: 4x the HMMAs, and spills); at D = 64 4 planes are [16, 16]
+# too (1457 against 714).  Prefill: 4 planes about as many as the word tile at 64 / 128, fewer at
+# 256, with fewer spills.
+# HALINFER_INT4_SPLIT=0/2/4/8/auto sets it for a process.
+INT4_SPLIT = {"auto": -1}.get(os.environ.get("HALINFER_INT4_SPLIT", "auto"), None)
+if INT4_SPLIT is None:
+    INT4_SPLIT = int(os.environ["HALINFER_INT4_SPLIT"])
 KV_INT4 = 3            # store_kv.KV_MODES["int4"]
 KV_INT4_PLAIN = 4
 KV_INT4_WORDS = 5
+KV_INT4_SPLIT2 = 6
+KV_INT4_SPLIT8 = 7
+KV_INT4_SPLIT4 = 8
 
 # A nibble c (0..15) put in the top four mantissa bits of 16.0 gives the float 16 + c exactly
 # (16..31 is one binade with a step of 1): fp16 16.0 = 0x4C00 (10 mantissa bits, c << 6), bf16
@@ -149,16 +171,178 @@ def _load_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype:
 
 
 @triton.jit
+def int4_planes(KV: tl.constexpr):
+    """How many channel planes a split tile's values come in (1: every other mode)."""
+    if KV == 6:
+        n: tl.constexpr = 2
+    elif KV == 7:
+        n: tl.constexpr = 8
+    elif KV == 8:
+        n: tl.constexpr = 4
+    else:
+        n: tl.constexpr = 1
+    return n
+
+
+@triton.jit
+def _int4_planes(ptr, rows, nmask, NCH: tl.constexpr, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr):
+    """The split tiles: a tuple of NP tiles [BLOCK_N, C / NP], plane i holding the channels
+    _plane_channels(C / NP, NP, i) (those >= NCH read as nibble 0), made as _int4_tile /
+    _int4_tile_words make them (16-bit dtypes: INT4_BIAS + c by bit pattern; NP = 4 / 8 read
+    int32 words under the word tile's conditions), but never joined into channel order."""
+    N: tl.constexpr = rows.shape[0]
+    if NP == 2:
+        j = tl.arange(0, C // 2)
+        b = tl.load(ptr + rows[:, None] + j[None, :], mask=nmask[:, None] & (j < NCH // 2)[None, :],
+                    other=0).to(tl.int16)
+        if dtype.primitive_bitwidth == 16:
+            if dtype == tl.float16:
+                SH: tl.constexpr = F16_SHIFT
+                KEEP: tl.constexpr = F16_KEEP
+                MAGIC: tl.constexpr = F16_MAGIC
+            else:
+                SH: tl.constexpr = BF16_SHIFT
+                KEEP: tl.constexpr = BF16_KEEP
+                MAGIC: tl.constexpr = BF16_MAGIC
+            t = (((b << SH) & KEEP) | MAGIC).to(dtype, bitcast=True), \
+                ((_shl(b, SH - 4) & KEEP) | MAGIC).to(dtype, bitcast=True)
+        else:
+            t = (b & 15).to(dtype), (b >> 4).to(dtype)
+    else:
+        tl.static_assert((NP == 4 or NP == 8) and dtype.primitive_bitwidth == 16, "4 / 8 planes: fp16 / bf16")
+        m = tl.arange(0, C // 8)
+        w = tl.load(ptr.to(tl.pointer_type(tl.int32)) + (rows // 4)[:, None] + m[None, :],
+                    mask=nmask[:, None] & (m < NCH // 8)[None, :], other=0)
+        if dtype == tl.float16:
+            SH: tl.constexpr = F16_SHIFT
+            KEEP2: tl.constexpr = F16_KEEP * 0x10001
+            MAGIC2: tl.constexpr = F16_MAGIC * 0x10001
+        else:
+            SH: tl.constexpr = BF16_SHIFT
+            KEEP2: tl.constexpr = BF16_KEEP * 0x10001
+            MAGIC2: tl.constexpr = BF16_MAGIC * 0x10001
+        lo = ()
+        hi = ()
+        for k in tl.static_range(4):
+            # word shifted by 4k: channel 8m + k in its low half, 8m + 4 + k in its high half
+            pk = (_shl(w, SH - 4 * k) & KEEP2) | MAGIC2
+            lo = lo + (pk.to(tl.int16),)
+            hi = hi + ((pk >> 16).to(tl.int16),)
+        t = ()
+        if NP == 8:
+            for k in tl.static_range(8):
+                t = t + ((lo + hi)[k].to(dtype, bitcast=True),)
+        else:
+            # 4 planes: a word's two halves side by side (within a thread's registers, not a
+            # shuffle across the tile), plane k at column 2m + h holding channel 8m + 4h + k.
+            for k in tl.static_range(4):
+                t = t + (tl.reshape(tl.join(lo[k], hi[k]), [N, C // 4]).to(dtype, bitcast=True),)
+    return t
+
+
+@triton.jit
+def _plane_channels(W: tl.constexpr, NP: tl.constexpr, i: tl.constexpr):
+    """The channels of plane i of NP (_int4_planes), column by column: [W].  2 / 8 planes:
+    NP j + i (bytes: low / high nibbles; words: nibble i of word j); 4: 8 (j // 2) + 4 (j % 2) + i."""
+    j = tl.arange(0, W)
+    if NP == 4:
+        c = (j // 2) * 8 + (j % 2) * 4 + i
+    else:
+        c = j * NP + i
+    return c
+
+
+@triton.jit
+def load_q(ptr, rmask, D: tl.constexpr, BLOCK_D: tl.constexpr, KV: tl.constexpr):
+    """Queries [rows, BLOCK_D] from ptr [rows, 1] (channel 0 of each row); the split tiles
+    (int4_planes(KV) > 1): a tuple of their planes [rows, BLOCK_D / NP] (_plane_channels), each
+    a strided load, once per program."""
+    NP: tl.constexpr = int4_planes(KV)
+    if NP == 1:
+        d = tl.arange(0, BLOCK_D)
+        q = tl.load(ptr + d[None, :], mask=rmask[:, None] & (d < D)[None, :], other=0.0)
+    else:
+        q = ()
+        for i in tl.static_range(NP):
+            c = _plane_channels(BLOCK_D // NP, NP, i)
+            q = q + (tl.load(ptr + c[None, :], mask=rmask[:, None] & (c < D)[None, :], other=0.0),)
+    return q
+
+
+@triton.jit
+def q_row_sums(q, KV: tl.constexpr):
+    """sum(q) per row in float32 (int4 keys' zeros: z * sum(q)), over every plane."""
+    if int4_planes(KV) == 1:
+        s = tl.sum(q.to(tl.float32), axis=1)
+    else:
+        s = tl.sum(q[0].to(tl.float32), axis=1)
+        for i in tl.static_range(1, int4_planes(KV)):
+            s += tl.sum(q[i].to(tl.float32), axis=1)
+    return s
+
+
+@triton.jit
+def acc_zeros(ROWS: tl.constexpr, BLOCK_DV: tl.constexpr, KV: tl.constexpr):
+    """The output accumulator: [ROWS, BLOCK_DV] float32, or a tuple of per-plane ones (split tiles)."""
+    NP: tl.constexpr = int4_planes(KV)
+    if NP == 1:
+        acc = tl.full([ROWS, BLOCK_DV], 0.0, tl.float32)
+    else:
+        acc = ()
+        for i in tl.static_range(NP):
+            acc = acc + (tl.full([ROWS, BLOCK_DV // NP], 0.0, tl.float32),)
+    return acc
+
+
+@triton.jit
+def acc_scale(acc, f, KV: tl.constexpr):
+    """acc * f[:, None], plane by plane."""
+    if int4_planes(KV) == 1:
+        out = acc * f[:, None]
+    else:
+        out = ()
+        for i in tl.static_range(int4_planes(KV)):
+            out = out + (acc[i] * f[:, None],)
+    return out
+
+
+@triton.jit
+def acc_store(ptr, acc, div, rmask, DV: tl.constexpr, BLOCK_DV: tl.constexpr, KV: tl.constexpr):
+    """Store acc / div[:, None] at ptr [rows, 1] + channel, each plane to its own channels."""
+    NP: tl.constexpr = int4_planes(KV)
+    if NP == 1:
+        c = tl.arange(0, BLOCK_DV)
+        tl.store(ptr + c[None, :], (acc / div[:, None]).to(ptr.dtype.element_ty),
+                 mask=rmask[:, None] & (c < DV)[None, :])
+    else:
+        for i in tl.static_range(NP):
+            c = _plane_channels(BLOCK_DV // NP, NP, i)
+            tl.store(ptr + c[None, :], (acc[i] / div[:, None]).to(ptr.dtype.element_ty),
+                     mask=rmask[:, None] & (c < DV)[None, :])
+
+
+@triton.jit
 def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.constexpr,
                stride_kb, stride_kt, stride_kh, stride_ksb, stride_kst, stride_ksh,
                scale, soft_cap, KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr):
     """Paged attention: q [rows, BLOCK_D] against one tile of cached keys -> scaled
     (and soft-capped) scores [rows, BLOCK_N]; blk/tok: each key's block and slot; d: tl.arange of
     BLOCK_D, D: the head dim (channels read).
-    KV: 0 model dtype, 1 int8, 2 fp8, 3 / 4 / 5 int4 (KV_INT4, KV_INT4_PLAIN, KV_INT4_WORDS; qsum: q's
-    row sums, for int4 zeros)."""
-    k = _load_tile(k_ptr, blk * stride_kb + tok * stride_kt + kvh * stride_kh, d, nmask, D, KV, q.dtype)
-    sc = tl.dot(q, tl.trans(k), input_precision=PREC)
+    KV: 0 model dtype, 1 int8, 2 fp8, 3 .. 8 int4 (KV_INT4, KV_INT4_PLAIN, KV_INT4_WORDS, and the split
+    tiles KV_INT4_SPLIT2 / 8 / 4: q is then load_q's tuple of planes; qsum: q's row sums, for int4 zeros)."""
+    NP: tl.constexpr = int4_planes(KV)
+    krow = blk * stride_kb + tok * stride_kt + kvh * stride_kh
+    if NP == 1:
+        qdt: tl.constexpr = q.dtype
+        k = _load_tile(k_ptr, krow, d, nmask, D, KV, qdt)
+        sc = tl.dot(q, tl.trans(k), input_precision=PREC)
+    else:
+        # One dot per plane, chained through the accumulator: q . k = sum_i q_i . k_i.
+        qdt: tl.constexpr = q[0].dtype
+        k = _int4_planes(k_ptr, krow, nmask, D, d.shape[0], NP, qdt)
+        sc = tl.dot(q[0], tl.trans(k[0]), input_precision=PREC)
+        for i in tl.static_range(1, NP):
+            sc = tl.dot(q[i], tl.trans(k[i]), sc, input_precision=PREC)
     if KV != 0:
         # Apply the per-key scale to the scores, not the keys: q . (c s + z) = s (q . c) + z sum(q).
         srow = blk * stride_ksb + tok * stride_kst + kvh * stride_ksh
@@ -166,7 +350,7 @@ def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.co
         sc = sc * ksc[None, :]
         if KV >= 3:   # int4
             kz = tl.load(kz_ptr + srow, mask=nmask, other=0.0)
-            if KV != 4 and q.dtype.primitive_bitwidth == 16:
+            if KV != 4 and qdt.primitive_bitwidth == 16:
                 # The tile holds c + bias: q . (c s + z) = s (q . (c + bias)) + (z - bias s) sum(q).
                 # qsum is summed from the same 16-bit q the dot reads, so the bias cancels in fp32.
                 kz = kz - INT4_BIAS * ksc
@@ -178,26 +362,44 @@ def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.co
 
 
 @triton.jit
-def weighted_values(q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexpr,
+def weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexpr,
                     stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh,
                     KV: tl.constexpr, PREC: tl.constexpr):
-    """Paged attention: probabilities p [rows, BLOCK_N] times one tile of cached values -> [rows, BLOCK_DV]
-    (dv: tl.arange of BLOCK_DV, DV: the value width; columns from DV on are not meaningful)."""
-    v = _load_tile(v_ptr, blk * stride_vb + tok * stride_vt + kvh * stride_vh, dv, nmask, DV, KV, q.dtype)
+    """Paged attention: the online softmax's acc * alpha + p . v, p [rows, BLOCK_N] the
+    probabilities of one tile of cached values (dv: tl.arange of BLOCK_DV, DV: the value width;
+    columns from DV on are not meaningful).  acc: acc_zeros's kind (split tiles: per plane)."""
+    NP: tl.constexpr = int4_planes(KV)
+    if NP == 1:
+        qdt: tl.constexpr = q.dtype
+    else:
+        qdt: tl.constexpr = q[0].dtype
+    vrow = blk * stride_vb + tok * stride_vt + kvh * stride_vh
     pw = p
     if KV != 0:
         # p (c s + z) = (p s) c + sum(p z): scales folded into p, zeros added per row.
         srow = blk * stride_vsb + tok * stride_vst + kvh * stride_vsh
         vsc = tl.load(vs_ptr + srow, mask=nmask, other=0.0)
         pw = p * vsc[None, :]
-    pw = pw.to(q.dtype)
-    out = tl.dot(pw, v, input_precision=PREC)
+    pw = pw.to(qdt)
     if KV >= 3:   # int4
         vz = tl.load(vz_ptr + srow, mask=nmask, other=0.0)
         zt = tl.sum(p * vz[None, :], axis=1)
-        if KV != 4 and q.dtype.primitive_bitwidth == 16:
+        if KV != 4 and qdt.primitive_bitwidth == 16:
             # The tile holds c + bias: the dot added bias * sum(pw) per row.  Taken off with the
             # 16-bit pw the dot read (not p s in fp32), or pw's rounding would come back times bias.
             zt = zt - INT4_BIAS * tl.sum(pw.to(tl.float32), axis=1)
-        out = out + zt[:, None]
-    return out
+    if NP == 1:
+        v = _load_tile(v_ptr, vrow, dv, nmask, DV, KV, qdt)
+        out = tl.dot(pw, v, input_precision=PREC)
+        if KV >= 3:
+            out = out + zt[:, None]
+        acc = acc * alpha[:, None] + out
+    else:
+        # Per plane: the zero term (the same for every channel) goes in with the rescale, then
+        # the dot accumulates onto it.
+        v = _int4_planes(v_ptr, vrow, nmask, DV, dv.shape[0], NP, qdt)
+        new = ()
+        for i in tl.static_range(NP):
+            new = new + (tl.dot(pw, v[i], acc[i] * alpha[:, None] + zt[:, None], input_precision=PREC),)
+        acc = new
+    return acc
