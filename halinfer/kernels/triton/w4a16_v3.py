@@ -1,0 +1,226 @@
+"""W4A16 AWQ GEMV for decode (M <= 16), v3: v2's formulation (w4a16.py: transposed, four int16
+"planes" of biased nibbles into the tensor cores, zero / scale per K tile after the dot, one
+launch with a last-program split-K reduction), re-cut from static analysis of v2's sm_90 SASS
+(benchmarks/kernels/sass_stats.py).
+
+What the analysis said about v2 (gate_up 4096 -> 28672, M = 1, bf16, BLOCK 256 x 128):
+  * 2.4 instructions per weight in the K loop, 168 registers, no spills, 62 KB shared: the
+    packed int16 tile goes global -> shared (LDGSTS.128) -> operand registers (LDSM), there is
+    no convert_layout in the loop, so no 16-bit weight data round-trips through shared memory.
+    At the measured 1.69 TB/s an SM issues ~30 thread-instructions a cycle of its 128: the ALU
+    is not the limit;
+  * the scale / zero loads of each K tile (five small tt.load) are not pipelined (Triton's
+    pipeliner makes async copies only of the dot's operands): every trip waits one full
+    global-memory latency before its epilogue, with only 3 programs an SM to hide it;
+  * 112 N tiles x 4 splits = 448 programs against 3 x 132 = 396 resident: 1.13 waves, the
+    last 52 programs run alone.
+v3a keeps the inner loop and fixes those two: the scales / zeros of the next K tile are loaded
+one trip ahead (loop-carried registers, so their latency hides behind a whole trip), and the
+split count is sized so that the grid is one wave of resident programs (PROGS_PER_SM from the
+static register / shared-memory use).  For M == 1 it also sums x over the tile as a 1-D vector
+(v2 summed the [BLOCK_K, 16] padded tile: 20 shuffles a trip).
+
+v3c is v3a with the four planes' dots chained through one [BLOCK_N / 4 * 4] accumulator per
+plane only at group ends... (not built: see the report in benchmarks/kernels/sass_stats.py's
+docstring).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import cdiv, on_interpreter, sm_count
+from .w4a16 import _counters, _plane, _v2_out, _v2_reduce
+
+VARIANTS = ("v3a",)
+
+# (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits]) forced (bench_quant_gemm.py --sweep)
+CONFIG_OVERRIDE: dict = {}
+
+# resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
+# 62 KB shared -> 3); the split count fills exactly one wave of them
+PROGS_PER_SM = {"v3a": 3}
+# register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
+MAXNREG = {"v3a": 168}
+
+
+@triton.jit
+def _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N: tl.constexpr):
+    """Group g's zeros (int16, four nibbles) and the four planes' scales."""
+    if EVEN_N:
+        zh = tl.load(z16 + g * (2 * stride_qzr) + jc)
+        s0 = tl.load(s_ptr + g * stride_sr + ncol)
+        s1 = tl.load(s_ptr + g * stride_sr + ncol + 2)
+        s2 = tl.load(s_ptr + g * stride_sr + ncol + 4)
+        s3 = tl.load(s_ptr + g * stride_sr + ncol + 6)
+    else:
+        zh = tl.load(z16 + g * (2 * stride_qzr) + jc, mask=jmask, other=0)
+        s0 = tl.load(s_ptr + g * stride_sr + ncol, mask=jmask, other=0.0)
+        s1 = tl.load(s_ptr + g * stride_sr + ncol + 2, mask=jmask, other=0.0)
+        s2 = tl.load(s_ptr + g * stride_sr + ncol + 4, mask=jmask, other=0.0)
+        s3 = tl.load(s_ptr + g * stride_sr + ncol + 6, mask=jmask, other=0.0)
+    return zh, s0, s1, s2, s3
+
+
+@triton.jit
+def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
+                           k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
+                           DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+                           EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           ONE_ROW: tl.constexpr):
+    """As w4a16._w4a16_gemv_v2_awq_kernel (int16 column jc of qweight row k: nibble j is output
+    column 8 (jc // 2) + 2 j + jc % 2), with the next K tile's scales / zeros prefetched and,
+    with ONE_ROW (M == 1), x summed over the tile from a 1-D load."""
+    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
+    BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
+    Q: tl.constexpr = BLOCK_N // 4
+    m = tl.arange(0, BLOCK_M)
+    xcol = x_ptr + tl.minimum(m, M - 1)[None, :].to(tl.int64) * stride_xm
+    jc = pid_n * Q + tl.arange(0, Q)
+    jmask = jc < N // 4
+    ncol = 8 * (jc // 2) + jc % 2
+    q16 = qw_ptr.to(tl.pointer_type(tl.int16))
+    z16 = qz_ptr.to(tl.pointer_type(tl.int16))
+    a0 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a1 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a2 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a3 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    k_lo = pid_s * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    if GROUP == 0:
+        g = 0
+    else:
+        g = k_lo // GROUP
+    zh, s0, s1, s2, s3 = _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N)
+    kk = tl.arange(0, BLOCK_K)
+    if ONE_ROW:
+        # M == 1: x summed over the tile from a 1-D copy (v2 summed the [BLOCK_K, 16] padded
+        # operand: 20 shuffles a trip), also loaded a trip ahead
+        xv = tl.load(x_ptr + k_lo + kk, mask=k_lo + kk < k_hi, other=0.0)
+    # the tile's int32 offsets are fixed; only a scalar (uniform) base moves with k0
+    hoff = kk[None, :] * (2 * stride_qwr) + jc[:, None]
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        # next trip's group (this one's on the last trip: an L1 hit, never out of bounds); issued
+        # first so that its latency runs under this trip's loads and dots
+        if GROUP == 0:
+            zn, t0, t1, t2, t3 = zh, s0, s1, s2, s3
+        else:
+            gn = tl.minimum(k0 + BLOCK_K, k_hi - 1) // GROUP
+            zn, t0, t1, t2, t3 = _scales4(s_ptr, z16, gn, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N)
+        if ONE_ROW:
+            xs = tl.sum(xv.to(tl.float32), axis=0)
+            xv = tl.load(x_ptr + k0 + BLOCK_K + kk, mask=k0 + BLOCK_K + kk < k_hi, other=0.0)
+        hp = q16 + (tl.full((), 0, tl.int64) + k0) * (2 * stride_qwr) + hoff   # int64 base
+        xp = xcol + (k0 + kk)[:, None]
+        if EVEN_K:
+            xt = tl.load(xp)
+            if EVEN_N:
+                h = tl.load(hp)
+            else:
+                h = tl.load(hp, mask=jmask[:, None], other=0)
+        else:
+            kin = k0 + kk < k_hi
+            # rows past k_hi: x = 0, so their (finite) BIAS + 0 weights add nothing
+            xt = tl.load(xp, mask=kin[:, None], other=0.0)
+            h = tl.load(hp, mask=jmask[:, None] & kin[None, :], other=0)
+        if not ONE_ROW:
+            xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]
+        p = tl.dot(_plane(h, 0, DT, ASM), xt)
+        a0 += s0.to(tl.float32)[:, None] * (p - ((zh & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        p = tl.dot(_plane(h, 1, DT, ASM), xt)
+        a1 += s1.to(tl.float32)[:, None] * (p - (((zh >> 4) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        p = tl.dot(_plane(h, 2, DT, ASM), xt)
+        a2 += s2.to(tl.float32)[:, None] * (p - (((zh >> 8) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        p = tl.dot(_plane(h, 3, DT, ASM), xt)
+        a3 += s3.to(tl.float32)[:, None] * (p - (((zh >> 12) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        zh, s0, s1, s2, s3 = zn, t0, t1, t2, t3
+    ncol = tl.where(jmask, ncol, N)
+    _v2_out(a0, ncol, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a1, ncol + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a2, ncol + 4, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a3, ncol + 6, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    if SPLIT:
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N)
+
+
+def config(variant, M, N, K, group, interp, sms):
+    """(BLOCK_N, BLOCK_K, splits, num_warps, num_stages), or None when the variant cannot run."""
+    ks = (128, 64, 32, 16)
+    bk = next((b for b in ks if group % b == 0 or group >= K), None)
+    if bk is None or N % 8:
+        return None
+    if interp:
+        bn, bk = 64, min(bk, 64)
+        return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
+    bn, warps, stages, splits = 256, 4, 4, None
+    if CONFIG_OVERRIDE:
+        cfg = CONFIG_OVERRIDE["config"]
+        bn, bk_o, warps, stages = cfg[:4]
+        splits = cfg[4] if len(cfg) > 4 else None
+        if bk_o in ks and bk_o <= bk and bk % bk_o == 0:
+            bk = bk_o
+    if splits is None:
+        # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
+        # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
+        slots = PROGS_PER_SM[variant] * sms
+        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 32))
+    return bn, bk, splits, warps, stages
+
+
+def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
+    k_per_split = cdiv(cdiv(K, splits), bk) * bk
+    splits = cdiv(K, k_per_split)
+    consts = dict(DT=tl.float16 if dt_is_fp16 else tl.bfloat16, GROUP=0 if group >= K else group,
+                  SPLIT=splits > 1, EVEN_K=K % bk == 0, EVEN_N=N % bn == 0, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk,
+                  ONE_ROW=M == 1)
+    return k_per_split, splits, consts
+
+
+KERNELS = {"v3a": _w4a16_gemv_v3a_kernel}
+
+
+def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
+    """AWQ 4-bit, fp16 / bf16 x, M <= 16, the w4a16_linear contract: y [M, N] in x's dtype
+    (None: no tile fits this group; the caller falls back)."""
+    interp = on_interpreter(x)
+    M, K = x.shape
+    cfg = config(variant, M, N, K, group, interp, sm_count(x.device))
+    if cfg is None or M > 16 or x.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    bn, bk, splits, warps, stages = cfg
+    k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)
+    tiles = cdiv(N, bn)
+    cnt = _counters(x.device, tiles) if splits > 1 else None
+    if cnt is None and splits > 1:
+        k_per_split, splits = cdiv(K, bk) * bk, 1
+        consts["SPLIT"] = False
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else y
+    KERNELS[variant][(tiles, splits)](
+        x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
+        M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
+        HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
+        num_warps=warps, num_stages=stages, **({} if interp or variant not in MAXNREG else {"maxnreg": MAXNREG[variant]}))
+    return y
+
+
+def static_launch(variant, M, K, N, group, dt, sms, cfg=None):
+    """What gemv would launch on a CUDA device with ``sms`` SMs (no tensors): for sass_stats.py.
+    Returns (kernel, args, constexprs, warps, stages, weights per K trip, description)."""
+    if cfg:
+        CONFIG_OVERRIDE["config"] = cfg
+    try:
+        bn, bk, splits, warps, stages = config(variant, M, N, K, group, False, sms)
+    finally:
+        CONFIG_OVERRIDE.clear()
+    k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, dt == "fp16")
+    tdt = "fp16" if dt == "fp16" else "bf16"
+    args = dict(x_ptr="*" + tdt, qw_ptr="*i32", qz_ptr="*i32", s_ptr="*" + tdt, b_ptr="*" + tdt, y_ptr="*" + tdt,
+                part_ptr="*fp32", cnt_ptr="*i32", M=M, N=N, K=K, k_per_split=k_per_split, stride_xm=K,
+                stride_qwr=N // 8, stride_qzr=N // 8, stride_sr=N, stride_ym=N)
+    consts.update(HAS_BIAS=False, ASM=True)
+    info = (f"BLOCK_N {bn} BLOCK_K {bk} splits {splits} grid {cdiv(N, bn) * splits} stages {stages} "
+            f"({sms * PROGS_PER_SM[variant]} resident slots assumed)")
+    return KERNELS[variant], args, consts, warps, stages, bn * bk, info
