@@ -176,13 +176,12 @@ def v2_launch(M, K, N, group, dt, cfg=None):
     consts = dict(DT=tl.bfloat16 if dt == "bf16" else tl.float16, GROUP=group, HAS_BIAS=False, SPLIT=splits > 1,
                   EVEN_K=K % bk == 0, EVEN_N=N % bn == 0, ASM=True, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk)
     info = f"BLOCK_N {bn} BLOCK_K {bk} splits {splits} grid {triton.cdiv(N, bn) * splits} stages {stages}"
-    return w4a16._w4a16_gemv_v2_awq_kernel, args, consts, warps, stages, bn * bk, info
+    return w4a16._w4a16_gemv_v2_awq_kernel, args, consts, warps, stages, None, bn * bk, info
 
 
 def v3_launch(variant):
     def launch(M, K, N, group, dt, cfg=None):
-        kern, args, consts, warps, stages, wpt, info = w4a16_v3.static_launch(variant, M, K, N, group, dt, SMS, cfg)
-        return kern, args, consts, warps, stages, wpt, info
+        return w4a16_v3.static_launch(variant, M, K, N, group, dt, SMS, cfg)
     return launch
 
 
@@ -196,7 +195,7 @@ def main():
     ap.add_argument("--m", type=int, default=1)
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--dtype", default="bf16")
-    ap.add_argument("--config", default=None, help="BN,BK,WARPS,STAGES[,SPLITS] (the variant's override)")
+    ap.add_argument("--config", default=None, help="BN,BK,WARPS,STAGES[,SPLITS[,MAXNREG]] (the variant's override)")
     ap.add_argument("--maxnreg", type=int, default=None, help="override the variant's register cap (0: none)")
     ap.add_argument("--dump", default=None, help="write ttgir / ptx / sass here")
     args = ap.parse_args()
@@ -204,9 +203,11 @@ def main():
     cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
     print(f"shape {args.shape} K {K} N {N} M {args.m} group {args.group} {args.dtype}, sm_90, {SMS} SMs")
     for v in args.variant.split(","):
-        kern_fn, a, c, warps, stages, wpt, info = VARIANTS[v](args.m, K, N, args.group, args.dtype, cfg)
-        kern = compile_sm90(kern_fn, a, c, warps, stages, w4a16_v3.MAXNREG.get(v) if args.maxnreg is None
-                            else args.maxnreg or None)
+        kern_fn, a, c, warps, stages, nreg, wpt, info = VARIANTS[v](args.m, K, N, args.group, args.dtype, cfg)
+        if args.maxnreg is not None:
+            nreg = args.maxnreg or None
+        kern = compile_sm90(kern_fn, a, c, warps, stages, nreg)
+        info += f" maxnreg {nreg}"
         print(f"   [{info}]")
         report(v, kern, warps, wpt)
         if args.dump:

@@ -35,7 +35,8 @@ from .w4a16 import _counters, _plane, _v2_out, _v2_reduce
 
 VARIANTS = ("v3a",)
 
-# (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits]) forced (bench_quant_gemm.py --sweep)
+# (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits[, maxnreg (0: no cap)]]) forced
+# (bench_quant_gemm.py --sweep-v3); splits None: the one-wave rule
 CONFIG_OVERRIDE: dict = {}
 
 # resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
@@ -169,6 +170,14 @@ def config(variant, M, N, K, group, interp, sms):
     return bn, bk, splits, warps, stages
 
 
+def maxnreg(variant):
+    """The register cap the launch asks for (None: ptxas's choice)."""
+    cfg = CONFIG_OVERRIDE.get("config", ())
+    if len(cfg) > 5:
+        return cfg[5] or None
+    return MAXNREG.get(variant)
+
+
 def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
     k_per_split = cdiv(cdiv(K, splits), bk) * bk
     splits = cdiv(K, k_per_split)
@@ -202,17 +211,19 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
-        num_warps=warps, num_stages=stages, **({} if interp or variant not in MAXNREG else {"maxnreg": MAXNREG[variant]}))
+        num_warps=warps, num_stages=stages, 
+        **({} if interp or maxnreg(variant) is None else {"maxnreg": maxnreg(variant)}))
     return y
 
 
 def static_launch(variant, M, K, N, group, dt, sms, cfg=None):
     """What gemv would launch on a CUDA device with ``sms`` SMs (no tensors): for sass_stats.py.
-    Returns (kernel, args, constexprs, warps, stages, weights per K trip, description)."""
+    Returns (kernel, args, constexprs, warps, stages, maxnreg, weights per K trip, description)."""
     if cfg:
         CONFIG_OVERRIDE["config"] = cfg
     try:
         bn, bk, splits, warps, stages = config(variant, M, N, K, group, False, sms)
+        nreg = maxnreg(variant)
     finally:
         CONFIG_OVERRIDE.clear()
     k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, dt == "fp16")
@@ -223,4 +234,4 @@ def static_launch(variant, M, K, N, group, dt, sms, cfg=None):
     consts.update(HAS_BIAS=False, ASM=True)
     info = (f"BLOCK_N {bn} BLOCK_K {bk} splits {splits} grid {cdiv(N, bn) * splits} stages {stages} "
             f"({sms * PROGS_PER_SM[variant]} resident slots assumed)")
-    return KERNELS[variant], args, consts, warps, stages, bn * bk, info
+    return KERNELS[variant], args, consts, warps, stages, nreg, bn * bk, info
