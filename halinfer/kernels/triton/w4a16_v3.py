@@ -47,6 +47,56 @@ MAXNREG = {"v3a": 168}
 
 
 @triton.jit
+def _plane3(h, J: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+    """As w4a16._plane (BIAS + nibble J of each int16, by bit pattern), but for fp16 the odd
+    planes keep their nibble at bits 4..7, still inside fp16's 10-bit mantissa: 1024 + 16 q,
+    no shift; planes 2 and 3 share one shift by 8 (ptxas merges the two identical shr).  So
+    five instructions make the four planes of a 32-bit register instead of seven.  bf16 has
+    a 7-bit mantissa (bits 4..7 would reach the exponent): w4a16._plane as it is."""
+    if DT == tl.float16:
+        if ASM:
+            if J == 0:
+                return tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r",
+                                                 [h], dtype=tl.float16, is_pure=True, pack=2)
+            elif J == 1:
+                return tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x00F000F0, 0x64006400, 0xea;", "=r,r",
+                                                 [h], dtype=tl.float16, is_pure=True, pack=2)
+            elif J == 2:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 8; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+            else:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 8; lop3.b32 $0, t, 0x00F000F0, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+        else:
+            if J % 2 == 0:
+                return (((h >> (4 * J)) & 0xF) | 0x6400).to(DT, bitcast=True)
+            else:
+                return (((h >> (4 * J - 4)) & 0xF0) | 0x6400).to(DT, bitcast=True)
+    else:
+        return _plane(h, J, DT, ASM)
+
+
+@triton.jit
+def _acc_plane(a, c, p, s, z, xs, J: tl.constexpr, DT: tl.constexpr, ONE_ROW: tl.constexpr):
+    """a += s * x.(q - z) from p = x.(BIAS + MUL q) (MUL 16 for _plane3's fp16 odd planes):
+    x.(q - z) = (p - (BIAS + MUL z) sum x) / MUL.  ONE_ROW (xs a scalar): the zero term is
+    summed per column into c (2 values a thread, not the [rows, 16] padded tile) and taken
+    off once after the loop."""
+    BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
+    MUL: tl.constexpr = 16.0 if (DT == tl.float16 and J % 2 == 1) else 1.0
+    zb = z.to(tl.float32) * MUL + BIAS
+    sf = s.to(tl.float32) * (1.0 / MUL)
+    if ONE_ROW:
+        a += sf[:, None] * p
+        c += sf * zb * xs
+    else:
+        a += sf[:, None] * (p - zb[:, None] * xs)
+    return a, c
+
+
+@triton.jit
 def _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N: tl.constexpr):
     """Group g's zeros (int16, four nibbles) and the four planes' scales."""
     if EVEN_N:
@@ -88,6 +138,10 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
     a1 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
     a2 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
     a3 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    c0 = tl.zeros((Q,), dtype=tl.float32)
+    c1 = tl.zeros((Q,), dtype=tl.float32)
+    c2 = tl.zeros((Q,), dtype=tl.float32)
+    c3 = tl.zeros((Q,), dtype=tl.float32)
     k_lo = pid_s * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
     if GROUP == 0:
@@ -128,15 +182,16 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
             h = tl.load(hp, mask=jmask[:, None] & kin[None, :], other=0)
         if not ONE_ROW:
             xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]
-        p = tl.dot(_plane(h, 0, DT, ASM), xt)
-        a0 += s0.to(tl.float32)[:, None] * (p - ((zh & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
-        p = tl.dot(_plane(h, 1, DT, ASM), xt)
-        a1 += s1.to(tl.float32)[:, None] * (p - (((zh >> 4) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
-        p = tl.dot(_plane(h, 2, DT, ASM), xt)
-        a2 += s2.to(tl.float32)[:, None] * (p - (((zh >> 8) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
-        p = tl.dot(_plane(h, 3, DT, ASM), xt)
-        a3 += s3.to(tl.float32)[:, None] * (p - (((zh >> 12) & 0xF).to(tl.float32) + BIAS)[:, None] * xs)
+        a0, c0 = _acc_plane(a0, c0, tl.dot(_plane3(h, 0, DT, ASM), xt), s0, zh & 0xF, xs, 0, DT, ONE_ROW)
+        a1, c1 = _acc_plane(a1, c1, tl.dot(_plane3(h, 1, DT, ASM), xt), s1, (zh >> 4) & 0xF, xs, 1, DT, ONE_ROW)
+        a2, c2 = _acc_plane(a2, c2, tl.dot(_plane3(h, 2, DT, ASM), xt), s2, (zh >> 8) & 0xF, xs, 2, DT, ONE_ROW)
+        a3, c3 = _acc_plane(a3, c3, tl.dot(_plane3(h, 3, DT, ASM), xt), s3, (zh >> 12) & 0xF, xs, 3, DT, ONE_ROW)
         zh, s0, s1, s2, s3 = zn, t0, t1, t2, t3
+    if ONE_ROW:
+        a0 -= c0[:, None]
+        a1 -= c1[:, None]
+        a2 -= c2[:, None]
+        a3 -= c3[:, None]
     ncol = tl.where(jmask, ncol, N)
     _v2_out(a0, ncol, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
     _v2_out(a1, ncol + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
