@@ -1,7 +1,7 @@
 """The v3 AWQ GEMV variants (kernels/triton/w4a16_v3.py) against the core reference: N an odd
 multiple of 8 (a partial last N tile), K not a power of two, groups 32 / 64 / 128 and one group
 over K (K then not a multiple of the K tile: masked tail), M = 1 (the 1-D x sum), 2, 5, 16,
-bias on / off, several K splits (the last-program reduction, counters re-armed), and the
+bias on / off (v3b takes M = 1 only: more must be refused), several K splits (the last-program reduction, counters re-armed), and the
 selector hook (env HALINFER_W4A16_GEMV) of w4a16._gemv.  Interpreter targets run on the CPU
 (fp16; the variants refuse float32), gpu targets compile."""
 from __future__ import annotations
@@ -64,6 +64,9 @@ def test_v3_matches_reference(half_target, gen, variant, M, K, N, group, bias):
     dev, dt = half_target.device, half_target.dtype
     x, qw, s, qz, b, want = _inputs(M, K, N, group, dt, dev, gen, bias)
     got = w4a16_v3.gemv(variant, x, qw, qz, s, group, b, N)
+    if M > w4a16_v3.MAX_M[variant]:
+        assert got is None, "the variant took an M it does not handle"
+        return
     assert got is not None, "the variant refused a case it takes"
     assert got.shape == (M, N) and got.dtype == dt
     assert _rel(got, want) < TOL[dt], f"rel err {_rel(got, want):.2e}"
@@ -109,7 +112,10 @@ def test_v3_selected_by_env(half_target, ops, gen, monkeypatch, variant):
         ran.append(y is not None)
         return y
     monkeypatch.setattr(w4a16_v3, "gemv", spy)
-    x, qw, s, qz, b, want = _inputs(5, 256, 48, 64, dt, dev, gen, True)
-    got = ops.w4a16_linear(x, qw, s, qz, 64, bias=b)
-    assert ran == [True]
-    assert _rel(got, want) < TOL[dt]
+    for M in (1, 5):
+        ran.clear()
+        x, qw, s, qz, b, want = _inputs(M, 256, 48, 64, dt, dev, gen, True)
+        got = ops.w4a16_linear(x, qw, s, qz, 64, bias=b)
+        # an M the variant does not take falls back to v2
+        assert ran == [M <= w4a16_v3.MAX_M[variant]]
+        assert _rel(got, want) < TOL[dt]

@@ -20,9 +20,12 @@ split count is sized so that the grid is one wave of resident programs (PROGS_PE
 static register / shared-memory use).  For M == 1 it also sums x over the tile as a 1-D vector
 (v2 summed the [BLOCK_K, 16] padded tile: 20 shuffles a trip).
 
-v3c is v3a with the four planes' dots chained through one [BLOCK_N / 4 * 4] accumulator per
-plane only at group ends... (not built: see the report in benchmarks/kernels/sass_stats.py's
-docstring).
+fp16 also makes its four planes in five instructions a register instead of seven (_plane3).
+
+v3b (M == 1 only) is the CUDA-core formulation, kept to measure against: per weight a shift,
+a LOP3 (nibble to float32 1 + q/16 by bit pattern) and an FFMA (float32 accumulation) are its
+floor, 3 instructions, above v3a's ~2 (the tensor cores take the multiply-add, and one LOP3
+unpacks two weights); the SASS has 4.9 (row addresses).
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ import triton.language as tl
 from .common import cdiv, on_interpreter, sm_count
 from .w4a16 import _counters, _plane, _v2_out, _v2_reduce
 
-VARIANTS = ("v3a",)
+VARIANTS = ("v3a", "v3b")
+MAX_M = {"v3a": 16, "v3b": 1}   # the largest M each takes (more: gemv returns None)
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits[, maxnreg (0: no cap)]]) forced
 # (bench_quant_gemm.py --sweep-v3); splits None: the one-wave rule
@@ -41,7 +45,7 @@ CONFIG_OVERRIDE: dict = {}
 
 # resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
 # 62 KB shared -> 3); the split count fills exactly one wave of them
-PROGS_PER_SM = {"v3a": 3}
+PROGS_PER_SM = {"v3a": 3, "v3b": 4}
 # register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
 MAXNREG = {"v3a": 168}
 
@@ -201,16 +205,134 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N)
 
 
+@triton.jit
+def _nib_f32(w, I: tl.constexpr):
+    """Nibble I of int32 words -> float32 1 + q / 16 by bit pattern: q moved to the top of the
+    mantissa (bits 19..22) and ORed into 1.0 (0x3F800000); one shift and one LOP3.  (A nibble
+    left low in the mantissa would be too small beside the 1.0 for float32 sums.)"""
+    if 4 * I <= 19:
+        v = w << (19 - 4 * I)
+    else:
+        v = w >> (4 * I - 19)
+    return ((v & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _v3b_epi(y, acc, xs, s_ptr, z, gs, n, nmask, I: tl.constexpr):
+    """acc = sum_k x_k (1 + q/16) = xs + x.q / 16, so x.(q - z) = 16 acc - (16 + z) xs; times
+    the group's scale of columns n."""
+    sc = tl.load(s_ptr + gs + n, mask=nmask, other=0.0).to(tl.float32)
+    zq = ((z >> (4 * I)) & 0xF).to(tl.float32)
+    return y + sc * (16.0 * acc - (16.0 + zq) * xs)
+
+
+@triton.jit
+def _w4a16_gemv_v3b_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
+                           k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
+                           DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+                           EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           ONE_ROW: tl.constexpr):
+    """M == 1 on the CUDA cores (no tensor cores, no M padding).  A thread owns packed columns
+    (one word of each K row) and walks the trip's BLOCK_K rows one at a time (unrolled): per
+    row one 4-byte load, and per nibble position i (output column 8c + AWQ order[i]) an
+    elementwise acc_i += x_k * (1 + q / 16): no cross-thread reduction in the loop.  Per weight
+    a shift, a LOP3 and an FFMA: 3 instructions is this formulation's floor (float32
+    accumulation needs one FFMA a weight; see sass_stats.py).  Same split-K / reduction as v2."""
+    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
+    W: tl.constexpr = BLOCK_N // 8
+    c = pid_n * W + tl.arange(0, W)
+    cmask = c < N // 8
+    k_lo = pid_s * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    n0 = 8 * c
+    y0 = tl.zeros((W,), dtype=tl.float32)
+    y1 = tl.zeros((W,), dtype=tl.float32)
+    y2 = tl.zeros((W,), dtype=tl.float32)
+    y3 = tl.zeros((W,), dtype=tl.float32)
+    y4 = tl.zeros((W,), dtype=tl.float32)
+    y5 = tl.zeros((W,), dtype=tl.float32)
+    y6 = tl.zeros((W,), dtype=tl.float32)
+    y7 = tl.zeros((W,), dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        wp = qw_ptr + (tl.full((), 0, tl.int64) + k0) * stride_qwr + c
+        a0 = tl.zeros((W,), dtype=tl.float32)
+        a1 = tl.zeros((W,), dtype=tl.float32)
+        a2 = tl.zeros((W,), dtype=tl.float32)
+        a3 = tl.zeros((W,), dtype=tl.float32)
+        a4 = tl.zeros((W,), dtype=tl.float32)
+        a5 = tl.zeros((W,), dtype=tl.float32)
+        a6 = tl.zeros((W,), dtype=tl.float32)
+        a7 = tl.zeros((W,), dtype=tl.float32)
+        xs = 0.0
+        for r in tl.static_range(BLOCK_K):
+            if EVEN_K:
+                xr = tl.load(x_ptr + k0 + r).to(tl.float32)
+                if EVEN_N:
+                    w = tl.load(wp + r * stride_qwr)
+                else:
+                    w = tl.load(wp + r * stride_qwr, mask=cmask, other=0)
+            else:
+                # rows past k_hi: x = 0 (their words, read as 0, add nothing)
+                # (a clamped address and a select: the interpreter refuses a scalar load's mask)
+                xr = tl.load(x_ptr + tl.minimum(k0 + r, k_hi - 1)).to(tl.float32)
+                xr = tl.where(k0 + r < k_hi, xr, 0.0)
+                w = tl.load(wp + r * stride_qwr, mask=cmask & (c * 0 + k0 + r < k_hi), other=0)
+            xs += xr
+            a0 += xr * _nib_f32(w, 0)
+            a1 += xr * _nib_f32(w, 1)
+            a2 += xr * _nib_f32(w, 2)
+            a3 += xr * _nib_f32(w, 3)
+            a4 += xr * _nib_f32(w, 4)
+            a5 += xr * _nib_f32(w, 5)
+            a6 += xr * _nib_f32(w, 6)
+            a7 += xr * _nib_f32(w, 7)
+        if GROUP == 0:
+            g = 0
+        else:
+            g = k0 // GROUP
+        if EVEN_N:
+            z = tl.load(qz_ptr + g * stride_qzr + c)
+        else:
+            z = tl.load(qz_ptr + g * stride_qzr + c, mask=cmask, other=0)
+        gs = g * stride_sr
+        # nibble i -> column 8c + AWQ_ORDER[i] (0,2,4,6,1,3,5,7)
+        y0 = _v3b_epi(y0, a0, xs, s_ptr, z, gs, n0 + 0, cmask, 0)
+        y2 = _v3b_epi(y2, a1, xs, s_ptr, z, gs, n0 + 2, cmask, 1)
+        y4 = _v3b_epi(y4, a2, xs, s_ptr, z, gs, n0 + 4, cmask, 2)
+        y6 = _v3b_epi(y6, a3, xs, s_ptr, z, gs, n0 + 6, cmask, 3)
+        y1 = _v3b_epi(y1, a4, xs, s_ptr, z, gs, n0 + 1, cmask, 4)
+        y3 = _v3b_epi(y3, a5, xs, s_ptr, z, gs, n0 + 3, cmask, 5)
+        y5 = _v3b_epi(y5, a6, xs, s_ptr, z, gs, n0 + 5, cmask, 6)
+        y7 = _v3b_epi(y7, a7, xs, s_ptr, z, gs, n0 + 7, cmask, 7)
+    m = tl.arange(0, 1)
+    n0 = tl.where(cmask, n0, N)
+    _v2_out(y0[:, None], n0 + 0, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y1[:, None], n0 + 1, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y2[:, None], n0 + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y3[:, None], n0 + 3, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y4[:, None], n0 + 4, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y5[:, None], n0 + 5, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y6[:, None], n0 + 6, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y7[:, None], n0 + 7, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    if SPLIT:
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, 1, BLOCK_N)
+
+
 def config(variant, M, N, K, group, interp, sms):
     """(BLOCK_N, BLOCK_K, splits, num_warps, num_stages), or None when the variant cannot run."""
     ks = (128, 64, 32, 16)
     bk = next((b for b in ks if group % b == 0 or group >= K), None)
-    if bk is None or N % 8:
+    if bk is None or N % 8 or (variant == "v3b" and M != 1):
         return None
     if interp:
         bn, bk = 64, min(bk, 64)
         return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
-    bn, warps, stages, splits = 256, 4, 4, None
+    if variant == "v3b":
+        # 128 packed columns a row (one 512-byte row per warp), 32 rows a trip
+        bn, bk, warps, stages, splits = 1024, min(bk, 32), 4, 1, None
+    else:
+        bn, warps, stages, splits = 256, 4, 4, None
     if CONFIG_OVERRIDE:
         cfg = CONFIG_OVERRIDE["config"]
         bn, bk_o, warps, stages = cfg[:4]
@@ -242,7 +364,7 @@ def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
     return k_per_split, splits, consts
 
 
-KERNELS = {"v3a": _w4a16_gemv_v3a_kernel}
+KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel}
 
 
 def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
