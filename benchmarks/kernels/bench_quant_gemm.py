@@ -19,7 +19,7 @@ v3a, run the GPTQ rows through v2, as the selector does); --fmt awq / gptq / awq
 four, to pick kernels/triton/w4a16.py's defaults from; --sweep-v1 does the same for v1's
 (BLOCK_N, BLOCK_K, warps); --sweep-v3 does it for each v3 variant named in --impl (AWQ, M = 1,
 configs (BLOCK_N, BLOCK_K, warps, stages, splits or None = one wave, maxnreg or 0 = none)),
-stopping after --sweep-budget seconds.
+no config starting after --sweep-budget seconds (all variants together).
 
 Usage: python benchmarks/kernels/bench_quant_gemm.py [--impl v2,v3a] [--fmt awq] [--shapes gate_up,down]
           [--sweep] [--sweep-v1] [--sweep-v3] [--sweep-budget 80] [--m 1,4,16] [--no-fp8]
@@ -139,15 +139,16 @@ V1_SWEEP = [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8
 
 # v3 (BLOCK_N, BLOCK_K, warps, stages, splits (None: one wave), maxnreg (0: none)): the default
 # first, then the register cap off (2 programs an SM), fewer stages, smaller K tiles
-V3_SWEEP = [(256, 128, 4, 4, None, 168), (256, 128, 4, 4, None, 0), (256, 128, 4, 3, None, 168),
-            (256, 64, 4, 4, None, 168), (256, 64, 4, 6, None, 168), (256, 128, 4, 4, 8, 168)]
+V3_SWEEP = {"v3a": [(256, 128, 4, 4, None, 0), (256, 128, 4, 3, None, 168), (256, 64, 4, 6, None, 168),
+                    (256, 128, 4, 4, 8, 168)],
+            "v3b": [(1024, 64, 4, 1, None, 0), (2048, 32, 8, 1, None, 0), (512, 32, 4, 1, None, 0)]}
 
 
-def sweep(ops, dev, impl, configs, override, ms, budget=None):
+def sweep(ops, dev, impl, configs, override, ms, deadline=None):
+    """deadline: time.time() after which no further config starts."""
     set_impl(impl)
-    t0 = time.time()
     for name, (K, N) in SHAPES.items():
-        if budget is not None and time.time() - t0 > budget:
+        if deadline is not None and time.time() > deadline:
             break
         awq, gptq = w4_inputs(K, N, dev)
         for M in ms:
@@ -156,8 +157,8 @@ def sweep(ops, dev, impl, configs, override, ms, budget=None):
                 ref = ref_fn()
                 res = [(bench(fn), "default", rel_err(fn(), ref))]
                 for cfg in configs:
-                    if budget is not None and time.time() - t0 > budget:
-                        print(f"  sweep {impl}: budget of {budget} s spent, stopping")
+                    if deadline is not None and time.time() > deadline:
+                        print(f"  sweep {impl}: --sweep-budget spent, stopping")
                         break
                     override["config"] = cfg
                     try:
@@ -182,7 +183,7 @@ def main():
     ap.add_argument("--fmt", default="awq,gptq")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--sweep-v3", action="store_true")
-    ap.add_argument("--sweep-budget", type=float, default=80.0, help="seconds for each --sweep-v3 variant")
+    ap.add_argument("--sweep-budget", type=float, default=70.0, help="seconds for all --sweep-v3 variants")
     args = ap.parse_args()
     if os.environ.get("HALINFER_W4A16_GEMV"):
         sys.exit("unset HALINFER_W4A16_GEMV: it overrides the columns' GEMV choice")
@@ -203,8 +204,13 @@ def main():
         sweep(ops, dev, "v1", V1_SWEEP, w4a16.GEMV_CONFIG_OVERRIDE, (1,))
     if args.sweep_v3:
         FMTS[:] = ["awq"]
-        for v in [c for c in COLS if c.startswith("v3")]:
-            sweep(ops, dev, v, V3_SWEEP, w4a16_v3.CONFIG_OVERRIDE, (1,), budget=args.sweep_budget)
+        v3s = [c for c in COLS if c.startswith("v3")]
+        t0 = time.time()
+        for i, v in enumerate(v3s):
+            # an equal share of the budget each (what one leaves over goes to the next)
+            share = (args.sweep_budget - (time.time() - t0)) / (len(v3s) - i)
+            sweep(ops, dev, v, V3_SWEEP[v], w4a16_v3.CONFIG_OVERRIDE, (1,), deadline=time.time() + share)
+        print(f"  sweep-v3 took {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

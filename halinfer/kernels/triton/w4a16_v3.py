@@ -328,6 +328,7 @@ def config(variant, M, N, K, group, interp, sms):
     if interp:
         bn, bk = 64, min(bk, 64)
         return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
+    fit = bk            # the largest K tile inside a group
     if variant == "v3b":
         # 128 packed columns a row (one 512-byte row per warp), 32 rows a trip
         bn, bk, warps, stages, splits = 1024, min(bk, 32), 4, 1, None
@@ -337,7 +338,7 @@ def config(variant, M, N, K, group, interp, sms):
         cfg = CONFIG_OVERRIDE["config"]
         bn, bk_o, warps, stages = cfg[:4]
         splits = cfg[4] if len(cfg) > 4 else None
-        if bk_o in ks and bk_o <= bk and bk % bk_o == 0:
+        if bk_o in ks and bk_o <= fit and fit % bk_o == 0:
             bk = bk_o
     if splits is None:
         # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
