@@ -10,18 +10,26 @@ scales, zeros) over its time in GB/s, and the largest error against the torch re
 (core.ops on the same GPU inputs) relative to the reference's largest magnitude, so that a
 wrong kernel shows beside a fast one.  "dense" is torch's linear on a bf16 weight.
 
+--impl picks the columns (default v1,v2,v2p; the AWQ-only v3 variants of w4a16_v3.py, e.g.
+v3a, run the GPTQ rows through v2, as the selector does); --fmt awq / gptq / awq,gptq and
+--shapes cut the rows.  HALINFER_W4A16_GEMV must be unset (it overrides the columns' choice).
+
 --sweep (last, so that a timeout cuts it and not the tables) tries v2 tile configs
 (BLOCK_N, BLOCK_K, warps, stages[, splits]) per shape at M = 1 and 16 and prints the best
 four, to pick kernels/triton/w4a16.py's defaults from; --sweep-v1 does the same for v1's
-(BLOCK_N, BLOCK_K, warps).
+(BLOCK_N, BLOCK_K, warps); --sweep-v3 does it for each v3 variant named in --impl (AWQ, M = 1,
+configs (BLOCK_N, BLOCK_K, warps, stages, splits or None = one wave, maxnreg or 0 = none)),
+no config starting after --sweep-budget seconds (all variants together).
 
-Usage: python benchmarks/kernels/bench_quant_gemm.py [--sweep] [--sweep-v1] [--m 1,4,16] [--no-fp8]
+Usage: python benchmarks/kernels/bench_quant_gemm.py [--impl v2,v3a] [--fmt awq] [--shapes gate_up,down]
+          [--sweep] [--sweep-v1] [--sweep-v3] [--sweep-budget 80] [--m 1,4,16] [--no-fp8]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 
 import torch
 import triton.testing
@@ -29,7 +37,7 @@ import triton.testing
 from halinfer.core.ops import Ops
 from halinfer.core.ops.gptq import gptq_pack_cols, gptq_pack_rows
 from halinfer.core.ops.quant import awq_pack
-from halinfer.kernels.triton import scaled_gemm, w4a16
+from halinfer.kernels.triton import scaled_gemm, w4a16, w4a16_v3
 from halinfer.kernels.triton.ops import TritonOps
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +46,10 @@ from timing import device_us  # noqa: E402
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 GROUP = 128
 DT = torch.bfloat16   # the activations' (and scales') dtype
-IMPLS = {"v1": ("v1", True), "v2": ("v2", True), "v2p": ("v2", False)}   # name -> (GEMV_IMPL, GEMV_V2_ASM)
+IMPLS = {"v1": ("v1", True), "v2": ("v2", True), "v2p": ("v2", False),   # name -> (GEMV_IMPL, GEMV_V2_ASM)
+         **{v: (v, True) for v in w4a16_v3.VARIANTS}}
+COLS = ["v1", "v2", "v2p"]     # the table's columns (--impl)
+FMTS = ["awq", "gptq"]
 REF = Ops()
 
 
@@ -66,15 +77,16 @@ def rel_err(y, ref) -> float:
 
 def w4_ops(ops, x, awq, gptq):
     (qw, s, qz), (gqw, gqz, gs, gidx) = awq, gptq
-    return {"awq": (lambda: ops.w4a16_linear(x, qw, s, qz, GROUP),
+    ops_ = {"awq": (lambda: ops.w4a16_linear(x, qw, s, qz, GROUP),
                     lambda: REF.w4a16_linear(x, qw, s, qz, GROUP)),
             "gptq": (lambda: ops.gptq_linear(x, gqw, gqz, gs, gidx, 4),
                      lambda: REF.gptq_linear(x, gqw, gqz, gs, gidx, 4))}
+    return {f: ops_[f] for f in FMTS}
 
 
 def w4_table(ops, dev, ms):
-    print(f"{'op':16s} {'M':>3s} {'dense us':>8s}  " + "  ".join(f"{n + ' us':>8s} {'GB/s':>6s} {'err':>7s}" for n in IMPLS)
-          + "   v2 vs v1  v2 vs dense")
+    print(f"{'op':16s} {'M':>3s} {'dense us':>8s}  " + "  ".join(f"{n + ' us':>8s} {'GB/s':>6s} {'err':>7s}" for n in COLS)
+          + "   v2 vs v1  v2 vs dense" + "".join(f"  {n} vs v2" for n in COLS if n.startswith("v3")))
     for name, (K, N) in SHAPES.items():
         awq, gptq = w4_inputs(K, N, dev)
         qw, s, qz = awq
@@ -86,7 +98,7 @@ def w4_table(ops, dev, ms):
             for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq).items():
                 ref = ref_fn()
                 cells, t = [], {}
-                for impl in IMPLS:
+                for impl in COLS:
                     set_impl(impl)
                     try:
                         err = rel_err(fn(), ref)
@@ -95,7 +107,9 @@ def w4_table(ops, dev, ms):
                     except Exception as e:  # noqa: BLE001 - a kernel that fails to build is reported, the rest run
                         cells.append(f"{'FAILED':>8s} {type(e).__name__[:14]:>14s}")
                 set_impl("v2")
-                speed = (f"{t['v1'] / t['v2']:9.2f}x {t_bf16 / t['v2']:10.2f}x" if "v1" in t and "v2" in t else "")
+                speed = (f"{t['v1'] / t['v2']:9.2f}x" if "v1" in t and "v2" in t else f"{'-':>10s}")
+                speed += f" {t_bf16 / t['v2']:10.2f}x" if "v2" in t else f" {'-':>10s}"
+                speed += "".join(f"  {t['v2'] / t[n]:7.2f}x" for n in COLS if n.startswith("v3") and n in t and "v2" in t)
                 print(f"{fmt + ' ' + name:16s} {M:3d} {t_bf16:8.1f}  " + "  ".join(cells) + "  " + speed)
 
 
@@ -123,9 +137,19 @@ V1_SWEEP = [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8
             (64, 128, 2), (128, 32, 2)]
 
 
-def sweep(ops, dev, impl, configs, override, ms):
+# v3 (BLOCK_N, BLOCK_K, warps, stages, splits (None: one wave), maxnreg (0: none)): the default
+# first, then the register cap off (2 programs an SM), fewer stages, smaller K tiles
+V3_SWEEP = {"v3a": [(256, 128, 4, 4, None, 0), (256, 128, 4, 3, None, 168), (256, 64, 4, 6, None, 168),
+                    (256, 128, 4, 4, 8, 168)],
+            "v3b": [(1024, 64, 4, 1, None, 0), (2048, 32, 8, 1, None, 0), (512, 32, 4, 1, None, 0)]}
+
+
+def sweep(ops, dev, impl, configs, override, ms, deadline=None):
+    """deadline: time.time() after which no further config starts."""
     set_impl(impl)
     for name, (K, N) in SHAPES.items():
+        if deadline is not None and time.time() > deadline:
+            break
         awq, gptq = w4_inputs(K, N, dev)
         for M in ms:
             x = torch.randn(M, K, device=dev, dtype=DT)
@@ -133,6 +157,9 @@ def sweep(ops, dev, impl, configs, override, ms):
                 ref = ref_fn()
                 res = [(bench(fn), "default", rel_err(fn(), ref))]
                 for cfg in configs:
+                    if deadline is not None and time.time() > deadline:
+                        print(f"  sweep {impl}: --sweep-budget spent, stopping")
+                        break
                     override["config"] = cfg
                     try:
                         err = rel_err(fn(), ref)
@@ -152,7 +179,18 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sweep-v1", action="store_true")
     ap.add_argument("--no-fp8", action="store_true")
+    ap.add_argument("--impl", default=",".join(COLS))
+    ap.add_argument("--fmt", default="awq,gptq")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--sweep-v3", action="store_true")
+    ap.add_argument("--sweep-budget", type=float, default=70.0, help="seconds for all --sweep-v3 variants")
     args = ap.parse_args()
+    if os.environ.get("HALINFER_W4A16_GEMV"):
+        sys.exit("unset HALINFER_W4A16_GEMV: it overrides the columns' GEMV choice")
+    COLS[:] = args.impl.split(",")
+    FMTS[:] = args.fmt.split(",")
+    for name in [n for n in SHAPES if n not in args.shapes.split(",")]:
+        del SHAPES[name]
     dev = "cuda"
     ops = TritonOps()
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
@@ -164,6 +202,15 @@ def main():
         sweep(ops, dev, "v2", V2_SWEEP, w4a16.GEMV_V2_CONFIG_OVERRIDE, (1,))
     if args.sweep_v1:
         sweep(ops, dev, "v1", V1_SWEEP, w4a16.GEMV_CONFIG_OVERRIDE, (1,))
+    if args.sweep_v3:
+        FMTS[:] = ["awq"]
+        v3s = [c for c in COLS if c.startswith("v3")]
+        t0 = time.time()
+        for i, v in enumerate(v3s):
+            # an equal share of the budget each (what one leaves over goes to the next)
+            share = (args.sweep_budget - (time.time() - t0)) / (len(v3s) - i)
+            sweep(ops, dev, v, V3_SWEEP[v], w4a16_v3.CONFIG_OVERRIDE, (1,), deadline=time.time() + share)
+        print(f"  sweep-v3 took {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

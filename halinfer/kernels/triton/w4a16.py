@@ -32,6 +32,7 @@ M up to DEQUANT_MIN_M runs the tiled kernel below (split-K up to M = 64); from t
 (prefill) the weight is dequantized to the activations' dtype by one kernel pass and the
 GEMM is torch's (cuBLAS): at that M the GEMM's compute outweighs the extra weight pass.
 """
+import os
 import weakref
 
 import torch
@@ -532,7 +533,8 @@ def _gptq_group(g_idx: torch.Tensor, groups: int) -> int | None:
     return gs if plain else None
 
 
-GEMV_IMPL = "v2"   # "v1": the CUDA-core dequantizing GEMV above, kept for comparison (bench_quant_gemm.py)
+GEMV_IMPL = "v2"   # "v1": the CUDA-core dequantizing GEMV above, kept for comparison (bench_quant_gemm.py);
+# "v3a" (AWQ only, w4a16_v3.py: v2 with prefetched scales and a one-wave grid); env HALINFER_W4A16_GEMV overrides
 GEMV_V2_ASM = True  # v2 unpacks two nibbles per instruction (inline PTX); False: plain Triton (as the interpreter)
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits]) forced for the v2 GEMV (the --sweep of
@@ -622,7 +624,13 @@ def _gemv(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N):
         gs = _gptq_group(g_idx, scales.shape[0])
         act_order = gs is None
         group = K if act_order else gs
-    if GEMV_IMPL == "v2" and bits == 4 and not act_order and x.dtype in (torch.float16, torch.bfloat16):
+    impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
+    if impl.startswith("v3") and fmt == 0 and bits == 4 and x.dtype in (torch.float16, torch.bfloat16):
+        from . import w4a16_v3
+        y = w4a16_v3.gemv(impl, x, qweight, qzeros, scales, group, bias, N)
+        if y is not None:
+            return y
+    if (impl == "v2" or impl.startswith("v3")) and bits == 4 and not act_order and x.dtype in (torch.float16, torch.bfloat16):
         y = _gemv_v2(fmt, x, qweight, qzeros, scales, group, bias, N)
         if y is not None:
             return y

@@ -1,0 +1,415 @@
+"""W4A16 AWQ GEMV for decode (M <= 16), v3: v2's formulation (w4a16.py: transposed, four int16
+"planes" of biased nibbles into the tensor cores, zero / scale per K tile after the dot, one
+launch with a last-program split-K reduction), re-cut from static analysis of v2's sm_90 SASS
+(benchmarks/kernels/sass_stats.py).
+
+What the analysis said about v2 (gate_up 4096 -> 28672, M = 1, bf16, BLOCK 256 x 128):
+  * 2.4 instructions per weight in the K loop, 168 registers, no spills, 62 KB shared: the
+    packed int16 tile goes global -> shared (LDGSTS.128) -> operand registers (LDSM), there is
+    no convert_layout in the loop, so no 16-bit weight data round-trips through shared memory.
+    At the measured 1.69 TB/s an SM issues ~30 thread-instructions a cycle of its 128: the ALU
+    is not the limit;
+  * the scale / zero loads of each K tile (five small tt.load) are not pipelined (Triton's
+    pipeliner makes async copies only of the dot's operands): every trip waits one full
+    global-memory latency before its epilogue, with only 3 programs an SM to hide it;
+  * 112 N tiles x 4 splits = 448 programs against 3 x 132 = 396 resident: 1.13 waves, the
+    last 52 programs run alone.
+v3a keeps the inner loop and fixes those two: the scales / zeros of the next K tile are loaded
+one trip ahead (loop-carried registers, so their latency hides behind a whole trip), and the
+split count is sized so that the grid is one wave of resident programs (PROGS_PER_SM from the
+static register / shared-memory use).  For M == 1 it also sums x over the tile as a 1-D vector
+(v2 summed the [BLOCK_K, 16] padded tile: 20 shuffles a trip).
+
+fp16 also makes its four planes in five instructions a register instead of seven (_plane3).
+
+v3b (M == 1 only) is the CUDA-core formulation, kept to measure against: per weight a shift,
+a LOP3 (nibble to float32 1 + q/16 by bit pattern) and an FFMA (float32 accumulation) are its
+floor, 3 instructions, above v3a's ~2 (the tensor cores take the multiply-add, and one LOP3
+unpacks two weights); the SASS has 4.9 (row addresses).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .common import cdiv, on_interpreter, sm_count
+from .w4a16 import _counters, _plane, _v2_out, _v2_reduce
+
+VARIANTS = ("v3a", "v3b")
+MAX_M = {"v3a": 16, "v3b": 1}   # the largest M each takes (more: gemv returns None)
+
+# (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits[, maxnreg (0: no cap)]]) forced
+# (bench_quant_gemm.py --sweep-v3); splits None: the one-wave rule
+CONFIG_OVERRIDE: dict = {}
+
+# resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
+# 62 KB shared -> 3); the split count fills exactly one wave of them
+PROGS_PER_SM = {"v3a": 3, "v3b": 4}
+# register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
+MAXNREG = {"v3a": 168}
+
+
+@triton.jit
+def _plane3(h, J: tl.constexpr, DT: tl.constexpr, ASM: tl.constexpr):
+    """As w4a16._plane (BIAS + nibble J of each int16, by bit pattern), but for fp16 the odd
+    planes keep their nibble at bits 4..7, still inside fp16's 10-bit mantissa: 1024 + 16 q,
+    no shift; planes 2 and 3 share one shift by 8 (ptxas merges the two identical shr).  So
+    five instructions make the four planes of a 32-bit register instead of seven.  bf16 has
+    a 7-bit mantissa (bits 4..7 would reach the exponent): w4a16._plane as it is."""
+    if DT == tl.float16:
+        if ASM:
+            if J == 0:
+                return tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x000F000F, 0x64006400, 0xea;", "=r,r",
+                                                 [h], dtype=tl.float16, is_pure=True, pack=2)
+            elif J == 1:
+                return tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x00F000F0, 0x64006400, 0xea;", "=r,r",
+                                                 [h], dtype=tl.float16, is_pure=True, pack=2)
+            elif J == 2:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 8; lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+            else:
+                return tl.inline_asm_elementwise(
+                    "{.reg .b32 t; shr.b32 t, $1, 8; lop3.b32 $0, t, 0x00F000F0, 0x64006400, 0xea;}", "=r,r",
+                    [h], dtype=tl.float16, is_pure=True, pack=2)
+        else:
+            if J % 2 == 0:
+                return (((h >> (4 * J)) & 0xF) | 0x6400).to(DT, bitcast=True)
+            else:
+                return (((h >> (4 * J - 4)) & 0xF0) | 0x6400).to(DT, bitcast=True)
+    else:
+        return _plane(h, J, DT, ASM)
+
+
+@triton.jit
+def _acc_plane(a, c, p, s, z, xs, J: tl.constexpr, DT: tl.constexpr, ONE_ROW: tl.constexpr):
+    """a += s * x.(q - z) from p = x.(BIAS + MUL q) (MUL 16 for _plane3's fp16 odd planes):
+    x.(q - z) = (p - (BIAS + MUL z) sum x) / MUL.  ONE_ROW (xs a scalar): the zero term is
+    summed per column into c (2 values a thread, not the [rows, 16] padded tile) and taken
+    off once after the loop."""
+    BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
+    MUL: tl.constexpr = 16.0 if (DT == tl.float16 and J % 2 == 1) else 1.0
+    zb = z.to(tl.float32) * MUL + BIAS
+    sf = s.to(tl.float32) * (1.0 / MUL)
+    if ONE_ROW:
+        a += sf[:, None] * p
+        c += sf * zb * xs
+    else:
+        a += sf[:, None] * (p - zb[:, None] * xs)
+    return a, c
+
+
+@triton.jit
+def _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N: tl.constexpr):
+    """Group g's zeros (int16, four nibbles) and the four planes' scales."""
+    if EVEN_N:
+        zh = tl.load(z16 + g * (2 * stride_qzr) + jc)
+        s0 = tl.load(s_ptr + g * stride_sr + ncol)
+        s1 = tl.load(s_ptr + g * stride_sr + ncol + 2)
+        s2 = tl.load(s_ptr + g * stride_sr + ncol + 4)
+        s3 = tl.load(s_ptr + g * stride_sr + ncol + 6)
+    else:
+        zh = tl.load(z16 + g * (2 * stride_qzr) + jc, mask=jmask, other=0)
+        s0 = tl.load(s_ptr + g * stride_sr + ncol, mask=jmask, other=0.0)
+        s1 = tl.load(s_ptr + g * stride_sr + ncol + 2, mask=jmask, other=0.0)
+        s2 = tl.load(s_ptr + g * stride_sr + ncol + 4, mask=jmask, other=0.0)
+        s3 = tl.load(s_ptr + g * stride_sr + ncol + 6, mask=jmask, other=0.0)
+    return zh, s0, s1, s2, s3
+
+
+@triton.jit
+def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
+                           k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
+                           DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+                           EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           ONE_ROW: tl.constexpr):
+    """As w4a16._w4a16_gemv_v2_awq_kernel (int16 column jc of qweight row k: nibble j is output
+    column 8 (jc // 2) + 2 j + jc % 2), with the next K tile's scales / zeros prefetched and,
+    with ONE_ROW (M == 1), x summed over the tile from a 1-D load."""
+    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
+    BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
+    Q: tl.constexpr = BLOCK_N // 4
+    m = tl.arange(0, BLOCK_M)
+    xcol = x_ptr + tl.minimum(m, M - 1)[None, :].to(tl.int64) * stride_xm
+    jc = pid_n * Q + tl.arange(0, Q)
+    jmask = jc < N // 4
+    ncol = 8 * (jc // 2) + jc % 2
+    q16 = qw_ptr.to(tl.pointer_type(tl.int16))
+    z16 = qz_ptr.to(tl.pointer_type(tl.int16))
+    a0 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a1 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a2 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    a3 = tl.zeros((Q, BLOCK_M), dtype=tl.float32)
+    c0 = tl.zeros((Q,), dtype=tl.float32)
+    c1 = tl.zeros((Q,), dtype=tl.float32)
+    c2 = tl.zeros((Q,), dtype=tl.float32)
+    c3 = tl.zeros((Q,), dtype=tl.float32)
+    k_lo = pid_s * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    if GROUP == 0:
+        g = 0
+    else:
+        g = k_lo // GROUP
+    zh, s0, s1, s2, s3 = _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N)
+    kk = tl.arange(0, BLOCK_K)
+    if ONE_ROW:
+        # M == 1: x summed over the tile from a 1-D copy (v2 summed the [BLOCK_K, 16] padded
+        # operand: 20 shuffles a trip), also loaded a trip ahead
+        xv = tl.load(x_ptr + k_lo + kk, mask=k_lo + kk < k_hi, other=0.0)
+    # the tile's int32 offsets are fixed; only a scalar (uniform) base moves with k0
+    hoff = kk[None, :] * (2 * stride_qwr) + jc[:, None]
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        # next trip's group (this one's on the last trip: an L1 hit, never out of bounds); issued
+        # first so that its latency runs under this trip's loads and dots
+        if GROUP == 0:
+            zn, t0, t1, t2, t3 = zh, s0, s1, s2, s3
+        else:
+            gn = tl.minimum(k0 + BLOCK_K, k_hi - 1) // GROUP
+            zn, t0, t1, t2, t3 = _scales4(s_ptr, z16, gn, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N)
+        if ONE_ROW:
+            xs = tl.sum(xv.to(tl.float32), axis=0)
+            xv = tl.load(x_ptr + k0 + BLOCK_K + kk, mask=k0 + BLOCK_K + kk < k_hi, other=0.0)
+        hp = q16 + (tl.full((), 0, tl.int64) + k0) * (2 * stride_qwr) + hoff   # int64 base
+        xp = xcol + (k0 + kk)[:, None]
+        if EVEN_K:
+            xt = tl.load(xp)
+            if EVEN_N:
+                h = tl.load(hp)
+            else:
+                h = tl.load(hp, mask=jmask[:, None], other=0)
+        else:
+            kin = k0 + kk < k_hi
+            # rows past k_hi: x = 0, so their (finite) BIAS + 0 weights add nothing
+            xt = tl.load(xp, mask=kin[:, None], other=0.0)
+            h = tl.load(hp, mask=jmask[:, None] & kin[None, :], other=0)
+        if not ONE_ROW:
+            xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]
+        a0, c0 = _acc_plane(a0, c0, tl.dot(_plane3(h, 0, DT, ASM), xt), s0, zh & 0xF, xs, 0, DT, ONE_ROW)
+        a1, c1 = _acc_plane(a1, c1, tl.dot(_plane3(h, 1, DT, ASM), xt), s1, (zh >> 4) & 0xF, xs, 1, DT, ONE_ROW)
+        a2, c2 = _acc_plane(a2, c2, tl.dot(_plane3(h, 2, DT, ASM), xt), s2, (zh >> 8) & 0xF, xs, 2, DT, ONE_ROW)
+        a3, c3 = _acc_plane(a3, c3, tl.dot(_plane3(h, 3, DT, ASM), xt), s3, (zh >> 12) & 0xF, xs, 3, DT, ONE_ROW)
+        zh, s0, s1, s2, s3 = zn, t0, t1, t2, t3
+    if ONE_ROW:
+        a0 -= c0[:, None]
+        a1 -= c1[:, None]
+        a2 -= c2[:, None]
+        a3 -= c3[:, None]
+    ncol = tl.where(jmask, ncol, N)
+    _v2_out(a0, ncol, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a1, ncol + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a2, ncol + 4, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(a3, ncol + 6, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    if SPLIT:
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _nib_f32(w, I: tl.constexpr):
+    """Nibble I of int32 words -> float32 1 + q / 16 by bit pattern: q moved to the top of the
+    mantissa (bits 19..22) and ORed into 1.0 (0x3F800000); one shift and one LOP3.  (A nibble
+    left low in the mantissa would be too small beside the 1.0 for float32 sums.)"""
+    if 4 * I <= 19:
+        v = w << (19 - 4 * I)
+    else:
+        v = w >> (4 * I - 19)
+    return ((v & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _v3b_epi(y, acc, xs, s_ptr, z, gs, n, nmask, I: tl.constexpr):
+    """acc = sum_k x_k (1 + q/16) = xs + x.q / 16, so x.(q - z) = 16 acc - (16 + z) xs; times
+    the group's scale of columns n."""
+    sc = tl.load(s_ptr + gs + n, mask=nmask, other=0.0).to(tl.float32)
+    zq = ((z >> (4 * I)) & 0xF).to(tl.float32)
+    return y + sc * (16.0 * acc - (16.0 + zq) * xs)
+
+
+@triton.jit
+def _w4a16_gemv_v3b_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
+                           k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
+                           DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+                           EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           ONE_ROW: tl.constexpr):
+    """M == 1 on the CUDA cores (no tensor cores, no M padding).  A thread owns packed columns
+    (one word of each K row) and walks the trip's BLOCK_K rows one at a time (unrolled): per
+    row one 4-byte load, and per nibble position i (output column 8c + AWQ order[i]) an
+    elementwise acc_i += x_k * (1 + q / 16): no cross-thread reduction in the loop.  Per weight
+    a shift, a LOP3 and an FFMA: 3 instructions is this formulation's floor (float32
+    accumulation needs one FFMA a weight; see sass_stats.py).  Same split-K / reduction as v2."""
+    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
+    W: tl.constexpr = BLOCK_N // 8
+    c = pid_n * W + tl.arange(0, W)
+    cmask = c < N // 8
+    k_lo = pid_s * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    n0 = 8 * c
+    y0 = tl.zeros((W,), dtype=tl.float32)
+    y1 = tl.zeros((W,), dtype=tl.float32)
+    y2 = tl.zeros((W,), dtype=tl.float32)
+    y3 = tl.zeros((W,), dtype=tl.float32)
+    y4 = tl.zeros((W,), dtype=tl.float32)
+    y5 = tl.zeros((W,), dtype=tl.float32)
+    y6 = tl.zeros((W,), dtype=tl.float32)
+    y7 = tl.zeros((W,), dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        wp = qw_ptr + (tl.full((), 0, tl.int64) + k0) * stride_qwr + c
+        a0 = tl.zeros((W,), dtype=tl.float32)
+        a1 = tl.zeros((W,), dtype=tl.float32)
+        a2 = tl.zeros((W,), dtype=tl.float32)
+        a3 = tl.zeros((W,), dtype=tl.float32)
+        a4 = tl.zeros((W,), dtype=tl.float32)
+        a5 = tl.zeros((W,), dtype=tl.float32)
+        a6 = tl.zeros((W,), dtype=tl.float32)
+        a7 = tl.zeros((W,), dtype=tl.float32)
+        xs = 0.0
+        for r in tl.static_range(BLOCK_K):
+            if EVEN_K:
+                xr = tl.load(x_ptr + k0 + r).to(tl.float32)
+                if EVEN_N:
+                    w = tl.load(wp + r * stride_qwr)
+                else:
+                    w = tl.load(wp + r * stride_qwr, mask=cmask, other=0)
+            else:
+                # rows past k_hi: x = 0 (their words, read as 0, add nothing)
+                # (a clamped address and a select: the interpreter refuses a scalar load's mask)
+                xr = tl.load(x_ptr + tl.minimum(k0 + r, k_hi - 1)).to(tl.float32)
+                xr = tl.where(k0 + r < k_hi, xr, 0.0)
+                w = tl.load(wp + r * stride_qwr, mask=cmask & (c * 0 + k0 + r < k_hi), other=0)
+            xs += xr
+            a0 += xr * _nib_f32(w, 0)
+            a1 += xr * _nib_f32(w, 1)
+            a2 += xr * _nib_f32(w, 2)
+            a3 += xr * _nib_f32(w, 3)
+            a4 += xr * _nib_f32(w, 4)
+            a5 += xr * _nib_f32(w, 5)
+            a6 += xr * _nib_f32(w, 6)
+            a7 += xr * _nib_f32(w, 7)
+        if GROUP == 0:
+            g = 0
+        else:
+            g = k0 // GROUP
+        if EVEN_N:
+            z = tl.load(qz_ptr + g * stride_qzr + c)
+        else:
+            z = tl.load(qz_ptr + g * stride_qzr + c, mask=cmask, other=0)
+        gs = g * stride_sr
+        # nibble i -> column 8c + AWQ_ORDER[i] (0,2,4,6,1,3,5,7)
+        y0 = _v3b_epi(y0, a0, xs, s_ptr, z, gs, n0 + 0, cmask, 0)
+        y2 = _v3b_epi(y2, a1, xs, s_ptr, z, gs, n0 + 2, cmask, 1)
+        y4 = _v3b_epi(y4, a2, xs, s_ptr, z, gs, n0 + 4, cmask, 2)
+        y6 = _v3b_epi(y6, a3, xs, s_ptr, z, gs, n0 + 6, cmask, 3)
+        y1 = _v3b_epi(y1, a4, xs, s_ptr, z, gs, n0 + 1, cmask, 4)
+        y3 = _v3b_epi(y3, a5, xs, s_ptr, z, gs, n0 + 3, cmask, 5)
+        y5 = _v3b_epi(y5, a6, xs, s_ptr, z, gs, n0 + 5, cmask, 6)
+        y7 = _v3b_epi(y7, a7, xs, s_ptr, z, gs, n0 + 7, cmask, 7)
+    m = tl.arange(0, 1)
+    n0 = tl.where(cmask, n0, N)
+    _v2_out(y0[:, None], n0 + 0, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y1[:, None], n0 + 1, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y2[:, None], n0 + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y3[:, None], n0 + 3, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y4[:, None], n0 + 4, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y5[:, None], n0 + 5, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y6[:, None], n0 + 6, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(y7[:, None], n0 + 7, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    if SPLIT:
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, 1, BLOCK_N)
+
+
+def config(variant, M, N, K, group, interp, sms):
+    """(BLOCK_N, BLOCK_K, splits, num_warps, num_stages), or None when the variant cannot run."""
+    ks = (128, 64, 32, 16)
+    bk = next((b for b in ks if group % b == 0 or group >= K), None)
+    if bk is None or N % 8 or (variant == "v3b" and M != 1):
+        return None
+    if interp:
+        bn, bk = 64, min(bk, 64)
+        return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
+    fit = bk            # the largest K tile inside a group
+    if variant == "v3b":
+        # 128 packed columns a row (one 512-byte row per warp), 32 rows a trip
+        bn, bk, warps, stages, splits = 1024, min(bk, 32), 4, 1, None
+    else:
+        bn, warps, stages, splits = 256, 4, 4, None
+    if CONFIG_OVERRIDE:
+        cfg = CONFIG_OVERRIDE["config"]
+        bn, bk_o, warps, stages = cfg[:4]
+        splits = cfg[4] if len(cfg) > 4 else None
+        if bk_o in ks and bk_o <= fit and fit % bk_o == 0:
+            bk = bk_o
+    if splits is None:
+        # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
+        # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
+        slots = PROGS_PER_SM[variant] * sms
+        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 32))
+    return bn, bk, splits, warps, stages
+
+
+def maxnreg(variant):
+    """The register cap the launch asks for (None: ptxas's choice)."""
+    cfg = CONFIG_OVERRIDE.get("config", ())
+    if len(cfg) > 5:
+        return cfg[5] or None
+    return MAXNREG.get(variant)
+
+
+def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
+    k_per_split = cdiv(cdiv(K, splits), bk) * bk
+    splits = cdiv(K, k_per_split)
+    consts = dict(DT=tl.float16 if dt_is_fp16 else tl.bfloat16, GROUP=0 if group >= K else group,
+                  SPLIT=splits > 1, EVEN_K=K % bk == 0, EVEN_N=N % bn == 0, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk,
+                  ONE_ROW=M == 1)
+    return k_per_split, splits, consts
+
+
+KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel}
+
+
+def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
+    """AWQ 4-bit, fp16 / bf16 x, M <= 16, the w4a16_linear contract: y [M, N] in x's dtype
+    (None: no tile fits this group; the caller falls back)."""
+    interp = on_interpreter(x)
+    M, K = x.shape
+    cfg = config(variant, M, N, K, group, interp, sm_count(x.device))
+    if cfg is None or M > 16 or x.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    bn, bk, splits, warps, stages = cfg
+    k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)
+    tiles = cdiv(N, bn)
+    cnt = _counters(x.device, tiles) if splits > 1 else None
+    if cnt is None and splits > 1:
+        k_per_split, splits = cdiv(K, bk) * bk, 1
+        consts["SPLIT"] = False
+    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else y
+    KERNELS[variant][(tiles, splits)](
+        x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
+        M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
+        HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
+        num_warps=warps, num_stages=stages, 
+        **({} if interp or maxnreg(variant) is None else {"maxnreg": maxnreg(variant)}))
+    return y
+
+
+def static_launch(variant, M, K, N, group, dt, sms, cfg=None):
+    """What gemv would launch on a CUDA device with ``sms`` SMs (no tensors): for sass_stats.py.
+    Returns (kernel, args, constexprs, warps, stages, maxnreg, weights per K trip, description)."""
+    if cfg:
+        CONFIG_OVERRIDE["config"] = cfg
+    try:
+        bn, bk, splits, warps, stages = config(variant, M, N, K, group, False, sms)
+        nreg = maxnreg(variant)
+    finally:
+        CONFIG_OVERRIDE.clear()
+    k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, dt == "fp16")
+    tdt = "fp16" if dt == "fp16" else "bf16"
+    args = dict(x_ptr="*" + tdt, qw_ptr="*i32", qz_ptr="*i32", s_ptr="*" + tdt, b_ptr="*" + tdt, y_ptr="*" + tdt,
+                part_ptr="*fp32", cnt_ptr="*i32", M=M, N=N, K=K, k_per_split=k_per_split, stride_xm=K,
+                stride_qwr=N // 8, stride_qzr=N // 8, stride_sr=N, stride_ym=N)
+    consts.update(HAS_BIAS=False, ASM=True)
+    info = (f"BLOCK_N {bn} BLOCK_K {bk} splits {splits} grid {cdiv(N, bn) * splits} stages {stages} "
+            f"({sms * PROGS_PER_SM[variant]} resident slots assumed)")
+    return KERNELS[variant], args, consts, warps, stages, nreg, bn * bk, info
