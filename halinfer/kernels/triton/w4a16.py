@@ -28,6 +28,10 @@ runs the older kernel: each program owns BLOCK_N output columns and a slice of K
 in registers and multiplies in float32 on the CUDA cores (M == 1) or one tl.dot (2..16);
 partial sums go to a float32 buffer that one torch sum reduces.  GPTQ with act-order g_idx
 (groups not contiguous in K) gathers its scales per row.
+A loaded model's 4-bit GPTQ never reaches the GPTQ kernels: gptq_prepare (Ops.prepare_gptq,
+once at load) re-lays it into AWQ's layout, act-order rows sorted by g_idx (x gathered by that
+permutation per call), so its GEMV is AWQ's v2 with four times deeper dots; the GPTQ paths
+serve 8-bit, groups of unequal sizes and raw checkpoint tensors (kernel tests, benchmarks).
 M up to DEQUANT_MIN_M runs the tiled kernel below (split-K up to M = 64); from there on
 (prefill) the weight is dequantized to the activations' dtype by one kernel pass and the
 GEMM is torch's (cuBLAS): at that M the GEMM's compute outweighs the extra weight pass.
