@@ -254,8 +254,8 @@ def test_prepare_gptq_leaves_what_awq_cannot_take(target, ops, gen, launch_spy, 
         g_idx = torch.cat([torch.zeros(16), torch.ones(48), torch.full((32,), 2), torch.full((32,), 3)]).int()
     args = (qw.to(dev), qz.to(dev), s.to(dev, dt), g_idx.to(dev))
     prep = ops.prepare_gptq(*args, bits)
-    assert set(prep) == {"qweight", "qzeros", "scales", "g_idx"} and all(a is prep[k] for a, k in
-                                                                          zip(args, ("qweight", "qzeros", "scales", "g_idx")))
+    keys = ("qweight", "qzeros", "scales", "g_idx")
+    assert set(prep) == set(keys) and all(a is prep[k] for a, k in zip(args, keys))
     x = _x(3, K, dt, dev, gen, "contig")
     got = ops.gptq_linear(x, **prep, bits=bits)
     want = REF.gptq_linear(x.cpu().float(), qw, qz, s.to(dt).float(), g_idx, bits)

@@ -9,8 +9,8 @@ kernels/vision_attention.py), fused_moe (tokens grouped by expert on
 the device, one launch per GEMM for all experts), and the quantized GEMMs: W4A16 in
 AWQ and GPTQ layouts (a GEMV for M <= 16, split-K tiles up to M = 64, dequantize +
 torch GEMM for prefill; prepare_gptq re-lays 4-bit GPTQ, act-order too, into AWQ's
-layout once at load, so GPTQ runs AWQ's kernels), W8A8 int8 and FP8 (per-token activation quantization in
-one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
+layout once at load, so GPTQ runs AWQ's kernels), W8A8 int8 and FP8 (per-token
+activation quantization in one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
 scaled 8-bit Triton GEMM).  Everything else is the core's torch reference: dense
 GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
