@@ -14,8 +14,8 @@ offline-1000  1000 requests from numpy.random.default_rng(0): input lengths in [
               output lengths in [50, 350], token ids in [100, 120000); all submitted at
               once, greedy, ignore EOS.  A first pass after a short warm-up, then a second
               pass (steady state).  Reports wall s, output tok/s, total tok/s, req/s.
---quantization awq|gptq|w8a8|fp8   random weights in that published format (AWQ/GPTQ 4-bit
-              group 128, compressed-tensors W8A8 int8, block-scaled FP8 128x128): the
+--quantization awq|gptq|gptq-act|w8a8|fp8   random weights in that published format (AWQ/GPTQ 4-bit
+              group 128, gptq-act with an act-order g_idx, compressed-tensors W8A8 int8, block-scaled FP8 128x128): the
               config gets the format's quantization_config, so the real loading path runs.
 --kv-cache-dtype auto|int8|int4|fp8   the KV cache's storage.
 --peer hf     runs HF transformers generate() on the same workloads in the same run
@@ -88,6 +88,9 @@ QUANT_CONFIGS = {
     "awq": {"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemm", "zero_point": True},
     "gptq": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
              "checkpoint_format": "gptq"},
+    # act-order: dummy init gives g_idx a random permutation of the groups (GptqMethod.after_dummy_init)
+    "gptq-act": {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": True, "sym": True,
+                 "checkpoint_format": "gptq"},
     "w8a8": {"quant_method": "compressed-tensors", "format": "int-quantized", "ignore": ["lm_head"],
              "config_groups": {"group_0": {"targets": ["Linear"], "format": "int-quantized",
                                            "weights": {"num_bits": 8, "type": "int", "symmetric": True,

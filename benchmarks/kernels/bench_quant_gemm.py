@@ -3,7 +3,10 @@ side by side at decode M against bf16 torch matmul, and FP8 (block-scaled Triton
 per-channel torch._scaled_mm) against bf16.
 
 Shapes (K, N): qkv (4096, 6144), o (4096, 4096), gate_up (4096, 28672), down (14336, 4096).
-W4A16 rows: one per (shape, M, format); columns per GEMV implementation (w4a16.GEMV_IMPL
+W4A16 rows: one per (shape, M, format: awq; gptq and gptq-act, the checkpoint's tensors into
+GPTQ's kernels, plain and act-order g_idx; gptq-prep and gptq-act-prep, the same after
+TritonOps.prepare_gptq, as a loaded model runs them: AWQ's kernels, act-order with one x
+gather); columns per GEMV implementation (w4a16.GEMV_IMPL
 "v1", "v2", and "v2p" = v2 with its plain-Triton nibble unpack instead of the inline PTX):
 median microseconds (triton.testing.do_bench), the bytes the op must read (packed weights,
 scales, zeros) over its time in GB/s, and the largest error against the torch reference
@@ -58,12 +61,17 @@ def bench(fn) -> float:
 
 
 def w4_inputs(K, N, dev):
+    """AWQ and GPTQ tensors of one weight; GPTQ also with an act-order g_idx (a permutation of
+    the plain groups, as GPTQ's desc_act writes it)."""
     g = torch.Generator().manual_seed(K + N)
     q = torch.randint(0, 16, (K, N), generator=g)
     z = torch.randint(0, 16, (K // GROUP, N), generator=g)
     s = (torch.rand(K // GROUP, N, generator=g) * 0.02).to(dev, DT)
     awq = (awq_pack(q).to(dev), s, awq_pack(z).to(dev))
-    gptq = (gptq_pack_rows(q, 4).to(dev), gptq_pack_cols(z, 4).to(dev), s, (torch.arange(K) // GROUP).int().to(dev))
+    plain = (torch.arange(K) // GROUP).int()
+    act = plain[torch.randperm(K, generator=g)]
+    gptq = {kind: (gptq_pack_rows(q, 4).to(dev), gptq_pack_cols(z, 4).to(dev), s, gi.to(dev))
+            for kind, gi in (("plain", plain), ("act", act))}
     return awq, gptq
 
 
@@ -75,27 +83,40 @@ def rel_err(y, ref) -> float:
     return float((y.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-6))
 
 
-def w4_ops(ops, x, awq, gptq):
-    (qw, s, qz), (gqw, gqz, gs, gidx) = awq, gptq
-    ops_ = {"awq": (lambda: ops.w4a16_linear(x, qw, s, qz, GROUP),
-                    lambda: REF.w4a16_linear(x, qw, s, qz, GROUP)),
-            "gptq": (lambda: ops.gptq_linear(x, gqw, gqz, gs, gidx, 4),
-                     lambda: REF.gptq_linear(x, gqw, gqz, gs, gidx, 4))}
-    return {f: ops_[f] for f in FMTS}
+def w4_ops(ops, x, awq, gptq, prepared):
+    """op name -> (the kernel call, the reference call).  gptq / gptq-act: the checkpoint's
+    tensors straight into gptq_linear (GPTQ's own kernels; act-order on v1); gptq-prep /
+    gptq-act-prep: as a model runs them, through ops.prepare_gptq once (4-bit GPTQ re-laid into
+    AWQ's layout, act-order rows sorted and x gathered by perm: AWQ's kernels)."""
+    qw, s, qz = awq
+    out = {"awq": (lambda: ops.w4a16_linear(x, qw, s, qz, GROUP),
+                   lambda: REF.w4a16_linear(x, qw, s, qz, GROUP))}
+    for kind, name in (("plain", "gptq"), ("act", "gptq-act")):
+        t = gptq[kind]
+        ref = (lambda t=t: REF.gptq_linear(x, *t, 4))
+        out[name] = (lambda t=t: ops.gptq_linear(x, *t, 4)), ref
+        out[name + "-prep"] = (lambda p=prepared[kind]: ops.gptq_linear(x, **p, bits=4)), ref
+    # --fmt awq / gptq: a format keeps its act-order and prepared rows
+    return {k: v for k, v in out.items() if k.split("-")[0] in FMTS}
+
+
+def prepare(ops, gptq):
+    return {kind: ops.prepare_gptq(*t, 4) for kind, t in gptq.items()}
 
 
 def w4_table(ops, dev, ms):
-    print(f"{'op':16s} {'M':>3s} {'dense us':>8s}  " + "  ".join(f"{n + ' us':>8s} {'GB/s':>6s} {'err':>7s}" for n in COLS)
+    print(f"{'op':22s} {'M':>3s} {'dense us':>8s}  " + "  ".join(f"{n + ' us':>8s} {'GB/s':>6s} {'err':>7s}" for n in COLS)
           + "   v2 vs v1  v2 vs dense" + "".join(f"  {n} vs v2" for n in COLS if n.startswith("v3")))
     for name, (K, N) in SHAPES.items():
         awq, gptq = w4_inputs(K, N, dev)
+        prepared = prepare(ops, gptq)
         qw, s, qz = awq
         w4_bytes = qw.numel() * 4 + s.numel() * 2 + qz.numel() * 4
         wb = torch.randn(N, K, device=dev, dtype=DT)
         for M in ms:
             x = torch.randn(M, K, device=dev, dtype=DT)
             t_bf16 = bench(lambda: torch.nn.functional.linear(x, wb))
-            for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq).items():
+            for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq, prepared).items():
                 ref = ref_fn()
                 cells, t = [], {}
                 for impl in COLS:
@@ -110,7 +131,7 @@ def w4_table(ops, dev, ms):
                 speed = (f"{t['v1'] / t['v2']:9.2f}x" if "v1" in t and "v2" in t else f"{'-':>10s}")
                 speed += f" {t_bf16 / t['v2']:10.2f}x" if "v2" in t else f" {'-':>10s}"
                 speed += "".join(f"  {t['v2'] / t[n]:7.2f}x" for n in COLS if n.startswith("v3") and n in t and "v2" in t)
-                print(f"{fmt + ' ' + name:16s} {M:3d} {t_bf16:8.1f}  " + "  ".join(cells) + "  " + speed)
+                print(f"{fmt + ' ' + name:22s} {M:3d} {t_bf16:8.1f}  " + "  ".join(cells) + "  " + speed)
 
 
 def fp8_table(ops, dev):
@@ -151,9 +172,10 @@ def sweep(ops, dev, impl, configs, override, ms, deadline=None):
         if deadline is not None and time.time() > deadline:
             break
         awq, gptq = w4_inputs(K, N, dev)
+        prepared = prepare(ops, gptq)
         for M in ms:
             x = torch.randn(M, K, device=dev, dtype=DT)
-            for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq).items():
+            for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq, prepared).items():
                 ref = ref_fn()
                 res = [(bench(fn), "default", rel_err(fn(), ref))]
                 for cfg in configs:

@@ -143,6 +143,18 @@ def init_dummy_weights(model: torch.nn.Module, seed: int = 0) -> None:
             hook(m)
 
 
+def finish_loading(model: torch.nn.Module) -> None:
+    """Once a model's weights are final (loaded from a checkpoint, or random from
+    init_dummy_weights and its after_dummy_init fixes), each quantized layer's method may
+    re-lay its tensors once for the backend's kernels (GPTQ: Ops.prepare_gptq), replacing
+    them.  Runs on both paths, so benchmarks on random weights take the prepared kernels too."""
+    with torch.no_grad():
+        for m in model.modules():
+            hook = getattr(getattr(m, "qm", None), "after_loading", None)
+            if hook is not None:
+                hook(m)
+
+
 def lmdeploy_smooth_quant_names(weights: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
     """LMDeploy's ``lite smooth_quant`` saves each QLinear's per-output-channel float32 scale as
     ``<linear>.scale`` [N, 1] beside its int8 ``weight`` (``pytorch/models/q_modules.py``), where

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..core.distributed import SINGLE, TPGroup
-from ..core.loader import init_dummy_weights, open_checkpoint
+from ..core.loader import finish_loading, init_dummy_weights, open_checkpoint
 from ..core.model_protocol import ModelSpec
 
 
@@ -30,6 +30,7 @@ def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE
         if missing:
             raise ValueError(f"checkpoint {spec.checkpoint!r} lacks {len(missing)} tensor(s) the model needs, e.g. "
                              f"{', '.join(missing[:5])}")
+    finish_loading(model)   # after the missing-tensor check: a re-layout may rename or drop tensors
     return model.eval()
 
 

@@ -63,13 +63,22 @@ class AwqMethod:
 
 class GptqMethod:
     """GPTQ: qweight [K*b/32, N] (packed along K), qzeros [G, N*b/32], scales [G, N], g_idx [K].
-    v1 zeros (stored as zero - 1) become true zeros on load, the op's convention."""
+    v1 zeros (stored as zero - 1) become true zeros on load, the op's convention.  When the
+    model is loaded (finish_loading), the backend's Ops.prepare_gptq re-lays the four tensors
+    once; they replace the parameters of the same names (another shape, or None), extra
+    tensors become buffers ``gptq_<key>``, extra plain values stay here, and every call passes
+    them all back to gptq_linear."""
     name = "gptq"
+    _KEYS = ("qweight", "qzeros", "scales", "g_idx")
 
     def __init__(self, spec):
         self.bits, self.v1 = int(spec["bits"]), spec.get("format", "v1") == "v1"
         self.group = int(spec["group_size"])
+        self.desc_act = bool(spec.get("desc_act", False))
         self.pack = 32 // self.bits
+        self.prepared = False
+        self.extra_values: dict = {}      # prepare_gptq's non-tensor extras
+        self.extra_tensors: tuple = ()    # its tensor extras' keys (buffers gptq_<key>)
 
     def create(self, layer, dtype):
         n, k = layer.out_features, layer.in_features
@@ -98,9 +107,47 @@ class GptqMethod:
         else:
             getattr(layer, name).data[:, a:b].copy_(tensor)
 
+    def after_dummy_init(self, layer):
+        """desc_act: a random act-order g_idx (a permutation of the plain groups, as GPTQ's
+        act-order writes), so that benchmarks on random weights run the act-order path."""
+        if self.desc_act and self.group > 0:
+            k = layer.in_features
+            perm = torch.randperm(k, generator=torch.Generator().manual_seed(k))
+            g = torch.empty(k, dtype=torch.int32)
+            g[perm] = torch.arange(k, dtype=torch.int32) // self.group
+            layer.g_idx.data.copy_(g)
+
+    def after_loading(self, layer):
+        """The backend's one-time re-layout (Ops.prepare_gptq); the originals are dropped."""
+        if self.prepared:
+            return
+        out = layer.ops.prepare_gptq(layer.qweight.data, layer.qzeros.data, layer.scales.data, layer.g_idx.data,
+                                     self.bits)
+        missing = [k for k in self._KEYS if k not in out]
+        if missing:
+            raise ValueError(f"{type(layer.ops).__name__}.prepare_gptq returned no {missing} (Ops.prepare_gptq)")
+        for key in self._KEYS:
+            t = out[key]
+            # a new Parameter (the shape may change); None drops the tensor
+            setattr(layer, key, None if t is None else nn.Parameter(t, requires_grad=False))
+        tensors = []
+        for key, v in out.items():
+            if key in self._KEYS:
+                continue
+            if isinstance(v, torch.Tensor):
+                layer.register_buffer(f"gptq_{key}", v, persistent=False)
+                tensors.append(key)
+            else:
+                self.extra_values[key] = v
+        self.extra_tensors = tuple(tensors)
+        self.prepared = True
+
     def apply(self, layer, x, bias):
+        extra = self.extra_values
+        if self.extra_tensors:
+            extra = {**extra, **{k: getattr(layer, f"gptq_{k}") for k in self.extra_tensors}}
         return layer.ops.gptq_linear(x, layer.qweight, layer.qzeros, layer.scales, layer.g_idx, self.bits,
-                                     bias)
+                                     bias, **extra)
 
 
 class W8A8Method:

@@ -32,21 +32,40 @@ GPTQ_CASES = [case(f"T{t}_K{k}_N{n}_g{g}_b{b}{'_actorder' if a else ''}{'_bias' 
                    group=g, bits=b, act=a, bias=bi)
               for t, k, n, g, b, a, bi in [(1, 128, 64, 32, 4, False, False), (7, 256, 72, 64, 4, True, True),
                                           (33, 128, 40, 128, 8, False, True), (3, 512, 128, 128, 4, True, False),
-                                          (5, 96, 24, 32, 8, True, False)]]
+                                          (5, 96, 24, 32, 8, True, False),
+                                          (16, 320, 56, 64, 4, True, False), (300, 192, 40, 64, 4, True, True)]]
 
 
 @conformance("gptq_linear", GPTQ_CASES, dtypes=HALF)
 def test_gptq_linear(prov, dtype, case, gen):
+    """As a model runs it: the table's prepare_gptq once on the checkpoint's tensors, then its
+    gptq_linear on what that returned (Ops.prepare_gptq's contract), against the reference on
+    the original tensors."""
     dev = prov.device
     qw, qz, s, gi, _, _ = random_gptq(case.K, case.N, case.group, case.bits, case.act, dtype, gen)
     x = torch.randn(case.T, case.K, generator=gen).to(dtype)
     b = torch.randn(case.N, generator=gen).to(dtype) if case.bias else None
     args = [t.to(dev) for t in (x, qw, qz, s, gi)]
     with untouched(x=args[0], qweight=args[1], qzeros=args[2], scales=args[3], g_idx=args[4]):
-        out = prov.ops.gptq_linear(*args, case.bits, None if b is None else b.to(dev))
+        prepared = prov.ops.prepare_gptq(*args[1:], case.bits)
+        assert {"qweight", "qzeros", "scales", "g_idx"} <= set(prepared), sorted(prepared)
+        out = prov.ops.gptq_linear(args[0], **prepared, bits=case.bits, bias=None if b is None else b.to(dev))
     expect = REF.gptq_linear(x.float(), qw, qz, s.float(), gi, case.bits, None if b is None else b.float())
     assert out.dtype == dtype
     assert_close(out, expect, dtype, factor=2, scale=rms(expect))
+
+
+def test_reference_prepare_gptq_is_the_identity():
+    """Tables that do not re-lay GPTQ (the reference, CpuOps, every plugin that leaves
+    prepare_gptq alone) get their inputs back, the very tensors, and no extras."""
+    from halinfer.plugins.cpu.ops import CpuOps
+
+    g = torch.Generator().manual_seed(2)
+    qw, qz, s, gi, _, _ = random_gptq(64, 16, 32, 4, True, torch.float16, g)
+    for ops in (REF, CpuOps()):
+        out = ops.prepare_gptq(qw, qz, s, gi, 4)
+        assert set(out) == {"qweight", "qzeros", "scales", "g_idx"}
+        assert out["qweight"] is qw and out["qzeros"] is qz and out["scales"] is s and out["g_idx"] is gi
 
 
 def test_gptq_unpack_reads_the_layout_value_by_value():

@@ -6,7 +6,8 @@ GEMV (<= 16), split-K (<= 64) and dequantize-then-GEMM (>= 256) limits, packed w
 the top bit set (an arithmetic >> brings in sign bits), GPTQ act-order g_idx, 8-bit GPTQ,
 per-channel groups, and weight shards (qweight / scales sliced along N, as tensor
 parallelism cuts them).  On a GPU one more case captures the op in a CUDA graph and
-replays it with new inputs.
+replays it with new inputs.  GPTQ also runs as a model runs it: prepare_gptq re-lays 4-bit
+GPTQ (act-order too) into AWQ's layout once, and gptq_linear then runs AWQ's kernels.
 
 The GEMV cases run under both GEMV kernels (``gemv_impl``): v1 (dequantize on the CUDA
 cores) and v2 (4-bit, fp16/bf16: biased nibbles into the tensor cores, one launch with the
@@ -170,6 +171,98 @@ def test_gptq_matches_reference(target, ops, gen, gemv_spy, gemv_impl, M, K, N, 
         _assert_impl(gemv_impl, M, dt, v2_fits)
 
 
+# GPTQ as a model runs it: prepare_gptq once at load, then gptq_linear on what it returned.
+# 4-bit GPTQ is re-laid into AWQ's layout (act-order: rows sorted by g_idx, x gathered by perm),
+# so every path below is AWQ's: the v2 GEMV (M <= 16, fp16 / bf16; v1 for float32), the
+# split-K tiles (17..255) and dequantize + GEMM (>= 256).  K not a power of two, N an odd
+# multiple of 8 (no tile divides it).
+PREP_CASES = [  # M, K, N, group
+    (1, 192, 40, 32), (1, 320, 56, 64), (3, 192, 72, 64), (3, 384, 24, 128), (16, 320, 40, 32),
+    (16, 384, 56, 128), (40, 192, 72, 64), (40, 320, 24, 32), (300, 192, 40, 64), (300, 384, 56, 128),
+]
+
+
+def _gptq_tensors(K, N, group, act_order, gen, bits=4):
+    hi = (1 << bits) - 1
+    q = torch.randint(0, hi + 1, (K, N), generator=gen)
+    z = torch.randint(0, hi + 1, (-(-K // group), N), generator=gen)
+    q[7::8], z[:, 7::8] = hi, hi            # top bits set in every packed word (both layouts)
+    s = torch.rand(-(-K // group), N, generator=gen) * 0.02 + 0.001
+    g_idx = (torch.arange(K) // group).int()
+    if act_order:
+        g_idx = g_idx[torch.randperm(K, generator=gen)]
+    return gptq_pack_rows(q, bits), gptq_pack_cols(z, bits), s, g_idx
+
+
+@pytest.fixture
+def launch_spy(monkeypatch):
+    """The W4A16 format each launch ran (0 AWQ's kernels, 1 GPTQ's) and each v2 GEMV's result."""
+    from halinfer.kernels.triton import w4a16
+
+    fmts, v2 = [], []
+    real_launch, real_v2 = w4a16._launch, w4a16._gemv_v2
+
+    def launch(fmt, *a, **k):
+        fmts.append(fmt)
+        return real_launch(fmt, *a, **k)
+
+    def gemv_v2(*a, **k):
+        y = real_v2(*a, **k)
+        v2.append(y is not None)
+        return y
+    monkeypatch.setattr(w4a16, "_launch", launch)
+    monkeypatch.setattr(w4a16, "_gemv_v2", gemv_v2)
+    return fmts, v2
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("act_order", [False, True], ids=["sorted", "act_order"])
+@pytest.mark.parametrize("M,K,N,group", PREP_CASES, ids=[f"M{m}_K{k}_N{n}_g{g}" for m, k, n, g in PREP_CASES])
+def test_prepared_gptq_runs_awq_kernels(target, ops, gen, launch_spy, M, K, N, group, act_order, bias):
+    dev, dt = target.device, target.dtype
+    qw, qz, s, g_idx = _gptq_tensors(K, N, group, act_order, gen)
+    prep = ops.prepare_gptq(qw.to(dev), qz.to(dev), s.to(dev, dt), g_idx.to(dev), 4)
+    # re-laid: AWQ's shapes, no g_idx, a device permutation exactly when the groups were scattered
+    assert tuple(prep["qweight"].shape) == (K, N // 8) and tuple(prep["qzeros"].shape) == (K // group, N // 8)
+    assert prep["g_idx"] is None and prep["awq_group"] == group
+    if act_order:
+        perm = prep["perm"]
+        assert perm is not None and perm.device.type == dev.type
+        assert torch.equal(g_idx[perm.cpu()].long(), torch.arange(K) // group)    # groups contiguous
+    else:
+        assert prep["perm"] is None
+    x = _x(M, K, dt, dev, gen, "slice" if act_order else "contig")
+    b = torch.randn(N, generator=gen).to(dev, dt) if bias else None
+    got = ops.gptq_linear(x, **prep, bits=4, bias=b)
+    want = REF.gptq_linear(x.cpu().float(), qw, qz, s.to(dt).float(), g_idx, 4,
+                           bias=None if b is None else b.cpu().float())
+    assert got.shape == (M, N) and got.dtype == dt
+    assert _rel(got, want) < TOL[dt], f"rel err {_rel(got, want):.2e}"
+    fmts, v2 = launch_spy
+    assert fmts == [0], f"prepared GPTQ should run AWQ's kernels, ran formats {fmts}"
+    from halinfer.kernels.triton import w4a16
+    if M <= 16 and dt != torch.float32 and w4a16.GEMV_IMPL == "v2":
+        assert v2 == [True], "M <= 16 fp16 / bf16 should run AWQ's v2 GEMV"
+
+
+@pytest.mark.parametrize("why,bits,K,N,scatter", [("8bit", 8, 128, 40, False), ("uneven_groups", 4, 128, 40, True)])
+def test_prepare_gptq_leaves_what_awq_cannot_take(target, ops, gen, launch_spy, why, bits, K, N, scatter):
+    """8-bit (AWQ's kernels unpack nibbles) and groups of unequal sizes stay GPTQ (same tensors)."""
+    dev, dt = target.device, target.dtype
+    qw, qz, s, g_idx = _gptq_tensors(K, N, 32, False, gen, bits=bits)
+    if scatter:     # groups of 16, 48, 32, 32 rows: sorted, they are no plain i // group
+        g_idx = torch.cat([torch.zeros(16), torch.ones(48), torch.full((32,), 2), torch.full((32,), 3)]).int()
+    args = (qw.to(dev), qz.to(dev), s.to(dev, dt), g_idx.to(dev))
+    prep = ops.prepare_gptq(*args, bits)
+    keys = ("qweight", "qzeros", "scales", "g_idx")
+    assert set(prep) == set(keys) and all(a is prep[k] for a, k in zip(args, keys))
+    x = _x(3, K, dt, dev, gen, "contig")
+    got = ops.gptq_linear(x, **prep, bits=bits)
+    want = REF.gptq_linear(x.cpu().float(), qw, qz, s.to(dt).float(), g_idx, bits)
+    assert _rel(got, want) < TOL[dt]
+    assert launch_spy[0] == [1]
+
+
 @pytest.mark.parametrize("M", [1, 9, 40])
 def test_awq_weight_shard_views(target, ops, gen, gemv_impl, M):
     """A column shard of qweight / qzeros / scales (row strides of the full matrix)."""
@@ -260,6 +353,29 @@ def test_gemv_v2_counters_shared_across_shapes(target, ops, gen, fmt):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
+@pytest.mark.parametrize("act_order", [False, True], ids=["sorted", "act_order"])
+@pytest.mark.parametrize("M", [1, 16, 300])
+def test_prepared_gptq_at_llama_shapes(M, act_order):
+    """prepare_gptq + gptq_linear at gate_up's shape (4096 -> 28672 cut to 8192 columns) and
+    down's K (14336, a K that is no power of two over 128), compiled: the re-laid tensors run
+    AWQ's v2 GEMV (M <= 16) / tiles / dequant path and equal the reference on the originals."""
+    from halinfer.kernels.triton.ops import TritonOps
+
+    ops, dt = TritonOps(), torch.bfloat16
+    for K, N in ((4096, 8192), (14336, 1024)):
+        g = torch.Generator().manual_seed(K + M)
+        qw, qz, s, gi = _gptq_tensors(K, N, 128, act_order, g)
+        prep = ops.prepare_gptq(qw.cuda(), qz.cuda(), s.to("cuda", dt), gi.cuda(), 4)
+        assert tuple(prep["qweight"].shape) == (K, N // 8)
+        x = torch.randn(M, K, generator=g).to("cuda", dt)
+        b = torch.randn(N, generator=g).to("cuda", dt)
+        got = ops.gptq_linear(x, **prep, bits=4, bias=b)
+        want = REF.gptq_linear(x.cpu().float(), qw, qz, s.to(dt).float(), gi, 4, bias=b.cpu().float())
+        assert _rel(got, want) < TOL[dt], f"K={K} N={N}: rel err {_rel(got, want):.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
 @pytest.mark.parametrize("fmt", ["awq", "gptq"])
 @pytest.mark.parametrize("M", [1, 5, 16])
 def test_gemv_v2_asm_unpack_matches_plain(fmt, M):
@@ -288,10 +404,11 @@ def test_gemv_v2_asm_unpack_matches_plain(fmt, M):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
-@pytest.mark.parametrize("fmt", ["awq", "gptq", "gptq_act_order"])
+@pytest.mark.parametrize("fmt", ["awq", "gptq", "gptq_act_order", "gptq_prepared", "gptq_prepared_act_order"])
 @pytest.mark.parametrize("M", [1, 8, 40])
 def test_w4a16_in_a_cuda_graph(M, fmt):
-    """Captured once, replayed on new inputs: the graph path of a decode step."""
+    """Captured once, replayed on new inputs: the graph path of a decode step (gptq_prepared:
+    prepare_gptq at "load", then the AWQ kernels, act-order with the x gather inside the graph)."""
     from halinfer.kernels.triton.ops import TritonOps
 
     g = torch.Generator().manual_seed(M)
@@ -299,7 +416,7 @@ def test_w4a16_in_a_cuda_graph(M, fmt):
     K, N, group = 512, 384, 128
     q, z, s = _weights(K, N, group, g)
     gi = (torch.arange(K) // group).int()
-    if fmt == "gptq_act_order":
+    if fmt.endswith("act_order"):
         gi = gi[torch.randperm(K, generator=g)]
     if fmt == "awq":
         cpu = (awq_pack(q), s.to(dt), awq_pack(z), group)
@@ -308,9 +425,14 @@ def test_w4a16_in_a_cuda_graph(M, fmt):
         cpu = (gptq_pack_rows(q, 4), gptq_pack_cols(z, 4), s.to(dt), gi, 4)
         op, ref_op = ops.gptq_linear, REF.gptq_linear
     dev_args = tuple(t.to(dev) if torch.is_tensor(t) else t for t in cpu)
+    kw = {}
+    if fmt.startswith("gptq_prepared"):
+        kw = {**ops.prepare_gptq(*dev_args), "bits": 4}
+        assert kw["g_idx"] is None and (kw["perm"] is not None) == fmt.endswith("act_order")
+        dev_args = ()
 
     def run(x):
-        return op(x, *dev_args)
+        return op(x, *dev_args, **kw)
 
     def ref(x):
         return ref_op(x.cpu().float(), *(t.float() if torch.is_tensor(t) and t.is_floating_point() else t

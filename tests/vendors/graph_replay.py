@@ -77,7 +77,9 @@ class GraphReplayOps:
 
     def __getattr__(self, name):
         fn = getattr(self._ops, name)
-        if not callable(fn) or name.startswith("_"):
+        # prepare_*: load-time re-layouts (Ops.prepare_gptq) run eagerly, before any capture, as
+        # the engine runs them (finish_loading); they may sync the host
+        if not callable(fn) or name.startswith("_") or name.startswith("prepare_"):
             return fn
 
         def replayed(*args, **kwargs):

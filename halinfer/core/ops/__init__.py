@@ -32,7 +32,8 @@ __all__ = ["Ops", "SamplingTensors", "OP_NAMES", "UndeclaredFallback"]
 # Every operator a backend may override (the conformance suite tests each one).
 OP_NAMES = (
     "rms_norm", "layer_norm", "rotary", "silu_and_mul", "gelu_and_mul", "swiglu_oai", "act_and_mul",
-    "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "gptq_linear", "w8a8_linear",
+    "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "prepare_gptq", "gptq_linear",
+    "w8a8_linear",
     "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
     "patch_embed", "vision_attention", "mrope",
 )
@@ -141,9 +142,36 @@ class Ops:
         return _quant.w4a16_linear(x, qweight, scales, qzeros, group_size, bias)
     w4a16_linear.__doc__ = _quant.w4a16_linear.__doc__
 
+    def prepare_gptq(self, qweight, qzeros, scales, g_idx, bits):
+        """One-time re-layout of a GPTQ linear's tensors for this table's ``gptq_linear``.
+
+        Called once per linear when its tensors are final (after a checkpoint load, v1 zeros
+        already converted, or after random dummy init), never during a forward step.  Takes
+        the tensors in gptq_linear's documented layout (core/ops/gptq.py) on their device and
+        returns a dict of keyword arguments for gptq_linear:
+          * always the keys "qweight", "qzeros", "scales", "g_idx": tensors (or None) in a
+            layout of this table's choosing;
+          * optionally extra keys (tensors, or Python ints / bools / None fixed at load) that
+            this table's gptq_linear accepts as keyword-only arguments.
+        Afterwards the caller keeps only what was returned (the originals are dropped, so no
+        second copy stays) and calls ``gptq_linear(x, **prepared, bits=bits, bias=bias)``; the
+        result must equal the reference gptq_linear on the original tensors.  Inputs are not
+        written (results may alias them).  Host syncs are allowed here (load time).
+
+        The reference returns its inputs unchanged and no extras, so the documented layout is
+        the prepared form of every table that does not override this.  A table overriding one
+        of prepare_gptq / gptq_linear keeps the pair consistent (conformance runs them as a
+        pair).
+        """
+        return {"qweight": qweight, "qzeros": qzeros, "scales": scales, "g_idx": g_idx}
+
     def gptq_linear(self, x, qweight, qzeros, scales, g_idx, bits, bias=None):
         return _gptq.gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias)
-    gptq_linear.__doc__ = _gptq.gptq_linear.__doc__
+    gptq_linear.__doc__ = _gptq.gptq_linear.__doc__.rstrip() + """
+
+    The tensors (and keyword extras) are what this table's ``prepare_gptq`` returned: for the
+    reference, and for every table that does not override prepare_gptq, the layout above.
+    """
 
     def fp8_linear(self, x, weight, weight_scale, block_k, bias=None, input_scale=None):
         return _fp8.fp8_linear(x, weight, weight_scale, block_k, bias, input_scale)

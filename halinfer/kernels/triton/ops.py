@@ -8,8 +8,9 @@ varlen flash attention or SDPA over runs of equal-length sequences,
 kernels/vision_attention.py), fused_moe (tokens grouped by expert on
 the device, one launch per GEMM for all experts), and the quantized GEMMs: W4A16 in
 AWQ and GPTQ layouts (a GEMV for M <= 16, split-K tiles up to M = 64, dequantize +
-torch GEMM for prefill), W8A8 int8 and FP8 (per-token activation quantization in
-one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
+torch GEMM for prefill; prepare_gptq re-lays 4-bit GPTQ, act-order too, into AWQ's
+layout once at load, so GPTQ runs AWQ's kernels), W8A8 int8 and FP8 (per-token
+activation quantization in one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
 scaled 8-bit Triton GEMM).  Everything else is the core's torch reference: dense
 GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
@@ -92,8 +93,15 @@ class TritonOps(Ops):
         return _w4a16.awq_linear(x, qweight, scales, qzeros, group_size, bias)
     w4a16_linear.__doc__ = Ops.w4a16_linear.__doc__
 
-    def gptq_linear(self, x, qweight, qzeros, scales, g_idx, bits, bias=None):
-        return _w4a16.gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias)
+    def prepare_gptq(self, qweight, qzeros, scales, g_idx, bits):
+        # 4-bit GPTQ with plain or act-order groups: re-laid into AWQ's layout (+ a row
+        # permutation) for AWQ's kernels; the rest unchanged (w4a16.gptq_prepare)
+        return _w4a16.gptq_prepare(qweight, qzeros, scales, g_idx, bits)
+    prepare_gptq.__doc__ = Ops.prepare_gptq.__doc__
+
+    def gptq_linear(self, x, qweight, qzeros, scales, g_idx, bits, bias=None, *, awq_group=None, perm=None):
+        # awq_group / perm: prepare_gptq's extras (AWQ-layout tensors); absent: GPTQ's layout
+        return _w4a16.gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias, awq_group=awq_group, perm=perm)
     gptq_linear.__doc__ = Ops.gptq_linear.__doc__
 
     def w8a8_linear(self, x, weight, weight_scale, bias=None):

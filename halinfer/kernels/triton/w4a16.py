@@ -28,6 +28,10 @@ runs the older kernel: each program owns BLOCK_N output columns and a slice of K
 in registers and multiplies in float32 on the CUDA cores (M == 1) or one tl.dot (2..16);
 partial sums go to a float32 buffer that one torch sum reduces.  GPTQ with act-order g_idx
 (groups not contiguous in K) gathers its scales per row.
+A loaded model's 4-bit GPTQ never reaches the GPTQ kernels: gptq_prepare (Ops.prepare_gptq,
+once at load) re-lays it into AWQ's layout, act-order rows sorted by g_idx (x gathered by that
+permutation per call), so its GEMV is AWQ's v2 with four times deeper dots; the GPTQ paths
+serve 8-bit, groups of unequal sizes and raw checkpoint tensors (kernel tests, benchmarks).
 M up to DEQUANT_MIN_M runs the tiled kernel below (split-K up to M = 64); from there on
 (prefill) the weight is dequantized to the activations' dtype by one kernel pass and the
 GEMM is torch's (cuBLAS): at that M the GEMM's compute outweighs the extra weight pass.
@@ -38,6 +42,9 @@ import weakref
 import torch
 import triton
 import triton.language as tl
+
+from halinfer.core.ops.gptq import gptq_unpack_cols
+from halinfer.core.ops.quant import awq_pack
 
 from .common import cdiv, dot_precision, on_interpreter, sm_count
 
@@ -691,6 +698,57 @@ def awq_linear(x, qweight, scales, qzeros, group_size, bias=None):
     return _launch(0, x, qweight, qzeros, scales, None, group_size, 4, bias, scales.shape[1])
 
 
-def gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias=None):
-    """core.ops.gptq.gptq_linear's contract."""
+def _awq_rows(qweight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """GPTQ qweight (4-bit, packed along K) -> AWQ qweight [len(rows), N/8] holding input rows
+    ``rows`` in that order: row k sits in word row k // 8, nibble k % 8."""
+    nib = (qweight.index_select(0, rows // 8) >> (4 * (rows % 8)).to(torch.int32)[:, None]) & 0xF
+    return awq_pack(nib)
+
+
+def gptq_prepare(qweight, qzeros, scales, g_idx, bits):
+    """Ops.prepare_gptq on the Triton table: 4-bit GPTQ whose groups are (or, sorted by g_idx,
+    become) plain runs of ``group`` input rows is re-laid into AWQ's layout, so gptq_linear runs
+    AWQ's kernels: GPTQ packs along K, so each v2 GEMV dot is a quarter as deep as AWQ's (packed
+    along N), and act-order g_idx keeps GPTQ off v2 altogether.  Returned:
+      qweight int32 [K, N/8]: row k' is input row perm[k'], AWQ nibble order (AWQ_ORDER);
+      qzeros  int32 [G, N/8]: the true zeros (the op's convention, v1 already converted), AWQ
+              order; AWQ's kernels read them the same way: w = (q - z) * s;
+      scales  [G, N] unchanged;  g_idx None;
+      awq_group: the group size (rows k' of group k' // awq_group);
+      perm: int64 [K] on the device (x's columns are gathered, x[:, perm], before the GEMM),
+            or None when g_idx is already i // group.
+    Everything else is returned unchanged (gptq_linear then runs the GPTQ kernels): 8-bit (AWQ's
+    kernels unpack nibbles only), K or N not a multiple of 8, or groups of unequal sizes (AWQ
+    takes one group size).  Syncs the host (load time only)."""
+    same = {"qweight": qweight, "qzeros": qzeros, "scales": scales, "g_idx": g_idx}
+    K, N = g_idx.shape[0], scales.shape[1]
+    if bits != 4 or K % 8 or N % 8 or tuple(qweight.shape) != (K // 8, N) or K == 0:
+        return same
+    dev = qweight.device
+    g = g_idx.to(device=dev, dtype=torch.int64)
+    perm = torch.argsort(g, stable=True)          # groups contiguous, rows in their order within one
+    gs = int((g == 0).sum())
+    if gs == 0 or cdiv(K, gs) > scales.shape[0] or \
+            not torch.equal(g[perm], torch.arange(K, device=dev) // gs):
+        return same
+    if torch.equal(perm, torch.arange(K, device=dev)):
+        perm = None
+    rows = torch.arange(K, device=dev) if perm is None else perm
+    # in chunks of input rows: the int64 unpacked values of one chunk stay near 128 MiB
+    step = max(8, (1 << 24) // max(1, N) // 8 * 8)
+    qw = torch.cat([_awq_rows(qweight, rows[a:a + step]) for a in range(0, K, step)])
+    zeros = gptq_unpack_cols(qzeros, 4)
+    return {"qweight": qw, "qzeros": awq_pack(zeros), "scales": scales, "g_idx": None, "awq_group": gs,
+            "perm": perm}
+
+
+def gptq_linear(x, qweight, qzeros, scales, g_idx, bits, bias=None, *, awq_group=None, perm=None):
+    """core.ops.gptq.gptq_linear's contract, on gptq_prepare's output: with ``awq_group`` the
+    tensors are AWQ's layout (AWQ's kernels: the v2 GEMV for M <= 16, the tiled and dequantizing
+    ones above), x's columns gathered by ``perm`` first; without it, GPTQ's layout (what
+    gptq_prepare leaves unchanged, and raw checkpoint tensors in the kernel tests)."""
+    if awq_group is not None:
+        if perm is not None:
+            x = x.index_select(1, perm)     # one gather; the weight rows are already in perm's order
+        return _launch(0, x, qweight, qzeros, scales, None, awq_group, 4, bias, scales.shape[1])
     return _launch(1, x, qweight, qzeros, scales, g_idx, 1, bits, bias, scales.shape[1])
