@@ -30,6 +30,9 @@ def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE
         if missing:
             raise ValueError(f"checkpoint {spec.checkpoint!r} lacks {len(missing)} tensor(s) the model needs, e.g. "
                              f"{', '.join(missing[:5])}")
+    # after loading: modules a checkpoint left dense are dense only now
+    from ..models.norm_quant_plan import plan_norm_quant_fusion
+    plan_norm_quant_fusion(model, ops)
     return model.eval()
 
 
