@@ -103,3 +103,8 @@ def plan_norm_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
                 norm.quant = spec
                 fused += 1
     return fused
+
+
+def fused_norms(model: nn.Module) -> dict[str, ActQuant]:
+    """Name -> activation quantization of every norm plan_norm_quant_fusion fused."""
+    return {n: m.quant for n, m in model.named_modules() if isinstance(m, RMSNorm) and m.quant is not None}

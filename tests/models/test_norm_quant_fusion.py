@@ -17,7 +17,7 @@ from halinfer.models.decoder import DecoderLayer
 from halinfer.models.layers import GatedMLP, ModelContext
 from halinfer.models.llama import LlamaAttention
 from halinfer.models.moe import RouteSpec, SparseMoE
-from halinfer.models.norm_quant_plan import FUSE_ENV, plan_norm_quant_fusion
+from halinfer.models.norm_quant_plan import FUSE_ENV, fused_norms, plan_norm_quant_fusion
 from halinfer.plugins.cpu.backend import CpuBackend
 from halinfer.testing.hf_compare import halinfer_greedy, random_prompts
 from halinfer.testing.quant_ckpt import quantize
@@ -58,8 +58,8 @@ def _model(llm):
     return llm.engine.core.executor.worker.model
 
 
-def _fused_norms(model) -> dict[str, object]:
-    return {n: m.quant for n, m in model.named_modules() if getattr(m, "quant", None) is not None}
+def _fused_norms(model):
+    return fused_norms(model)
 
 
 def _triton_backend():
