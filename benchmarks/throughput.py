@@ -17,6 +17,9 @@ offline-1000  1000 requests from numpy.random.default_rng(0): input lengths in [
 --quantization awq|gptq|gptq-act|w8a8|fp8   random weights in that published format (AWQ/GPTQ 4-bit
               group 128, gptq-act with an act-order g_idx, compressed-tensors W8A8 int8, block-scaled FP8 128x128): the
               config gets the format's quantization_config, so the real loading path runs.
+              W8A8 / FP8 fuse each eligible RMSNorm with the next linears' activation
+              quantization (result key fused_norm_quant: how many); HALINFER_FUSE_NORM_QUANT=0
+              in the environment times the unfused path.
 --kv-cache-dtype auto|int8|int4|fp8   the KV cache's storage.
 --peer hf     runs HF transformers generate() on the same workloads in the same run
               (offline: on the first --hf-requests requests, batched by --hf-batch) so
@@ -158,6 +161,11 @@ def run_halinfer(args, model_dir):
     res = {"engine": "halinfer", "device": str(dev), "backend": be.name, "graphs": eng.graphs,
            "startup_s": round(time.perf_counter() - t0, 2), "kv_blocks": eng.block_manager.num_blocks,
            "block_size": eng.block_size, "max_num_seqs": eng.core.cfg.max_num_seqs}
+    try:   # norms fused with the next linears' activation quantization (HALINFER_FUSE_NORM_QUANT=0: none)
+        from halinfer.models.norm_quant_plan import fused_norms
+        res["fused_norm_quant"] = len(fused_norms(eng.model))
+    except AttributeError:   # the model lives in worker processes
+        pass
     vocab = eng.vocab_size
 
     want = workloads(args.workload)

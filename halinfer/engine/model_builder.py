@@ -14,6 +14,7 @@ from ..core.model_protocol import ModelSpec
 def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE):
     """This rank's shard of the model (all of it with one rank), weights loaded."""
     from ..models.layers import ModelContext
+    from ..models.norm_quant_plan import plan_norm_quant_fusion
     from ..models.registry import model_class
 
     ckpt = open_checkpoint(spec.checkpoint)
@@ -31,6 +32,7 @@ def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE
             raise ValueError(f"checkpoint {spec.checkpoint!r} lacks {len(missing)} tensor(s) the model needs, e.g. "
                              f"{', '.join(missing[:5])}")
     finish_loading(model)   # after the missing-tensor check: a re-layout may rename or drop tensors
+    plan_norm_quant_fusion(model, ops)   # after loading: modules a checkpoint left dense are dense only now
     return model.eval()
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from ..core.attention import AttentionMetadata, LayerKV
 from ..core.distributed import SINGLE, TPGroup
 from ..core.model_protocol import KVSpec
-from ..core.ops import Ops
+from ..core.ops import ActQuant, Ops
 from .quant_linear import add_weight_placeholder, load_into, make_method
 from .rope import RopeSpec, build_cos_sin_cache
 
@@ -99,8 +99,13 @@ class RMSNorm(nn.Module):
         self.ops = ctx.ops
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(size, dtype=ctx.dtype), requires_grad=False)
+        # set by models/norm_quant_plan.py where this norm feeds only linears that quantize
+        # their input this way: forward then returns their QuantizedActs instead of y
+        self.quant: ActQuant | None = None
 
     def forward(self, x, residual=None):
+        if self.quant is not None:
+            return self.ops.rms_norm_quant(x, self.weight, self.eps, self.quant, residual)
         return self.ops.rms_norm(x, self.weight, self.eps, residual)
 
 
@@ -183,6 +188,10 @@ class GatedMLP(nn.Module):
                                                  what="intermediate_size")
         self.down_proj = RowParallelLinear(ctx, intermediate, hidden, bias=bias, reduce=reduce,
                                            what="intermediate_size")
+
+    def input_linears(self) -> list[Linear]:
+        """forward reads x only through these (models/norm_quant_plan.py)."""
+        return [self.gate_up_proj]
 
     def forward(self, x):
         return self.down_proj(self.ops.act_and_mul(self.gate_up_proj(x), self.act))

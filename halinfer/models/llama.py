@@ -67,8 +67,12 @@ class LlamaAttention(nn.Module):
         self.attn = Attention(ctx, H, Hk, D, scale=D ** -0.5, sliding_window=layer_sliding_window(cfg, i),
                               alibi_slopes=alibi_slopes)
 
+    def input_linears(self):
+        """forward reads x only through qkv_proj (and its row count): models/norm_quant_plan.py."""
+        return [self.qkv_proj]
+
     def forward(self, positions, x, meta):
-        T = x.shape[0]
+        T = x.shape[0]     # x may be QuantizedActs (a fused norm's), which has a shape too
         q, k, v = self.qkv_proj(x).split([self.H * self.D, self.Hk * self.D, self.Hk * self.D], dim=-1)
         q, k = q.reshape(T, self.H, self.D), k.reshape(T, self.Hk, self.D)
         if self.q_norm is not None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core.ops.gptq import gptq_v1_to_v2_zeros
+from ..core.ops.norm_quant import ActQuant, QuantizedActs
 
 
 def _param(layer, name, shape, dtype, fill=None):
@@ -166,7 +167,14 @@ class W8A8Method:
         else:
             getattr(layer, name).data[a:b].copy_(tensor)
 
+    def act_quant(self, layer) -> ActQuant:
+        """The activation quantization apply does itself: what a norm may do for it
+        (models/norm_quant_plan.py); apply then takes QuantizedActs in place of x."""
+        return ActQuant("int8")
+
     def apply(self, layer, x, bias):
+        if isinstance(x, QuantizedActs):
+            return layer.ops.w8a8_linear_prequant(x, layer.weight, layer.weight_scale, bias)
         return layer.ops.w8a8_linear(x, layer.weight, layer.weight_scale, bias)
 
 
@@ -216,7 +224,15 @@ class Fp8Method:
             s = getattr(layer, self.scale_name).data
             s.copy_(s[:: self.block[0]].abs().repeat_interleave(self.block[0], dim=0)[: s.shape[0]])
 
+    def act_quant(self, layer) -> ActQuant | None:
+        """Dynamic scales: per token in groups of block_k (one group per row when block_k is K);
+        None with a static input scale, which leaves nothing for a norm to compute."""
+        return None if self.static else ActQuant("fp8", self.block_k)
+
     def apply(self, layer, x, bias):
+        if isinstance(x, QuantizedActs):
+            return layer.ops.fp8_linear_prequant(x, layer.weight, getattr(layer, self.scale_name), self.block_k,
+                                                 bias)
         return layer.ops.fp8_linear(x, layer.weight, getattr(layer, self.scale_name), self.block_k, bias,
                                     getattr(layer, "input_scale", None))
 

@@ -16,6 +16,7 @@ from . import test_activation as act
 from . import test_gemm as gemm
 from . import test_moe as moe
 from . import test_norm as norm
+from . import test_norm_quant as nq
 from . import test_paged_attention as pa
 from . import test_rotary as rot
 from . import test_sampling as smp
@@ -153,6 +154,24 @@ def _replace(st, **kw):
     return new
 
 
+def rms_norm_quant_skips_the_dtype_rounding(self, x, weight, eps, quant, residual=None):
+    from halinfer.core.ops.norm_quant import quantize_acts
+
+    s = x + residual if residual is not None else x
+    xf = s.float()
+    y = weight.float() * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))   # never rounded to x's dtype
+    qa = quantize_acts(self, y, quant)
+    qa.dtype = x.dtype
+    return (qa, s) if residual is not None else qa
+
+
+def rms_norm_quant_one_fp8_group_per_row(self, x, weight, eps, quant, residual=None):
+    out = Ops.rms_norm_quant(self, x, weight, eps, type(quant)("fp8", x.shape[-1]), residual)
+    qa = out[0] if residual is not None else out
+    qa.spec = quant
+    return out
+
+
 # (name, op, planted bug, test function, its cases, case id, dtype)
 MUTANTS = [
     ("store_kv", store_kv_writes_negative_slots, skv.test_store_kv, skv._cases(), "T7_hk2_d80_dv80_bs16_neg", F32),
@@ -166,6 +185,10 @@ MUTANTS = [
     ("paged_attention", attention_alibi_sign_flipped, pa.test_paged_attention, pa.PA_CASES, "alibi_h12", F16),
     ("rotary", rotary_always_neox, rot.test_rotary, rot.ROTARY_CASES, "T13_hq6_hk2_d80_rot32_gptj_strided", F16),
     ("rms_norm", rms_norm_drops_the_residual, norm.test_rms_norm, norm.NORM_CASES, "T7_H67_res", F32),
+    ("rms_norm_quant", rms_norm_quant_skips_the_dtype_rounding, nq.test_rms_norm_quant, nq.NQ_CASES,
+     "T7_H67_int8_res", F16),
+    ("rms_norm_quant", rms_norm_quant_one_fp8_group_per_row, nq.test_rms_norm_quant, nq.NQ_CASES,
+     "T7_H300_fp8_g128_res", F16),
     ("silu_and_mul", silu_on_the_wrong_half, act.test_silu_and_mul, act.ACT_CASES, "7x67", F16),
     ("gelu_and_mul", gelu_ignores_tanh, act.test_gelu_and_mul, act.GELU_CASES, "7x67_tanh", F32),
     ("w4a16_linear", awq_plain_nibble_order, gemm.test_w4a16_linear, gemm.W4_CASES, "T7_K256_N72_g64_bias", F16),

@@ -30,6 +30,7 @@ def _x(T, K, gen, dtype, device):
         if K >= 128 + 16:
             x[2, 128] = 448.0
             x[2, 129:137] = torch.tensor([124.4, 120.0, 15.5, 0.0136, 0.00098, -0.0029, 232.0, 7.9])
+            x[2, 137] = -0.0005                       # rounds to -0.0 (byte 0x80), not +0.0
     return x.to(device, dtype)
 
 

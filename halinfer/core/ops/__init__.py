@@ -19,15 +19,17 @@ from . import fp8 as _fp8
 from . import gptq as _gptq
 from . import moe as _moe
 from . import norm as _norm
+from . import norm_quant as _nq
 from . import paged as _paged
 from . import quant as _quant
 from . import rotary as _rotary
 from . import sample as _sample
 from . import vision as _vision
 from .fallback import UndeclaredFallback, check_declared, log_once
+from .norm_quant import ActQuant, QuantizedActs
 from .sample import SamplingTensors
 
-__all__ = ["Ops", "SamplingTensors", "OP_NAMES", "UndeclaredFallback"]
+__all__ = ["Ops", "SamplingTensors", "OP_NAMES", "UndeclaredFallback", "ActQuant", "QuantizedActs"]
 
 # Every operator a backend may override (the conformance suite tests each one).
 OP_NAMES = (
@@ -35,7 +37,7 @@ OP_NAMES = (
     "gelu", "act", "store_kv", "paged_attention", "linear", "w4a16_linear", "prepare_gptq", "gptq_linear",
     "w8a8_linear",
     "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
-    "patch_embed", "vision_attention", "mrope",
+    "patch_embed", "vision_attention", "mrope", "rms_norm_quant", "w8a8_linear_prequant", "fp8_linear_prequant",
 )
 
 
@@ -57,6 +59,12 @@ class Ops:
     def rms_norm(self, x, weight, eps, residual=None):
         return _norm.rms_norm(x, weight, eps, residual)
     rms_norm.__doc__ = _norm.rms_norm.__doc__
+
+    def rms_norm_quant(self, x, weight, eps, quant: ActQuant, residual=None):
+        # the reference composes this table's own rms_norm and int8 quantizer: what the
+        # unfused path (rms_norm, then the linear quantizing its input) computes here
+        return _nq.rms_norm_quant(self, x, weight, eps, quant, residual)
+    rms_norm_quant.__doc__ = _nq.rms_norm_quant.__doc__
 
     def layer_norm(self, x, weight, bias, eps, residual=None):
         return _norm.layer_norm(x, weight, bias, eps, residual)
@@ -184,6 +192,15 @@ class Ops:
     def w8a8_linear(self, x, weight, weight_scale, bias=None):
         return _quant.w8a8_linear(x, weight, weight_scale, bias)
     w8a8_linear.__doc__ = _quant.w8a8_linear.__doc__
+
+    # The 8-bit GEMMs fed by rms_norm_quant (models/norm_quant_plan.py decides where).
+    def w8a8_linear_prequant(self, xq: QuantizedActs, weight, weight_scale, bias=None):
+        return _nq.w8a8_linear_prequant(xq, weight, weight_scale, bias)
+    w8a8_linear_prequant.__doc__ = _nq.w8a8_linear_prequant.__doc__
+
+    def fp8_linear_prequant(self, xq: QuantizedActs, weight, weight_scale, block_k, bias=None):
+        return _nq.fp8_linear_prequant(xq, weight, weight_scale, block_k, bias)
+    fp8_linear_prequant.__doc__ = _nq.fp8_linear_prequant.__doc__
 
     # -- mixture of experts -------------------------------------------------
     def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,

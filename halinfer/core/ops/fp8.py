@@ -46,11 +46,18 @@ def fp8_linear(x, weight, weight_scale, block_k: int, bias=None, input_scale=Non
         xs = input_scale.float().reshape(1, 1).expand(T, 1)
     else:
         xq, xs = quant_per_token_group_fp8(x, block_k)
+    return fp8_product(xq, xs, weight, weight_scale, block_k, bias, x.dtype)
+
+
+def fp8_product(xq, xs, weight, weight_scale, block_k: int, bias, out_dtype):
+    """fp8_linear after its activation quantization: xq float8_e4m3fn [T, K], xs float32
+    [T, ceil(K/block_k)] (or [T, 1] for a whole-row scale)."""
+    T, K = xq.shape
     xf, wf = xq.float(), weight.float()
-    y = torch.zeros(T, weight.shape[0], dtype=torch.float32, device=x.device)
+    y = torch.zeros(T, weight.shape[0], dtype=torch.float32, device=xq.device)
     for kb in range(weight_scale.shape[1]):
         sl = slice(kb * block_k, min(K, (kb + 1) * block_k))
         y += (xf[:, sl] @ wf[:, sl].t()) * xs[:, kb:kb + 1] * weight_scale[None, :, kb].float()
     if bias is not None:
         y = y + bias.float()
-    return y.to(x.dtype)
+    return y.to(out_dtype)

@@ -66,8 +66,13 @@ def w8a8_linear(x, weight, weight_scale, bias=None):
     The integer product is exact (float64 accumulation here).
     """
     xq, xs = quant_per_token_int8(x)
+    return w8a8_product(xq, xs, weight, weight_scale, bias, x.dtype)
+
+
+def w8a8_product(xq, xs, weight, weight_scale, bias, out_dtype):
+    """w8a8_linear after its activation quantization: int8 xq [T, K], float32 xs [T]."""
     acc = xq.double() @ weight.double().t()
     y = acc * xs.double()[:, None] * weight_scale.double()[None, :]
     if bias is not None:
         y = y + bias.double()
-    return y.to(x.dtype)
+    return y.to(out_dtype)

@@ -33,8 +33,10 @@ def _round_e4m3(v):
     # normals: keep 3 mantissa bits; the carry of a round-up moves into the exponent
     rounded = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576
     normal = rounded.to(tl.float32, bitcast=True)
-    # subnormals (below 2**-6): multiples of 2**-9
-    sub = ((v * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
+    # subnormals (below 2**-6): multiples of 2**-9, rounded in magnitude and signed after, so a
+    # tiny negative value rounds to -0.0 as torch's cast does (not +0.0)
+    sub = ((tl.abs(v) * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
+    sub = tl.where(bits < 0, -sub, sub)
     return tl.where(tl.abs(v) < 0.015625, sub, normal)
 
 

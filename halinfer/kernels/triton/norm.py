@@ -7,12 +7,11 @@ from .common import next_pow2, on_interpreter
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, T,
-                     stride_x, stride_r, stride_y, stride_s, H, eps,
-                     HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
-    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
-    cols = tl.arange(0, BLOCK)[None, :]
-    mask = (rows < T) & (cols < H)
+def _rms_rows(x_ptr, r_ptr, w_ptr, s_ptr, rows, cols, mask, stride_x, stride_r, stride_s, H, eps,
+              HAS_RES: tl.constexpr):
+    """weight * normalised rows, float32 [ROWS, BLOCK] (0 outside ``mask``), before the cast to
+    the output dtype; stores the new residual stream x + r when HAS_RES.  Shared with the fused
+    norm + activation quantization (norm_quant.py), so both compute the same bits."""
     x = tl.load(x_ptr + rows * stride_x + cols, mask=mask, other=0.0)
     if HAS_RES:
         # The new residual stream is rounded to its dtype before it is normalised (as torch does).
@@ -24,7 +23,28 @@ def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, T,
     # HF convention: cast the normalised value to the input dtype, then multiply by the weight.
     y = (xf * inv).to(x.dtype).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=cols < H, other=0.0).to(tl.float32)
-    tl.store(y_ptr + rows * stride_y + cols, (y * w).to(y_ptr.dtype.element_ty), mask=mask)
+    return y * w
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, T,
+                     stride_x, stride_r, stride_y, stride_s, H, eps,
+                     HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
+    cols = tl.arange(0, BLOCK)[None, :]
+    mask = (rows < T) & (cols < H)
+    y = _rms_rows(x_ptr, r_ptr, w_ptr, s_ptr, rows, cols, mask, stride_x, stride_r, stride_s, H, eps, HAS_RES)
+    tl.store(y_ptr + rows * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def launch_shape(T: int, H: int, interp: bool) -> tuple[int, int, int]:
+    """(rows per program, BLOCK, num_warps) of the norm kernels: the fused norm + quant uses
+    the same, so its row reductions run in the same order as rms_norm's."""
+    block = next_pow2(H)
+    warps = 1 if interp else (4 if block <= 2048 else 8 if block <= 8192 else 16)
+    # Several rows per program when rows are short (always under the interpreter, which pays per program).
+    rows = max(1, min(next_pow2(T), (16384 if interp else 1024) // block, 64))
+    return rows, block, warps
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -45,10 +65,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
         s = torch.empty((T, H), dtype=s_dtype, device=x.device)
     else:
         r2 = s = x2  # unused
-    block = next_pow2(H)
-    warps = 1 if interp else (4 if block <= 2048 else 8 if block <= 8192 else 16)
-    # Several rows per program when rows are short (always under the interpreter, which pays per program).
-    rows = max(1, min(next_pow2(T), (16384 if interp else 1024) // block, 64))
+    rows, block, warps = launch_shape(T, H, interp)
     if T:
         _rms_norm_kernel[(-(-T // rows),)](x2, r2, weight, y, s, T, x2.stride(0), r2.stride(0), y.stride(0),
                                             s.stride(0), H, float(eps), HAS_RES=residual is not None, ROWS=rows,

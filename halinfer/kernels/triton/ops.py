@@ -11,7 +11,9 @@ AWQ and GPTQ layouts (a GEMV for M <= 16, split-K tiles up to M = 64, dequantize
 torch GEMM for prefill; prepare_gptq re-lays 4-bit GPTQ, act-order too, into AWQ's
 layout once at load, so GPTQ runs AWQ's kernels), W8A8 int8 and FP8 (per-token
 activation quantization in one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
-scaled 8-bit Triton GEMM).  Everything else is the core's torch reference: dense
+scaled 8-bit Triton GEMM; rms_norm_quant puts the activation quantization inside the
+norm's launch where a model feeds a norm straight into such GEMMs, and the *_prequant
+GEMMs take its output).  Everything else is the core's torch reference: dense
 GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
 launch, moe_route.py).
@@ -35,6 +37,7 @@ from . import attention_prefill as _prefill
 from . import fused_moe as _moe
 from . import moe_route as _route
 from . import norm as _norm
+from . import norm_quant as _nq
 from . import rotary as _rotary
 from . import scaled_gemm as _sgemm
 from . import w4a16 as _w4a16
@@ -47,7 +50,10 @@ class TritonOps(Ops):
     # Grouped top-k (DeepSeek-V3, GLM-4.5) routes on the reference; every other case is a kernel.
     # float32 vision attention stays on the reference (the fused kernels are 16-bit; see
     # kernels/vision_attention.py)
-    fallbacks = {"moe_route": ("grouped_topk",), "vision_attention": ("float32",)}
+    # FP8 activation groups that are neither a power of two nor the whole row are quantized
+    # after the norm kernel, not inside it (norm_quant.py).
+    fallbacks = {"moe_route": ("grouped_topk",), "vision_attention": ("float32",),
+                 "rms_norm_quant": ("fp8_group_not_pow2",)}
 
     def __init__(self, decode_splits: int | None = None):
         # decode_splits: fix the split-KV count (tests, tuning); None picks it from the grid size.
@@ -56,6 +62,16 @@ class TritonOps(Ops):
     def rms_norm(self, x, weight, eps, residual=None):
         return _norm.rms_norm(x, weight, eps, residual)
     rms_norm.__doc__ = Ops.rms_norm.__doc__
+
+    def rms_norm_quant(self, x, weight, eps, quant, residual=None):
+        # fp8 for cuBLASLt's block-scaled GEMM: written in its layout here, not copied there
+        col = quant.kind == "fp8" and _sgemm.block_layout_wanted(x, quant.group)
+        out = _nq.rms_norm_quant(x, weight, eps, quant, residual, pad_rows_to=4 if col else 1,
+                                 scales_col_major=col)
+        if out is None:
+            return self.reference("rms_norm_quant", "fp8_group_not_pow2", x, weight, eps, quant, residual)
+        return out
+    rms_norm_quant.__doc__ = Ops.rms_norm_quant.__doc__
 
     def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
         return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)
@@ -111,6 +127,14 @@ class TritonOps(Ops):
     def fp8_linear(self, x, weight, weight_scale, block_k, bias=None, input_scale=None):
         return _sgemm.fp8_linear(x, weight, weight_scale, block_k, bias, input_scale)
     fp8_linear.__doc__ = Ops.fp8_linear.__doc__
+
+    def w8a8_linear_prequant(self, xq, weight, weight_scale, bias=None):
+        return _sgemm.w8a8_linear_prequant(xq, weight, weight_scale, bias)
+    w8a8_linear_prequant.__doc__ = Ops.w8a8_linear_prequant.__doc__
+
+    def fp8_linear_prequant(self, xq, weight, weight_scale, block_k, bias=None):
+        return _sgemm.fp8_linear_prequant(xq, weight, weight_scale, block_k, bias)
+    fp8_linear_prequant.__doc__ = Ops.fp8_linear_prequant.__doc__
 
     def moe_route(self, logits, top_k, *, scoring="softmax", renormalize=True, num_groups=None, topk_groups=None,
                   correction_bias=None, routed_scaling=1.0):

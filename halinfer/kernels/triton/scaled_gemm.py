@@ -173,19 +173,31 @@ def _int_mm(xq, xs, weight, ws, bias, out_dtype):
 def w8a8_linear(x, weight, weight_scale, bias=None):
     """core.ops.quant.w8a8_linear's contract."""
     xq, xs = quant_int8_rows(x)
+    return _w8a8_gemm(xq, xs, weight, weight_scale, bias, x.dtype)
+
+
+def w8a8_linear_prequant(xq, weight, weight_scale, bias=None):
+    """core.ops.norm_quant.w8a8_linear_prequant's contract: w8a8_linear's GEMM on
+    activations rms_norm_quant already quantized."""
+    q, s = xq.values()
+    return _w8a8_gemm(q, s, weight, weight_scale, bias, xq.dtype)
+
+
+def _w8a8_gemm(xq, xs, weight, weight_scale, bias, out_dtype):
     ws = weight_scale.float().contiguous()
-    if _int_mm_ok(x, weight):
-        return _int_mm(xq, xs, weight, ws, bias, x.dtype)
-    K = x.shape[1]
-    return _launch(xq, xs[:, None], weight, ws[:, None], K, bias, x.dtype, True)
+    if _int_mm_ok(xq, weight):
+        return _int_mm(xq, xs, weight, ws, bias, out_dtype)
+    K = xq.shape[1]
+    return _launch(xq, xs[:, None], weight, ws[:, None], K, bias, out_dtype, True)
 
 
 _SCALED_MM_BROKEN: dict = {}   # (device, kind) -> why torch._scaled_mm failed there once (then: the kernel)
 
 
-def _scaled_mm_ok(x, weight, block_k, kind) -> bool:
+def _scaled_mm_ok(x, weight, block_k, kind, dtype=None) -> bool:
+    """x: the activations [T, K] (float, or their fp8 quantization with ``dtype`` the float one)."""
     K, N = x.shape[1], weight.shape[0]
-    if x.device.type != "cuda" or x.dtype != torch.bfloat16 or not hasattr(torch, "_scaled_mm"):
+    if x.device.type != "cuda" or (dtype or x.dtype) != torch.bfloat16 or not hasattr(torch, "_scaled_mm"):
         return False
     if K % 16 or N % 16 or weight.stride(1) != 1 or (str(x.device), kind) in _SCALED_MM_BROKEN:
         return False
@@ -237,26 +249,77 @@ def _block_scales(ws: torch.Tensor):
 def fp8_linear(x, weight, weight_scale, block_k, bias=None, input_scale=None):
     """core.ops.fp8.fp8_linear's contract."""
     T, K = x.shape
-    static = input_scale is not None
-    if static:
+    if input_scale is not None:
         xq = (x.float() / input_scale.float()).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
         xs = input_scale.float().reshape(1, 1).expand(T, 1).contiguous()
-    if T and _scaled_mm_ok(x, weight, block_k, "rowwise"):
-        if not static:
-            xq, xs = quant_fp8_groups(x, K)
-        y = _scaled_mm(xq, xs, weight.t(), weight_scale.float().reshape(1, -1).contiguous(), bias, x.dtype,
+        if T and _scaled_mm_ok(x, weight, block_k, "rowwise"):
+            y = _scaled_mm(xq, xs, weight.t(), weight_scale.float().reshape(1, -1).contiguous(), bias, x.dtype,
+                           "rowwise")
+            if y is not None:
+                return y
+        return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, x.dtype, False)
+
+    def quantize(group, pad_rows_to=1, scales_col_major=False):
+        return quant_fp8_groups(x, group, pad_rows_to=pad_rows_to, scales_col_major=scales_col_major)
+    return _fp8_dynamic(x, quantize, T, x.dtype, weight, weight_scale, block_k, bias)
+
+
+def fp8_linear_prequant(xq, weight, weight_scale, block_k, bias=None):
+    """core.ops.norm_quant.fp8_linear_prequant's contract: fp8_linear's dispatch on
+    activations rms_norm_quant already quantized, in whichever layout it left them; a path
+    that wants another layout gets a view (q[:T]) or a copy of the [T, G] scales, and only
+    the block-scaled cuBLASLt path given unpadded rows copies q (block_layout_wanted keeps
+    that from happening)."""
+    T, K = xq.rows, xq.q.shape[1]
+    assert xq.spec.kind == "fp8" and min(xq.spec.group, K) == min(block_k, K), \
+        f"fp8_linear_prequant(block_k={block_k}) got activations quantized as {xq.spec}"
+
+    def quantize(group, pad_rows_to=1, scales_col_major=False):
+        q, s = xq.q, xq.scale
+        if not scales_col_major:
+            # row-major paths (the Triton GEMM, rowwise cuBLASLt): the real rows, row-major scales
+            return q[:T], s[:T].contiguous()
+        if xq.scales_col_major and q.shape[0] % pad_rows_to == 0:
+            return q, s
+        Tp = cdiv(max(T, 1), pad_rows_to) * pad_rows_to
+        # (as bytes: not every torch concatenates float8)
+        q = torch.cat((q[:T].view(torch.uint8), q.new_zeros((Tp - T, K), dtype=torch.uint8))).view(q.dtype)
+        s = torch.cat((s[:T], s.new_full((Tp - T, s.shape[1]), 1e-10 / 448.0)))
+        return q, s.t().contiguous().t()
+    return _fp8_dynamic(xq.q, quantize, T, xq.dtype, weight, weight_scale, block_k, bias)
+
+
+def block_layout_wanted(x: torch.Tensor, group: int) -> bool:
+    """Whether fp8 activations quantized from x [T, K] in groups of ``group`` should come
+    padded with column-major scales: the block-scaled cuBLASLt path may take them (the
+    conditions that do not depend on the weight).  rms_norm_quant asks this, so a fused
+    norm writes the layout once instead of fp8_linear_prequant copying into it."""
+    K = x.shape[-1]
+    if x.shape[0] < BLOCK_SCALED_MM_MIN_M or x.device.type != "cuda" or x.dtype != torch.bfloat16:
+        return False
+    if group != 128 or K % 128 or not hasattr(torch, "_scaled_mm") or (str(x.device), "block") in _SCALED_MM_BROKEN:
+        return False
+    return torch.cuda.get_device_capability(x.device)[0] == 9
+
+
+def _fp8_dynamic(a, quantize, T, out_dtype, weight, weight_scale, block_k, bias):
+    """fp8_linear's dispatch with dynamic activation scales; a: the activations (float or
+    fp8, only its shape, device and layout are read), quantize(group, pad_rows_to,
+    scales_col_major) -> (q, s) their quantization in that layout."""
+    K = a.shape[1]
+    if T and _scaled_mm_ok(a, weight, block_k, "rowwise", out_dtype):
+        xq, xs = quantize(K)
+        y = _scaled_mm(xq, xs, weight.t(), weight_scale.float().reshape(1, -1).contiguous(), bias, out_dtype,
                        "rowwise")
         if y is not None:
             return y
-    if static:
-        return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, x.dtype, False)
-    if T >= BLOCK_SCALED_MM_MIN_M and _scaled_mm_ok(x, weight, block_k, "block"):
+    if T >= BLOCK_SCALED_MM_MIN_M and _scaled_mm_ok(a, weight, block_k, "block", out_dtype):
         bs = _block_scales(weight_scale)
         if bs is not None:
             # cuBLASLt wants the activation scales column-major and M a multiple of 4
-            xq, xs = quant_fp8_groups(x, block_k, pad_rows_to=4, scales_col_major=True)
-            y = _scaled_mm(xq, xs, weight.t(), bs, bias, x.dtype, "block")
+            xq, xs = quantize(block_k, pad_rows_to=4, scales_col_major=True)
+            y = _scaled_mm(xq, xs, weight.t(), bs, bias, out_dtype, "block")
             if y is not None:
                 return y[:T]
-    xq, xs = quant_fp8_groups(x, block_k)
-    return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, x.dtype, False)
+    xq, xs = quantize(block_k)
+    return _launch(xq, xs, weight, weight_scale.float().contiguous(), block_k, bias, out_dtype, False)

@@ -1,0 +1,110 @@
+"""Where a decoder layer's RMSNorm may quantize the activations of the linears it feeds
+(Ops.rms_norm_quant), decided once per model after its weights are loaded.
+
+A norm is fused only where its output feeds nothing but linears that quantize their
+input dynamically, all the same way: W8A8, or FP8 without a static input scale.  Who
+reads a norm's output is declared, not inferred: an attention or feed-forward block
+that passes its input x to nothing but some linears lists them in ``input_linears()``
+(LlamaAttention: the merged qkv; GatedMLP: the merged gate_up), and the declaration
+counts only where the class that declares it also defines the block's ``forward`` (a
+subclass with its own forward may read x elsewhere).  Everything else keeps the
+unfused path: LayerNorm, a norm subclass, a DecoderLayer subclass with its own
+forward, a MoE block (its router reads the float x), MLA, a dense or ignored module,
+a static FP8 scale, a row-parallel linear (it would need the float x's shard).
+
+Each fused norm carries the quantization as ``RMSNorm.quant`` (None: unfused), so what
+was decided can be read off the model.  ``HALINFER_FUSE_NORM_QUANT``: "0" leaves every
+norm unfused (for comparing), "1" fuses wherever the layer allows even on a table that
+only has the reference composition, unset / "auto" fuses where the backend's table
+implements rms_norm_quant itself (the fusion saves nothing otherwise).
+"""
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from ..core.ops import ActQuant, Ops
+from .decoder import DecoderLayer
+from .layers import Linear, RMSNorm
+from .parallel import RowParallelLinear
+
+FUSE_ENV = "HALINFER_FUSE_NORM_QUANT"
+
+
+def fusion_mode() -> str:
+    """"off", "on" or "auto", from HALINFER_FUSE_NORM_QUANT."""
+    v = os.environ.get(FUSE_ENV, "auto").strip().lower()
+    if v in ("0", "off", "false", "no"):
+        return "off"
+    if v in ("1", "on", "true", "yes"):
+        return "on"
+    if v in ("", "auto"):
+        return "auto"
+    raise ValueError(f"{FUSE_ENV}={v!r}: expected 0, 1 or auto")
+
+
+def _defining_class(obj, attr: str):
+    return next((c for c in type(obj).__mro__ if attr in c.__dict__), None)
+
+
+def _declared_inputs(block: nn.Module) -> list[Linear] | None:
+    """The linears that alone read the block's input, where the block declares them for
+    the forward it runs; None otherwise."""
+    cls = _defining_class(block, "input_linears")
+    if cls is None or cls is not _defining_class(block, "forward"):
+        return None
+    return list(block.input_linears())
+
+
+def _act_quant(linears: list[Linear]) -> ActQuant | None:
+    """The one dynamic activation quantization every linear applies, or None."""
+    specs = set()
+    for lin in linears:
+        if not isinstance(lin, Linear) or isinstance(lin, RowParallelLinear):
+            return None
+        get = getattr(lin.qm, "act_quant", None)   # methods without it quantize no activations
+        spec = get(lin) if get is not None else None
+        if spec is None:
+            return None
+        specs.add(spec)
+    return specs.pop() if len(specs) == 1 else None
+
+
+def _norm_plan(norm: nn.Module, block: nn.Module) -> ActQuant | None:
+    if type(norm) is not RMSNorm:
+        return None
+    linears = _declared_inputs(block)
+    if not linears or any(lin.in_features != norm.weight.shape[0] for lin in linears):
+        return None
+    return _act_quant(linears)
+
+
+def plan_norm_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
+    """Set ``RMSNorm.quant`` on every norm of a standard DecoderLayer that may fuse (and
+    clear it elsewhere).  Returns the number of fused norms.  Call after the weights are
+    loaded: a module a checkpoint left unquantized becomes dense only then."""
+    for m in model.modules():
+        if isinstance(m, RMSNorm):
+            m.quant = None
+    mode = fusion_mode()
+    ops = ops if ops is not None else getattr(model, "ops", None)
+    if mode == "off":
+        return 0
+    if mode == "auto" and ops is not None and type(ops).rms_norm_quant is Ops.rms_norm_quant:
+        return 0
+    fused = 0
+    for layer in model.modules():
+        if not isinstance(layer, DecoderLayer) or _defining_class(layer, "forward") is not DecoderLayer:
+            continue
+        for norm, block in ((layer.input_layernorm, layer.self_attn), (layer.post_attention_layernorm, layer.mlp)):
+            spec = _norm_plan(norm, block)
+            if spec is not None:
+                norm.quant = spec
+                fused += 1
+    return fused
+
+
+def fused_norms(model: nn.Module) -> dict[str, ActQuant]:
+    """Name -> activation quantization of every norm plan_norm_quant_fusion fused."""
+    return {n: m.quant for n, m in model.named_modules() if isinstance(m, RMSNorm) and m.quant is not None}
