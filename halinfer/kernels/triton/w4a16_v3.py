@@ -45,7 +45,7 @@ CONFIG_OVERRIDE: dict = {}
 
 # resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
 # 62 KB shared -> 3); the split count fills exactly one wave of them
-PROGS_PER_SM = {"v3a": 3, "v3b": 4}
+PROGS_PER_SM = {"v3a": 3, "v3b": 4}   # v3b: 4-warp programs (128 registers); it sizes by warps
 # register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
 MAXNREG = {"v3a": 168}
 
@@ -330,8 +330,13 @@ def config(variant, M, N, K, group, interp, sms):
         return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
     fit = bk            # the largest K tile inside a group
     if variant == "v3b":
-        # 128 packed columns a row (one 512-byte row per warp), 32 rows a trip
-        bn, bk, warps, stages, splits = 1024, min(bk, 32), 4, 1, None
+        # a packed column a thread, 32 rows a trip; 1024 columns (4 warps) unless the N tiles
+        # times the splits (at most 32) would leave resident slots empty
+        # (128 registers: 16 warps an SM)
+        bn, bk, stages, splits = 1024, min(bk, 32), 1, None
+        while bn > 256 and cdiv(N, bn) * min(64, cdiv(K, bk) // 2) * (bn // 256) < 16 * sms:
+            bn //= 2
+        warps = bn // 256
     else:
         bn, warps, stages, splits = 256, 4, 4, None
     if CONFIG_OVERRIDE:
@@ -343,8 +348,8 @@ def config(variant, M, N, K, group, interp, sms):
     if splits is None:
         # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
         # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
-        slots = PROGS_PER_SM[variant] * sms
-        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 32))
+        slots = PROGS_PER_SM[variant] * sms if variant != "v3b" else 16 // warps * sms
+        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 64 if variant == "v3b" else 32))
     return bn, bk, splits, warps, stages
 
 
