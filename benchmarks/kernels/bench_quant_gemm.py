@@ -162,7 +162,8 @@ V1_SWEEP = [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8
 # first, then the register cap off (2 programs an SM), fewer stages, smaller K tiles
 V3_SWEEP = {"v3a": [(256, 128, 4, 4, None, 0), (256, 128, 4, 3, None, 168), (256, 64, 4, 6, None, 168),
                     (256, 128, 4, 4, 8, 168)],
-            "v3b": [(1024, 64, 4, 1, None, 0), (2048, 32, 8, 1, None, 0), (512, 32, 4, 1, None, 0)]}
+            "v3b": [(1024, 64, 4, 1, None, 0), (2048, 32, 8, 1, None, 0), (512, 32, 4, 1, None, 0)],
+            "v3c": [(256, 128, 4, 4, None, 0), (256, 64, 4, 6, None, 168)]}
 
 
 def sweep(ops, dev, impl, configs, override, ms, deadline=None):

@@ -124,6 +124,26 @@ def classify(op: str) -> str:
     return base
 
 
+def load_cover(sass, s, e):
+    """Synchronous global loads (LDG) of the loop body: for each, how many instructions of the
+    trip run before its register is first read (wrapping into the next trip, marked +).
+    A read inside the same trip a few dozen instructions on waits out most of a global
+    memory latency; one in the next trip has the whole trip to cover it."""
+    body = sass[s:e]
+    out = []
+    for i, (_, op, ops) in enumerate(body):
+        if op.startswith("LDG") and not op.startswith(("LDGSTS", "LDGDEPBAR")):
+            reg = ops.split(",")[0].strip()
+            pat = re.compile(r"\b%s\b" % re.escape(reg))
+            order = list(range(i + 1, len(body))) + list(range(0, i + 1))
+            j = next((j for j in order if pat.search(body[j][2])), None)
+            if j is None:
+                out.append("?")
+            else:
+                out.append(f"{j - i}" if j > i else f"+{len(body) - i + j}")
+    return out
+
+
 def ttgir_stats(ttgir: str) -> dict:
     body = ttgir.split("scf.for", 1)[1] if "scf.for" in ttgir else ""
     return {"convert_layout(all)": ttgir.count("ttg.convert_layout"),
@@ -153,6 +173,7 @@ def report(name, kern, warps, weights_per_trip, verbose=True):
     if verbose:
         items = sorted(body.items(), key=lambda kv: -kv[1])
         print("   " + "  ".join(f"{k} {v}" for k, v in items))
+    print("   LDG -> first read (instructions; + = next trip):", " ".join(load_cover(sass, s, e)))
     for s2, e2 in lp[1:4]:
         print(f"   other loop: {e2 - s2} instrs")
     return ipw

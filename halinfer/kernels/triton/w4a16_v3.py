@@ -22,6 +22,10 @@ static register / shared-memory use).  For M == 1 it also sums x over the tile a
 
 fp16 also makes its four planes in five instructions a register instead of seven (_plane3).
 
+v3c is v3a with the scales and zeros read as contiguous rows (one vector load each instead of
+five 16-bit gathers a trip; 4 bytes a thread, carried as loaded) and split into the planes in
+the trip that uses them (a small shared-memory convert_layout): 3 LDG a trip instead of 14.
+
 v3b (M == 1 only) is the CUDA-core formulation, kept to measure against: per weight a shift,
 a LOP3 (nibble to float32 1 + q/16 by bit pattern) and an FFMA (float32 accumulation) are its
 floor, 3 instructions, above v3a's ~2 (the tensor cores take the multiply-add, and one LOP3
@@ -36,8 +40,8 @@ import triton.language as tl
 from .common import cdiv, on_interpreter, sm_count
 from .w4a16 import _counters, _plane, _v2_out, _v2_reduce
 
-VARIANTS = ("v3a", "v3b")
-MAX_M = {"v3a": 16, "v3b": 1}   # the largest M each takes (more: gemv returns None)
+VARIANTS = ("v3a", "v3b", "v3c")
+MAX_M = {"v3a": 16, "v3b": 1, "v3c": 16}   # the largest M each takes (more: gemv returns None)
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits[, maxnreg (0: no cap)]]) forced
 # (bench_quant_gemm.py --sweep-v3); splits None: the one-wave rule
@@ -45,9 +49,9 @@ CONFIG_OVERRIDE: dict = {}
 
 # resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
 # 62 KB shared -> 3); the split count fills exactly one wave of them
-PROGS_PER_SM = {"v3a": 3, "v3b": 4}
+PROGS_PER_SM = {"v3a": 3, "v3b": 4, "v3c": 3}   # v3b: 4-warp programs (128 registers); it sizes by warps
 # register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
-MAXNREG = {"v3a": 168}
+MAXNREG = {"v3a": 168, "v3c": 168}
 
 
 @triton.jit
@@ -119,12 +123,51 @@ def _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N: tl.c
 
 
 @triton.jit
+def _row_load(s_ptr, g, stride_sr, pid_n, N, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
+    """Group g's BLOCK_N scales as one contiguous row: 4 bytes a thread, already packed in
+    one register, so that a loop-carried copy needs no repacking (which would read the load's
+    register in the trip that issued it)."""
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if EVEN_N:
+        return tl.load(s_ptr + g * stride_sr + n)
+    else:
+        return tl.load(s_ptr + g * stride_sr + n, mask=n < N, other=0.0)
+
+
+@triton.jit
+def _zrow_load(qz_ptr, g, stride_qzr, pid_n, N, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
+    """Group g's packed zeros of the tile as int32 words (one register a thread, carried as is)."""
+    c = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
+    if EVEN_N:
+        return tl.load(qz_ptr + g * stride_qzr + c)
+    else:
+        return tl.load(qz_ptr + g * stride_qzr + c, mask=c < N // 8, other=0)
+
+
+@triton.jit
+def _zrow_int16(zw, BLOCK_N: tl.constexpr):
+    """Packed zero words -> the int16 columns jc = 2c + h (h: low / high half) as int32."""
+    return tl.reshape(tl.join(zw & 0xFFFF, (zw >> 16) & 0xFFFF), (BLOCK_N // 4,)).to(tl.int16)
+
+
+@triton.jit
+def _row_planes(row, BLOCK_N: tl.constexpr):
+    """The row split into the four planes: column 8c + 2j + h is plane j's int16 column 2c + h."""
+    r = tl.permute(tl.reshape(row, (BLOCK_N // 8, 2, 2, 2)), (0, 3, 1, 2))   # [c, h, j // 2, j % 2]
+    r = tl.reshape(r, (BLOCK_N // 4, 2, 2))                                   # [2c + h, j // 2, j % 2]
+    e, o = tl.split(r)
+    s0, s2 = tl.split(e)
+    s1, s3 = tl.split(o)
+    return s0, s1, s2, s3
+
+
+@triton.jit
 def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
                            k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
                            DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
                            EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                           ONE_ROW: tl.constexpr):
+                           ONE_ROW: tl.constexpr, SROW: tl.constexpr = False):
     """As w4a16._w4a16_gemv_v2_awq_kernel (int16 column jc of qweight row k: nibble j is output
     column 8 (jc // 2) + 2 j + jc % 2), with the next K tile's scales / zeros prefetched and,
     with ONE_ROW (M == 1), x summed over the tile from a 1-D load."""
@@ -153,6 +196,11 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
     else:
         g = k_lo // GROUP
     zh, s0, s1, s2, s3 = _scales4(s_ptr, z16, g, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N)
+    if SROW:
+        row = _row_load(s_ptr, g, stride_sr, pid_n, N, BLOCK_N, EVEN_N)
+        s0, s1, s2, s3 = _row_planes(row, BLOCK_N)
+        zrow = _zrow_load(qz_ptr, g, stride_qzr, pid_n, N, BLOCK_N, EVEN_N)
+        zh = _zrow_int16(zrow, BLOCK_N)
     kk = tl.arange(0, BLOCK_K)
     if ONE_ROW:
         # M == 1: x summed over the tile from a 1-D copy (v2 summed the [BLOCK_K, 16] padded
@@ -168,6 +216,13 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         else:
             gn = tl.minimum(k0 + BLOCK_K, k_hi - 1) // GROUP
             zn, t0, t1, t2, t3 = _scales4(s_ptr, z16, gn, stride_sr, stride_qzr, jc, ncol, jmask, EVEN_N)
+            if SROW:
+                # v3c: the scales travel as the packed row, split into planes in the trip
+                # that uses them
+                rown = _row_load(s_ptr, gn, stride_sr, pid_n, N, BLOCK_N, EVEN_N)
+                s0, s1, s2, s3 = _row_planes(row, BLOCK_N)
+                zrown = _zrow_load(qz_ptr, gn, stride_qzr, pid_n, N, BLOCK_N, EVEN_N)
+                zh = _zrow_int16(zrow, BLOCK_N)
         if ONE_ROW:
             xs = tl.sum(xv.to(tl.float32), axis=0)
             xv = tl.load(x_ptr + k0 + BLOCK_K + kk, mask=k0 + BLOCK_K + kk < k_hi, other=0.0)
@@ -191,6 +246,10 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         a2, c2 = _acc_plane(a2, c2, tl.dot(_plane3(h, 2, DT, ASM), xt), s2, (zh >> 8) & 0xF, xs, 2, DT, ONE_ROW)
         a3, c3 = _acc_plane(a3, c3, tl.dot(_plane3(h, 3, DT, ASM), xt), s3, (zh >> 12) & 0xF, xs, 3, DT, ONE_ROW)
         zh, s0, s1, s2, s3 = zn, t0, t1, t2, t3
+        if SROW:
+            if GROUP != 0:
+                row = rown
+                zrow = zrown
     if ONE_ROW:
         a0 -= c0[:, None]
         a1 -= c1[:, None]
@@ -330,8 +389,13 @@ def config(variant, M, N, K, group, interp, sms):
         return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
     fit = bk            # the largest K tile inside a group
     if variant == "v3b":
-        # 128 packed columns a row (one 512-byte row per warp), 32 rows a trip
-        bn, bk, warps, stages, splits = 1024, min(bk, 32), 4, 1, None
+        # a packed column a thread, 32 rows a trip; 1024 columns (4 warps) unless the N tiles
+        # times the splits (at most 32) would leave resident slots empty
+        # (128 registers: 16 warps an SM)
+        bn, bk, stages, splits = 1024, min(bk, 32), 1, None
+        while bn > 256 and cdiv(N, bn) * min(64, cdiv(K, bk) // 2) * (bn // 256) < 16 * sms:
+            bn //= 2
+        warps = bn // 256
     else:
         bn, warps, stages, splits = 256, 4, 4, None
     if CONFIG_OVERRIDE:
@@ -343,8 +407,8 @@ def config(variant, M, N, K, group, interp, sms):
     if splits is None:
         # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
         # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
-        slots = PROGS_PER_SM[variant] * sms
-        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 32))
+        slots = PROGS_PER_SM[variant] * sms if variant != "v3b" else 16 // warps * sms
+        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 64 if variant == "v3b" else 32))
     return bn, bk, splits, warps, stages
 
 
@@ -361,11 +425,11 @@ def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
     splits = cdiv(K, k_per_split)
     consts = dict(DT=tl.float16 if dt_is_fp16 else tl.bfloat16, GROUP=0 if group >= K else group,
                   SPLIT=splits > 1, EVEN_K=K % bk == 0, EVEN_N=N % bn == 0, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk,
-                  ONE_ROW=M == 1)
+                  ONE_ROW=M == 1, SROW=variant == "v3c")
     return k_per_split, splits, consts
 
 
-KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel}
+KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel, "v3c": _w4a16_gemv_v3a_kernel}
 
 
 def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
