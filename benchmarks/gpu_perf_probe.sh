@@ -94,6 +94,24 @@ for p in "$@"; do
       TAILN=4 phase cells_qwen3vl 200 env $R python -m pytest tests/models/test_declared_vlm_support.py \
         -k "cuda and qwen3" -q -p no:cacheprovider -rf --tb=short
       cp -r "$L/rec" "$OUT/rec" 2>/dev/null ;;
+    qnew) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1   # this session's new kernels' GPU tests
+          TAILN=12 phase qnew ${QT_LIMIT:-150} python -m pytest -n 6 tests/cuda/test_norm_quant.py tests/cuda/test_act_quant.py \
+          tests/cuda/test_cuda_w4a16_v3.py tests/cuda/test_gptq_prepared_model.py tests/cuda/test_cuda_kv_quant.py \
+          -k "${QT_K:-not nothing}" -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    kdecode2) TAILN=20 phase bench_decode2 120 python benchmarks/kernels/bench_decode.py \
+          --kv ${KVS:-none,int4-words,int4-split2,int4-split4,int4-split8,int8,fp8} ;;
+    kw4v3) TAILN=60 phase bench_w4a16_v3 ${KW4_LIMIT:-150} python benchmarks/kernels/bench_quant_gemm.py --no-fp8 \
+          --impl ${IMPLS:-v1,v2,v3a,v3b} ${KW4_ARGS:-} ;;
+    bf16all) TAILN=3 phase bf16_all 130 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload all --max-model-len 1024 --out "$L/bf16_all.json" ;;
+    fp8offu) TAILN=3 phase fp8_off_unfused 110 env HALINFER_FUSE_NORM_QUANT=0 python benchmarks/throughput.py \
+          --model llama3-8b --device cuda --workload offline-1000 --quantization fp8 --max-model-len 1024 \
+          --out "$L/fp8_off_unfused.json" ;;
+    w8a8offu) TAILN=3 phase w8a8_off_unfused 110 env HALINFER_FUSE_NORM_QUANT=0 python benchmarks/throughput.py \
+          --model llama3-8b --device cuda --workload offline-1000 --quantization w8a8 --max-model-len 1024 \
+          --out "$L/w8a8_off_unfused.json" ;;
+    gptqb1) TAILN=3 phase gptq_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
+          --quantization ${GPTQ_KIND:-gptq} --out "$L/gptq_b1.json" ;;
     tlquant) TAILN=30 phase timeline_quant 120 python benchmarks/profile_timeline.py --batch ${TLB:-512} --context 512 \
           --steps 16 ${TLQ:+--quantization $TLQ} ${TLKV:+--kv-cache-dtype $TLKV} ;;
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
