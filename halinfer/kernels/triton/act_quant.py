@@ -33,11 +33,19 @@ def _round_e4m3(v):
     # normals: keep 3 mantissa bits; the carry of a round-up moves into the exponent
     rounded = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -1048576
     normal = rounded.to(tl.float32, bitcast=True)
-    # subnormals (below 2**-6): multiples of 2**-9, rounded in magnitude and signed after, so a
-    # tiny negative value rounds to -0.0 as torch's cast does (not +0.0)
-    sub = ((tl.abs(v) * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
-    sub = tl.where(bits < 0, -sub, sub)
+    # subnormals (below 2**-6): multiples of 2**-9 (the sign of a zero is set by e4m3_bytes)
+    sub = ((v * 512.0 + 12582912.0) - 12582912.0) * 0.001953125
     return tl.where(tl.abs(v) < 0.015625, sub, normal)
+
+
+@triton.jit
+def e4m3_bytes(v):
+    """float8_e4m3fn bytes (uint8) of v (float32, |v| <= 448): _round_e4m3, the exact cast, and
+    v's sign bit put on every byte, so a tiny negative value gives -0.0 (0x80) as torch's cast
+    does.  The float form of that sign (-sub where sub is +0.0) came out +0.0 on the H200; an
+    integer OR on the byte cannot."""
+    b = _round_e4m3(v).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    return b | ((v.to(tl.int32, bitcast=True) >> 24) & 0x80).to(tl.uint8)
 
 
 @triton.jit
@@ -54,10 +62,10 @@ def _fp8_group_quant_kernel(x_ptr, q_ptr, s_ptr, T, K, G, group, stride_xt, stri
     x = tl.where(t < T, x, 0.0)     # rows T.. are padding: zeros, at the smallest scale
     s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
     # div_rn: IEEE division as torch's; a plain / compiles to an approximate one
-    q = _round_e4m3(tl.clamp(tl.math.div_rn(x, s[:, None]), -448.0, 448.0)).to(tl.float8e4nv)
+    q = e4m3_bytes(tl.clamp(tl.math.div_rn(x, s[:, None]), -448.0, 448.0))
     # stored as bytes: the caller passes a uint8 view (an fp8 store of masked lanes is
     # what some triton versions refuse)
-    tl.store(q_ptr + t * stride_qt + k, q.to(tl.uint8, bitcast=True), mask=mask)
+    tl.store(q_ptr + t * stride_qt + k, q, mask=mask)
     tl.store(s_ptr + t * stride_st + g * stride_sg, s, mask=g < G)
 
 

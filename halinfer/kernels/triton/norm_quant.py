@@ -6,7 +6,7 @@ act_quant.py reading y back to quantize it.  Here the row stays in registers: th
 is norm.py's own code (``_rms_rows``, launched with norm.py's ``launch_shape`` so its
 reductions run in the same order), y is rounded to the model dtype as the unfused path
 stores it, and the quantization is act_quant.py's arithmetic (IEEE ``div_rn``, the
-1.5 * 2**23 rounding for int8, ``_round_e4m3`` for fp8).  So q and the scales are the
+1.5 * 2**23 rounding for int8, ``e4m3_bytes`` for fp8).  So q and the scales are the
 bits rms_norm + quant_int8_rows / quant_fp8_groups give.
 
 FP8 groups must be a power of two (128 in the published checkpoints; reshaping the
@@ -21,7 +21,7 @@ import triton.language as tl
 
 from halinfer.core.ops.norm_quant import ActQuant, QuantizedActs
 
-from .act_quant import _round_e4m3
+from .act_quant import e4m3_bytes
 from .common import cdiv, on_interpreter
 from .norm import _rms_rows, _rows, launch_shape
 
@@ -50,15 +50,15 @@ def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, s_ptr, q_ptr, qs_ptr, T, T_pad, 
     elif GROUP >= BLOCK:
         # one group per row (per-channel weights)
         s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(y), axis=1), 1e-10), 448.0)
-        q = _round_e4m3(tl.clamp(tl.math.div_rn(y, s[:, None]), -448.0, 448.0)).to(tl.float8e4nv)
-        tl.store(q_ptr + rows * stride_q + cols, q.to(tl.uint8, bitcast=True), mask=out)
+        q = e4m3_bytes(tl.clamp(tl.math.div_rn(y, s[:, None]), -448.0, 448.0))
+        tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         tl.store(qs_ptr + rows * stride_qst, s[:, None], mask=rows < T_pad)
     else:
         # the row's tile as [groups, GROUP]: lanes past H are 0 and leave every group's max alone
         y3 = tl.reshape(y, (ROWS, BLOCK // GROUP, GROUP))
         s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(y3), axis=2), 1e-10), 448.0)
-        q3 = _round_e4m3(tl.clamp(tl.math.div_rn(y3, s[:, :, None]), -448.0, 448.0)).to(tl.float8e4nv)
-        q = tl.reshape(q3.to(tl.uint8, bitcast=True), (ROWS, BLOCK))
+        q3 = e4m3_bytes(tl.clamp(tl.math.div_rn(y3, s[:, :, None]), -448.0, 448.0))
+        q = tl.reshape(q3, (ROWS, BLOCK))
         tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         g = tl.arange(0, BLOCK // GROUP)[None, :]
         tl.store(qs_ptr + rows * stride_qst + g * stride_qsg, s, mask=(rows < T_pad) & (g < G))

@@ -170,18 +170,10 @@ def _load_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype:
     return t
 
 
-@triton.jit
-def int4_planes(KV: tl.constexpr):
-    """How many channel planes a split tile's values come in (1: every other mode)."""
-    if KV == 6:
-        n: tl.constexpr = 2
-    elif KV == 7:
-        n: tl.constexpr = 8
-    elif KV == 8:
-        n: tl.constexpr = 4
-    else:
-        n: tl.constexpr = 1
-    return n
+# How many channel planes a split tile's values come in (1: every other mode), written out as
+# constexpr arithmetic where it is needed: a @triton.jit helper returning it gives a tensor, not
+# a constexpr, on triton 3.6 (its ``==`` then fails to compile).
+#     planes(KV) = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)
 
 
 @triton.jit
@@ -255,9 +247,9 @@ def _plane_channels(W: tl.constexpr, NP: tl.constexpr, i: tl.constexpr):
 @triton.jit
 def load_q(ptr, rmask, D: tl.constexpr, BLOCK_D: tl.constexpr, KV: tl.constexpr):
     """Queries [rows, BLOCK_D] from ptr [rows, 1] (channel 0 of each row); the split tiles
-    (int4_planes(KV) > 1): a tuple of their planes [rows, BLOCK_D / NP] (_plane_channels), each
-    a strided load, once per program."""
-    NP: tl.constexpr = int4_planes(KV)
+    (more than one plane): a tuple of their planes [rows, BLOCK_D / NP] (_plane_channels),
+    each a strided load, once per program."""
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         d = tl.arange(0, BLOCK_D)
         q = tl.load(ptr + d[None, :], mask=rmask[:, None] & (d < D)[None, :], other=0.0)
@@ -272,11 +264,12 @@ def load_q(ptr, rmask, D: tl.constexpr, BLOCK_D: tl.constexpr, KV: tl.constexpr)
 @triton.jit
 def q_row_sums(q, KV: tl.constexpr):
     """sum(q) per row in float32 (int4 keys' zeros: z * sum(q)), over every plane."""
-    if int4_planes(KV) == 1:
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
+    if NP == 1:
         s = tl.sum(q.to(tl.float32), axis=1)
     else:
         s = tl.sum(q[0].to(tl.float32), axis=1)
-        for i in tl.static_range(1, int4_planes(KV)):
+        for i in tl.static_range(1, NP):
             s += tl.sum(q[i].to(tl.float32), axis=1)
     return s
 
@@ -284,7 +277,7 @@ def q_row_sums(q, KV: tl.constexpr):
 @triton.jit
 def acc_zeros(ROWS: tl.constexpr, BLOCK_DV: tl.constexpr, KV: tl.constexpr):
     """The output accumulator: [ROWS, BLOCK_DV] float32, or a tuple of per-plane ones (split tiles)."""
-    NP: tl.constexpr = int4_planes(KV)
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         acc = tl.full([ROWS, BLOCK_DV], 0.0, tl.float32)
     else:
@@ -297,11 +290,12 @@ def acc_zeros(ROWS: tl.constexpr, BLOCK_DV: tl.constexpr, KV: tl.constexpr):
 @triton.jit
 def acc_scale(acc, f, KV: tl.constexpr):
     """acc * f[:, None], plane by plane."""
-    if int4_planes(KV) == 1:
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
+    if NP == 1:
         out = acc * f[:, None]
     else:
         out = ()
-        for i in tl.static_range(int4_planes(KV)):
+        for i in tl.static_range(NP):
             out = out + (acc[i] * f[:, None],)
     return out
 
@@ -309,7 +303,7 @@ def acc_scale(acc, f, KV: tl.constexpr):
 @triton.jit
 def acc_store(ptr, acc, div, rmask, DV: tl.constexpr, BLOCK_DV: tl.constexpr, KV: tl.constexpr):
     """Store acc / div[:, None] at ptr [rows, 1] + channel, each plane to its own channels."""
-    NP: tl.constexpr = int4_planes(KV)
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         c = tl.arange(0, BLOCK_DV)
         tl.store(ptr + c[None, :], (acc / div[:, None]).to(ptr.dtype.element_ty),
@@ -330,7 +324,7 @@ def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.co
     BLOCK_D, D: the head dim (channels read).
     KV: 0 model dtype, 1 int8, 2 fp8, 3 .. 8 int4 (KV_INT4, KV_INT4_PLAIN, KV_INT4_WORDS, and the split
     tiles KV_INT4_SPLIT2 / 8 / 4: q is then load_q's tuple of planes; qsum: q's row sums, for int4 zeros)."""
-    NP: tl.constexpr = int4_planes(KV)
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     krow = blk * stride_kb + tok * stride_kt + kvh * stride_kh
     if NP == 1:
         qdt: tl.constexpr = q.dtype
@@ -368,7 +362,7 @@ def weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmas
     """Paged attention: the online softmax's acc * alpha + p . v, p [rows, BLOCK_N] the
     probabilities of one tile of cached values (dv: tl.arange of BLOCK_DV, DV: the value width;
     columns from DV on are not meaningful).  acc: acc_zeros's kind (split tiles: per plane)."""
-    NP: tl.constexpr = int4_planes(KV)
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         qdt: tl.constexpr = q.dtype
     else:

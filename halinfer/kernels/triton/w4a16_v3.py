@@ -398,13 +398,22 @@ def config(variant, M, N, K, group, interp, sms):
         warps = bn // 256
     else:
         bn, warps, stages, splits = 256, 4, 4, None
+        if variant == "v3a" and cdiv(N, bn) <= 32:
+            # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down): 8 splits beat the one-wave
+            # count on the H200 (bench_quant_gemm --sweep-v3, 2026-12-01: qkv 13.0 -> 11.8 us,
+            # o 11.0 -> 9.7, down 20.2 -> 19.4); many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3)
+            splits = 8
+        elif variant == "v3a":
+            stages = 3
     if CONFIG_OVERRIDE:
         cfg = CONFIG_OVERRIDE["config"]
         bn, bk_o, warps, stages = cfg[:4]
         splits = cfg[4] if len(cfg) > 4 else None
         if bk_o in ks and bk_o <= fit and fit % bk_o == 0:
             bk = bk_o
-    if splits is None:
+    if splits is not None:
+        splits = max(1, min(splits, cdiv(K, bk) // 2, K // (64 * M)))
+    else:
         # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
         # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
         slots = PROGS_PER_SM[variant] * sms if variant != "v3b" else 16 // warps * sms
@@ -425,7 +434,9 @@ def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
     splits = cdiv(K, k_per_split)
     consts = dict(DT=tl.float16 if dt_is_fp16 else tl.bfloat16, GROUP=0 if group >= K else group,
                   SPLIT=splits > 1, EVEN_K=K % bk == 0, EVEN_N=N % bn == 0, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk,
-                  ONE_ROW=M == 1, SROW=variant == "v3c")
+                  ONE_ROW=M == 1)
+    if variant != "v3b":   # (v3b has no SROW: triton 3.6 refuses an unknown keyword)
+        consts["SROW"] = variant == "v3c"
     return k_per_split, splits, consts
 
 
