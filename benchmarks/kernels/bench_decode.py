@@ -22,9 +22,16 @@ the 4-plane split tile at head dim 128); int4-words, int4-bytes and int4-plain t
 conversion per element); int4-split2 / -split4 / -split8 the split tiles of 2 (from bytes), 4 and
 8 (from int32 words) channel planes, no interleave of the nibbles.
 
+--prefetch 0,1,2 (with --kv) times each kind under each decode prefetch variant (kernels/triton/
+tl_math.py KV_PREFETCH: 0 none, as before; 1 block-table entries a tile ahead; 2 whole tiles a tile
+ahead in registers, Triton's pipeliner off); the default, auto, is the launcher's choice (1 for
+quantized caches, 0 for the model dtype).  A --kv name may also carry its own, e.g. int8@0,int8@1.
+--stages N forces the decode kernel's num_stages (attention_decode.DECODE_STAGES; 0: its choice).
+
 Usage: python benchmarks/kernels/bench_decode.py [--json out.json]
        python benchmarks/kernels/bench_decode.py --kv none,int4,int4-bytes,int4-plain,fp8,int8 [--json out.json]
        python benchmarks/kernels/bench_decode.py --kv none,int4-words,int4-split2,int4-split4,int4-split8
+       python benchmarks/kernels/bench_decode.py --kv none,int8,fp8,int4-words,int4-split4 --prefetch 0,1,2 --batches 256
 """
 from __future__ import annotations
 
@@ -146,26 +153,39 @@ def dequantized(kv: LayerKV) -> LayerKV:
     return LayerKV(deq(kv.k, kv.k_scale, kv.k_zero), deq(kv.v, kv.v_scale, kv.v_zero), "NHD")
 
 
+def _kinds(args):
+    """--kv x --prefetch -> [(label, kind, prefetch or None for the launcher's choice)], a kind's
+    variants next to each other (they share its cache)."""
+    pfs = [None if p == "auto" else int(p) for p in args.prefetch.split(",")]
+    out = []
+    for k in [k.strip() for k in args.kv.split(",") if k.strip()]:
+        name, _, pf = k.partition("@")
+        assert name in KV_KINDS, f"--kv {name!r}: known {', '.join(KV_KINDS)}"
+        for p in ([int(pf)] if pf else pfs):
+            out.append((name if p is None else f"{name}@{p}", name, p))
+    return out
+
+
 def main_kv(args, dev, gen, bw):
-    from halinfer.kernels.triton import tl_math
+    from halinfer.kernels.triton import attention_decode, tl_math
 
     ops = TritonOps()
     rows = []
-    kinds = [k.strip() for k in args.kv.split(",") if k.strip()]
-    for k in kinds:
-        assert k in KV_KINDS, f"--kv {k!r}: known {', '.join(KV_KINDS)}"
+    kinds = _kinds(args)
+    attention_decode.DECODE_STAGES = args.stages
     ctx = args.ctx
     for B in [int(b) for b in args.batches.split(",")]:
         built = {}
-        for name in kinds:
+        for label, name, pf in kinds:
             mode, magic, words, split = KV_KINDS[name]
             if mode not in built:
                 built.clear()
                 torch.cuda.empty_cache()
                 built[mode] = build_quant(B, ctx, mode, dev, gen)
             q, kv, step = built[mode]
-            saved = tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT
+            saved = tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT, tl_math.KV_PREFETCH
             tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT = magic, words, split
+            tl_math.KV_PREFETCH = saved[3] if pf is None else pf
             try:
                 meta = MetadataBuilder(dev, BS).build(step)
                 gmeta = MetadataBuilder(dev, BS).build(step)
@@ -175,21 +195,21 @@ def main_kv(args, dev, gen, bw):
                 err = float((out.float() - torch_sdpa(q, dq, meta, ctx).float()).abs().max())
                 del dq
                 t = triton.testing.do_bench(lambda: ops.paged_attention(q, kv, meta, scale=D ** -0.5),
-                                            warmup=25, rep=200, return_mode="median") * 1e3
+                                            warmup=25, rep=args.rep, return_mode="median") * 1e3
                 t_graph = graph_replay_us(lambda: ops.paged_attention(q, kv, gmeta, scale=D ** -0.5))
             finally:
-                tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT = saved
+                tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT, tl_math.KV_PREFETCH = saved
             nbytes = B * (ctx // BS) * cache_bytes(kv)
-            rows.append(dict(kv=name, batch=B, ctx=ctx, triton_us=t, triton_graph_us=t_graph, kv_bytes=nbytes,
+            rows.append(dict(kv=label, batch=B, ctx=ctx, triton_us=t, triton_graph_us=t_graph, kv_bytes=nbytes,
                              triton_TBps=nbytes / (t * 1e-6) / 1e12, frac_copy_bw=nbytes / (t * 1e-6) / bw,
                              max_abs_err_vs_sdpa=err))
             torch.cuda.synchronize()
         built.clear()
         torch.cuda.empty_cache()
-    print(f"{'kv':>11} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} {'TB/s':>6} "
+    print(f"{'kv':>13} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} {'TB/s':>6} "
           f"{'of copy':>8} {'err':>8}")
     for r in rows:
-        print(f"{r['kv']:>11} {r['batch']:>5} {r['ctx']:>5} {r['triton_us']:>9.1f} {r['triton_graph_us']:>9.1f} "
+        print(f"{r['kv']:>13} {r['batch']:>5} {r['ctx']:>5} {r['triton_us']:>9.1f} {r['triton_graph_us']:>9.1f} "
               f"{r['kv_bytes'] / 1e6:>8.1f} {r['triton_TBps']:>6.2f} {r['frac_copy_bw']:>7.0%} "
               f"{r['max_abs_err_vs_sdpa']:>8.1e}")
     return rows
@@ -201,6 +221,9 @@ def main():
     ap.add_argument("--kv", default=None, help=f"comma list of KV cache dtypes to time: {', '.join(KV_KINDS)}")
     ap.add_argument("--batches", default="256,1024", help="with --kv")
     ap.add_argument("--ctx", type=int, default=1024, help="with --kv")
+    ap.add_argument("--prefetch", default="auto", help="with --kv: comma list of 0 / 1 / 2 / auto (tl_math.KV_PREFETCH)")
+    ap.add_argument("--stages", type=int, default=0, help="with --kv: the decode kernel's num_stages (0: its choice)")
+    ap.add_argument("--rep", type=int, default=200, help="with --kv: do_bench's rep (ms)")
     args = ap.parse_args()
     dev = torch.device("cuda", 0)
     gen = torch.Generator(device=dev).manual_seed(0)

@@ -10,6 +10,8 @@ CUDA-graph safe: the grid and the number of splits depend only on the batch
 size, head counts and ``meta.max_seq_len`` (which a graph runner sets to its
 capacity), never on this step's lengths; every length is read on the device.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -18,9 +20,13 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
-from .tl_math import acc_scale, acc_store, acc_zeros, key_scores, load_q, q_row_sums, weighted_values
+from . import tl_math
+from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, load_q, load_values, q_row_sums,
+                      scores_from, values_from, weighted_values)
 
 MAX_SPLITS = 64
+# num_stages of the decode kernel, 0: decode_stages's choice (set by bench_decode.py --stages).
+DECODE_STAGES = int(os.environ.get("HALINFER_DECODE_STAGES", "0"))
 
 
 @triton.jit
@@ -36,7 +42,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
                    CHUNK: tl.constexpr, KV: tl.constexpr,
                    H_CHUNKS, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
-                   SPLIT: tl.constexpr, PREC: tl.constexpr):
+                   SPLIT: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr = 0):
     b = tl.program_id(0)
     kvh = tl.program_id(1) // H_CHUNKS
     g = (tl.program_id(1) % H_CHUNKS) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -70,23 +76,74 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
     l_i = tl.full([BLOCK_H], 0.0, tl.float32)
     acc = acc_zeros(BLOCK_H, BLOCK_DV, KV)
     bt_row = bt_ptr + b.to(tl.int64) * stride_bt
-    for n0 in range(start, end, BLOCK_N):
-        offs = n0 + tl.arange(0, BLOCK_N)
+    if PREFETCH == 2:
+        # Software pipeline in registers (tl_math.KV_PREFETCH says why): tile i's stored data,
+        # scales and zeros are loaded during tile i - 1, from block-table entries loaded during
+        # tile i - 2, so no load waits on the block table and each tile's loads overlap the
+        # previous tile's dots.  Loads past ``end`` are masked off (no memory traffic); results
+        # are those of the loop below, bit for bit (the same arithmetic in the same order).
+        offs = start + tl.arange(0, BLOCK_N)
         nmask = offs < end
         blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
-        tok = offs % BS
-        sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt, stride_kh,
-                        stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
-        if ALIBI:
-            sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
-        sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(sc - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
-                              stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
-        m_i = m_new
+        kraw, ksc, kz = load_keys(k_ptr, ks_ptr, kz_ptr, blk, offs % BS, kvh, nmask, d, D, stride_kb, stride_kt,
+                                  stride_kh, stride_ksb, stride_kst, stride_ksh, KV)
+        vraw, vsc, vz = load_values(v_ptr, vs_ptr, vz_ptr, blk, offs % BS, kvh, nmask, dv, DV, stride_vb, stride_vt,
+                                    stride_vh, stride_vsb, stride_vst, stride_vsh, KV)
+        offs1 = offs + BLOCK_N
+        blk1 = tl.load(bt_row + offs1 // BS, mask=offs1 < end, other=0)
+        for n0 in range(start, end, BLOCK_N):
+            offs = n0 + tl.arange(0, BLOCK_N)
+            nmask = offs < end
+            # The next tile's loads first, then the next-but-one's block-table entries.
+            offs1 = offs + BLOCK_N
+            nmask1 = offs1 < end
+            blk1w = blk1.to(tl.int64)
+            kraw1, ksc1, kz1 = load_keys(k_ptr, ks_ptr, kz_ptr, blk1w, offs1 % BS, kvh, nmask1, d, D, stride_kb,
+                                         stride_kt, stride_kh, stride_ksb, stride_kst, stride_ksh, KV)
+            vraw1, vsc1, vz1 = load_values(v_ptr, vs_ptr, vz_ptr, blk1w, offs1 % BS, kvh, nmask1, dv, DV, stride_vb,
+                                           stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV)
+            offs2 = offs1 + BLOCK_N
+            blk1 = tl.load(bt_row + offs2 // BS, mask=offs2 < end, other=0)
+            sc = scores_from(q, qsum, kraw, ksc, kz, nmask, d, D, scale, soft_cap, KV, SOFTCAP, PREC)
+            if ALIBI:
+                sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
+            sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(sc - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            acc = values_from(acc, alpha, q, p, vraw, vsc, vz, nmask, dv, DV, KV, PREC)
+            m_i = m_new
+            kraw, ksc, kz, vraw, vsc, vz = kraw1, ksc1, kz1, vraw1, vsc1, vz1
+    else:
+        # Block-table entries a tile ahead, carried in registers (PREFETCH 1): the K / V copies that
+        # Triton's pipeliner issues for the next tile then need no load of their own first.  Loaded
+        # whatever PREFETCH is: triton 3.6 wants every name the loop assigns defined before it, even
+        # in a branch a constexpr leaves out.
+        offs = start + tl.arange(0, BLOCK_N)
+        blk_next = tl.load(bt_row + offs // BS, mask=offs < end, other=0)
+        for n0 in range(start, end, BLOCK_N):
+            offs = n0 + tl.arange(0, BLOCK_N)
+            nmask = offs < end
+            if PREFETCH == 1:
+                blk = blk_next.to(tl.int64)
+                offs1 = offs + BLOCK_N
+                blk_next = tl.load(bt_row + offs1 // BS, mask=offs1 < end, other=0)
+            else:
+                blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
+            tok = offs % BS
+            sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt,
+                            stride_kh, stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
+            if ALIBI:
+                sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
+            sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(sc - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
+                                  stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
+            m_i = m_new
 
     if SPLIT:
         # Normalised partial output and its log2-sum-exp; an empty split has l = 0 -> lse = -inf.
@@ -138,6 +195,26 @@ def decode_config(block_d: int, group: int, interp: bool, max_seq_len: int = 0) 
     return block_n, block_h, 4
 
 
+def decode_prefetch(kv_mode: int) -> int:
+    """The decode kernel's PREFETCH (tl_math.KV_PREFETCH): 0 none, 1 block-table entries a tile
+    ahead, 2 whole tiles a tile ahead in registers."""
+    want = tl_math.KV_PREFETCH
+    if want < 0:   # auto
+        return 1 if kv_mode != 0 else 0
+    return want
+
+
+def decode_stages(kv_mode: int, prefetch: int | None = None) -> int:
+    """num_stages: 2 lets Triton's pipeliner copy the K/V tiles (and scales) into shared memory one
+    tile ahead (cp.async); with the register prefetch (2) it is 1, the pipeliner off (the loads
+    it would move are already a tile early).  HALINFER_DECODE_STAGES overrides it, for timing."""
+    if DECODE_STAGES:
+        return DECODE_STAGES
+    if prefetch is None:
+        prefetch = decode_prefetch(kv_mode)
+    return 1 if prefetch == 2 else 2
+
+
 def choose_num_splits(batch: int, programs_per_seq: int, max_seq_len: int, block_n: int, sms: int) -> int:
     """Enough programs for about two waves, never more splits than key tiles."""
     tiles = max(1, cdiv(max_seq_len, block_n))
@@ -164,6 +241,8 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
     if num_splits is None:
         num_splits = choose_num_splits(B, a.Hk * h_chunks, max(1, meta.max_seq_len), block_n, sm_count(q.device))
     split = num_splits > 1
+    kvm = a.kernel_kv_mode
+    prefetch = decode_prefetch(kvm)
     if split:
         po = torch.empty((T, a.Hq, num_splits, a.DV), dtype=torch.float32, device=q.device)
         plse = torch.empty((T, a.Hq, num_splits), dtype=torch.float32, device=q.device)
@@ -177,7 +256,7 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
         plse.stride(0) if split else 0, plse.stride(1) if split else 0, meta.block_tables.stride(0),
         *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk, num_splits,
         **a.flags(), H_CHUNKS=h_chunks, BLOCK_H=block_h, BLOCK_N=block_n, SPLIT=split,
-        PREC=dot_precision(q.dtype), num_warps=warps, num_stages=2)
+        PREC=dot_precision(q.dtype), PREFETCH=prefetch, num_warps=warps, num_stages=decode_stages(kvm, prefetch))
     if split:
         _merge_splits_kernel[(B, a.Hq)](
             po, plse, out, meta.q_start_loc, a.sinks,

@@ -50,6 +50,28 @@ INT4_WORDS = os.environ.get("HALINFER_INT4_WORDS", "1") != "0"
 INT4_SPLIT = {"auto": -1}.get(os.environ.get("HALINFER_INT4_SPLIT", "auto"), None)
 if INT4_SPLIT is None:
     INT4_SPLIT = int(os.environ["HALINFER_INT4_SPLIT"])
+# Decode prefetch (attention_decode._decode_kernel PREFETCH).  Compiled for sm_90 with the launch's
+# specialization (benchmarks/kernels/kv_pipe_sass.py; bf16 q, D 128, BLOCK_N 64, 16 heads, 4 warps,
+# num_stages 2), every mode's K/V tiles and scales already go to shared memory by cp.async (LDGSTS,
+# TTGIR async_copy_global_to_local), quantized or not, but with ONE buffer each: the copies for
+# tile i + 1 are issued after tile i's last dot and waited for (async_wait 0) at the top of the
+# next iteration, and the block-table load feeding their addresses is a plain LDG issued just
+# before them (not pipelined).  So a program never computes while its own loads are in flight,
+# and each iteration waits out two global latencies in a row (block table, then K / V); only other
+# programs on the SM hide them: bytes in flight per SM ~ programs x tile bytes, bf16 4 (103
+# registers) x 32 KB, int8 3 (167) x 16 KB, int4 words 4 (128) x 8 KB, with ~2x bf16's
+# instructions per tile to issue meanwhile (the measured 4.0 / 1.7 / 0.74 TB/s).
+# KV_PREFETCH: 0 as before; 1 the block-table entries a tile ahead (carried in registers), so the
+# pipeliner's copies for tile i + 1 use entries loaded during tile i - 1: one latency an iteration
+# (int8 128 registers, fp8 146, int4 words 132, 4 planes 144); 2 the whole next tile (stored data,
+# scales, zeros) into registers before tile i's dots, entries two tiles ahead, Triton's pipeliner
+# off (num_stages 1): the loads overlap the dots, at ~250 registers for int8 / fp8 (2 programs an
+# SM).  HALINFER_KV_PREFETCH=0 / 1 / 2 / auto (the default: 1 for quantized caches, 0 for the model
+# dtype, which is at 95% of copy bandwidth without it).  Results are the same bit for bit in every
+# mode (the same arithmetic in the same order).  Not yet timed on a GPU: bench_decode.py --prefetch.
+KV_PREFETCH = {"auto": -1}.get(os.environ.get("HALINFER_KV_PREFETCH", "auto"), None)
+if KV_PREFETCH is None:
+    KV_PREFETCH = int(os.environ["HALINFER_KV_PREFETCH"])
 KV_INT4 = 3            # store_kv.KV_MODES["int4"]
 KV_INT4_PLAIN = 4
 KV_INT4_WORDS = 5
@@ -82,19 +104,14 @@ def _shl(x, s: tl.constexpr):
 
 
 @triton.jit
-def _int4_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
-    """[BLOCK_N, C] nibbles from [BLOCK_N, C / 2] bytes, each byte loaded once: channel 2j is
-    byte j's low nibble, 2j + 1 its high one (store_kv.py, core/ops/kv_quant.py).  ch must be
-    tl.arange(0, C); the bytes holding channels < NCH are read (an odd NCH, an MLA value width,
-    reads one channel more, from inside the row), the rest read as nibbles 0.
-    fp16 / bf16: INT4_BIAS + c, by bit pattern (see F16_MAGIC); other dtypes: c, converted."""
-    C: tl.constexpr = ch.shape[0]
-    N: tl.constexpr = rows.shape[0]
-    j = tl.arange(0, C // 2)
-    # The byte mask from constexprs (not from a channel mask), so the load stays vectorized.
-    bmask = nmask[:, None] & (j < (NCH + 1) // 2)[None, :]
+def _int4_bytes(raw, C: tl.constexpr, dtype: tl.constexpr):
+    """[BLOCK_N, C] nibbles from [BLOCK_N, C / 2] bytes (_raw_tile, KV 3), each byte loaded once:
+    channel 2j is byte j's low nibble, 2j + 1 its high one (store_kv.py, core/ops/kv_quant.py);
+    masked bytes read as nibbles 0.  fp16 / bf16: INT4_BIAS + c, by bit pattern (see F16_MAGIC);
+    other dtypes: c, converted."""
+    N: tl.constexpr = raw.shape[0]
     # uint8 -> int16 zero-extends: no sign bits come down with the high nibble.
-    b = tl.load(ptr + rows[:, None] + j[None, :], mask=bmask, other=0).to(tl.int16)
+    b = raw.to(tl.int16)
     if dtype.primitive_bitwidth == 16:
         if dtype == tl.float16:
             SH: tl.constexpr = F16_SHIFT
@@ -113,18 +130,14 @@ def _int4_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
 
 
 @triton.jit
-def _int4_tile_words(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
-    """_int4_tile for fp16 / bf16 from int32 words: rows and ptr 4-byte aligned, NCH a multiple
-    of 8.  A word holds channels 8m .. 8m + 7 (nibble i at bits 4i); shifted by SH - 4k and
-    masked, it has channels 8m + k and 8m + 4 + k in the top mantissa bits of its two 16-bit
-    halves, so each integer op makes two elements.  The halves are then put in channel order."""
+def _int4_words(w, C: tl.constexpr, dtype: tl.constexpr):
+    """_int4_bytes for fp16 / bf16 from int32 words w [BLOCK_N, C / 8] (_raw_tile, KV 5: rows
+    4-byte aligned, NCH a multiple of 8).  A word holds channels 8m .. 8m + 7 (nibble i at bits
+    4i); shifted by SH - 4k and masked, it has channels 8m + k and 8m + 4 + k in the top mantissa
+    bits of its two 16-bit halves, so each integer op makes two elements.  The halves are then
+    put in channel order."""
     tl.static_assert(dtype.primitive_bitwidth == 16, "the int4 word tile is for fp16 / bf16")
-    tl.static_assert(NCH % 8 == 0, "the int4 word tile reads whole words")
-    C: tl.constexpr = ch.shape[0]
-    N: tl.constexpr = rows.shape[0]
-    m = tl.arange(0, C // 8)
-    wmask = nmask[:, None] & (m < NCH // 8)[None, :]
-    w = tl.load(ptr.to(tl.pointer_type(tl.int32)) + (rows // 4)[:, None] + m[None, :], mask=wmask, other=0)
+    N: tl.constexpr = w.shape[0]
     if dtype == tl.float16:
         SH: tl.constexpr = F16_SHIFT
         KEEP2: tl.constexpr = F16_KEEP * 0x10001      # in both halves
@@ -148,32 +161,77 @@ def _int4_tile_words(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexp
 
 
 @triton.jit
+def _int4_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
+    """The byte tile (KV_INT4) loaded: _int4_bytes of _raw_tile."""
+    return _int4_bytes(_raw_tile(ptr, rows, ch, nmask, NCH, 3), ch.shape[0], dtype)
+
+
+@triton.jit
+def _int4_tile_words(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
+    """The word tile (KV_INT4_WORDS) loaded: _int4_words of _raw_tile."""
+    tl.static_assert(NCH % 8 == 0, "the int4 word tile reads whole words")
+    return _int4_words(_raw_tile(ptr, rows, ch, nmask, NCH, 5), ch.shape[0], dtype)
+
+
+@triton.jit
+def _raw_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr):
+    """A tile's stored data as loaded, before any conversion (what the decode kernel's prefetch
+    carries in registers from one key tile to the next): int4 bytes (KV 3 / 6: [BLOCK_N, C / 2];
+    KV 4: [BLOCK_N, C], a byte per channel), int32 words (KV 5 / 7 / 8: [BLOCK_N, C / 8]), or the
+    stored values [BLOCK_N, C].  Masks as _load_tile's."""
+    C: tl.constexpr = ch.shape[0]
+    if KV == 3 or KV == 6:
+        j = tl.arange(0, C // 2)
+        # The byte mask from constexprs (not from a channel mask), so the load stays vectorized;
+        # KV 3 reads the byte of an odd NCH's last channel (an MLA value width), 6 whole bytes.
+        NB: tl.constexpr = (NCH + 1) // 2 if KV == 3 else NCH // 2
+        r = tl.load(ptr + rows[:, None] + j[None, :], mask=nmask[:, None] & (j < NB)[None, :], other=0)
+    elif KV == 5 or KV == 7 or KV == 8:
+        m = tl.arange(0, C // 8)
+        r = tl.load(ptr.to(tl.pointer_type(tl.int32)) + (rows // 4)[:, None] + m[None, :],
+                    mask=nmask[:, None] & (m < NCH // 8)[None, :], other=0)
+    elif KV == 4:
+        r = tl.load(ptr + rows[:, None] + (ch // 2)[None, :], mask=nmask[:, None] & (ch < NCH)[None, :], other=0)
+    elif KV == 2:
+        # fp8: loaded without ``other`` (an int/float constant cast to fp8 is not supported on
+        # every triton); _unpack_tile zeroes the masked lanes after the upcast.
+        r = tl.load(ptr + rows[:, None] + ch[None, :], mask=nmask[:, None] & (ch < NCH)[None, :])
+    else:
+        r = tl.load(ptr + rows[:, None] + ch[None, :], mask=nmask[:, None] & (ch < NCH)[None, :], other=0.0)
+    return r
+
+
+@triton.jit
+def _unpack_tile(raw, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.constexpr):
+    """_raw_tile's data -> _load_tile's [BLOCK_N, C] tile in ``dtype`` (unsplit modes)."""
+    if KV == 3:
+        t = _int4_bytes(raw, ch.shape[0], dtype)
+    elif KV == 5:
+        t = _int4_words(raw, ch.shape[0], dtype)
+    elif KV == 4:   # KV_INT4_PLAIN: the previous int4 tile, for timing against the above
+        t = ((raw.to(tl.int32) >> ((ch % 2) * 4)[None, :]) & 15).to(dtype)
+    elif KV == 2:
+        t = tl.where(nmask[:, None] & (ch < NCH)[None, :], raw.to(dtype), 0.0)
+    else:
+        t = raw.to(dtype)
+    return t
+
+
+@triton.jit
 def _load_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.constexpr):
     """rows [BLOCK_N] offsets of (token, head) vectors (nmask: which are read), ch [C] channels
     (those < NCH are read) -> a [BLOCK_N, C] tile in ``dtype``.  int4: the nibbles (KV 3 / 5 with
     fp16 / bf16: plus INT4_BIAS), masked bytes read as nibble 0; int8 / fp8: the stored values,
     zero where masked.  All exact in fp16 / bf16.  Scales and zeros are applied by the callers."""
-    mask = nmask[:, None] & (ch < NCH)[None, :]
-    if KV == 3:
-        t = _int4_tile(ptr, rows, ch, nmask, NCH, dtype)
-    elif KV == 5:
-        t = _int4_tile_words(ptr, rows, ch, nmask, NCH, dtype)
-    elif KV == 4:   # KV_INT4_PLAIN: the previous int4 tile, for timing against the above
-        b = tl.load(ptr + rows[:, None] + (ch // 2)[None, :], mask=mask, other=0).to(tl.int32)
-        t = ((b >> ((ch % 2) * 4)[None, :]) & 15).to(dtype)
-    elif KV == 2:
-        # fp8: loaded without ``other`` (an int/float constant cast to fp8 is not supported on
-        # every triton), masked lanes zeroed after the upcast so no garbage reaches the dot.
-        t = tl.where(mask, tl.load(ptr + rows[:, None] + ch[None, :], mask=mask).to(dtype), 0.0)
-    else:
-        t = tl.load(ptr + rows[:, None] + ch[None, :], mask=mask, other=0.0).to(dtype)
-    return t
+    return _unpack_tile(_raw_tile(ptr, rows, ch, nmask, NCH, KV), ch, nmask, NCH, KV, dtype)
 
 
-# How many channel planes a split tile's values come in (1: every other mode), written out as
-# constexpr arithmetic where it is needed: a @triton.jit helper returning it gives a tensor, not
-# a constexpr, on triton 3.6 (its ``==`` then fails to compile).
+# How many channel planes a split tile's values come in (1: every other mode), and the KV mode
+# of an NP-plane tile, are written out as constexpr arithmetic where they are needed: a
+# @triton.jit helper returning a constexpr gives a tensor on triton 3.6 (its ``==`` then fails
+# to compile, and so did every attention kernel).
 #     planes(KV) = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)
+#     mode(NP)   = 6 * (NP == 2) + 7 * (NP == 8) + 8 * (NP == 4)
 
 
 @triton.jit
@@ -182,11 +240,16 @@ def _int4_planes(ptr, rows, nmask, NCH: tl.constexpr, C: tl.constexpr, NP: tl.co
     _plane_channels(C / NP, NP, i) (those >= NCH read as nibble 0), made as _int4_tile /
     _int4_tile_words make them (16-bit dtypes: INT4_BIAS + c by bit pattern; NP = 4 / 8 read
     int32 words under the word tile's conditions), but never joined into channel order."""
-    N: tl.constexpr = rows.shape[0]
+    raw = _raw_tile(ptr, rows, tl.arange(0, C), nmask, NCH, 6 * (NP == 2) + 7 * (NP == 8) + 8 * (NP == 4))
+    return _unpack_planes(raw, C, NP, dtype)
+
+
+@triton.jit
+def _unpack_planes(raw, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr):
+    """_int4_planes from its _raw_tile data (bytes for NP = 2, int32 words for 4 / 8)."""
+    N: tl.constexpr = raw.shape[0]
     if NP == 2:
-        j = tl.arange(0, C // 2)
-        b = tl.load(ptr + rows[:, None] + j[None, :], mask=nmask[:, None] & (j < NCH // 2)[None, :],
-                    other=0).to(tl.int16)
+        b = raw.to(tl.int16)
         if dtype.primitive_bitwidth == 16:
             if dtype == tl.float16:
                 SH: tl.constexpr = F16_SHIFT
@@ -202,9 +265,7 @@ def _int4_planes(ptr, rows, nmask, NCH: tl.constexpr, C: tl.constexpr, NP: tl.co
             t = (b & 15).to(dtype), (b >> 4).to(dtype)
     else:
         tl.static_assert((NP == 4 or NP == 8) and dtype.primitive_bitwidth == 16, "4 / 8 planes: fp16 / bf16")
-        m = tl.arange(0, C // 8)
-        w = tl.load(ptr.to(tl.pointer_type(tl.int32)) + (rows // 4)[:, None] + m[None, :],
-                    mask=nmask[:, None] & (m < NCH // 8)[None, :], other=0)
+        w = raw
         if dtype == tl.float16:
             SH: tl.constexpr = F16_SHIFT
             KEEP2: tl.constexpr = F16_KEEP * 0x10001
@@ -247,8 +308,8 @@ def _plane_channels(W: tl.constexpr, NP: tl.constexpr, i: tl.constexpr):
 @triton.jit
 def load_q(ptr, rmask, D: tl.constexpr, BLOCK_D: tl.constexpr, KV: tl.constexpr):
     """Queries [rows, BLOCK_D] from ptr [rows, 1] (channel 0 of each row); the split tiles
-    (more than one plane): a tuple of their planes [rows, BLOCK_D / NP] (_plane_channels),
-    each a strided load, once per program."""
+    (more than one plane): a tuple of their planes [rows, BLOCK_D / NP] (_plane_channels), each
+    a strided load, once per program."""
     NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         d = tl.arange(0, BLOCK_D)
@@ -316,34 +377,47 @@ def acc_store(ptr, acc, div, rmask, DV: tl.constexpr, BLOCK_DV: tl.constexpr, KV
 
 
 @triton.jit
-def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.constexpr,
-               stride_kb, stride_kt, stride_kh, stride_ksb, stride_kst, stride_ksh,
-               scale, soft_cap, KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr):
-    """Paged attention: q [rows, BLOCK_D] against one tile of cached keys -> scaled
-    (and soft-capped) scores [rows, BLOCK_N]; blk/tok: each key's block and slot; d: tl.arange of
-    BLOCK_D, D: the head dim (channels read).
-    KV: 0 model dtype, 1 int8, 2 fp8, 3 .. 8 int4 (KV_INT4, KV_INT4_PLAIN, KV_INT4_WORDS, and the split
-    tiles KV_INT4_SPLIT2 / 8 / 4: q is then load_q's tuple of planes; qsum: q's row sums, for int4 zeros)."""
+def load_keys(k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.constexpr,
+              stride_kb, stride_kt, stride_kh, stride_ksb, stride_kst, stride_ksh, KV: tl.constexpr):
+    """One key tile's loads, nothing computed from them: (stored data, scales, int4 zeros)
+    (_raw_tile's; scales / zeros [BLOCK_N] float32, or nmask as a placeholder where the mode has
+    none).  scores_from turns them into scores; the decode kernel's prefetch issues these a tile early."""
     NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     krow = blk * stride_kb + tok * stride_kt + kvh * stride_kh
     if NP == 1:
+        raw = _raw_tile(k_ptr, krow, d, nmask, D, KV)
+    else:
+        raw = _raw_tile(k_ptr, krow, d, nmask, D, 6 * (NP == 2) + 7 * (NP == 8) + 8 * (NP == 4))
+    ksc = nmask
+    kz = nmask
+    if KV != 0:
+        srow = blk * stride_ksb + tok * stride_kst + kvh * stride_ksh
+        ksc = tl.load(ks_ptr + srow, mask=nmask, other=0.0)
+        if KV >= 3:
+            kz = tl.load(kz_ptr + srow, mask=nmask, other=0.0)
+    return raw, ksc, kz
+
+
+@triton.jit
+def scores_from(q, qsum, raw, ksc, kz, nmask, d, D: tl.constexpr, scale, soft_cap,
+                KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr):
+    """key_scores from load_keys's (raw, ksc, kz) of the same tile."""
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
+    if NP == 1:
         qdt: tl.constexpr = q.dtype
-        k = _load_tile(k_ptr, krow, d, nmask, D, KV, qdt)
+        k = _unpack_tile(raw, d, nmask, D, KV, qdt)
         sc = tl.dot(q, tl.trans(k), input_precision=PREC)
     else:
         # One dot per plane, chained through the accumulator: q . k = sum_i q_i . k_i.
         qdt: tl.constexpr = q[0].dtype
-        k = _int4_planes(k_ptr, krow, nmask, D, d.shape[0], NP, qdt)
+        k = _unpack_planes(raw, d.shape[0], NP, qdt)
         sc = tl.dot(q[0], tl.trans(k[0]), input_precision=PREC)
         for i in tl.static_range(1, NP):
             sc = tl.dot(q[i], tl.trans(k[i]), sc, input_precision=PREC)
     if KV != 0:
         # Apply the per-key scale to the scores, not the keys: q . (c s + z) = s (q . c) + z sum(q).
-        srow = blk * stride_ksb + tok * stride_kst + kvh * stride_ksh
-        ksc = tl.load(ks_ptr + srow, mask=nmask, other=0.0)
         sc = sc * ksc[None, :]
         if KV >= 3:   # int4
-            kz = tl.load(kz_ptr + srow, mask=nmask, other=0.0)
             if KV != 4 and qdt.primitive_bitwidth == 16:
                 # The tile holds c + bias: q . (c s + z) = s (q . (c + bias)) + (z - bias s) sum(q).
                 # qsum is summed from the same 16-bit q the dot reads, so the bias cancels in fp32.
@@ -356,34 +430,61 @@ def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.co
 
 
 @triton.jit
-def weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexpr,
-                    stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh,
-                    KV: tl.constexpr, PREC: tl.constexpr):
-    """Paged attention: the online softmax's acc * alpha + p . v, p [rows, BLOCK_N] the
-    probabilities of one tile of cached values (dv: tl.arange of BLOCK_DV, DV: the value width;
-    columns from DV on are not meaningful).  acc: acc_zeros's kind (split tiles: per plane)."""
+def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.constexpr,
+               stride_kb, stride_kt, stride_kh, stride_ksb, stride_kst, stride_ksh,
+               scale, soft_cap, KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr):
+    """Paged attention: q [rows, BLOCK_D] against one tile of cached keys -> scaled
+    (and soft-capped) scores [rows, BLOCK_N]; blk/tok: each key's block and slot; d: tl.arange of
+    BLOCK_D, D: the head dim (channels read).
+    KV: 0 model dtype, 1 int8, 2 fp8, 3 .. 8 int4 (KV_INT4, KV_INT4_PLAIN, KV_INT4_WORDS, and the split
+    tiles KV_INT4_SPLIT2 / 8 / 4: q is then load_q's tuple of planes; qsum: q's row sums, for int4 zeros).
+    = scores_from(load_keys(..))."""
+    raw, ksc, kz = load_keys(k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt, stride_kh,
+                             stride_ksb, stride_kst, stride_ksh, KV)
+    return scores_from(q, qsum, raw, ksc, kz, nmask, d, D, scale, soft_cap, KV, SOFTCAP, PREC)
+
+
+@triton.jit
+def load_values(v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexpr,
+                stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV: tl.constexpr):
+    """One value tile's loads (load_keys's for values): (stored data, scales, int4 zeros)."""
+    NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
+    vrow = blk * stride_vb + tok * stride_vt + kvh * stride_vh
+    if NP == 1:
+        raw = _raw_tile(v_ptr, vrow, dv, nmask, DV, KV)
+    else:
+        raw = _raw_tile(v_ptr, vrow, dv, nmask, DV, 6 * (NP == 2) + 7 * (NP == 8) + 8 * (NP == 4))
+    vsc = nmask
+    vz = nmask
+    if KV != 0:
+        srow = blk * stride_vsb + tok * stride_vst + kvh * stride_vsh
+        vsc = tl.load(vs_ptr + srow, mask=nmask, other=0.0)
+        if KV >= 3:
+            vz = tl.load(vz_ptr + srow, mask=nmask, other=0.0)
+    return raw, vsc, vz
+
+
+@triton.jit
+def values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV: tl.constexpr, KV: tl.constexpr, PREC: tl.constexpr):
+    """weighted_values from load_values's (raw, vsc, vz) of the same tile."""
     NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         qdt: tl.constexpr = q.dtype
     else:
         qdt: tl.constexpr = q[0].dtype
-    vrow = blk * stride_vb + tok * stride_vt + kvh * stride_vh
     pw = p
     if KV != 0:
         # p (c s + z) = (p s) c + sum(p z): scales folded into p, zeros added per row.
-        srow = blk * stride_vsb + tok * stride_vst + kvh * stride_vsh
-        vsc = tl.load(vs_ptr + srow, mask=nmask, other=0.0)
         pw = p * vsc[None, :]
     pw = pw.to(qdt)
     if KV >= 3:   # int4
-        vz = tl.load(vz_ptr + srow, mask=nmask, other=0.0)
         zt = tl.sum(p * vz[None, :], axis=1)
         if KV != 4 and qdt.primitive_bitwidth == 16:
             # The tile holds c + bias: the dot added bias * sum(pw) per row.  Taken off with the
             # 16-bit pw the dot read (not p s in fp32), or pw's rounding would come back times bias.
             zt = zt - INT4_BIAS * tl.sum(pw.to(tl.float32), axis=1)
     if NP == 1:
-        v = _load_tile(v_ptr, vrow, dv, nmask, DV, KV, qdt)
+        v = _unpack_tile(raw, dv, nmask, DV, KV, qdt)
         out = tl.dot(pw, v, input_precision=PREC)
         if KV >= 3:
             out = out + zt[:, None]
@@ -391,9 +492,22 @@ def weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmas
     else:
         # Per plane: the zero term (the same for every channel) goes in with the rescale, then
         # the dot accumulates onto it.
-        v = _int4_planes(v_ptr, vrow, nmask, DV, dv.shape[0], NP, qdt)
+        v = _unpack_planes(raw, dv.shape[0], NP, qdt)
         new = ()
         for i in tl.static_range(NP):
             new = new + (tl.dot(pw, v[i], acc[i] * alpha[:, None] + zt[:, None], input_precision=PREC),)
         acc = new
     return acc
+
+
+@triton.jit
+def weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexpr,
+                    stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh,
+                    KV: tl.constexpr, PREC: tl.constexpr):
+    """Paged attention: the online softmax's acc * alpha + p . v, p [rows, BLOCK_N] the
+    probabilities of one tile of cached values (dv: tl.arange of BLOCK_DV, DV: the value width;
+    columns from DV on are not meaningful).  acc: acc_zeros's kind (split tiles: per plane).
+    = values_from(load_values(..))."""
+    raw, vsc, vz = load_values(v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV, stride_vb, stride_vt, stride_vh,
+                               stride_vsb, stride_vst, stride_vsh, KV)
+    return values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV, KV, PREC)
