@@ -112,6 +112,10 @@ for p in "$@"; do
           --out "$L/w8a8_off_unfused.json" ;;
     gptqb1) TAILN=3 phase gptq_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
           --quantization ${GPTQ_KIND:-gptq} --out "$L/gptq_b1.json" ;;
+    kdecode3) TAILN=40 phase bench_decode3 150 python benchmarks/kernels/bench_decode.py \
+          --kv ${KVS:-none,int8,fp8,int4-words,int4-split4} --prefetch ${PF:-0,1,2} --batches 256 ;;
+    awqb1v3) TAILN=3 phase awq_b1_v3a 90 env HALINFER_W4A16_GEMV=v3a python benchmarks/throughput.py --model llama3-8b \
+          --device cuda --workload decode-b1 --quantization awq --out "$L/awq_b1_v3a.json" ;;
     tlquant) TAILN=30 phase timeline_quant 120 python benchmarks/profile_timeline.py --batch ${TLB:-512} --context 512 \
           --steps 16 ${TLQ:+--quantization $TLQ} ${TLKV:+--kv-cache-dtype $TLKV} ;;
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
