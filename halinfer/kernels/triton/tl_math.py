@@ -66,9 +66,10 @@ if INT4_SPLIT is None:
 # (int8 128 registers, fp8 146, int4 words 132, 4 planes 144); 2 the whole next tile (stored data,
 # scales, zeros) into registers before tile i's dots, entries two tiles ahead, Triton's pipeliner
 # off (num_stages 1): the loads overlap the dots, at ~250 registers for int8 / fp8 (2 programs an
-# SM).  HALINFER_KV_PREFETCH=0 / 1 / 2 / auto (the default: 1 for quantized caches, 0 for the model
-# dtype, which is at 95% of copy bandwidth without it).  Results are the same bit for bit in every
-# mode (the same arithmetic in the same order).  Not yet timed on a GPU: bench_decode.py --prefetch.
+# SM).  HALINFER_KV_PREFETCH=0 / 1 / 2 / auto (the default, as timed on an H200: 2 for int4 caches,
+# 1 for int8 / fp8, 0 for the model dtype, which is at 95% of copy bandwidth without it;
+# attention_decode.decode_prefetch).  Results are the same bit for bit in every mode (the same
+# arithmetic in the same order).
 KV_PREFETCH = {"auto": -1}.get(os.environ.get("HALINFER_KV_PREFETCH", "auto"), None)
 if KV_PREFETCH is None:
     KV_PREFETCH = int(os.environ["HALINFER_KV_PREFETCH"])

@@ -2,8 +2,8 @@
 and GPTQ (packed along K, true zeros, g_idx) layouts, the contracts of core/ops/quant.py
 and core/ops/gptq.py.
 
-M <= 16 (decode) is memory-bound and runs a GEMV kernel.  GEMV_IMPL "v2" (the default;
-4-bit, plain groups, fp16/bf16 activations) is built so that the int4 stream, not the ALU,
+M <= 16 (decode) is memory-bound and runs a GEMV kernel.  GEMV_IMPL "v2" (4-bit, plain
+groups, fp16/bf16 activations; "v3a", the default, is v2 with prefetched scales: w4a16_v3.py) is built so that the int4 stream, not the ALU,
 is the limit (v1 streamed 0.64 TB/s on an H200: per weight a shift, mask, int->float
 conversion at 1/8 rate, zero subtraction, scale, bf16 round trip and FMA):
   * no int->float conversion: a nibble ORed into the mantissa of a 16-bit float MAGIC
@@ -540,8 +540,11 @@ def _gptq_group(g_idx: torch.Tensor, groups: int) -> int | None:
     return gs if plain else None
 
 
-GEMV_IMPL = "v2"   # "v1": the CUDA-core dequantizing GEMV above, kept for comparison (bench_quant_gemm.py);
-# "v3a" (AWQ only, w4a16_v3.py: v2 with prefetched scales and a one-wave grid); env HALINFER_W4A16_GEMV overrides
+# "v3a" (the default; AWQ layout, prepared GPTQ included; w4a16_v3.py: v2 with the next tile's
+# scales / zeros prefetched and split counts from an H200 sweep): Llama-3-8B AWQ decode-b1 322.0 tok/s
+# against v2's 279.6 in the same call (2026-12-01).  "v2": the kernel below; "v1": the CUDA-core
+# dequantizing GEMV above, kept for comparison (bench_quant_gemm.py).  Env HALINFER_W4A16_GEMV overrides.
+GEMV_IMPL = "v3a"
 GEMV_V2_ASM = True  # v2 unpacks two nibbles per instruction (inline PTX); False: plain Triton (as the interpreter)
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits]) forced for the v2 GEMV (the --sweep of
