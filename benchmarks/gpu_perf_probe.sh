@@ -116,6 +116,25 @@ for p in "$@"; do
           --kv ${KVS:-none,int8,fp8,int4-words,int4-split4} --prefetch ${PF:-0,1,2} --batches 256 ;;
     awqb1v3) TAILN=3 phase awq_b1_v3a 90 env HALINFER_W4A16_GEMV=v3a python benchmarks/throughput.py --model llama3-8b \
           --device cuda --workload decode-b1 --quantization awq --out "$L/awq_b1_v3a.json" ;;
+    final)  # the closing run: tests/cuda's GPU tests beside every cuda conformance case and declared cell
+            # (6 processes each), then each MLA KV INT8 cell in a process of its own (docs/cuda_notes.md)
+      python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
+      left=$(( ${END_AT:-$(( $(date +%s) + 420 ))} - $(date +%s) ))
+      echo "=== final ($left s)"
+      OMP_NUM_THREADS=1 timeout -s INT "$left" python -m pytest -n 6 tests/cuda -m gpu -q -p no:cacheprovider -rf \
+        --tb=line >"$L/final_cuda.log" 2>&1 &
+      OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout -s INT $(( left - 100 )) \
+        python -m pytest -n 6 tests/conformance tests/models/test_declared_support.py \
+        tests/models/test_declared_vlm_support.py -k "cuda and not (INT8 and deepseek)" -q -p no:cacheprovider -rf \
+        --tb=line >"$L/final_conf.log" 2>&1
+      for k in "deepseek and not lite and not moe" "deepseek and lite" "deepseek and moe"; do
+        OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout 45 python -m pytest \
+          tests/models/test_declared_support.py -k "cuda and INT8 and $k" -q -p no:cacheprovider -rf --tb=line \
+          >>"$L/final_mla.log" 2>&1; done
+      wait
+      for f in final_cuda final_conf final_mla; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-220 | head -25
+        grep -E "passed|failed" "$L/$f.log" | tail -n 3; done
+      cp -r "$L/rec" "$OUT/rec" 2>/dev/null; tar czf "$OUT/logs.tgz" -C "$L" . ;;
     tlquant) TAILN=30 phase timeline_quant 120 python benchmarks/profile_timeline.py --batch ${TLB:-512} --context 512 \
           --steps 16 ${TLQ:+--quantization $TLQ} ${TLKV:+--kv-cache-dtype $TLKV} ;;
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
