@@ -123,7 +123,7 @@ for p in "$@"; do
       echo "=== final ($left s)"
       OMP_NUM_THREADS=1 timeout -s INT "$left" python -m pytest -n 6 tests/cuda -m gpu -q -p no:cacheprovider -rf \
         --tb=line >"$L/final_cuda.log" 2>&1 &
-      OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout -s INT $(( left - 100 )) \
+      OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout -s INT $(( left - 140 )) \
         python -m pytest -n 6 tests/conformance tests/models/test_declared_support.py \
         tests/models/test_declared_vlm_support.py -k "cuda and not (INT8 and deepseek)" -q -p no:cacheprovider -rf \
         --tb=line >"$L/final_conf.log" 2>&1
