@@ -135,6 +135,10 @@ for p in "$@"; do
       for f in final_cuda final_conf final_mla; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-220 | head -25
         grep -E "passed|failed" "$L/$f.log" | tail -n 3; done
       cp -r "$L/rec" "$OUT/rec" 2>/dev/null; tar czf "$OUT/logs.tgz" -C "$L" . ;;
+    recheck) TAILN=6 phase recheck 100 env HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" python -m pytest \
+          tests/models/test_declared_support.py tests/conformance/test_norm_quant.py \
+          -k "${RK:-cuda and ((INT8 and deepseek and lite) or rms_norm_quant)}" -q -p no:cacheprovider -rf --tb=short
+          cp -r "$L/rec" "$OUT/rec" 2>/dev/null ;;
     tlquant) TAILN=30 phase timeline_quant 120 python benchmarks/profile_timeline.py --batch ${TLB:-512} --context 512 \
           --steps 16 ${TLQ:+--quantization $TLQ} ${TLKV:+--kv-cache-dtype $TLKV} ;;
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
