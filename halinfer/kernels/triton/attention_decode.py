@@ -21,8 +21,8 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
 from . import tl_math
-from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, load_q, load_values, q_row_sums,
-                      scores_from, values_from, weighted_values)
+from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, load_q, load_values, online_softmax,
+                      q_row_sums, scores_from, values_from, weighted_values)
 
 MAX_SPLITS = 64
 # num_stages of the decode kernel, 0: decode_stages's choice (set by bench_decode.py --stages).
@@ -108,10 +108,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
             if ALIBI:
                 sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
             sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(sc - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
+            p, alpha, m_new, l_i = online_softmax(sc, m_i, l_i)
             acc = values_from(acc, alpha, q, p, vraw, vsc, vz, nmask, dv, DV, KV, PREC)
             m_i = m_new
             kraw, ksc, kz, vraw, vsc, vz = kraw1, ksc1, kz1, vraw1, vsc1, vz1
@@ -137,10 +134,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
             if ALIBI:
                 sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
             sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(sc - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
+            p, alpha, m_new, l_i = online_softmax(sc, m_i, l_i)
             acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
                                   stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
             m_i = m_new

@@ -16,7 +16,8 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, on_interpreter
-from .tl_math import acc_scale, acc_store, acc_zeros, key_scores, load_q, q_row_sums, weighted_values
+from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_q, online_softmax, q_row_sums,
+                      weighted_values)
 
 
 @triton.jit
@@ -50,10 +51,7 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
         if CHUNK:
             allowed = allowed & ((qpos[:, None] // chunk) == (offs[None, :] // chunk))
         sc = tl.where(allowed, sc, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(sc, axis=1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(sc - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, axis=1)
+    p, alpha, m_new, l_i = online_softmax(sc, m_i, l_i)
     acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
                           stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
     return m_new, l_i, acc

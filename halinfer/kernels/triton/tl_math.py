@@ -307,6 +307,17 @@ def _plane_channels(W: tl.constexpr, NP: tl.constexpr, i: tl.constexpr):
 
 
 @triton.jit
+def online_softmax(sc, m_i, l_i):
+    """One key tile of the online softmax over log2-scaled scores sc [rows, BLOCK_N] (masked keys
+    -inf): (p, alpha, m_new, l_new), the tile's unnormalised probabilities, the factor that
+    rescales what was accumulated so far, and the running row maximum and sum."""
+    m_new = tl.maximum(m_i, tl.max(sc, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(sc - m_new[:, None])
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, axis=1)
+
+
+@triton.jit
 def load_q(ptr, rmask, D: tl.constexpr, BLOCK_D: tl.constexpr, KV: tl.constexpr):
     """Queries [rows, BLOCK_D] from ptr [rows, 1] (channel 0 of each row); the split tiles
     (more than one plane): a tuple of their planes [rows, BLOCK_D / NP] (_plane_channels), each
