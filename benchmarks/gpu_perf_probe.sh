@@ -152,6 +152,31 @@ for p in "$@"; do
     qtests) phase qtests 240 python -m pytest tests/cuda/test_act_quant.py tests/cuda/test_quant_gemm_gpu.py \
           tests/cuda/test_cuda_vision_attention.py tests/cuda/test_cuda_w4a16.py tests/cuda/test_cuda_kv_quant.py \
           -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    mla)  # the DeepSeek-V2-Lite KV INT8 fault (docs/cuda_notes.md): plain, then with blocking launches (the
+          # failing launch's Python stack), then under compute-sanitizer where the image has it
+      K="cuda and INT8 and deepseek and lite"
+      TAILN=8 phase mla_plain 90 python -m pytest tests/models/test_declared_support.py -k "$K" -q -p no:cacheprovider -rf --tb=short
+      TAILN=60 phase mla_blocking 120 env CUDA_LAUNCH_BLOCKING=1 python -m pytest tests/models/test_declared_support.py \
+          -k "$K" -q -p no:cacheprovider -rf --tb=long
+      CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+      echo "compute-sanitizer: ${CS:-none}"
+      if [ -n "$CS" ]; then TAILN=60 phase mla_memcheck ${MC_LIMIT:-200} "$CS" --tool memcheck --print-limit 8 \
+          python -m pytest tests/models/test_declared_support.py -k "$K" -q -p no:cacheprovider -rf --tb=short; fi ;;
+    attnmend) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
+          TAILN=8 phase attnmend 200 python -m pytest -n 6 tests/cuda/test_cuda_attention.py tests/cuda/test_cuda_kv_quant.py \
+          tests/cuda/test_cuda_kv_prefetch.py -m gpu -q -rf --tb=short -p no:cacheprovider ;;
+    ksweep) TAILN=80 phase decode_sweep ${KS_LIMIT:-240} python benchmarks/kernels/bench_decode.py \
+          --kv ${KVS:-none,int8,fp8,int4-split4} --batches ${KSB:-256} --ctx ${KSC:-512} --rep 60 \
+          --tiles "${TILES:-,64x4,128x4,128x8,32x4,64x8}" --stages "${STAGES:-0,3,4}" ;;
+    mlacheck)  # benchmarks/kernels/mla_prefill_check.py's tile variants under memcheck, one process each
+      CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+      for v in ${MLAV:-base dv_pad stages1 bn32}; do
+        TAILN=14 phase "mlacheck_$v" 90 "$CS" --tool memcheck --print-limit 3 python benchmarks/kernels/mla_prefill_check.py \
+          --variant "$v" --reps 2; done ;;
+    kvpatch) patch -p1 < kvpipe.patch >/dev/null && echo "kvpipe.patch applied"
+          TAILN=3 phase kvint4_off_patched 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload offline-1000 --kv-cache-dtype int4 --max-model-len 1024 --out "$L/kvint4_off_patched.json"
+          patch -R -p1 < kvpipe.patch >/dev/null && echo "kvpipe.patch reverted" ;;
     *) echo "unknown phase $p" ;;
   esac
 done

@@ -167,13 +167,12 @@ def _kinds(args):
 
 
 def main_kv(args, dev, gen, bw):
-    from halinfer.kernels.triton import attention_decode, tl_math
-
     ops = TritonOps()
     rows = []
     kinds = _kinds(args)
-    attention_decode.DECODE_STAGES = args.stages
     ctx = args.ctx
+    # each kind under every --tiles x --stages setting (the launcher's defaults: "" / 0)
+    settings = [(t, int(st)) for t in args.tiles.split(",") for st in str(args.stages).split(",")]
     for B in [int(b) for b in args.batches.split(",")]:
         built = {}
         for label, name, pf in kinds:
@@ -183,36 +182,48 @@ def main_kv(args, dev, gen, bw):
                 torch.cuda.empty_cache()
                 built[mode] = build_quant(B, ctx, mode, dev, gen)
             q, kv, step = built[mode]
-            saved = tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT, tl_math.KV_PREFETCH
-            tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT = magic, words, split
-            tl_math.KV_PREFETCH = saved[3] if pf is None else pf
-            try:
-                meta = MetadataBuilder(dev, BS).build(step)
-                gmeta = MetadataBuilder(dev, BS).build(step)
-                gmeta.max_seq_len = 8192
-                out = ops.paged_attention(q, kv, meta, scale=D ** -0.5)
-                dq = dequantized(kv)
-                err = float((out.float() - torch_sdpa(q, dq, meta, ctx).float()).abs().max())
-                del dq
-                t = triton.testing.do_bench(lambda: ops.paged_attention(q, kv, meta, scale=D ** -0.5),
-                                            warmup=25, rep=args.rep, return_mode="median") * 1e3
-                t_graph = graph_replay_us(lambda: ops.paged_attention(q, kv, gmeta, scale=D ** -0.5))
-            finally:
-                tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT, tl_math.KV_PREFETCH = saved
-            nbytes = B * (ctx // BS) * cache_bytes(kv)
-            rows.append(dict(kv=label, batch=B, ctx=ctx, triton_us=t, triton_graph_us=t_graph, kv_bytes=nbytes,
-                             triton_TBps=nbytes / (t * 1e-6) / 1e12, frac_copy_bw=nbytes / (t * 1e-6) / bw,
-                             max_abs_err_vs_sdpa=err))
-            torch.cuda.synchronize()
+            for tile, stages in settings:
+                rows.append(_time_kind(args, ops, q, kv, step, label, B, ctx, magic, words, split, pf, tile, stages,
+                                       dev, bw))
+                torch.cuda.synchronize()
         built.clear()
         torch.cuda.empty_cache()
-    print(f"{'kv':>13} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} {'TB/s':>6} "
-          f"{'of copy':>8} {'err':>8}")
+    print(f"{'kv':>13} {'tile':>6} {'st':>2} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} "
+          f"{'TB/s':>6} {'of copy':>8} {'err':>8}")
     for r in rows:
-        print(f"{r['kv']:>13} {r['batch']:>5} {r['ctx']:>5} {r['triton_us']:>9.1f} {r['triton_graph_us']:>9.1f} "
+        print(f"{r['kv']:>13} {r['tile'] or 'auto':>6} {r['stages']:>2} {r['batch']:>5} {r['ctx']:>5} "
+              f"{r['triton_us']:>9.1f} {r['triton_graph_us']:>9.1f} "
               f"{r['kv_bytes'] / 1e6:>8.1f} {r['triton_TBps']:>6.2f} {r['frac_copy_bw']:>7.0%} "
               f"{r['max_abs_err_vs_sdpa']:>8.1e}")
     return rows
+
+
+def _time_kind(args, ops, q, kv, step, label, B, ctx, magic, words, split, pf, tile, stages, dev, bw):
+    from halinfer.kernels.triton import attention_decode, tl_math
+
+    saved = tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT, tl_math.KV_PREFETCH
+    saved_launch = attention_decode.DECODE_TILE, attention_decode.DECODE_STAGES
+    tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT = magic, words, split
+    tl_math.KV_PREFETCH = saved[3] if pf is None else pf
+    attention_decode.DECODE_TILE, attention_decode.DECODE_STAGES = tile, stages
+    try:
+        meta = MetadataBuilder(dev, BS).build(step)
+        gmeta = MetadataBuilder(dev, BS).build(step)
+        gmeta.max_seq_len = 8192
+        out = ops.paged_attention(q, kv, meta, scale=D ** -0.5)
+        dq = dequantized(kv)
+        err = float((out.float() - torch_sdpa(q, dq, meta, ctx).float()).abs().max())
+        del dq
+        t = triton.testing.do_bench(lambda: ops.paged_attention(q, kv, meta, scale=D ** -0.5),
+                                    warmup=25, rep=args.rep, return_mode="median") * 1e3
+        t_graph = graph_replay_us(lambda: ops.paged_attention(q, kv, gmeta, scale=D ** -0.5))
+    finally:
+        tl_math.INT4_MAGIC, tl_math.INT4_WORDS, tl_math.INT4_SPLIT, tl_math.KV_PREFETCH = saved
+        attention_decode.DECODE_TILE, attention_decode.DECODE_STAGES = saved_launch
+    nbytes = B * (ctx // BS) * cache_bytes(kv)
+    return dict(kv=label, tile=tile, stages=stages, batch=B, ctx=ctx, triton_us=t, triton_graph_us=t_graph,
+                kv_bytes=nbytes, triton_TBps=nbytes / (t * 1e-6) / 1e12, frac_copy_bw=nbytes / (t * 1e-6) / bw,
+                max_abs_err_vs_sdpa=err)
 
 
 def main():
@@ -222,7 +233,9 @@ def main():
     ap.add_argument("--batches", default="256,1024", help="with --kv")
     ap.add_argument("--ctx", type=int, default=1024, help="with --kv")
     ap.add_argument("--prefetch", default="auto", help="with --kv: comma list of 0 / 1 / 2 / auto (tl_math.KV_PREFETCH)")
-    ap.add_argument("--stages", type=int, default=0, help="with --kv: the decode kernel's num_stages (0: its choice)")
+    ap.add_argument("--stages", default="0", help="with --kv: comma list of the decode kernel's num_stages (0: its choice)")
+    ap.add_argument("--tiles", default="", help="with --kv: comma list of BLOCK_N x num_warps, e.g. 64x4,128x8 "
+                    "(empty: the launcher's choice)")
     ap.add_argument("--rep", type=int, default=200, help="with --kv: do_bench's rep (ms)")
     args = ap.parse_args()
     dev = torch.device("cuda", 0)

@@ -61,7 +61,7 @@ def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, pr
     consts = dict(D=D, DV=D, BS=16, BLOCK_D=D, BLOCK_DV=D, SOFTCAP=False, ALIBI=False, SINKS=sinks,
                   WINDOW=window, CHUNK=False, KV=kv, PREC="tf32" if dt == "fp32" else "ieee")
     if kernel == "decode":
-        block_n, block_h, warps = ad.decode_config(D, 4, False)
+        block_n, block_h, warps = ad.decode_config(D, 4, False, 0, kv)
         consts.update(BLOCK_H=block_h, BLOCK_N=block_n, SPLIT=split)
         stages = 2
     else:

@@ -50,7 +50,12 @@ class AttnArgs:
 
     @property
     def block_dv(self) -> int:
-        return max(16, next_pow2(self.DV))
+        # A value tile narrower than its key tile (MLA's values are a prefix of the key rows) is
+        # padded to at least min(BLOCK_D, 64) channels: at 64 x 64 key tiles with 32-wide values
+        # (the tiny DeepSeek-V2 models' 40 / 32), triton 3.6's sm_90 prefill read shared memory out
+        # of bounds in the P.V wgmma (compute-sanitizer: 18 errors; padded, none) -- the
+        # intermittent MLA fault of docs/cuda_notes.md.  Tiles of 64 channels and more are unchanged.
+        return max(16, next_pow2(self.DV), min(self.block_d, 64))
 
     def flags(self) -> dict:
         return dict(D=self.D, DV=self.DV, GROUP=self.group, BS=self.block_size,

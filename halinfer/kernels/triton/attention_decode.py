@@ -27,6 +27,8 @@ from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, lo
 MAX_SPLITS = 64
 # num_stages of the decode kernel, 0: decode_stages's choice (set by bench_decode.py --stages).
 DECODE_STAGES = int(os.environ.get("HALINFER_DECODE_STAGES", "0"))
+# "BLOCK_N x num_warps" of the decode kernel, "": decode_config's choice (bench_decode.py --tiles).
+DECODE_TILE = os.environ.get("HALINFER_DECODE_TILE", "")
 
 
 @triton.jit
@@ -180,12 +182,22 @@ def _merge_splits_kernel(po_ptr, plse_ptr, o_ptr, q_start_ptr, sinks_ptr,
     tl.store(o_ptr + t * stride_ot + h * stride_oh + dv, out.to(o_ptr.dtype.element_ty), mask=dv < DV)
 
 
-def decode_config(block_d: int, group: int, interp: bool, max_seq_len: int = 0) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_H, num_warps)."""
+def decode_config(block_d: int, group: int, interp: bool, max_seq_len: int = 0,
+                  kv_mode: int = 0) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_H, num_warps).  A quantized cache (kv_mode > 0) takes 128-key tiles at head
+    dims <= 128: an H200 sweep (bench_decode.py --tiles, batch 256 x 512 tokens, 2026-12-01) gave
+    int8 176 -> 147 us, fp8 206 -> 197, int4 split4 167 -> 138 with 128 x 4 warps over 64 x 4,
+    while the model dtype's cache is fastest at 64 x 4 (145 us, 87% of the copy bandwidth;
+    128 x 4: 153).  Fewer, longer tile iterations hide the per-tile unpacking better."""
     if interp:
         return (16 if max_seq_len <= 128 else 64), 16, 1
     block_n = 64 if block_d <= 128 else 32 if block_d <= 256 else 16
+    if kv_mode and block_d <= 128:
+        block_n = 128
     block_h = min(max(16, next_pow2(group)), 64 if block_d <= 128 else 16)
+    if DECODE_TILE:
+        block_n, warps = (int(x) for x in DECODE_TILE.lower().split("x"))
+        return block_n, block_h, warps
     return block_n, block_h, 4
 
 
@@ -232,13 +244,13 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
     out = torch.empty((T, a.Hq, a.DV), dtype=q.dtype, device=q.device)
     if B == 0:
         return out
-    block_n, block_h, warps = decode_config(a.block_d, a.group, interp, meta.max_seq_len)
+    kvm = a.kernel_kv_mode
+    block_n, block_h, warps = decode_config(a.block_d, a.group, interp, meta.max_seq_len, kvm)
     block_h = min(block_h, max(16, next_pow2(a.group)))
     h_chunks = cdiv(a.group, block_h)
     if num_splits is None:
         num_splits = choose_num_splits(B, a.Hk * h_chunks, max(1, meta.max_seq_len), block_n, sm_count(q.device))
     split = num_splits > 1
-    kvm = a.kernel_kv_mode
     prefetch = decode_prefetch(kvm)
     if split:
         po = torch.empty((T, a.Hq, num_splits, a.DV), dtype=torch.float32, device=q.device)
