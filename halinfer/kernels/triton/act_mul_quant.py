@@ -58,7 +58,8 @@ def _act_mul_quant_groups_kernel(x_ptr, q_ptr, s_ptr, T, I, G, group, stride_x, 
     y = _product(x_ptr, tl.minimum(t, T - 1), k, mask & (k < live), stride_x, I, KIND)
     s = fp8_scale(tl.max(tl.abs(y), axis=1))
     # stored as bytes: the caller passes a uint8 view (act_quant.py does the same)
-    tl.store(q_ptr + t * stride_q + k, fp8_codes(y, s[:, None]), mask=mask)
+    q = fp8_codes(y, s[:, None])
+    tl.store(q_ptr + t * stride_q + k, q, mask=mask)
     tl.store(s_ptr + t * stride_st + g * stride_sg, s, mask=g < G)
 
 
@@ -82,9 +83,10 @@ def _act_mul_quant_rows_kernel(x_ptr, q_ptr, s_ptr, T, I, stride_x, stride_q, st
         k = k0 + tl.arange(0, BLOCK)
         y = _product(x_ptr, src, k, k < live, stride_x, I, KIND)
         if FP8:
-            tl.store(q_ptr + t * stride_q + k, fp8_codes(y, s), mask=k < I)
+            q = fp8_codes(y, s)
         else:
-            tl.store(q_ptr + t * stride_q + k, int8_codes(y, s), mask=k < I)
+            q = int8_codes(y, s)
+        tl.store(q_ptr + t * stride_q + k, q, mask=k < I)
     tl.store(s_ptr + t * stride_s, s)
 
 

@@ -112,7 +112,8 @@ def _int8_row_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xt, stride_qt, BLOCK: 
     for k0 in range(0, K, BLOCK):
         k = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + t * stride_xt + k, mask=k < K, other=0.0).to(tl.float32)
-        tl.store(q_ptr + t * stride_qt + k, int8_codes(x, s), mask=k < K)
+        q = int8_codes(x, s)
+        tl.store(q_ptr + t * stride_qt + k, q, mask=k < K)
     tl.store(s_ptr + t, s)
 
 

@@ -43,12 +43,15 @@ def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, s_ptr, q_ptr, qs_ptr, T, T_pad, 
     out = (rows < T_pad) & (cols < H)     # fp8 rows T..T_pad are padding: zeros, smallest scale
     if not FP8:
         s = int8_scale(tl.max(tl.abs(y), axis=1))
-        tl.store(q_ptr + rows * stride_q + cols, int8_codes(y, s[:, None]), mask=out)
+        # codes before the store's address, the order the registers were allocated for
+        q = int8_codes(y, s[:, None])
+        tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         tl.store(qs_ptr + rows * stride_qst, s[:, None], mask=rows < T_pad)
     elif GROUP >= BLOCK:
         # one group per row (per-channel weights)
         s = fp8_scale(tl.max(tl.abs(y), axis=1))
-        tl.store(q_ptr + rows * stride_q + cols, fp8_codes(y, s[:, None]), mask=out)
+        q = fp8_codes(y, s[:, None])
+        tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         tl.store(qs_ptr + rows * stride_qst, s[:, None], mask=rows < T_pad)
     else:
         # the row's tile as [groups, GROUP]: lanes past H are 0 and leave every group's max alone
