@@ -161,9 +161,10 @@ def run_halinfer(args, model_dir):
     res = {"engine": "halinfer", "device": str(dev), "backend": be.name, "graphs": eng.graphs,
            "startup_s": round(time.perf_counter() - t0, 2), "kv_blocks": eng.block_manager.num_blocks,
            "block_size": eng.block_size, "max_num_seqs": eng.core.cfg.max_num_seqs}
-    try:   # norms fused with the next linears' activation quantization (HALINFER_FUSE_NORM_QUANT=0: none)
-        from halinfer.models.norm_quant_plan import fused_norms
+    try:   # norms / gated MLPs fused with the next linears' activation quantization (HALINFER_FUSE_NORM_QUANT=0: none)
+        from halinfer.models.norm_quant_plan import fused_mlps, fused_norms
         res["fused_norm_quant"] = len(fused_norms(eng.model))
+        res["fused_mlp_quant"] = len(fused_mlps(eng.model))
     except AttributeError:   # the model lives in worker processes
         pass
     vocab = eng.vocab_size

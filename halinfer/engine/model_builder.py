@@ -14,7 +14,7 @@ from ..core.model_protocol import ModelSpec
 def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE):
     """This rank's shard of the model (all of it with one rank), weights loaded."""
     from ..models.layers import ModelContext
-    from ..models.norm_quant_plan import plan_norm_quant_fusion
+    from ..models.norm_quant_plan import plan_mlp_quant_fusion, plan_norm_quant_fusion
     from ..models.registry import model_class
 
     ckpt = open_checkpoint(spec.checkpoint)
@@ -33,6 +33,7 @@ def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE
                              f"{', '.join(missing[:5])}")
     finish_loading(model)   # after the missing-tensor check: a re-layout may rename or drop tensors
     plan_norm_quant_fusion(model, ops)   # after loading: modules a checkpoint left dense are dense only now
+    plan_mlp_quant_fusion(model, ops)    # (the same holds for a down_proj)
     return model.eval()
 
 

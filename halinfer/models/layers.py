@@ -188,13 +188,21 @@ class GatedMLP(nn.Module):
                                                  what="intermediate_size")
         self.down_proj = RowParallelLinear(ctx, intermediate, hidden, bias=bias, reduce=reduce,
                                            what="intermediate_size")
+        # set by models/norm_quant_plan.py where down_proj quantizes its input this way: the
+        # activation then returns that quantization (one launch) instead of its float output
+        self.down_quant: ActQuant | None = None
 
     def input_linears(self) -> list[Linear]:
         """forward reads x only through these (models/norm_quant_plan.py)."""
         return [self.gate_up_proj]
 
     def forward(self, x):
-        return self.down_proj(self.ops.act_and_mul(self.gate_up_proj(x), self.act))
+        h = self.gate_up_proj(x)
+        if self.down_quant is None:
+            return self.down_proj(self.ops.act_and_mul(h, self.act))
+        y = self.down_proj(self.ops.act_and_mul_quant(h, self.act, self.down_quant))
+        # the quantized activations are [T, I]: restore any leading dims h had
+        return y if h.dim() == 2 else y.view(*h.shape[:-1], y.shape[-1])
 
 
 class MLP(nn.Module):

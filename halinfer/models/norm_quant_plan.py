@@ -17,6 +17,15 @@ was decided can be read off the model.  ``HALINFER_FUSE_NORM_QUANT``: "0" leaves
 norm unfused (for comparing), "1" fuses wherever the layer allows even on a table that
 only has the reference composition, unset / "auto" fuses where the backend's table
 implements rms_norm_quant itself (the fusion saves nothing otherwise).
+
+The same switch governs the gated MLP's fusion (Ops.act_and_mul_quant,
+``plan_mlp_quant_fusion``): a ``GatedMLP`` (that exact class: a subclass with its own
+forward keeps the unfused path) whose down_proj quantizes its input dynamically gets
+that quantization as ``GatedMLP.down_quant``, and its forward hands down_proj the
+activation's QuantizedActs.  The activation's output feeds nothing but down_proj, so no
+declaration is needed.  down_proj is row-parallel: its input is this rank's shard of the
+intermediate channels, which its forward hands unchanged to the quantizing linear, so
+the fused op quantizes exactly what the linear would (any tensor-parallel size).
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from torch import nn
 
 from ..core.ops import ActQuant, Ops
 from .decoder import DecoderLayer
-from .layers import Linear, RMSNorm
+from .layers import GatedMLP, Linear, RMSNorm
 from .parallel import RowParallelLinear
 
 FUSE_ENV = "HALINFER_FUSE_NORM_QUANT"
@@ -108,3 +117,47 @@ def plan_norm_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
 def fused_norms(model: nn.Module) -> dict[str, ActQuant]:
     """Name -> activation quantization of every norm plan_norm_quant_fusion fused."""
     return {n: m.quant for n, m in model.named_modules() if isinstance(m, RMSNorm) and m.quant is not None}
+
+
+def _mlp_plan(mlp: nn.Module) -> ActQuant | None:
+    """The activation quantization down_proj applies, where the MLP may compute it in its
+    activation's launch; None otherwise."""
+    if type(mlp) is not GatedMLP:
+        return None
+    down, gate_up = mlp.down_proj, mlp.gate_up_proj
+    # a linear class with a forward of its own might not hand its input straight to the method
+    if not isinstance(down, Linear) or _defining_class(down, "forward") not in (Linear, RowParallelLinear):
+        return None
+    if list(gate_up.out_sizes) != [down.in_features] * 2:
+        return None
+    get = getattr(down.qm, "act_quant", None)   # methods without it quantize no activations
+    return get(down) if get is not None else None
+
+
+def plan_mlp_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
+    """Set ``GatedMLP.down_quant`` on every gated MLP whose activation may quantize down_proj's
+    input (and clear it elsewhere), under the same HALINFER_FUSE_NORM_QUANT modes as the norms
+    (auto: where the table implements act_and_mul_quant itself).  Returns the number fused.
+    Call after the weights are loaded, as plan_norm_quant_fusion."""
+    for m in model.modules():
+        if isinstance(m, GatedMLP):
+            m.down_quant = None
+    mode = fusion_mode()
+    ops = ops if ops is not None else getattr(model, "ops", None)
+    if mode == "off":
+        return 0
+    if mode == "auto" and ops is not None and type(ops).act_and_mul_quant is Ops.act_and_mul_quant:
+        return 0
+    fused = 0
+    for m in model.modules():
+        spec = _mlp_plan(m)
+        if spec is not None:
+            m.down_quant = spec
+            fused += 1
+    return fused
+
+
+def fused_mlps(model: nn.Module) -> dict[str, ActQuant]:
+    """Name -> activation quantization of every gated MLP plan_mlp_quant_fusion fused."""
+    return {n: m.down_quant for n, m in model.named_modules()
+            if isinstance(m, GatedMLP) and getattr(m, "down_quant", None) is not None}

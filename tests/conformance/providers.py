@@ -83,7 +83,7 @@ class Provider:
                 return f"{self.name} declares no {f[:-3]} KV cache (kv_cache_dtypes={self.kv_cache_dtypes})"
         need = {"w4a16_linear": "awq", "gptq_linear": "gptq", "w8a8_linear": "w8a8", "quant_per_token_int8": "w8a8",
                 "fp8_linear": "fp8", "w8a8_linear_prequant": "w8a8", "fp8_linear_prequant": "fp8"}.get(op)
-        if op == "rms_norm_quant":   # its cases name the activation quantization: int8 (W8A8) or fp8
+        if op in ("rms_norm_quant", "act_and_mul_quant"):   # cases name the activation quantization: int8 (W8A8) or fp8
             need = "w8a8" if "int8" in features else "fp8" if "fp8" in features else None
         if need and need not in self.weight_quant:
             return f"{self.name} declares no {need!r} weight quantization (weight_quant={self.weight_quant})"

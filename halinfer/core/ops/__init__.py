@@ -38,6 +38,7 @@ OP_NAMES = (
     "w8a8_linear",
     "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
     "patch_embed", "vision_attention", "mrope", "rms_norm_quant", "w8a8_linear_prequant", "fp8_linear_prequant",
+    "act_and_mul_quant",
 )
 
 
@@ -112,6 +113,12 @@ class Ops:
         if kind == "swiglu_oai":
             return self.swiglu_oai(x)
         raise ValueError(f"unknown gated activation {kind!r}; known: silu, gelu, gelu_tanh, swiglu_oai")
+
+    def act_and_mul_quant(self, x, kind: str, quant: ActQuant):
+        # the reference composes this table's own act_and_mul and int8 quantizer: what the
+        # unfused path (act_and_mul, then down_proj quantizing its input) computes here
+        return _nq.act_and_mul_quant(self, x, kind, quant)
+    act_and_mul_quant.__doc__ = _nq.act_and_mul_quant.__doc__
 
     def gelu(self, x, approximate="none"):
         return _act.gelu(x, approximate)
@@ -193,7 +200,7 @@ class Ops:
         return _quant.w8a8_linear(x, weight, weight_scale, bias)
     w8a8_linear.__doc__ = _quant.w8a8_linear.__doc__
 
-    # The 8-bit GEMMs fed by rms_norm_quant (models/norm_quant_plan.py decides where).
+    # The 8-bit GEMMs fed by rms_norm_quant / act_and_mul_quant (models/norm_quant_plan.py decides where).
     def w8a8_linear_prequant(self, xq: QuantizedActs, weight, weight_scale, bias=None):
         return _nq.w8a8_linear_prequant(xq, weight, weight_scale, bias)
     w8a8_linear_prequant.__doc__ = _nq.w8a8_linear_prequant.__doc__

@@ -1,14 +1,15 @@
-"""RMSNorm fused with the dynamic activation quantization of the linear it feeds.
+"""Ops fused with the dynamic activation quantization of the linear they feed.
 
-A W8A8 or dynamic-FP8 linear quantizes its input per token before its GEMM.  When a
-norm's output feeds nothing but such linears, the quantization can happen in the
-norm's own pass over the row instead of in a second launch: ``rms_norm_quant``
-returns the quantized activations (``QuantizedActs``) and the ``*_linear_prequant``
-ops multiply them.
+A W8A8 or dynamic-FP8 linear quantizes its input per token before its GEMM.  When an
+op's output feeds nothing but such linears, the quantization can happen in the op's
+own pass over the row instead of in a second launch: ``rms_norm_quant`` (a norm
+feeding qkv or gate_up) and ``act_and_mul_quant`` (a gated MLP's activation feeding
+down_proj) return the quantized activations (``QuantizedActs``) and the
+``*_linear_prequant`` ops multiply them.
 
-Numerics: the unfused path rounds the norm's output to the model dtype and the
-linear quantizes that; ``rms_norm_quant`` is defined as exactly that composition, so
-fusing never changes a bit of q or its scales.
+Numerics: the unfused path rounds the op's output to the model dtype and the linear
+quantizes that; each fused op is defined as exactly that composition, so fusing never
+changes a bit of q or its scales.
 """
 from __future__ import annotations
 
@@ -89,6 +90,20 @@ def rms_norm_quant(ops, x, weight, eps: float, quant: ActQuant, residual=None):
     y, s = out if residual is not None else (out, None)
     qa = quantize_acts(ops, y.reshape(-1, y.shape[-1]), quant)
     return qa if residual is None else (qa, s)
+
+
+def act_and_mul_quant(ops, x, kind: str, quant: ActQuant) -> QuantizedActs:
+    """``act_and_mul`` followed by the dynamic activation quantization ``quant``.
+
+    x: [..., 2I] in the model dtype, gate first; kind: an ``act_and_mul`` name ("silu",
+    "gelu", "gelu_tanh", "swiglu_oai").  Returns ``QuantizedActs`` of
+    y = act_and_mul(x, kind) as [T, I] (leading dims flattened), y rounded to x's dtype
+    first, as the unfused path hands it to the linear.  q and the scales are exactly
+    those of quantizing ``ops.act_and_mul``'s output as ``quant`` says (quantize_acts):
+    fusing changes no bit.
+    """
+    y = ops.act_and_mul(x, kind)
+    return quantize_acts(ops, y.reshape(-1, y.shape[-1]), quant)
 
 
 def w8a8_linear_prequant(xq: QuantizedActs, weight, weight_scale, bias=None):

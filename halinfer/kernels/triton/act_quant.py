@@ -9,6 +9,10 @@ groups; int8: a program per row, two passes over it), which every quantized line
 The FP8 scales can be written column-major ([T, G] with stride (1, T_pad)) and the rows
 padded to a multiple of 4: the layout cuBLASLt's block-scaled FP8 GEMM wants for its
 activation scales (scaled_gemm.py), so no copy follows.
+
+The arithmetic (int8_scale / int8_codes, fp8_scale / fp8_codes) is written once here as jit
+helpers; the kernels that quantize inside another op's pass (norm_quant.py, act_mul_quant.py)
+call the same helpers, so every path rounds alike.
 """
 from __future__ import annotations
 
@@ -49,6 +53,34 @@ def e4m3_bytes(v):
 
 
 @triton.jit
+def int8_scale(amax):
+    """quant_per_token_int8's scale of a row whose largest |x| is amax: max(amax, 1e-8) / 127,
+    an IEEE division as torch's (a plain / compiles to an approximate one)."""
+    return tl.math.div_rn(tl.maximum(amax, 1e-8), 127.0)
+
+
+@triton.jit
+def int8_codes(x, s):
+    """int8 codes of x (float32) at scale s: round(x / s) half-to-even, clamped to [-128, 127]."""
+    v = tl.math.div_rn(x, s)
+    # (v + 1.5 * 2**23) - 1.5 * 2**23 rounds |v| < 2**22 half-to-even, as torch.round does
+    r = (v + 12582912.0) - 12582912.0
+    return tl.minimum(tl.maximum(r, -128.0), 127.0).to(tl.int8)
+
+
+@triton.jit
+def fp8_scale(amax):
+    """quant_per_token_group_fp8's scale of a group whose largest |x| is amax: max(amax, 1e-10) / 448."""
+    return tl.math.div_rn(tl.maximum(amax, 1e-10), 448.0)
+
+
+@triton.jit
+def fp8_codes(x, s):
+    """float8_e4m3fn bytes (uint8) of x (float32) at scale s: x / s clamped to +-448, rounded."""
+    return e4m3_bytes(tl.clamp(tl.math.div_rn(x, s), -448.0, 448.0))
+
+
+@triton.jit
 def _fp8_group_quant_kernel(x_ptr, q_ptr, s_ptr, T, K, G, group, stride_xt, stride_qt, stride_st, stride_sg,
                             BLOCK_C: tl.constexpr, BLOCK_G: tl.constexpr):
     # grid (rows, chunks of BLOCK_G groups): one row is many programs, so a step's few
@@ -60,9 +92,8 @@ def _fp8_group_quant_kernel(x_ptr, q_ptr, s_ptr, T, K, G, group, stride_xt, stri
     mask = (g < G)[:, None] & (c < group)[None, :] & (k < K)
     x = tl.load(x_ptr + tl.minimum(t, T - 1) * stride_xt + k, mask=mask, other=0.0).to(tl.float32)
     x = tl.where(t < T, x, 0.0)     # rows T.. are padding: zeros, at the smallest scale
-    s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=1), 1e-10), 448.0)
-    # div_rn: IEEE division as torch's; a plain / compiles to an approximate one
-    q = e4m3_bytes(tl.clamp(tl.math.div_rn(x, s[:, None]), -448.0, 448.0))
+    s = fp8_scale(tl.max(tl.abs(x), axis=1))
+    q = fp8_codes(x, s[:, None])
     # stored as bytes: the caller passes a uint8 view (an fp8 store of masked lanes is
     # what some triton versions refuse)
     tl.store(q_ptr + t * stride_qt + k, q, mask=mask)
@@ -77,15 +108,12 @@ def _int8_row_quant_kernel(x_ptr, q_ptr, s_ptr, K, stride_xt, stride_qt, BLOCK: 
         k = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + t * stride_xt + k, mask=k < K, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(x))
-    s = tl.math.div_rn(tl.maximum(tl.max(amax, axis=0), 1e-8), 127.0)
+    s = int8_scale(tl.max(amax, axis=0))
     for k0 in range(0, K, BLOCK):
         k = k0 + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + t * stride_xt + k, mask=k < K, other=0.0).to(tl.float32)
-        v = tl.math.div_rn(x, s)
-        # (v + 1.5 * 2**23) - 1.5 * 2**23 rounds |v| < 2**22 half-to-even, as torch.round does
-        r = (v + 12582912.0) - 12582912.0
-        r = tl.minimum(tl.maximum(r, -128.0), 127.0)
-        tl.store(q_ptr + t * stride_qt + k, r.to(tl.int8), mask=k < K)
+        q = int8_codes(x, s)
+        tl.store(q_ptr + t * stride_qt + k, q, mask=k < K)
     tl.store(s_ptr + t, s)
 
 

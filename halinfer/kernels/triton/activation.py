@@ -7,6 +7,25 @@ from .common import next_pow2, on_interpreter
 from .tl_math import gelu_tanh
 
 _SILU, _GELU, _GELU_TANH = 0, 1, 2
+# act_and_mul's names of the activations these kernels compute (KIND)
+KINDS = {"silu": _SILU, "gelu": _GELU, "gelu_tanh": _GELU_TANH}
+
+
+@triton.jit
+def act_mul(g, u, KIND: tl.constexpr):
+    """act(g) * u in float32 for gate and up values g, u (the model dtype), before the product is
+    rounded to that dtype.  Shared with the fused activation + quantization (act_mul_quant.py),
+    so both compute the same bits."""
+    gf = g.to(tl.float32)
+    if KIND == 0:
+        a = gf / (1.0 + tl.exp(-gf))
+    elif KIND == 1:
+        a = 0.5 * gf * (1.0 + tl.math.erf(gf * 0.7071067811865476))
+    else:
+        a = gelu_tanh(gf)
+    # torch rounds the activation to the model dtype before the product: so do we.
+    a = a.to(g.dtype).to(tl.float32)
+    return a * u.to(tl.float32)
 
 
 @triton.jit
@@ -17,16 +36,7 @@ def _act_and_mul_kernel(x_ptr, o_ptr, T, stride_x, stride_o, I, KIND: tl.constex
     mask = (row < T) & (cols < I)
     g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     u = tl.load(x_ptr + row * stride_x + I + cols, mask=mask, other=0.0)
-    gf = g.to(tl.float32)
-    if KIND == 0:
-        a = gf / (1.0 + tl.exp(-gf))
-    elif KIND == 1:
-        a = 0.5 * gf * (1.0 + tl.math.erf(gf * 0.7071067811865476))
-    else:
-        a = gelu_tanh(gf)
-    # torch rounds the activation to the model dtype before the product: so do we.
-    a = a.to(g.dtype).to(tl.float32)
-    tl.store(o_ptr + row * stride_o + cols, (a * u.to(tl.float32)).to(o_ptr.dtype.element_ty), mask=mask)
+    tl.store(o_ptr + row * stride_o + cols, act_mul(g, u, KIND).to(o_ptr.dtype.element_ty), mask=mask)
 
 
 def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:

@@ -5,9 +5,10 @@ The unfused path is the rms_norm kernel (norm.py) writing y in the model dtype, 
 act_quant.py reading y back to quantize it.  Here the row stays in registers: the norm
 is norm.py's own code (``_rms_rows``, launched with norm.py's ``launch_shape`` so its
 reductions run in the same order), y is rounded to the model dtype as the unfused path
-stores it, and the quantization is act_quant.py's arithmetic (IEEE ``div_rn``, the
-1.5 * 2**23 rounding for int8, ``e4m3_bytes`` for fp8).  So q and the scales are the
-bits rms_norm + quant_int8_rows / quant_fp8_groups give.
+stores it, and the quantization is act_quant.py's own jit helpers (``int8_scale`` /
+``int8_codes``, ``fp8_scale`` / ``fp8_codes``: IEEE ``div_rn``, the 1.5 * 2**23 rounding for
+int8, ``e4m3_bytes`` for fp8).  So q and the scales are the bits rms_norm +
+quant_int8_rows / quant_fp8_groups give.
 
 FP8 groups must be a power of two (128 in the published checkpoints; reshaping the
 row's register tile into [groups, width] needs it) or cover the whole row; the
@@ -21,7 +22,7 @@ import triton.language as tl
 
 from halinfer.core.ops.norm_quant import ActQuant, QuantizedActs
 
-from .act_quant import e4m3_bytes
+from .act_quant import fp8_codes, fp8_scale, int8_codes, int8_scale
 from .common import cdiv, on_interpreter
 from .norm import _rms_rows, _rows, launch_shape
 
@@ -41,24 +42,22 @@ def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, s_ptr, q_ptr, qs_ptr, T, T_pad, 
     y = y.to(OUT_DTYPE).to(tl.float32)
     out = (rows < T_pad) & (cols < H)     # fp8 rows T..T_pad are padding: zeros, smallest scale
     if not FP8:
-        s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(y), axis=1), 1e-8), 127.0)
-        v = tl.math.div_rn(y, s[:, None])
-        # (v + 1.5 * 2**23) - 1.5 * 2**23 rounds |v| < 2**22 half-to-even, as torch.round does
-        r = tl.minimum(tl.maximum((v + 12582912.0) - 12582912.0, -128.0), 127.0)
-        tl.store(q_ptr + rows * stride_q + cols, r.to(tl.int8), mask=out)
+        s = int8_scale(tl.max(tl.abs(y), axis=1))
+        # codes before the store's address, the order the registers were allocated for
+        q = int8_codes(y, s[:, None])
+        tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         tl.store(qs_ptr + rows * stride_qst, s[:, None], mask=rows < T_pad)
     elif GROUP >= BLOCK:
         # one group per row (per-channel weights)
-        s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(y), axis=1), 1e-10), 448.0)
-        q = e4m3_bytes(tl.clamp(tl.math.div_rn(y, s[:, None]), -448.0, 448.0))
+        s = fp8_scale(tl.max(tl.abs(y), axis=1))
+        q = fp8_codes(y, s[:, None])
         tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         tl.store(qs_ptr + rows * stride_qst, s[:, None], mask=rows < T_pad)
     else:
         # the row's tile as [groups, GROUP]: lanes past H are 0 and leave every group's max alone
         y3 = tl.reshape(y, (ROWS, BLOCK // GROUP, GROUP))
-        s = tl.math.div_rn(tl.maximum(tl.max(tl.abs(y3), axis=2), 1e-10), 448.0)
-        q3 = e4m3_bytes(tl.clamp(tl.math.div_rn(y3, s[:, :, None]), -448.0, 448.0))
-        q = tl.reshape(q3, (ROWS, BLOCK))
+        s = fp8_scale(tl.max(tl.abs(y3), axis=2))
+        q = tl.reshape(fp8_codes(y3, s[:, :, None]), (ROWS, BLOCK))
         tl.store(q_ptr + rows * stride_q + cols, q, mask=out)
         g = tl.arange(0, BLOCK // GROUP)[None, :]
         tl.store(qs_ptr + rows * stride_qst + g * stride_qsg, s, mask=(rows < T_pad) & (g < G))

@@ -12,8 +12,9 @@ torch GEMM for prefill; prepare_gptq re-lays 4-bit GPTQ, act-order too, into AWQ
 layout once at load, so GPTQ runs AWQ's kernels), W8A8 int8 and FP8 (per-token
 activation quantization in one launch, then cuBLASLt FP8 through torch._scaled_mm where it exists, else one
 scaled 8-bit Triton GEMM; rms_norm_quant puts the activation quantization inside the
-norm's launch where a model feeds a norm straight into such GEMMs, and the *_prequant
-GEMMs take its output).  Everything else is the core's torch reference: dense
+norm's launch where a model feeds a norm straight into such GEMMs, act_and_mul_quant inside
+the gated activation's launch before a W8A8 / FP8 down_proj, and the *_prequant GEMMs take
+their output).  Everything else is the core's torch reference: dense
 GEMMs stay on cuBLAS through torch, and layer_norm, swiglu_oai, grouped MoE routing and sampling are
 plain torch ops too (softmax / sigmoid routing without expert groups is one Triton
 launch, moe_route.py).
@@ -31,6 +32,7 @@ from __future__ import annotations
 from halinfer.core.ops import Ops
 from halinfer.kernels import vision_attention as _vision
 
+from . import act_mul_quant as _amq
 from . import activation as _act
 from . import attention_decode as _decode
 from . import attention_prefill as _prefill
@@ -52,8 +54,10 @@ class TritonOps(Ops):
     # kernels/vision_attention.py)
     # FP8 activation groups that are neither a power of two nor the whole row are quantized
     # after the norm kernel, not inside it (norm_quant.py).
+    # act_and_mul_quant: swiglu_oai has no Triton kernel here (act_and_mul runs it in torch), so
+    # its fused form is that torch composition too.
     fallbacks = {"moe_route": ("grouped_topk",), "vision_attention": ("float32",),
-                 "rms_norm_quant": ("fp8_group_not_pow2",)}
+                 "rms_norm_quant": ("fp8_group_not_pow2",), "act_and_mul_quant": ("swiglu_oai",)}
 
     def __init__(self, decode_splits: int | None = None):
         # decode_splits: fix the split-KV count (tests, tuning); None picks it from the grid size.
@@ -72,6 +76,28 @@ class TritonOps(Ops):
             return self.reference("rms_norm_quant", "fp8_group_not_pow2", x, weight, eps, quant, residual)
         return out
     rms_norm_quant.__doc__ = Ops.rms_norm_quant.__doc__
+
+    def act_and_mul_quant(self, x, kind, quant):
+        if kind == "swiglu_oai":
+            return self.reference("act_and_mul_quant", "swiglu_oai", x, kind, quant)
+        if not _amq.fusable(kind):
+            raise ValueError(f"unknown gated activation {kind!r}; known: silu, gelu, gelu_tanh, swiglu_oai")
+        if not self._triton_activation(kind):
+            # a subclass computing the activation with kernels of its own: the fused kernel would
+            # not give its bits; such a table declares this case (MacaOps)
+            return self.reference("act_and_mul_quant", "vendor_activation", x, kind, quant)
+        # fp8 for cuBLASLt's block-scaled GEMM: written in its layout here, not copied there
+        col = quant.kind == "fp8" and _sgemm.block_layout_wanted(x.reshape(-1, x.shape[-1])[:, : x.shape[-1] // 2],
+                                                                 quant.group)
+        return _amq.act_and_mul_quant(x, kind, quant, pad_rows_to=4 if col else 1, scales_col_major=col)
+    act_and_mul_quant.__doc__ = Ops.act_and_mul_quant.__doc__
+
+    def _triton_activation(self, kind) -> bool:
+        """Whether this table's act_and_mul(x, kind) is activation.py's kernel, whose bits the
+        fused kernel reproduces."""
+        cls = type(self)
+        name = "silu_and_mul" if kind == "silu" else "gelu_and_mul"
+        return cls.act_and_mul is Ops.act_and_mul and getattr(cls, name) is getattr(TritonOps, name)
 
     def rotary(self, q, k, positions, cos_sin_cache, is_neox=True):
         return _rotary.rotary(q, k, positions, cos_sin_cache, is_neox)

@@ -53,8 +53,11 @@ class _CosSinTables:
 class MacaOps(TritonOps):
     # Calls MetaX's kernels do not take go to the shared Triton table (the parent class),
     # not to the reference; routing falls back to the reference, and what the shared table
-    # declares (float32 vision attention) does too.
-    fallbacks = {**TritonOps.fallbacks, "moe_route": ROUTE_CASES}
+    # declares (float32 vision attention) does too.  MetaX's silu_and_mul keeps the activation
+    # in float32 before the product, which the shared fused act_and_mul_quant kernel does not
+    # reproduce: that op composes this table's own activation and quantizer instead.
+    fallbacks = {**TritonOps.fallbacks, "moe_route": ROUTE_CASES,
+                 "act_and_mul_quant": TritonOps.fallbacks["act_and_mul_quant"] + ("vendor_activation",)}
 
     def __init__(self):
         super().__init__()
