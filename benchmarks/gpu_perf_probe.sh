@@ -173,6 +173,17 @@ for p in "$@"; do
       for v in ${MLAV:-base dv_pad stages1 bn32}; do
         TAILN=14 phase "mlacheck_$v" 90 "$CS" --tool memcheck --print-limit 3 python benchmarks/kernels/mla_prefill_check.py \
           --variant "$v" --reps 2; done ;;
+    offall)  # offline-1000 (--max-model-len 1024) for bf16, KV INT4, FP8 block and W8A8 in one call: the ratios
+      for c in "bf16:" "kvint4:--kv-cache-dtype int4" "fp8:--quantization fp8" "w8a8:--quantization w8a8"; do
+        n=${c%%:*}; case " ${OFFS:-bf16 kvint4 fp8 w8a8} " in *" $n "*) ;; *) continue ;; esac; TAILN=0 phase "off_$n" 130 python benchmarks/throughput.py --model llama3-8b --device cuda \
+          --workload offline-1000 --max-model-len 1024 ${c#*:} --out "$L/off_$n.json"
+        python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['halinfer']; r=d['offline-1000/steady']; \
+print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_norm_quant'))" "$L/off_$n.json" "$n"; done ;;
+    kamq) TAILN=20 phase bench_act_mul_quant 90 python benchmarks/kernels/bench_act_mul_quant.py ;;
+    mlafixed)  # the fixed launch under memcheck: the tiny test shapes and DeepSeek's real ones
+      CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+      for sh in tiny deepseek; do TAILN=16 phase "mlafixed_$sh" 120 "$CS" --tool memcheck --print-limit 3 \
+        python benchmarks/kernels/mla_prefill_check.py --shape "$sh" --reps 1; done ;;
     kvpatch) patch -p1 < kvpipe.patch >/dev/null && echo "kvpipe.patch applied"
           TAILN=3 phase kvint4_off_patched 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
           --workload offline-1000 --kv-cache-dtype int4 --max-model-len 1024 --out "$L/kvint4_off_patched.json"
