@@ -137,7 +137,8 @@ def _mlp_plan(mlp: nn.Module) -> ActQuant | None:
 def plan_mlp_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
     """Set ``GatedMLP.down_quant`` on every gated MLP whose activation may quantize down_proj's
     input (and clear it elsewhere), under the same HALINFER_FUSE_NORM_QUANT modes as the norms
-    (auto: where the table implements act_and_mul_quant itself).  Returns the number fused.
+    (auto: where the table's act_and_mul_quant_pays says its fused op is faster for that
+    quantization).  Returns the number fused.
     Call after the weights are loaded, as plan_norm_quant_fusion."""
     for m in model.modules():
         if isinstance(m, GatedMLP):
@@ -146,11 +147,12 @@ def plan_mlp_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
     ops = ops if ops is not None else getattr(model, "ops", None)
     if mode == "off":
         return 0
-    if mode == "auto" and ops is not None and type(ops).act_and_mul_quant is Ops.act_and_mul_quant:
-        return 0
     fused = 0
     for m in model.modules():
         spec = _mlp_plan(m)
+        if spec is not None and mode == "auto" and ops is not None and \
+                not ops.act_and_mul_quant_pays(spec, m.down_proj.in_features):
+            continue
         if spec is not None:
             m.down_quant = spec
             fused += 1

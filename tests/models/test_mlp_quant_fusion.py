@@ -97,8 +97,9 @@ def test_cpu_mlps_fused_and_unfused_agree_exactly(checkpoints, monkeypatch, name
 def test_triton_mlps_fused_and_unfused_agree_exactly(checkpoints, monkeypatch, name):
     backend = _triton_backend()
     with _registered(backend) as device:
-        # auto: on, since the Triton table has its own act_and_mul_quant
-        _fused_and_unfused(checkpoints(name), device, monkeypatch, "auto", name)
+        # auto fuses FP8 groups on the Triton table (act_and_mul_quant_pays); the whole-row kinds
+        # are fused by asking ("1"), so their kernel is checked too
+        _fused_and_unfused(checkpoints(name), device, monkeypatch, "auto" if name == "fp8-block-128" else "1", name)
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -237,3 +238,17 @@ def test_tensor_parallel_w8a8_model_fused_and_unfused_agree_exactly(checkpoints,
         finally:
             llm.shutdown()
     _same(got["1"], got["0"])
+
+
+def test_auto_fuses_only_where_the_table_says_it_pays():
+    """Triton: FP8 groups narrower than the row (the group kernel, faster than two launches on an
+    H200); int8 and whole-row FP8 (the two-pass row kernel, slower at decode sizes) are not
+    planned in auto mode.  The reference table never pays (its op is the composition)."""
+    from halinfer.core.ops import ActQuant, Ops
+    from halinfer.kernels.triton.ops import TritonOps
+
+    tri = TritonOps()
+    assert tri.act_and_mul_quant_pays(ActQuant("fp8", 128), 14336)
+    assert not tri.act_and_mul_quant_pays(ActQuant("fp8", 14336), 14336)
+    assert not tri.act_and_mul_quant_pays(ActQuant("int8"), 14336)
+    assert not Ops().act_and_mul_quant_pays(ActQuant("fp8", 128), 14336)

@@ -120,6 +120,12 @@ class Ops:
         return _nq.act_and_mul_quant(self, x, kind, quant)
     act_and_mul_quant.__doc__ = _nq.act_and_mul_quant.__doc__
 
+    def act_and_mul_quant_pays(self, quant: ActQuant, width: int) -> bool:
+        """Whether this table's act_and_mul_quant beats act_and_mul plus the linear's own
+        quantization for ``quant`` over rows of ``width`` (what the load-time plan asks in its
+        auto mode).  The reference's is that composition, so never."""
+        return type(self).act_and_mul_quant is not Ops.act_and_mul_quant
+
     def gelu(self, x, approximate="none"):
         return _act.gelu(x, approximate)
     gelu.__doc__ = _act.gelu.__doc__

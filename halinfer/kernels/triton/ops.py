@@ -92,6 +92,13 @@ class TritonOps(Ops):
         return _amq.act_and_mul_quant(x, kind, quant, pad_rows_to=4 if col else 1, scales_col_major=col)
     act_and_mul_quant.__doc__ = Ops.act_and_mul_quant.__doc__
 
+    def act_and_mul_quant_pays(self, quant, width):
+        # fp8 groups only: on an H200 (benchmarks/kernels/bench_act_mul_quant.py, I = 14336, bf16)
+        # the group kernel took 3.0 / 8.6 / 27.7 us at T = 1 / 256 / 1024 against 4.5 / 11.1 / 43.3
+        # for the two launches, while the whole-row kernel (int8, fp8 per channel) lost at decode
+        # sizes: int8 14.3 / 15.3 us against 9.1 / 13.3 (44.4 against 46.2 at T = 1024).
+        return quant.kind == "fp8" and quant.group < width
+
     def _triton_activation(self, kind) -> bool:
         """Whether this table's act_and_mul(x, kind) is activation.py's kernel, whose bits the
         fused kernel reproduces."""
