@@ -10,6 +10,9 @@ larger than the largest bucket) runs eagerly.  The device specifics come from a
 """
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
+
 from typing import Callable
 
 import numpy as np
@@ -128,6 +131,13 @@ class CapturedDecodeRunner(GraphRunner):
     def capture(self, builder: MetadataBuilder, **kw) -> None:
         before = self.runtime.memory_allocated()
         pool = self.api.pool_handle()
+        with _no_gc():
+            self._capture_all(builder, pool)
+        self.runtime.synchronize()
+        self.graph_memory = max(0, self.runtime.memory_allocated() - before)
+        self.captured_sizes = tuple(self.sizes)
+
+    def _capture_all(self, builder, pool) -> None:
         for bs in reversed(self.sizes):  # largest first so smaller graphs reuse its pool
             meta = self._static_meta(bs, builder)
             ids, pos = self.input_ids[:bs], self.positions[:bs]
@@ -137,9 +147,6 @@ class CapturedDecodeRunner(GraphRunner):
             with self.api.capture(g, pool):
                 out = self.model_fn(ids, pos, meta)
             self.graphs[bs], self.metas[bs], self.outputs[bs] = g, meta, out
-        self.runtime.synchronize()
-        self.graph_memory = max(0, self.runtime.memory_allocated() - before)
-        self.captured_sizes = tuple(self.sizes)
 
     def can_replay(self, step: StepInputs) -> bool:
         return (step.is_decode and bool(self.graphs) and step.num_seqs <= self.sizes[-1]
@@ -157,3 +164,18 @@ class CapturedDecodeRunner(GraphRunner):
         self.api.before_replay(self.graphs[bs], meta)
         self.graphs[bs].replay()
         return self.outputs[bs][:b]
+
+
+@contextmanager
+def _no_gc():
+    """The garbage collector off while graphs are captured: a collection inside a capture runs
+    the finalizers of whatever died before it (another engine's device tensors, events) on the
+    capturing thread, and a device call there that is not capturable invalidates the capture."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
