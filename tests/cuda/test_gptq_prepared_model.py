@@ -25,8 +25,10 @@ from halinfer.testing.tiny import save_tiny_model
 
 pytestmark = pytest.mark.skipif(not INTERP_OK, reason=INTERP_WHY)
 
+# One layer: every kind of GPTQ linear (qkv, o, gate_up, down) is in it, and the interpreter's
+# cost is per layer (two layers doubled this file's time for no path more).
 SHAPE = dict(hidden_size=128, intermediate_size=192, num_attention_heads=4, num_key_value_heads=2,
-             num_hidden_layers=2)
+             num_hidden_layers=1)
 CASES = {
     "g32-v1": dict(group=32),
     "g64-act-order-sym-v2": dict(group=64, desc_act=True, sym=True, v2=True),

@@ -25,7 +25,10 @@ MODELS = {
                                  intermediate_size=192)),
     "qwen3-d64": ("qwen3", dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
                                 intermediate_size=192)),
-    "mixtral-d64": ("mixtral", dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2)),
+    # two layers (the tiny default is three): MACA runs its MoE through the Triton interpreter,
+    # which pays per layer
+    "mixtral-d64": ("mixtral", dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
+                                    num_hidden_layers=2)),
 }
 DENSE = ["llama-d128", "qwen3-d64"]
 
