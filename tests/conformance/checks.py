@@ -90,3 +90,26 @@ def dirty_allocator(device, nbytes: int) -> None:
     for _ in range(2):
         t = torch.full((n,), float("nan"), dtype=torch.float32, device=device)
         del t
+
+
+def quant_bytes(q):
+    """int8 codes as they are, fp8 codes as their bytes (on the CPU), for exact comparison."""
+    q = q.detach().cpu()
+    return q if q.dtype == torch.int8 else q.view(torch.uint8)
+
+
+def same_quant_bits(prov, dtype, q, sc, uq, us, of: str) -> None:
+    """q / scales are the quantization of the provider's own ``of`` output (computed unfused:
+    uq / us).  Bit for bit on the CPU (the reference, the emulated vendors, the Triton
+    interpreter); on a GPU a fused kernel may reduce a row in another order than the provider's
+    unfused kernel (the H200 showed last-bit differences in the norm): scales within 4 ulps of the
+    dtype, and at most 1% of the codes one step apart."""
+    if torch.equal(sc.cpu(), us.cpu()) and torch.equal(quant_bytes(q), quant_bytes(uq)):
+        return
+    assert prov.device.type != "cpu", f"scales or codes differ from quantizing {of}'s output"
+    ulp = {torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}[dtype]
+    rel = float(((sc.cpu() - us.cpu()).abs() / us.cpu().abs().clamp(min=1e-30)).max())
+    step = (quant_bytes(q).int() - quant_bytes(uq).int()).abs()
+    assert rel <= 4 * ulp, f"scales {rel:.2e} (relative) from quantizing {of}'s output"
+    assert int(step.max()) <= 1 and int((step > 0).sum()) * 100 <= step.numel(), \
+        f"{int((step > 0).sum())} of {step.numel()} codes differ from quantizing {of}'s output"

@@ -4,7 +4,7 @@ the reference.
 Its contract is the composition "this table's act_and_mul, then the linear's quantization",
 so besides the float checks against the reference each provider's q and scales must be the
 quantization of its own act_and_mul output: exactly on the CPU, and on a GPU within the
-tolerance test_norm_quant.py allows a compiled fused kernel (``_same_bits``), so a fused MLP
+tolerance test_norm_quant.py allows a compiled fused kernel (``checks.same_quant_bits``), so a fused MLP
 gives the numbers of an unfused one.  The gelu / silu kernels' only reductions are maxima, so
 a GPU should in fact give the same bits; the tolerance is the shared rule, not an excuse."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from halinfer.core.ops import ActQuant, Ops, QuantizedActs
 from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE, quant_per_token_group_fp8
 from halinfer.core.ops.norm_quant import quantize_acts
 
-from .checks import TOL, assert_close, dirty_allocator, ref, untouched
+from .checks import TOL, assert_close, quant_bytes, same_quant_bits, dirty_allocator, ref, untouched
 from .params import case, conformance
 
 REF = Ops()
@@ -43,26 +43,6 @@ def _spec(case):
     return ActQuant("int8") if case.kind == "int8" else ActQuant("fp8", case.group or case.I)
 
 
-def _bytes(q):
-    q = q.detach().cpu()
-    return q if q.dtype == torch.int8 else q.view(torch.uint8)
-
-
-def _same_bits(prov, dtype, q, sc, uq, us) -> None:
-    """q / scales are the quantization of the provider's own act_and_mul output: bit for bit on
-    the CPU; on a GPU (compiled kernels) scales within 4 ulps of the dtype and at most 1% of the
-    codes one step apart, test_norm_quant.py's rule for fused kernels."""
-    if torch.equal(sc.cpu(), us.cpu()) and torch.equal(_bytes(q), _bytes(uq)):
-        return
-    assert prov.device.type != "cpu", "scales or codes differ from quantizing act_and_mul's output"
-    ulp = {torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}[dtype]
-    rel = float(((sc.cpu() - us.cpu()).abs() / us.cpu().abs().clamp(min=1e-30)).max())
-    step = (_bytes(q).int() - _bytes(uq).int()).abs()
-    assert rel <= 4 * ulp, f"scales {rel:.2e} (relative) from quantizing act_and_mul's output"
-    assert int(step.max()) <= 1 and int((step > 0).sum()) * 100 <= step.numel(), \
-        f"{int((step > 0).sum())} of {step.numel()} codes differ from quantizing act_and_mul's output"
-
-
 @conformance("act_and_mul_quant", AMQ_CASES)
 def test_act_and_mul_quant(prov, dtype, case, gen):
     dev, spec, I = prov.device, _spec(case), case.I
@@ -80,7 +60,7 @@ def test_act_and_mul_quant(prov, dtype, case, gen):
     assert q.shape == (T, I) and q.dtype == (torch.int8 if spec.kind == "int8" else torch.float8_e4m3fn)
     assert sc.dtype == torch.float32 and sc.shape == ((T,) if spec.kind == "int8" else (T, G))
     if qa.q.shape[0] > T:   # padding rows, as the contract allows for fp8
-        assert spec.kind == "fp8" and not _bytes(qa.q[T:]).any()
+        assert spec.kind == "fp8" and not quant_bytes(qa.q[T:]).any()
         assert bool((qa.scale[T:].cpu() == torch.tensor(FP8_MIN_SCALE) / FP8_MAX).all())
     if qa.scales_col_major:
         assert qa.scale.stride() == (1, qa.q.shape[0])
@@ -91,7 +71,7 @@ def test_act_and_mul_quant(prov, dtype, case, gen):
         uq, us = prov.ops.quant_per_token_int8(y)
     else:
         uq, us = quant_per_token_group_fp8(y.cpu(), min(spec.group, I))
-    _same_bits(prov, dtype, q, sc, uq.contiguous(), us)
+    same_quant_bits(prov, dtype, q, sc, uq.contiguous(), us, "act_and_mul")
 
     # 2. against the float32 reference: the scales follow the reference product's maxima, and
     # q * scale is the reference product within half a quantization step (+ the dtype's rounding)
@@ -119,7 +99,7 @@ def test_reference_is_the_unfused_composition():
         for spec in (ActQuant("int8"), ActQuant("fp8", 128), ActQuant("fp8", 200)):
             qa = REF.act_and_mul_quant(x, kind, spec)
             want = quantize_acts(REF, REF.act_and_mul(x, kind), spec)
-            assert torch.equal(_bytes(qa.q), _bytes(want.q)) and torch.equal(qa.scale, want.scale)
+            assert torch.equal(quant_bytes(qa.q), quant_bytes(want.q)) and torch.equal(qa.scale, want.scale)
             assert qa.rows == 9 and qa.dtype == torch.bfloat16 and not qa.scales_col_major
 
 

@@ -4,7 +4,7 @@ that take its output (w8a8_linear_prequant, fp8_linear_prequant) vs the referenc
 rms_norm_quant's contract is the composition "this table's rms_norm, then the linear's
 quantization", so besides the float checks against the reference each provider's q and
 scales must be the quantization of its own rms_norm output: exactly on the CPU, and on a GPU
-up to the norm's last-bit rounding (``_same_bits``), so a fused model gives the numbers of an
+up to the norm's last-bit rounding (``checks.same_quant_bits``), so a fused model gives the numbers of an
 unfused one."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from halinfer.core.ops import ActQuant, Ops, QuantizedActs
 from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE, quant_per_token_group_fp8
 from halinfer.core.ops.norm_quant import quantize_acts
 
-from .checks import TOL, assert_close, ref, rms, untouched
+from .checks import TOL, assert_close, quant_bytes, same_quant_bits, ref, rms, untouched
 from .params import case, conformance
 from .test_quant_gemm import random_fp8
 
@@ -37,28 +37,6 @@ def _spec(case):
     return ActQuant("int8") if case.kind == "int8" else ActQuant("fp8", case.group or case.H)
 
 
-def _bytes(q):
-    q = q.detach().cpu()
-    return q if q.dtype == torch.int8 else q.view(torch.uint8)
-
-
-def _same_bits(prov, dtype, q, sc, uq, us) -> None:
-    """q / scales are the quantization of the provider's own rms_norm output.  Bit for bit on
-    the CPU (the reference, the emulated vendors, the Triton interpreter); on a GPU a fused
-    kernel may reduce a row in another order than the provider's rms_norm kernel (the H200
-    showed last-bit differences in the norm): scales within 4 ulps of the dtype, and at most 1%
-    of the codes one step apart."""
-    if torch.equal(sc.cpu(), us.cpu()) and torch.equal(_bytes(q), _bytes(uq)):
-        return
-    assert prov.device.type != "cpu", "scales or codes differ from quantizing rms_norm's output"
-    ulp = {torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}[dtype]
-    rel = float(((sc.cpu() - us.cpu()).abs() / us.cpu().abs().clamp(min=1e-30)).max())
-    step = (_bytes(q).int() - _bytes(uq).int()).abs()
-    assert rel <= 4 * ulp, f"scales {rel:.2e} (relative) from quantizing rms_norm's output"
-    assert int(step.max()) <= 1 and int((step > 0).sum()) * 100 <= step.numel(), \
-        f"{int((step > 0).sum())} of {step.numel()} codes differ from quantizing rms_norm's output"
-
-
 @conformance("rms_norm_quant", NQ_CASES)
 def test_rms_norm_quant(prov, dtype, case, gen):
     dev, spec = prov.device, _spec(case)
@@ -78,7 +56,7 @@ def test_rms_norm_quant(prov, dtype, case, gen):
     assert q.shape == (case.T, case.H) and q.dtype == (torch.int8 if spec.kind == "int8" else torch.float8_e4m3fn)
     assert sc.dtype == torch.float32 and sc.shape == ((case.T,) if spec.kind == "int8" else (case.T, G))
     if qa.q.shape[0] > case.T:   # padding rows, as the contract allows for fp8
-        assert spec.kind == "fp8" and not _bytes(qa.q[case.T:]).any()
+        assert spec.kind == "fp8" and not quant_bytes(qa.q[case.T:]).any()
         assert bool((qa.scale[case.T:].cpu() == torch.tensor(FP8_MIN_SCALE) / FP8_MAX).all())
     if qa.scales_col_major:
         assert qa.scale.stride() == (1, qa.q.shape[0])
@@ -92,7 +70,7 @@ def test_rms_norm_quant(prov, dtype, case, gen):
         uq, us = prov.ops.quant_per_token_int8(y)
     else:
         uq, us = quant_per_token_group_fp8(y.cpu(), min(spec.group, case.H))
-    _same_bits(prov, dtype, q, sc, uq.contiguous(), us)
+    same_quant_bits(prov, dtype, q, sc, uq.contiguous(), us, "rms_norm")
 
     # 2. against the float32 reference: the scales follow the reference norm's row maxima, and
     # q * scale is the reference norm's output within half a quantization step (+ the dtype's rounding)

@@ -16,6 +16,7 @@ from conftest import GPU_OK, GPU_WHY, INTERP_OK, INTERP_WHY, Target
 from halinfer.core.ops import ActQuant
 from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE, quant_per_token_group_fp8
 from halinfer.core.ops.quant import quant_per_token_int8
+from tritonops_util import check_prequant_gemm
 
 # rows 1..70 and intermediate sizes with partial groups (67, 300, 1000) and without, up to
 # Llama-3-8B's 14336
@@ -173,25 +174,9 @@ def test_prequant_gemms_equal_the_unfused_linear(target, gen, ops, T, I, N, spec
         pytest.skip("the interpreter's bf16 tl.dot is wrong")
     spec = _spec(spec_name, I)
     x = _input(T, I, gen, target)
-    bias = torch.randn(N, generator=gen).to(target.device, target.dtype)
     qa = ops.act_and_mul_quant(x, "silu", spec)
     y = ops.act_and_mul(x, "silu")
-    if spec.kind == "int8":
-        wq = torch.randint(-127, 128, (N, I), generator=gen, dtype=torch.int8).to(target.device)
-        wsc = (torch.rand(N, generator=gen) * 1e-3 + 1e-4).to(target.device)
-        fused, plain = ops.w8a8_linear_prequant(qa, wq, wsc, bias), ops.w8a8_linear(y, wq, wsc, bias)
-    else:
-        bk = min(spec.group, I)
-        wq = (torch.randn(N, I, generator=gen) * 100).clamp(-448, 448).to(torch.float8_e4m3fn).to(target.device)
-        rows = torch.rand(-(-N // 128), -(-I // bk), generator=gen) * 1e-3 + 1e-4
-        wsc = rows.repeat_interleave(128, dim=0)[:N].contiguous().to(target.device)   # block-scaled: 128-row blocks
-        fused, plain = ops.fp8_linear_prequant(qa, wq, wsc, bk, bias), ops.fp8_linear(y, wq, wsc, bk, bias)
-    assert fused.shape == plain.shape == (T, N) and fused.dtype == plain.dtype == y.dtype
-    diff = float((fused.float() - plain.float()).abs().max())
-    if target.interp:
-        assert torch.equal(fused.cpu(), plain.cpu()), f"max diff {diff}"
-    else:   # compiled: a code one step apart (_near) moves the output by about one activation step
-        assert diff <= 1e-2 * float(plain.float().abs().max()), f"max diff {diff}"
+    check_prequant_gemm(ops, qa, y, spec, N, gen, target)
 
 
 # ---- a tiny quantized model on the GPU: MLPs fused and unfused --------------------------------

@@ -14,6 +14,7 @@ import torch
 from halinfer.core.ops import ActQuant
 from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE, quant_per_token_group_fp8
 from halinfer.core.ops.quant import quant_per_token_int8
+from tritonops_util import check_prequant_gemm
 
 # rows 1..70 and hidden sizes with partial groups (67, 200, 1000) and without
 SHAPES = [(1, 64), (2, 67), (5, 200), (17, 256), (33, 384), (70, 1000), (9, 4096 + 128)]
@@ -141,22 +142,6 @@ def test_prequant_gemms_equal_the_unfused_linear(target, gen, ops, T, H, N, spec
         pytest.skip("the interpreter's bf16 tl.dot is wrong")
     spec = _spec(spec_name, H)
     x, w, r = _inputs(T, H, True, gen, target)
-    bias = torch.randn(N, generator=gen).to(target.device, target.dtype)
     qa, _ = ops.rms_norm_quant(x, w, 1e-6, spec, r)
     y, _ = ops.rms_norm(x, w, 1e-6, r)
-    if spec.kind == "int8":
-        wq = torch.randint(-127, 128, (N, H), generator=gen, dtype=torch.int8).to(target.device)
-        wsc = (torch.rand(N, generator=gen) * 1e-3 + 1e-4).to(target.device)
-        fused, plain = ops.w8a8_linear_prequant(qa, wq, wsc, bias), ops.w8a8_linear(y, wq, wsc, bias)
-    else:
-        bk = min(spec.group, H)
-        wq = (torch.randn(N, H, generator=gen) * 100).clamp(-448, 448).to(torch.float8_e4m3fn).to(target.device)
-        rows = torch.rand(-(-N // 128), -(-H // bk), generator=gen) * 1e-3 + 1e-4
-        wsc = rows.repeat_interleave(128, dim=0)[:N].contiguous().to(target.device)   # block-scaled: 128-row blocks
-        fused, plain = ops.fp8_linear_prequant(qa, wq, wsc, bk, bias), ops.fp8_linear(y, wq, wsc, bk, bias)
-    assert fused.shape == plain.shape == (T, N) and fused.dtype == plain.dtype == y.dtype
-    diff = float((fused.float() - plain.float()).abs().max())
-    if target.interp:
-        assert torch.equal(fused.cpu(), plain.cpu()), f"max diff {diff}"
-    else:   # compiled: a code one step apart (_near) moves the output by about one activation step
-        assert diff <= 1e-2 * float(plain.float().abs().max()), f"max diff {diff}"
+    check_prequant_gemm(ops, qa, y, spec, N, gen, target)

@@ -139,3 +139,27 @@ def make_paged(seqs, hk, d, bs, dtype, device, gen, *, dv=None, mla=False, int8=
             write(cache, layout, sl, x, bs)
     return Paged(step, LayerKV(kc, vc, layout, ks, vs), seq_slots)
 
+
+def check_prequant_gemm(ops, qa, y, spec, N: int, gen, target) -> None:
+    """A fused quantizer's output qa through *_linear_prequant gives the very output of its
+    unfused input y through *_linear, with random int8 / block-scaled FP8 weights [N, K] and a
+    bias, through whichever GEMM the dispatch picks.  Interpreter: bit for bit; compiled: a code
+    one step apart moves the output by about one activation step (1% of its range)."""
+    K = y.shape[-1]
+    bias = torch.randn(N, generator=gen).to(target.device, target.dtype)
+    if spec.kind == "int8":
+        wq = torch.randint(-127, 128, (N, K), generator=gen, dtype=torch.int8).to(target.device)
+        wsc = (torch.rand(N, generator=gen) * 1e-3 + 1e-4).to(target.device)
+        fused, plain = ops.w8a8_linear_prequant(qa, wq, wsc, bias), ops.w8a8_linear(y, wq, wsc, bias)
+    else:
+        bk = min(spec.group, K)
+        wq = (torch.randn(N, K, generator=gen) * 100).clamp(-448, 448).to(torch.float8_e4m3fn).to(target.device)
+        rows = torch.rand(-(-N // 128), -(-K // bk), generator=gen) * 1e-3 + 1e-4
+        wsc = rows.repeat_interleave(128, dim=0)[:N].contiguous().to(target.device)   # block-scaled: 128-row blocks
+        fused, plain = ops.fp8_linear_prequant(qa, wq, wsc, bk, bias), ops.fp8_linear(y, wq, wsc, bk, bias)
+    assert fused.shape == plain.shape == (y.shape[0], N) and fused.dtype == plain.dtype == y.dtype
+    diff = float((fused.float() - plain.float()).abs().max())
+    if target.interp:
+        assert torch.equal(fused.cpu(), plain.cpu()), f"max diff {diff}"
+    else:
+        assert diff <= 1e-2 * float(plain.float().abs().max()), f"max diff {diff}"
