@@ -16,7 +16,7 @@ from conftest import GPU_OK, GPU_WHY, INTERP_OK, INTERP_WHY, Target
 from halinfer.core.ops import ActQuant
 from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE, quant_per_token_group_fp8
 from halinfer.core.ops.quant import quant_per_token_int8
-from tritonops_util import check_prequant_gemm
+from tritonops_util import allowed_fp8_miss, check_prequant_gemm, near_quant, quant_bytes
 
 # rows 1..70 and intermediate sizes with partial groups (67, 300, 1000) and without, up to
 # Llama-3-8B's 14336
@@ -37,10 +37,6 @@ def _input(T, I, gen, target, lead=None):
     return x if lead is None else x.view(*lead, 2 * I)
 
 
-def _bytes(q):
-    return q.cpu().view(torch.uint8) if q.dtype != torch.int8 else q.cpu()
-
-
 def _unfused(x, kind, spec):
     """activation.py's kernel, then the linear's own one-launch quantizer."""
     from halinfer.kernels.triton.act_quant import quant_fp8_groups, quant_int8_rows
@@ -50,27 +46,6 @@ def _unfused(x, kind, spec):
     y = y.reshape(-1, y.shape[-1])
     q, qs = quant_int8_rows(y) if spec.kind == "int8" else quant_fp8_groups(y, min(spec.group, y.shape[1]))
     return y, q, qs
-
-
-def _allowed_fp8_miss(target, spec, I, q, rq) -> bool:
-    # act_quant's own GPU finding (test_act_quant.py): compiled, float32, one group per row, one
-    # byte in ~20,000 one e4m3 step apart from the torch reference; the same allowance here.
-    step = (_bytes(q).int() - _bytes(rq).int()).abs()
-    return (not target.interp and target.dtype == torch.float32 and spec.group >= I and bool((step <= 1).all())
-            and int((step > 0).sum()) * 10_000 <= step.numel())
-
-
-def _near(target, q, qs, uq, us, what: str) -> None:
-    """q / scales equal to the unfused ones; compiled, within the fused-kernel rule."""
-    if torch.equal(qs.cpu(), us.cpu()) and torch.equal(_bytes(q), _bytes(uq)):
-        return
-    assert not target.interp, f"{what}: the interpreter must give the unfused bits"
-    ulp = {torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}[target.dtype]
-    rel = float(((qs.cpu() - us.cpu()).abs() / us.cpu().abs().clamp(min=1e-30)).max())
-    step = (_bytes(q).int() - _bytes(uq).int()).abs()
-    assert rel <= 4 * ulp, f"{what}: scales {rel:.2e} apart (relative)"
-    assert int(step.max()) <= 1 and int((step > 0).sum()) * 100 <= step.numel(), \
-        f"{what}: {int((step > 0).sum())} of {step.numel()} codes differ, by up to {int(step.max())}"
 
 
 def _check(target, x, kind, spec, **kw):
@@ -83,15 +58,15 @@ def _check(target, x, kind, spec, **kw):
     assert qa.rows == T and qa.dtype == x.dtype and qa.spec == spec and qa.shape == (T, I)
     q, qs = qa.values()
     # 1. the unfused Triton path: what the MLP computes today
-    _near(target, q, qs, uq, us, "against act_and_mul + act_quant")
+    near_quant(target, q, qs, uq, us, "against act_and_mul + act_quant")
     # 2. the core reference quantizer on the unfused activation output
     if spec.kind == "int8":
         rq, rs = quant_per_token_int8(y.cpu())
-        _near(target, q, qs, rq, rs, "against act_and_mul + the reference quantizer")
+        near_quant(target, q, qs, rq, rs, "against act_and_mul + the reference quantizer")
     else:
         rq, rs = quant_per_token_group_fp8(y.cpu(), min(spec.group, I))
-        if not _allowed_fp8_miss(target, spec, I, q, rq):
-            _near(target, q, qs, rq.contiguous(), rs, "against act_and_mul + the reference quantizer")
+        if not allowed_fp8_miss(target, spec, I, q, rq):
+            near_quant(target, q, qs, rq.contiguous(), rs, "against act_and_mul + the reference quantizer")
     return qa
 
 
@@ -135,7 +110,7 @@ def test_fp8_padded_rows_and_column_major_scales(target, gen, T, I, group):
     Tp, G = -(-T // 4) * 4, -(-I // group)
     assert qa.q.shape == (Tp, I) and qa.scale.shape == (Tp, G) and qa.scale.stride() == (1, Tp)
     assert qa.scales_col_major and qa.rows == T
-    assert not _bytes(qa.q[T:]).any(), "padding rows must be zeros"
+    assert not quant_bytes(qa.q[T:]).any(), "padding rows must be zeros"
     assert torch.all(qa.scale[T:].cpu() == torch.tensor(FP8_MIN_SCALE) / FP8_MAX)
 
 
@@ -151,7 +126,7 @@ def test_empty_batch(target):
     x = torch.empty(0, 512, device=target.device, dtype=target.dtype)
     assert act_and_mul_quant(x, "silu", ActQuant("int8")).q.shape == (0, 256)
     qa = act_and_mul_quant(x, "silu", ActQuant("fp8", 128), pad_rows_to=4, scales_col_major=True)
-    assert qa.rows == 0 and qa.scale.shape == (4, 2) and not _bytes(qa.q).any()
+    assert qa.rows == 0 and qa.scale.shape == (4, 2) and not quant_bytes(qa.q).any()
 
 
 @pytest.mark.skipif(not INTERP_OK, reason=INTERP_WHY)

@@ -5,7 +5,7 @@ new residual must be the same bits under the interpreter (interp-*) and the 8-bi
 by it the same output as fed by the float norm output.  Compiled (gpu-*), the fused kernel's
 row reductions may run in another order than rms_norm's (Triton picks the register layout per
 kernel): on the H200 some float32 norm outputs differed in their last bit, so there the scales
-may differ by a few ulps and a few codes by one step (``_near``), and nothing more."""
+may differ by a few ulps and a few codes by one step (``tritonops_util.near_quant``), and nothing more."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +14,7 @@ import torch
 from halinfer.core.ops import ActQuant
 from halinfer.core.ops.fp8 import FP8_MAX, FP8_MIN_SCALE, quant_per_token_group_fp8
 from halinfer.core.ops.quant import quant_per_token_int8
-from tritonops_util import check_prequant_gemm
+from tritonops_util import allowed_fp8_miss, check_prequant_gemm, near_quant, quant_bytes
 
 # rows 1..70 and hidden sizes with partial groups (67, 200, 1000) and without
 SHAPES = [(1, 64), (2, 67), (5, 200), (17, 256), (33, 384), (70, 1000), (9, 4096 + 128)]
@@ -34,10 +34,6 @@ def _inputs(T, H, residual, gen, target):
     return [None if t is None else t.to(target.device, target.dtype) for t in (x, w, r)]
 
 
-def _bytes(q):
-    return q.cpu().view(torch.uint8) if q.dtype != torch.int8 else q.cpu()
-
-
 def _unfused(x, w, r, spec):
     """rms_norm kernel, then the linear's own one-launch quantizer."""
     from halinfer.kernels.triton.act_quant import quant_fp8_groups, quant_int8_rows
@@ -47,29 +43,6 @@ def _unfused(x, w, r, spec):
     y, s = out if r is not None else (out, None)
     q, qs = quant_int8_rows(y) if spec.kind == "int8" else quant_fp8_groups(y, min(spec.group, y.shape[1]))
     return y, s, q, qs
-
-
-def _allowed_fp8_miss(target, spec, H, q, rq) -> bool:
-    # act_quant's own GPU finding (test_act_quant.py): compiled, float32, one group per row, one
-    # byte in ~20,000 one e4m3 step apart from the torch reference; the same allowance here.
-    step = (_bytes(q).int() - _bytes(rq).int()).abs()
-    return (not target.interp and target.dtype == torch.float32 and spec.group >= H and bool((step <= 1).all())
-            and int((step > 0).sum()) * 10_000 <= step.numel())
-
-
-def _near(target, q, qs, uq, us, what: str) -> None:
-    """q / scales equal to the unfused ones; compiled, up to the norm's last-bit rounding: scales
-    within 4 ulps of the norm's dtype, codes at most one step apart in at most 1% of elements."""
-    if torch.equal(qs.cpu(), us.cpu()) and torch.equal(_bytes(q), _bytes(uq)):
-        return
-    assert not target.interp, f"{what}: the interpreter must give the unfused bits"
-    ulp = {torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}[target.dtype]
-    rel = float(((qs.cpu() - us.cpu()).abs() / us.cpu().abs().clamp(min=1e-30)).max())
-    step = (_bytes(q).int() - _bytes(uq).int()).abs()
-    # fp8 bytes of one sign are ordered like their values: one step is one code
-    assert rel <= 4 * ulp, f"{what}: scales {rel:.2e} apart (relative)"
-    assert int(step.max()) <= 1 and int((step > 0).sum()) * 100 <= step.numel(), \
-        f"{what}: {int((step > 0).sum())} of {step.numel()} codes differ, by up to {int(step.max())}"
 
 
 @pytest.mark.parametrize("residual", [False, True], ids=["nores", "res"])
@@ -88,15 +61,15 @@ def test_fused_is_norm_then_quant(target, gen, T, H, spec_name, residual):
     if residual:
         assert torch.equal(s.cpu(), ws.cpu()), "new residual differs from rms_norm's"
     # 1. the unfused Triton path: what the linear computes today
-    _near(target, q, qs, uq, us, "against rms_norm + act_quant")
+    near_quant(target, q, qs, uq, us, "against rms_norm + act_quant")
     # 2. the core reference quantizer on the unfused norm output
     if spec.kind == "int8":
         rq, rs = quant_per_token_int8(y.cpu())
-        _near(target, q, qs, rq, rs, "against rms_norm + the reference quantizer")
+        near_quant(target, q, qs, rq, rs, "against rms_norm + the reference quantizer")
     else:
         rq, rs = quant_per_token_group_fp8(y.cpu(), min(spec.group, H))
-        if not _allowed_fp8_miss(target, spec, H, q, rq):
-            _near(target, q, qs, rq.contiguous(), rs, "against rms_norm + the reference quantizer")
+        if not allowed_fp8_miss(target, spec, H, q, rq):
+            near_quant(target, q, qs, rq.contiguous(), rs, "against rms_norm + the reference quantizer")
 
 
 @pytest.mark.parametrize("T,H", [(3, 384), (6, 200), (1, 256), (70, 1000)])
@@ -109,8 +82,8 @@ def test_fp8_padded_rows_and_column_major_scales(target, gen, T, H):
     assert qa.q.shape == (Tp, H) and qa.scale.shape == (Tp, G) and qa.scale.stride() == (1, Tp)
     assert qa.scales_col_major and qa.rows == T
     y, ws, uq, us = _unfused(x, w, r, ActQuant("fp8", 128))
-    _near(target, qa.q[:T], qa.scale[:T], uq, us, "padded, column-major")
-    assert not _bytes(qa.q[T:]).any(), "padding rows must be zeros"
+    near_quant(target, qa.q[:T], qa.scale[:T], uq, us, "padded, column-major")
+    assert not quant_bytes(qa.q[T:]).any(), "padding rows must be zeros"
     assert torch.all(qa.scale[T:].cpu() == torch.tensor(FP8_MIN_SCALE) / FP8_MAX)
     assert torch.equal(s.cpu(), ws.cpu())
 
