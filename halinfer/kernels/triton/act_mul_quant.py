@@ -31,7 +31,7 @@ import triton.language as tl
 from halinfer.core.ops.norm_quant import ActQuant, QuantizedActs
 
 from .act_quant import fp8_codes, fp8_scale, int8_codes, int8_scale
-from .activation import KINDS, act_mul
+from .activation import KINDS, act_mul, gated_rows
 from .common import cdiv, next_pow2, on_interpreter
 
 
@@ -103,12 +103,7 @@ def act_and_mul_quant(x: torch.Tensor, kind: str, spec: ActQuant, pad_rows_to: i
     the layout).  block: the row kernel's chunk (tests pick small ones to run several)."""
     if not fusable(kind):
         return None
-    I2 = x.shape[-1]
-    assert I2 % 2 == 0, f"gated activation needs an even last dim, got {I2}"
-    I = I2 // 2
-    x2 = x.reshape(-1, I2)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2, I = gated_rows(x)
     T = x2.shape[0]
     interp = on_interpreter(x)
     dev = x.device

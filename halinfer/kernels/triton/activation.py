@@ -39,14 +39,17 @@ def _act_and_mul_kernel(x_ptr, o_ptr, T, stride_x, stride_o, I, KIND: tl.constex
     tl.store(o_ptr + row * stride_o + cols, act_mul(g, u, KIND).to(o_ptr.dtype.element_ty), mask=mask)
 
 
-def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:
-    interp = on_interpreter(x)
+def gated_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """x [..., 2I] (gate first) as unit-stride rows [T, 2I], and I."""
     I2 = x.shape[-1]
     assert I2 % 2 == 0, f"gated activation needs an even last dim, got {I2}"
-    I = I2 // 2
     x2 = x.reshape(-1, I2)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    return (x2 if x2.stride(-1) == 1 else x2.contiguous()), I2 // 2
+
+
+def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:
+    interp = on_interpreter(x)
+    x2, I = gated_rows(x)
     out = torch.empty((x2.shape[0], I), dtype=x.dtype, device=x.device)
     T = x2.shape[0]
     block = min(next_pow2(I), 1024 if not interp else 4096)
