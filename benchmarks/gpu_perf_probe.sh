@@ -188,6 +188,25 @@ print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_no
           TAILN=3 phase kvint4_off_patched 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
           --workload offline-1000 --kv-cache-dtype int4 --max-model-len 1024 --out "$L/kvint4_off_patched.json"
           patch -R -p1 < kvpipe.patch >/dev/null && echo "kvpipe.patch reverted" ;;
+    kw4cold) TAILN=70 phase bench_w4a16_cold ${KW4_LIMIT:-220} python benchmarks/kernels/bench_quant_gemm.py --no-fp8 \
+          --cold 256 --impl ${KW4IMPL:-v2,v3a,v3c} --m ${KW4M:-1,16} ${KW4SWEEP:+--sweep-v3 --sweep-budget $KW4SWEEP} ;;
+    ncuw4)  # Nsight Compute on one v3a GEMV launch per shape (M = 1, AWQ): occupancy, stalls, DRAM
+      NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      echo "ncu: ${NCU:-none}"
+      for sh in ${NCUSH:-o gate_up}; do [ -n "$NCU" ] && TAILN=${NCUTAIL:-120} phase "ncu_$sh" 120 "$NCU" -k regex:w4a16_gemv \
+          --launch-skip 3 --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
+          --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+          python benchmarks/kernels/bench_quant_gemm.py --no-fp8 --impl v3a --m 1 --shapes "$sh" --fmt awq; done ;;
+    tuneprefillkv) TAILN=60 phase tune_prefill_kv ${TPK_LIMIT:-150} python benchmarks/tune_prefill.py --kv ${TPKV:-int4,none} \
+          --cases ${TPC:-short,long} ;;
+    bf16b1) TAILN=3 phase bf16_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
+          --out "$L/bf16_b1.json" ;;
+    kvcopytests) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1   # the prefill copy, tiles, GEMV
+          TAILN=10 phase kvcopytests ${KC_LIMIT:-240} python -m pytest -n 6 tests/cuda/test_cuda_kv_prefill_copy.py \
+          tests/cuda/test_cuda_kv_quant.py tests/cuda/test_cuda_attention.py tests/cuda/test_cuda_w4a16_v3.py \
+          tests/cuda/test_cuda_w4a16.py -m gpu -q -rf --tb=short -p no:cacheprovider
+          TAILN=10 phase kvcells ${KC_LIMIT:-240} python -m pytest -n 4 tests/models/test_declared_support.py \
+          -k "${KCK:-cuda and (INT4 or INT8 or FP8) and not deepseek}" -q -rf --tb=short -p no:cacheprovider ;;
     *) echo "unknown phase $p" ;;
   esac
 done

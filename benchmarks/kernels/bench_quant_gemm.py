@@ -24,12 +24,18 @@ four, to pick kernels/triton/w4a16.py's defaults from; --sweep-v1 does the same 
 configs (BLOCK_N, BLOCK_K, warps, stages, splits or None = one wave, maxnreg or 0 = none)),
 no config starting after --sweep-budget seconds (all variants together).
 
-Usage: python benchmarks/kernels/bench_quant_gemm.py [--impl v2,v3a] [--fmt awq] [--shapes gate_up,down]
+--cold N (MB): every timed graph streams at least N MB of distinct weights (AWQ rows and the
+dense column rotate through copies), so that no call finds its weights in the 50 MB L2, as a
+model's layers do not; without it the same weights are replayed and qkv / o / down (8-29 MB)
+time from L2.  AWQ only.
+
+Usage: python benchmarks/kernels/bench_quant_gemm.py [--cold 256] [--impl v2,v3a] [--fmt awq] [--shapes gate_up,down]
           [--sweep] [--sweep-v1] [--sweep-v3] [--sweep-budget 80] [--m 1,4,16] [--no-fp8]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -54,10 +60,27 @@ IMPLS = {"v1": ("v1", True), "v2": ("v2", True), "v2p": ("v2", False),   # name 
 COLS = ["v1", "v2", "v2p"]     # the table's columns (--impl)
 FMTS = ["awq", "gptq"]
 REF = Ops()
+COLD_MB = [0]  # --cold
 
 
 def bench(fn) -> float:
-    return device_us(fn)   # us of device time (CUDA-graph replays): a GEMV is a few us, its host launch more
+    reps = getattr(fn, "copies", 10)
+    return device_us(fn, reps=reps)   # us of device time (CUDA-graph replays): a GEMV is a few us, its host launch more
+
+
+def copies_for(nbytes: int) -> int:
+    """How many weight copies make a graph of one call each stream COLD_MB (1: not --cold)."""
+    return max(10, -(-COLD_MB[0] * 2 ** 20 // nbytes)) if COLD_MB[0] else 1
+
+
+def rotating(fns):
+    """One callable running fns in turn (a new weight copy each call); bench replays each once."""
+    if len(fns) == 1:
+        return fns[0]
+    it = itertools.cycle(fns)
+    fn = lambda: next(it)()   # noqa: E731
+    fn.copies = len(fns)
+    return fn
 
 
 def w4_inputs(K, N, dev):
@@ -89,7 +112,9 @@ def w4_ops(ops, x, awq, gptq, prepared):
     gptq-act-prep: as a model runs them, through ops.prepare_gptq once (4-bit GPTQ re-laid into
     AWQ's layout, act-order rows sorted and x gathered by perm: AWQ's kernels)."""
     qw, s, qz = awq
-    out = {"awq": (lambda: ops.w4a16_linear(x, qw, s, qz, GROUP),
+    n = copies_for(qw.numel() * 4 + s.numel() * 2 + qz.numel() * 4)
+    cps = [awq] + [tuple(t.clone() for t in awq) for _ in range(n - 1)]
+    out = {"awq": (rotating([lambda c=c: ops.w4a16_linear(x, c[0], c[1], c[2], GROUP) for c in cps]),
                    lambda: REF.w4a16_linear(x, qw, s, qz, GROUP))}
     for kind, name in (("plain", "gptq"), ("act", "gptq-act")):
         t = gptq[kind]
@@ -112,10 +137,10 @@ def w4_table(ops, dev, ms):
         prepared = prepare(ops, gptq)
         qw, s, qz = awq
         w4_bytes = qw.numel() * 4 + s.numel() * 2 + qz.numel() * 4
-        wb = torch.randn(N, K, device=dev, dtype=DT)
+        wbs = [torch.randn(N, K, device=dev, dtype=DT) for _ in range(copies_for(N * K * 2))]
         for M in ms:
             x = torch.randn(M, K, device=dev, dtype=DT)
-            t_bf16 = bench(lambda: torch.nn.functional.linear(x, wb))
+            t_bf16 = bench(rotating([lambda w=w: torch.nn.functional.linear(x, w) for w in wbs]))
             for fmt, (fn, ref_fn) in w4_ops(ops, x, awq, gptq, prepared).items():
                 ref = ref_fn()
                 cells, t = [], {}
@@ -161,7 +186,9 @@ V1_SWEEP = [(128, 32, 4), (64, 64, 4), (128, 64, 4), (128, 128, 4), (128, 128, 8
 # v3 (BLOCK_N, BLOCK_K, warps, stages, splits (None: one wave), maxnreg (0: none)): the default
 # first, then the register cap off (2 programs an SM), fewer stages, smaller K tiles
 V3_SWEEP = {"v3a": [(256, 128, 4, 4, None, 0), (256, 128, 4, 3, None, 168), (256, 64, 4, 6, None, 168),
-                    (256, 128, 4, 4, 8, 168)],
+                    (256, 128, 4, 4, 8, 168), (256, 128, 4, 4, 2, 168), (256, 128, 4, 4, 4, 168),
+                    (256, 128, 4, 4, 16, 168), (128, 128, 4, 4, None, 168), (128, 128, 4, 4, 16, 168),
+                    (256, 64, 4, 6, 16, 168), (128, 64, 4, 6, None, 168)],
             "v3b": [(1024, 64, 4, 1, None, 0), (2048, 32, 8, 1, None, 0), (512, 32, 4, 1, None, 0)],
             "v3c": [(256, 128, 4, 4, None, 0), (256, 64, 4, 6, None, 168)]}
 
@@ -192,7 +219,7 @@ def sweep(ops, dev, impl, configs, override, ms, deadline=None):
                     override.clear()
                 res.sort(key=lambda r: r[0])
                 print(f"  sweep {impl} {fmt} {name} M={M} (BLOCK_N, BLOCK_K, warps[, stages, splits]): "
-                      + ", ".join(f"{c}={t:.1f}us" + (f" (err {e:.0e}!)" if e > 2e-2 else "") for t, c, e in res[:4]))
+                      + ", ".join(f"{c}={t:.1f}us" + (f" (err {e:.0e}!)" if e > 2e-2 else "") for t, c, e in res[:int(os.environ.get("SWEEP_TOP", "4"))]))
     set_impl("v2")
 
 
@@ -207,7 +234,13 @@ def main():
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--sweep-v3", action="store_true")
     ap.add_argument("--sweep-budget", type=float, default=70.0, help="seconds for all --sweep-v3 variants")
+    ap.add_argument("--cold", type=int, default=0, help="MB of distinct weights each timed graph streams")
+    ap.add_argument("--v3-configs", default=None,
+                    help="--sweep-v3's configs instead of V3_SWEEP's: 'BN,BK,W,S,SPLITS,MAXNREG;...' (SPLITS 0: one wave)")
     args = ap.parse_args()
+    COLD_MB[0] = args.cold
+    if args.cold:
+        args.fmt = "awq"
     if os.environ.get("HALINFER_W4A16_GEMV"):
         sys.exit("unset HALINFER_W4A16_GEMV: it overrides the columns' GEMV choice")
     COLS[:] = args.impl.split(",")
@@ -228,6 +261,10 @@ def main():
     if args.sweep_v3:
         FMTS[:] = ["awq"]
         v3s = [c for c in COLS if c.startswith("v3")]
+        if args.v3_configs:
+            cfgs = [tuple(int(v) for v in c.split(",")) for c in args.v3_configs.split(";")]
+            for v in v3s:
+                V3_SWEEP[v] = [c[:4] + ((c[4] or None),) + c[5:] for c in cfgs]
         t0 = time.time()
         for i, v in enumerate(v3s):
             # an equal share of the budget each (what one leaves over goes to the next)

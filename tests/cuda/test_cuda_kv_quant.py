@@ -134,10 +134,22 @@ ATTN_CASES = [  # id, seqs [(cached, new)], Hq, Hk, D, Dv (None: MLA, Dv channel
 ]
 
 
-def _attend(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs, spread=None):
+def _attend(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs, spread=None, copy=False):
     """Store keys / values through the kernel, attend over them, compare with the reference over
     the same bytes.  spread: (log10 range of the per-token magnitudes, offset in magnitudes) to draw
-    each token's scale and zero far apart from the others'."""
+    each token's scale and zero far apart from the others'.  copy: prefill through the model-dtype
+    copy of the step's blocks (kv_dequant.prefill_copy, forced); else straight over the cache."""
+    from halinfer.kernels.triton import kv_dequant
+
+    saved = kv_dequant.DEQUANT_MODES, kv_dequant.MIN_NEW_SHARE
+    kv_dequant.DEQUANT_MODES, kv_dequant.MIN_NEW_SHARE = ({mode}, 0.0) if copy else (set(), 0.0)
+    try:
+        _attend_with(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs, spread)
+    finally:
+        kv_dequant.DEQUANT_MODES, kv_dequant.MIN_NEW_SHARE = saved
+
+
+def _attend_with(target, gen, layout, mode, splits, name, seqs, Hq, Hk, D, Dv, bs, spread):
     from halinfer.kernels.triton.ops import TritonOps
 
     decode = all(q == 1 for _, q in seqs)

@@ -399,10 +399,11 @@ def config(variant, M, N, K, group, interp, sms):
     else:
         bn, warps, stages, splits = 256, 4, 4, None
         if variant == "v3a" and cdiv(N, bn) <= 32:
-            # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down): 8 splits beat the one-wave
-            # count on the H200 (bench_quant_gemm --sweep-v3, 2026-12-01: qkv 13.0 -> 11.8 us,
-            # o 11.0 -> 9.7, down 20.2 -> 19.4); many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3)
-            splits = 8
+            # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down): 8 splits (16 for K > 8192)
+            # and 3 stages, from a 288-config sweep on an H200 with weights streamed from DRAM
+            # (bench_quant_gemm --cold 256 --sweep-v3, 2026-12-02: qkv 12.6 -> 12.2 us, o 10.1 -> 9.8,
+            # down 21.2 -> 18.6); many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3)
+            splits, stages = (16 if K > 8192 else 8), 3
         elif variant == "v3a":
             stages = 3
     if CONFIG_OVERRIDE:
