@@ -17,7 +17,6 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, on_interpreter
 from .kv_dequant import prefill_copy
-from .store_kv import KV_MODES
 from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_q, online_softmax, q_row_sums,
                       weighted_values)
 
@@ -155,8 +154,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
               DV, BLOCK_DV, KV)
 
 
-def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: int = 0, elt: int = 2,
-                   kv_mode: int = 0):
+def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: int = 0, elt: int = 2):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages).  Two-byte head_dim-128 tiles were timed on an
     H200 (benchmarks/tune_prefill.py, Llama-3-8B heads; BENCHMARKS.md): for one 7,680-token
     prompt 128x128 tiles, 8 warps, 3 stages took 1.44 ms a layer against 1.68 ms for 128x64
@@ -165,11 +163,6 @@ def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: 
         # Small tiles make small test cases cross tile edges; large ones keep long
         # sequences fast enough (the interpreter pays per tile, not per element).
         return (16 if max_q_len <= 64 else 64), (16 if max_seq_len <= 128 else 64), 1, 1
-    if elt == 2 and 64 < block_d <= 128 and kv_mode == KV_MODES["int4"]:
-        # an int4 cache read in the kernel (no model-dtype copy, kv_dequant.py): 64 x 128, 2 stages
-        # took 2.90 ms against 5.51 for 128 x 128 on one 7,680-token prompt, 0.88 against 0.97 ms
-        # for 20 x 400 (H200, tune_prefill.py --kv int4-direct)
-        return 64, 128, 4, 2
     if elt == 2 and 64 < block_d <= 128:
         if max_q_len >= 2048:
             return 128, 128, 8, 3
@@ -197,7 +190,7 @@ def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadat
     if T == 0 or meta.num_seqs == 0:
         return out
     block_m, block_n, warps, stages = prefill_config(max(a.block_d, a.block_dv), interp, meta.max_q_len,
-                                                     meta.max_seq_len, q.element_size(), a.kv_mode)
+                                                     meta.max_seq_len, q.element_size())
     grid = (cdiv(max(1, meta.max_q_len), block_m), a.Hq, meta.num_seqs)
     bidir = bidir_spans is not None and bool(causal)
     spans = bidir_spans.to(q.device, torch.int32).contiguous() if bidir else meta.q_start_loc   # unread if not
