@@ -35,57 +35,81 @@ MAX_COPY_ELEMS = 64 * 2 ** 20
 
 
 @triton.jit
-def _dequant_blocks_kernel(src_ptr, s_ptr, z_ptr, dst_ptr, idx_ptr, D,
-                           stride_b, stride_t, stride_h, stride_sb, stride_st, stride_sh,
-                           stride_db, stride_dt, stride_dh,
-                           KV: tl.constexpr, BS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One (block, head): the BS tokens' D channels, c * s (+ z for int4) -> dst's dtype.
-    int4 bytes hold channel 2i in the low nibble and 2i + 1 in the high one."""
-    i = tl.program_id(0)
-    h = tl.program_id(1)
-    blk = tl.maximum(tl.load(idx_ptr + i), 0).to(tl.int64)   # table padding (-1 or 0) reads block 0
+def _dequant_one(src_ptr, s_ptr, z_ptr, dst_ptr, blk, i, h, D, stride_b, stride_t, stride_h,
+                 stride_sb, stride_st, stride_sh, stride_db, stride_dt, stride_dh,
+                 KV: tl.constexpr, BS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Block blk, head h of one cache (BS tokens x D channels), c * s (+ z for int4) -> block i
+    of dst in dst's dtype.  int4 bytes hold channel 2c in the low nibble, 2c + 1 in the high."""
     t = tl.arange(0, BS)
     srow = blk * stride_sb + t * stride_st + h * stride_sh
     sc = tl.load(s_ptr + srow)
     drow = i.to(tl.int64) * stride_db + t[:, None] * stride_dt + h * stride_dh
+    ch = tl.arange(0, BLOCK_D)
     if KV == 3:
         c = tl.arange(0, BLOCK_D // 2)
-        cm = c < D // 2
         raw = tl.load(src_ptr + blk * stride_b + t[:, None] * stride_t + h * stride_h + c[None, :],
-                      mask=cm[None, :], other=0).to(tl.int32)
+                      mask=(c < D // 2)[None, :], other=0).to(tl.int32)
         z = tl.load(z_ptr + srow)
         lo = (raw & 0xF).to(tl.float32) * sc[:, None] + z[:, None]
         hi = ((raw >> 4) & 0xF).to(tl.float32) * sc[:, None] + z[:, None]
         out = tl.reshape(tl.join(lo, hi), (BS, BLOCK_D))   # channel 2c + j
-        ch = tl.arange(0, BLOCK_D)
-        tl.store(dst_ptr + drow + ch[None, :], out.to(dst_ptr.dtype.element_ty), mask=(ch < D)[None, :])
     else:
-        ch = tl.arange(0, BLOCK_D)
-        cm = ch < D
         x = tl.load(src_ptr + blk * stride_b + t[:, None] * stride_t + h * stride_h + ch[None, :],
-                    mask=cm[None, :], other=0.0).to(tl.float32)
-        tl.store(dst_ptr + drow + ch[None, :], (x * sc[:, None]).to(dst_ptr.dtype.element_ty), mask=cm[None, :])
+                    mask=(ch < D)[None, :], other=0.0).to(tl.float32)
+        out = x * sc[:, None]
+    tl.store(dst_ptr + drow + ch[None, :], out.to(dst_ptr.dtype.element_ty), mask=(ch < D)[None, :])
 
 
-def dequant_blocks(kv: LayerKV, blocks: torch.Tensor, dtype: torch.dtype) -> LayerKV:
-    """The cache blocks `blocks` (int, any shape, flattened in order) dequantized into a new
-    NHD model-dtype LayerKV of len(blocks) blocks: block i of the copy is blocks[i] of kv."""
+@triton.jit
+def _dequant_blocks_kernel(k_ptr, ks_ptr, kz_ptr, kd_ptr, v_ptr, vs_ptr, vz_ptr, vd_ptr, idx_ptr, lens_ptr,
+                           width, DK, DV,
+                           stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                           stride_sb, stride_st, stride_sh,
+                           stride_kdb, stride_kdt, stride_kdh, stride_vdb, stride_vdt, stride_vdh,
+                           KV: tl.constexpr, BS: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
+                           HAS_LENS: tl.constexpr):
+    """Grid (copy block i, head, 0 keys / 1 values).  HAS_LENS: idx is a block table of rows
+    `width` wide and entries past sequence i // width's length are padding, left unwritten (the
+    kernel that reads the copy never reaches them)."""
+    i = tl.program_id(0)
+    h = tl.program_id(1)
+    if HAS_LENS:
+        if (i % width) * BS >= tl.load(lens_ptr + i // width):
+            return
+    blk = tl.maximum(tl.load(idx_ptr + i), 0).to(tl.int64)   # padding (-1 or 0) would read block 0
+    if tl.program_id(2) == 0:
+        _dequant_one(k_ptr, ks_ptr, kz_ptr, kd_ptr, blk, i, h, DK, stride_kb, stride_kt, stride_kh,
+                     stride_sb, stride_st, stride_sh, stride_kdb, stride_kdt, stride_kdh, KV, BS, BLOCK_DK)
+    else:
+        _dequant_one(v_ptr, vs_ptr, vz_ptr, vd_ptr, blk, i, h, DV, stride_vb, stride_vt, stride_vh,
+                     stride_sb, stride_st, stride_sh, stride_vdb, stride_vdt, stride_vdh, KV, BS, BLOCK_DV)
+
+
+def dequant_blocks(kv: LayerKV, blocks: torch.Tensor, dtype: torch.dtype, seq_lens: torch.Tensor | None = None
+                   ) -> LayerKV:
+    """The cache blocks `blocks` (int; flattened in order) dequantized into a new NHD model-dtype
+    LayerKV of blocks.numel() blocks: block i of the copy is blocks[i] of kv.  seq_lens: blocks
+    is a [B, width] block table and seq_lens[b] row b's length; blocks past it are left unset."""
     assert kv.quant in ("int4", "int8", "fp8") and kv.v is not None, "dequant_blocks: a quantized K/V cache"
+    assert kv.k_scale.stride() == kv.v_scale.stride(), "dequant_blocks: K and V scales laid out alike"
     idx = blocks.reshape(-1).to(torch.int32).contiguous()
     n = idx.numel()
     bs = kv.block_size
     hk = kv.k.shape[2] if kv.layout == "NHD" else kv.k.shape[1]
-    out = []
-    for cache, sc, z in ((kv.k, kv.k_scale, kv.k_zero), (kv.v, kv.v_scale, kv.v_zero)):
-        d = cache.shape[-1] * (2 if kv.quant == "int4" else 1)
-        dst = torch.empty((n, bs, hk, d), dtype=dtype, device=cache.device)
-        if n:
-            _dequant_blocks_kernel[(n, hk)](
-                cache, sc, sc if z is None else z, dst, idx, d, *cache_strides(kv, cache), *scale_strides(kv, sc),
-                dst.stride(0), dst.stride(1), dst.stride(2), KV=KV_MODES[kv.quant], BS=bs,
-                BLOCK_D=max(16, next_pow2(d)), num_warps=4)
-        out.append(dst)
-    return LayerKV(out[0], out[1], "NHD")
+    dk, dv = (c.shape[-1] * (2 if kv.quant == "int4" else 1) for c in (kv.k, kv.v))
+    kd = torch.empty((n, bs, hk, dk), dtype=dtype, device=kv.k.device)
+    vd = torch.empty((n, bs, hk, dv), dtype=dtype, device=kv.k.device)
+    if n:
+        lens = idx if seq_lens is None else seq_lens
+        _dequant_blocks_kernel[(n, hk, 2)](
+            kv.k, kv.k_scale, kv.k_scale if kv.k_zero is None else kv.k_zero, kd,
+            kv.v, kv.v_scale, kv.v_scale if kv.v_zero is None else kv.v_zero, vd, idx, lens,
+            blocks.shape[-1] if seq_lens is not None else 1, dk, dv,
+            *cache_strides(kv, kv.k), *cache_strides(kv, kv.v), *scale_strides(kv, kv.k_scale),
+            *kd.stride()[:3], *vd.stride()[:3], KV=KV_MODES[kv.quant], BS=bs,
+            BLOCK_DK=max(16, next_pow2(dk)), BLOCK_DV=max(16, next_pow2(dv)), HAS_LENS=seq_lens is not None,
+            num_warps=4)
+    return LayerKV(kd, vd, "NHD")
 
 
 def prefill_copy(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata):
@@ -100,6 +124,6 @@ def prefill_copy(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata):
     per_token = (kv.k[0].numel() + kv.v[0].numel()) // bs * (2 if kv.quant == "int4" else 1)
     if q.shape[0] < MIN_NEW_SHARE * read or read * per_token > MAX_COPY_ELEMS:
         return kv, meta
-    copy = dequant_blocks(kv, tables, q.dtype)
+    copy = dequant_blocks(kv, tables, q.dtype, meta.seq_lens[:meta.num_seqs])
     renum = torch.arange(tables.numel(), device=tables.device, dtype=torch.int32).view(tables.shape)
     return copy, replace(meta, block_tables=renum)
