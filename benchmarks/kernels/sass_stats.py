@@ -29,7 +29,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 SMS = 132
-from halinfer.kernels.triton import w4a16, w4a16_v3  # noqa: E402
+from halinfer.kernels.triton import w4a16, w4a16_v3, w4a16_v4  # noqa: E402
 
 w4a16.sm_count = lambda device: SMS   # the launchers size their grids from an H200's SM count
 
@@ -206,7 +206,11 @@ def v3_launch(variant):
     return launch
 
 
-VARIANTS = {"v2": v2_launch, **{v: v3_launch(v) for v in w4a16_v3.VARIANTS}}
+def v4_launch(M, K, N, group, dt, cfg=None):
+    return w4a16_v4.static_launch(M, K, N, group, dt, SMS, cfg)
+
+
+VARIANTS = {"v2": v2_launch, **{v: v3_launch(v) for v in w4a16_v3.VARIANTS}, "v4": v4_launch}
 
 
 def main():
