@@ -207,6 +207,13 @@ print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_no
           tests/cuda/test_cuda_w4a16.py -m gpu -q -rf --tb=short -p no:cacheprovider
           TAILN=10 phase kvcells ${KC_LIMIT:-240} python -m pytest -n 4 tests/models/test_declared_support.py \
           -k "${KCK:-cuda and (INT4 or INT8 or FP8) and not deepseek}" -q -rf --tb=short -p no:cacheprovider ;;
+    tile64check)  # the 64x128 int4 prefill tile that failed the attention tests (docs/cuda_notes.md), under memcheck
+      CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+      TAILN=40 phase tile64_plain 150 env HALINFER_PREFILL_TILE=${PTILE:-64x128x4x2} python -m pytest \
+          tests/cuda/test_cuda_kv_quant.py -m gpu -k "prefill" -x -q -rf --tb=short -p no:cacheprovider
+      [ -n "$CS" ] && TAILN=40 phase tile64_memcheck 200 env HALINFER_PREFILL_TILE=${PTILE:-64x128x4x2} "$CS" --tool memcheck \
+          --print-limit 4 python -m pytest tests/cuda/test_cuda_kv_quant.py -m gpu -k "prefill and int4" -x -q \
+          -p no:cacheprovider ;;
     *) echo "unknown phase $p" ;;
   esac
 done

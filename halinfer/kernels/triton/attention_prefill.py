@@ -8,6 +8,8 @@ to what the tile's masks can reach: up to the last query for causal attention,
 from the window's or chunk's start; with bidirectional spans, up to the furthest span end.  Keys are gathered row by row through the
 block table, so any cache block size and either layout work.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -19,6 +21,11 @@ from .common import cdiv, dot_precision, on_interpreter
 from .kv_dequant import prefill_copy
 from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_q, online_softmax, q_row_sums,
                       weighted_values)
+
+
+# "BLOCK_M x BLOCK_N x num_warps x num_stages" forced for every compiled prefill launch, "": prefill_config's
+# choice (for sweeps and for checking a tile under compute-sanitizer; tune_prefill.py patches prefill_config).
+PREFILL_TILE = os.environ.get("HALINFER_PREFILL_TILE", "")
 
 
 @triton.jit
@@ -191,6 +198,8 @@ def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadat
         return out
     block_m, block_n, warps, stages = prefill_config(max(a.block_d, a.block_dv), interp, meta.max_q_len,
                                                      meta.max_seq_len, q.element_size())
+    if PREFILL_TILE and not interp:
+        block_m, block_n, warps, stages = (int(v) for v in PREFILL_TILE.split("x"))
     grid = (cdiv(max(1, meta.max_q_len), block_m), a.Hq, meta.num_seqs)
     bidir = bidir_spans is not None and bool(causal)
     spans = bidir_spans.to(q.device, torch.int32).contiguous() if bidir else meta.q_start_loc   # unread if not
