@@ -599,14 +599,10 @@ def _gemv_v2_config(fmt, M, N, K, group, interp, device):
     return bn, bk, splits, warps, stages
 
 
-def _gemv_v2(fmt, x, qweight, qzeros, scales, group, bias, N):
-    """4-bit, plain groups, fp16 / bf16 x, M <= 16: one launch, y in x's dtype (None: no tile fits)."""
-    interp = on_interpreter(x)
+def _split_k_buffers(x, N, bn, bk, splits):
+    """(k_per_split, splits, column tiles, tile counters or None, y, float32 partials or y) of a
+    split-K GEMV launch; one split when counters cannot be allocated (inside a graph capture)."""
     M, K = x.shape
-    cfg = _gemv_v2_config(fmt, M, N, K, group, interp, x.device)
-    if cfg is None:
-        return None
-    bn, bk, splits, warps, stages = cfg
     k_per_split = cdiv(cdiv(K, splits), bk) * bk
     splits = cdiv(K, k_per_split)
     tiles = cdiv(N, bn)
@@ -615,6 +611,18 @@ def _gemv_v2(fmt, x, qweight, qzeros, scales, group, bias, N):
         k_per_split, splits = cdiv(K, bk) * bk, 1
     y = torch.empty((M, N), dtype=x.dtype, device=x.device)
     part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else y
+    return k_per_split, splits, tiles, cnt, y, part
+
+
+def _gemv_v2(fmt, x, qweight, qzeros, scales, group, bias, N):
+    """4-bit, plain groups, fp16 / bf16 x, M <= 16: one launch, y in x's dtype (None: no tile fits)."""
+    interp = on_interpreter(x)
+    M, K = x.shape
+    cfg = _gemv_v2_config(fmt, M, N, K, group, interp, x.device)
+    if cfg is None:
+        return None
+    bn, bk, splits, warps, stages = cfg
+    k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
     kernel = _w4a16_gemv_v2_awq_kernel if fmt == 0 else _w4a16_gemv_v2_gptq_kernel
     kernel[(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,

@@ -162,6 +162,26 @@ def _row_planes(row, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, jmask, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr):
+    """One trip's x tile [BLOCK_K, BLOCK_M] and packed int16 weight tile [Q, BLOCK_K] (hoff: the
+    tile's offsets; only a scalar int64 base moves with k0)."""
+    hp = q16 + (tl.full((), 0, tl.int64) + k0) * (2 * stride_qwr) + hoff
+    xp = xcol + (k0 + kk)[:, None]
+    if EVEN_K:
+        xt = tl.load(xp)
+        if EVEN_N:
+            h = tl.load(hp)
+        else:
+            h = tl.load(hp, mask=jmask[:, None], other=0)
+    else:
+        kin = k0 + kk < k_hi
+        # rows past k_hi: x = 0, so their (finite) BIAS + 0 weights add nothing
+        xt = tl.load(xp, mask=kin[:, None], other=0.0)
+        h = tl.load(hp, mask=jmask[:, None] & kin[None, :], other=0)
+    return xt, h
+
+
+@triton.jit
 def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
                            k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
                            DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
@@ -226,19 +246,7 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         if ONE_ROW:
             xs = tl.sum(xv.to(tl.float32), axis=0)
             xv = tl.load(x_ptr + k0 + BLOCK_K + kk, mask=k0 + BLOCK_K + kk < k_hi, other=0.0)
-        hp = q16 + (tl.full((), 0, tl.int64) + k0) * (2 * stride_qwr) + hoff   # int64 base
-        xp = xcol + (k0 + kk)[:, None]
-        if EVEN_K:
-            xt = tl.load(xp)
-            if EVEN_N:
-                h = tl.load(hp)
-            else:
-                h = tl.load(hp, mask=jmask[:, None], other=0)
-        else:
-            kin = k0 + kk < k_hi
-            # rows past k_hi: x = 0, so their (finite) BIAS + 0 weights add nothing
-            xt = tl.load(xp, mask=kin[:, None], other=0.0)
-            h = tl.load(hp, mask=jmask[:, None] & kin[None, :], other=0)
+        xt, h = _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, jmask, EVEN_K, EVEN_N)
         if not ONE_ROW:
             xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]
         a0, c0 = _acc_plane(a0, c0, tl.dot(_plane3(h, 0, DT, ASM), xt), s0, zh & 0xF, xs, 0, DT, ONE_ROW)

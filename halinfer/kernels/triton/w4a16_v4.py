@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from .common import cdiv, on_interpreter, sm_count
-from .w4a16 import _counters, _v2_out, _v2_reduce
-from .w4a16_v3 import _plane3
+from .w4a16 import _split_k_buffers, _v2_out, _v2_reduce
+from .w4a16_v3 import _plane3, _xh_tile
 
 
 @triton.jit
@@ -94,18 +94,7 @@ def _w4a16_gemv_v4_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, 
         if ONE_ROW:
             xs = tl.sum(xv.to(tl.float32), axis=0)
             xv = tl.load(x_ptr + k0 + BLOCK_K + kk, mask=k0 + BLOCK_K + kk < k_hi, other=0.0)
-        hp = q16 + (tl.full((), 0, tl.int64) + k0) * (2 * stride_qwr) + hoff
-        xp = xcol + (k0 + kk)[:, None]
-        if EVEN_K:
-            xt = tl.load(xp)
-            if EVEN_N:
-                h = tl.load(hp)
-            else:
-                h = tl.load(hp, mask=qmask[:, None], other=0)
-        else:
-            kin = k0 + kk < k_hi
-            xt = tl.load(xp, mask=kin[:, None], other=0.0)
-            h = tl.load(hp, mask=qmask[:, None] & kin[None, :], other=0)
+        xt, h = _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, qmask, EVEN_K, EVEN_N)
         w = _stack4(_plane3(h, 0, DT, ASM), _plane3(h, 1, DT, ASM), _plane3(h, 2, DT, ASM), _plane3(h, 3, DT, ASM))
         p = tl.dot(w, xt)
         # x.(q - z) = (p - (BIAS + MUL z) sum x) / MUL, times the group's scale (w4a16_v3._acc_plane)
@@ -160,14 +149,7 @@ def gemv(x, qweight, qzeros, scales, group, bias, N):
     if cfg is None or x.dtype not in (torch.float16, torch.bfloat16):
         return None
     bn, bk, splits, warps, stages = cfg
-    k_per_split = cdiv(cdiv(K, splits), bk) * bk
-    splits = cdiv(K, k_per_split)
-    tiles = cdiv(N, bn)
-    cnt = _counters(x.device, tiles) if splits > 1 else None
-    if cnt is None and splits > 1:
-        k_per_split, splits = cdiv(K, bk) * bk, 1
-    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else y
+    k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
     _w4a16_gemv_v4_kernel[(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
