@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from halinfer import LLM, SamplingParams
 
@@ -34,7 +35,9 @@ def test_prompt_logits_through_the_worker_process(mp_llm, llm):
     ids = [5, 6, 7, 8, 9, 10, 11]
     a, b = mp_llm.engine.prompt_logits(ids), llm.engine.prompt_logits(ids)
     assert a.shape == b.shape == (len(ids), llm.engine.vocab_size)
-    assert (a - b).abs().max().item() < 1e-5
+    # float32 on the CPU: the worker process's thread pool may split the GEMMs' sums differently
+    # (a fresh CI machine gave 1.5e-5 on logits of a few units), so a relative bound, not bits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_a_worker_that_dies_fails_requests_with_an_error(tiny_dir):
