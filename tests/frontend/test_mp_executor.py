@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from halinfer import LLM, SamplingParams
 
@@ -35,9 +34,12 @@ def test_prompt_logits_through_the_worker_process(mp_llm, llm):
     ids = [5, 6, 7, 8, 9, 10, 11]
     a, b = mp_llm.engine.prompt_logits(ids), llm.engine.prompt_logits(ids)
     assert a.shape == b.shape == (len(ids), llm.engine.vocab_size)
-    # float32 on the CPU: the worker process's thread pool may split the GEMMs' sums differently
-    # (a fresh CI machine gave 1.5e-5 on logits of a few units), so a relative bound, not bits
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # float32 on the CPU, and the two processes' thread pools differ (tests/models/conftest.py sets
+    # this one to 1 thread; the spawned worker keeps torch's default), so the GEMMs split their sums
+    # differently: 1.5e-5 on logits up to 12 here.  Bounded relative to the logits' scale (1e-5 of
+    # it); a corrupted transfer is off by far more.
+    scale = float(b.abs().max())
+    assert (a - b).abs().max().item() <= 1e-5 * max(1.0, scale)
 
 
 def test_a_worker_that_dies_fails_requests_with_an_error(tiny_dir):

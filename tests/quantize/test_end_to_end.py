@@ -203,8 +203,8 @@ def test_transformers_loads_the_awq_and_gptq_outputs(dense, tmp_path, name):
         # float16 activations: only the first token is held (8-bit with act-order left halinfer's
         # float32 chain at the 5th generated token here; the float32 run above agrees throughout)
         assert th16.tokens[0] == tokens[0]
-    if extra[:2] != ("--bits", "8"):  # the 4-bit modules took the fused int4pack path in float16
-        assert theirs16.model.layers[0].mlp.down_proj.linear_mode == "inference"
+    # (Which of its kernels gptqmodel runs in float16 is its own choice and differs by machine: the
+    # fused int4pack "inference" mode on earlier CI machines, "train" on a later one. Not asserted.)
 
 
 # (d) bad input -------------------------------------------------------------------------
