@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 
 from .common import cdiv, on_interpreter, sm_count
-from .w4a16 import _counters, _plane, _v2_out, _v2_reduce
+from .w4a16 import _plane, _split_k_buffers, _v2_out, _v2_reduce
 
 VARIANTS = ("v3a", "v3b", "v3c")
 MAX_M = {"v3a": 16, "v3b": 1, "v3c": 16}   # the largest M each takes (more: gemv returns None)
@@ -461,14 +461,9 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
     if cfg is None or M > 16 or x.dtype not in (torch.float16, torch.bfloat16):
         return None
     bn, bk, splits, warps, stages = cfg
-    k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)
-    tiles = cdiv(N, bn)
-    cnt = _counters(x.device, tiles) if splits > 1 else None
-    if cnt is None and splits > 1:
-        k_per_split, splits = cdiv(K, bk) * bk, 1
-        consts["SPLIT"] = False
-    y = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    part = torch.empty((splits, M, N), dtype=torch.float32, device=x.device) if splits > 1 else y
+    k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
+    consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)[2]
+    consts["SPLIT"] = splits > 1
     KERNELS[variant][(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
