@@ -68,3 +68,11 @@ class InProcessExecutor(Executor):
     @property
     def graphs(self):
         return self.worker.graphs
+
+    def shutdown(self) -> None:
+        # A rank torchrun started joined a process group: leave it before exit, or gloo's
+        # threads can abort the process at teardown ("terminate called without an active
+        # exception", seen once in CI), as the multi-process workers already do on shutdown.
+        if self.worker.cfg.world_size > 1:
+            from . import distributed
+            distributed.destroy()
