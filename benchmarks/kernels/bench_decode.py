@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import triton.testing
+import triton.runtime.errors
 
 from halinfer.core.attention import LayerKV, MetadataBuilder, StepInputs
 from halinfer.core.ops import Ops
@@ -173,6 +174,7 @@ def main_kv(args, dev, gen, bw):
     ctx = args.ctx
     # each kind under every --tiles x --stages setting (the launcher's defaults: "" / 0)
     settings = [(t, int(st)) for t in args.tiles.split(",") for st in str(args.stages).split(",")]
+    splits = [None if x == "auto" else int(x) for x in args.splits.split(",")]
     for B in [int(b) for b in args.batches.split(",")]:
         built = {}
         for label, name, pf in kinds:
@@ -182,16 +184,25 @@ def main_kv(args, dev, gen, bw):
                 torch.cuda.empty_cache()
                 built[mode] = build_quant(B, ctx, mode, dev, gen)
             q, kv, step = built[mode]
-            for tile, stages in settings:
-                rows.append(_time_kind(args, ops, q, kv, step, label, B, ctx, magic, words, split, pf, tile, stages,
-                                       dev, bw))
+            for (tile, stages), ns in [(st, ns) for st in settings for ns in splits]:
+                ops.decode_splits = ns
+                try:
+                    r = _time_kind(args, ops, q, kv, step, label, B, ctx, magic, words, split, pf, tile, stages, dev,
+                                   bw)
+                    r["splits"] = ns or "auto"
+                    rows.append(r)
+                except triton.runtime.errors.OutOfResources as e:
+                    # a sweep point that does not fit (shared memory / registers) is reported, not fatal
+                    print(f"{label} tile {tile or 'auto'} stages {stages}: {e}")
+                finally:
+                    ops.decode_splits = None
                 torch.cuda.synchronize()
         built.clear()
         torch.cuda.empty_cache()
-    print(f"{'kv':>13} {'tile':>6} {'st':>2} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} "
+    print(f"{'kv':>13} {'tile':>6} {'st':>2} {'spl':>4} {'batch':>5} {'ctx':>5} {'us/call':>9} {'graph us':>9} {'MB read':>8} "
           f"{'TB/s':>6} {'of copy':>8} {'err':>8}")
     for r in rows:
-        print(f"{r['kv']:>13} {r['tile'] or 'auto':>6} {r['stages']:>2} {r['batch']:>5} {r['ctx']:>5} "
+        print(f"{r['kv']:>13} {r['tile'] or 'auto':>6} {r['stages']:>2} {r['splits']:>4} {r['batch']:>5} {r['ctx']:>5} "
               f"{r['triton_us']:>9.1f} {r['triton_graph_us']:>9.1f} "
               f"{r['kv_bytes'] / 1e6:>8.1f} {r['triton_TBps']:>6.2f} {r['frac_copy_bw']:>7.0%} "
               f"{r['max_abs_err_vs_sdpa']:>8.1e}")
@@ -236,6 +247,7 @@ def main():
     ap.add_argument("--stages", default="0", help="with --kv: comma list of the decode kernel's num_stages (0: its choice)")
     ap.add_argument("--tiles", default="", help="with --kv: comma list of BLOCK_N x num_warps, e.g. 64x4,128x8 "
                     "(empty: the launcher's choice)")
+    ap.add_argument("--splits", default="auto", help="with --kv: comma list of split-KV counts (auto: the launcher's)")
     ap.add_argument("--rep", type=int, default=200, help="with --kv: do_bench's rep (ms)")
     args = ap.parse_args()
     dev = torch.device("cuda", 0)

@@ -66,11 +66,21 @@ STORE_CASES = [  # T, Hk, D, Dv (None: MLA), block size, share of negative slots
 ]
 
 
+# store_kv.STORE_OVERRIDE (num_warps, tokens a program, int4 pairs from one load): None is the
+# launcher's choice; the others are what bench_store_kv.py sweeps
+STORE_CONFIGS = [None, (1, 1, True), (2, 4, True), (8, 2, False)]
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("T,Hk,D,Dv,bs,neg", STORE_CASES,
                          ids=[f"T{c[0]}_hk{c[1]}_d{c[2]}_dv{c[3]}_bs{c[4]}" for c in STORE_CASES])
-def test_store_kv_quantized_matches_reference(target, ops, gen, mode, layout, T, Hk, D, Dv, bs, neg):
+@pytest.mark.parametrize("store_cfg", STORE_CONFIGS, ids=["auto", "w1t1p", "w2t4p", "w8t2"])
+def test_store_kv_quantized_matches_reference(target, ops, gen, monkeypatch, mode, layout, T, Hk, D, Dv, bs, neg,
+                                              store_cfg):
+    from halinfer.kernels.triton import store_kv as store_mod
+
+    monkeypatch.setattr(store_mod, "STORE_OVERRIDE", store_cfg)
     dev, dt = target.device, target.dtype
     nb = -(-T // bs) + 3
     slots = (torch.randperm((nb - 2) * bs, generator=gen) + bs)[:T].long()

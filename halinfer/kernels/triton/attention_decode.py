@@ -188,17 +188,22 @@ def decode_config(block_d: int, group: int, interp: bool, max_seq_len: int = 0,
     dims <= 128: an H200 sweep (bench_decode.py --tiles, batch 256 x 512 tokens, 2026-12-01) gave
     int8 176 -> 147 us, fp8 206 -> 197, int4 split4 167 -> 138 with 128 x 4 warps over 64 x 4,
     while the model dtype's cache is fastest at 64 x 4 (145 us, 87% of the copy bandwidth;
-    128 x 4: 153).  Fewer, longer tile iterations hide the per-tile unpacking better."""
+    128 x 4: 153).  The int4 4-plane tile then went to 64 x 2 warps (below)."""
     if interp:
         return (16 if max_seq_len <= 128 else 64), 16, 1
     block_n = 64 if block_d <= 128 else 32 if block_d <= 256 else 16
+    warps = 4
     if kv_mode and block_d <= 128:
         block_n = 128
+    if kv_mode == tl_math.KV_INT4_SPLIT4 and block_d <= 128:
+        # 64 keys x 2 warps (H200, bench_decode.py --tiles, 2026-12-02, graph replay): batch 512 x 320
+        # tokens 197.6 -> 176.0 us, 1,024 x 320 381.3 -> 340.7, 256 x 640 160.5 -> 159.4 (bf16's
+        # cache: 172.6 / 332.8 / 166.7); more, smaller programs hide the unpacking's latency
+        block_n, warps = 64, 2
     block_h = min(max(16, next_pow2(group)), 64 if block_d <= 128 else 16)
     if DECODE_TILE:
         block_n, warps = (int(x) for x in DECODE_TILE.lower().split("x"))
-        return block_n, block_h, warps
-    return block_n, block_h, 4
+    return block_n, block_h, warps
 
 
 def decode_prefetch(kv_mode: int) -> int:
