@@ -23,11 +23,11 @@ def llama(tmp_path_factory):
 def test_torchrun_ranks_give_the_tokens_of_one_rank(llama, tmp_path):
     out = tmp_path / "tokens.json"
     script = os.path.join(os.path.dirname(__file__), "torchrun_script.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_SHOW_CPP_STACKTRACES": "1", "PYTHONUNBUFFERED": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         script, llama, str(out), json.dumps(PROMPTS)],
                        env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, f"torchrun exited {r.returncode}\n--- stdout\n{r.stdout[-2000:]}\n--- stderr\n{r.stderr[-4000:]}"
     want = LLM(llama, **KW).generate(prompt_token_ids=PROMPTS, use_tqdm=False,
                                      sampling_params=SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
     assert json.loads(out.read_text()) == [o.outputs[0].token_ids for o in want]

@@ -1,6 +1,11 @@
 """Run by torchrun in test_launch_and_errors: one engine per rank, rank 0 writes its tokens."""
+import faulthandler
 import json
 import sys
+
+# An intermittent abort of rank 1 on the CI machine ("terminate called without an active exception",
+# no traceback): every thread's Python stack goes to stderr if the process dies on a signal.
+faulthandler.enable(all_threads=True)
 
 from halinfer import LLM, SamplingParams
 
