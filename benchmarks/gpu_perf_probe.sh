@@ -11,7 +11,8 @@ trap 'tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null' EXIT
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
 # Packed after every phase too, so a call cut short still returns what ran.
-phase() { local name=$1 limit=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" >"$L/$name.log" 2>&1; echo "rc=$? $name"
+# (SIGINT at the limit: pytest still prints its summary of failures)
+phase() { local name=$1 limit=$2; shift 2; echo "=== $name"; timeout -s INT -k 20 "$limit" "$@" >"$L/$name.log" 2>&1; echo "rc=$? $name"
           tail -n "${TAILN:-30}" "$L/$name.log"; tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null; }
 B="env PYTHONPATH=$PWD/.bench_before python .bench_before/benchmarks"
 MOE=benchmarks/configs/qwen3-30b-a3b-24l.json
