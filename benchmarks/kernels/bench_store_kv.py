@@ -2,7 +2,7 @@
 head dim 128, bf16 input, block 16, NHD, the tokens' slots in random blocks.
 
 For each cache dtype (none = bf16, int8, fp8, int4) and token count it times the launch under each
-(num_warps, tokens a program, int4 pairs from one load) of the sweep (store_kv.STORE_OVERRIDE) and
+(num_warps, tokens a program) of the sweep (store_kv.STORE_OVERRIDE) and
 the launcher's own choice ("auto"), as device time from a CUDA graph of 10 calls (timing.device_us),
 and checks that every setting writes the same cache bytes, scales and zeros as "auto" (the same
 arithmetic; only the work split differs).  Columns: microseconds, and input bytes read over that time.
@@ -63,9 +63,8 @@ def main():
             k = torch.randn(T, HK, D, device=dev, dtype=DT, generator=gen)
             v = torch.randn(T, HK, D, device=dev, dtype=DT, generator=gen)
             slots = torch.randperm(nb * BS, device=dev, generator=gen)[:T]
-            cfgs = [None] + [(w, t, p) for w, t, p in itertools.product(
-                (int(x) for x in a.warps.split(",")), (int(x) for x in a.block_t.split(",")),
-                (False, True) if mode == "int4" else (False,))]
+            cfgs = [None] + list(itertools.product((int(x) for x in a.warps.split(",")),
+                                                   (int(x) for x in a.block_t.split(","))))
             want = None
             rows = []
             for cfg in cfgs:
@@ -80,7 +79,7 @@ def main():
                     us = device_us(lambda: store_mod.store_kv(k, v, kv, slots))
                 finally:
                     store_mod.STORE_OVERRIDE = None
-                label = "auto" if cfg is None else f"w{cfg[0]}t{cfg[1]}{'p' if cfg[2] else ''}"
+                label = "auto" if cfg is None else f"w{cfg[0]}t{cfg[1]}"
                 rows.append((us, label, same))
                 print(f"{name:>5} {T:>5} {label:>12} {us:>8.2f} {2 * k.numel() * 2 / us / 1e3:>7.0f}  {same}")
             best = min(rows)

@@ -12,8 +12,8 @@ from .common import next_pow2, on_interpreter
 # The kernels' KV constexpr: how the cache stores a (token, head) vector.
 KV_MODES = {None: 0, "int8": 1, "fp8": 2, "int4": 3}
 
-# (num_warps, BLOCK_T, PAIRS) forced for every mode (benchmarks/kernels/bench_store_kv.py); None: store_config's
-STORE_OVERRIDE: tuple[int, int, bool] | None = None
+# (num_warps, BLOCK_T) forced for every mode (benchmarks/kernels/bench_store_kv.py); None: store_config's
+STORE_OVERRIDE: tuple[int, int] | None = None
 
 
 @triton.jit
@@ -40,24 +40,19 @@ def _round_to_e4m3(y):
 @triton.jit
 def _put(src, stride_st, stride_sh, dst, stride_cb, stride_ct, stride_ch, sc_ptr, z_ptr,
          stride_sb, stride_stt, stride_shh, t3, h3, blk, off, th_mask,
-         D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr, PAIRS: tl.constexpr):
+         D: tl.constexpr, BLOCK_D: tl.constexpr, MODE: tl.constexpr):
     """One of k / v: [tokens, heads, channels] from src into the cache (and its scales / zeros)."""
     row = src + t3 * stride_st + h3 * stride_sh
     drow = dst + blk * stride_cb + off * stride_ct + h3 * stride_ch
     srow = blk * stride_sb + off * stride_stt + h3 * stride_shh          # [T, H, 1]
     if MODE == 3:
-        # Each channel pair meets in one lane for packing: even and odd channels loaded apart, or
-        # (PAIRS) one contiguous load split in registers, which the GPUs run faster.
+        # Each channel pair meets in one lane for packing: one contiguous load, split into even and
+        # odd channels in registers (an H200 ran this 25-33% faster than two strided loads).
         j = tl.arange(0, BLOCK_D // 2)[None, None, :]
         m = th_mask & (2 * j < D)
-        if PAIRS:
-            # one contiguous load, split into the pairs in registers
-            dd = tl.arange(0, BLOCK_D)[None, None, :]
-            x = tl.load(row + dd, mask=th_mask & (dd < D), other=0.0).to(tl.float32)
-            xe, xo = tl.split(tl.reshape(x, (x.shape[0], x.shape[1], BLOCK_D // 2, 2)))
-        else:
-            xe = tl.load(row + 2 * j, mask=m, other=0.0).to(tl.float32)
-            xo = tl.load(row + 2 * j + 1, mask=m, other=0.0).to(tl.float32)
+        dd = tl.arange(0, BLOCK_D)[None, None, :]
+        x = tl.load(row + dd, mask=th_mask & (dd < D), other=0.0).to(tl.float32)
+        xe, xo = tl.split(tl.reshape(x, (x.shape[0], x.shape[1], BLOCK_D // 2, 2)))
         lo = tl.minimum(tl.min(tl.where(m, xe, float("inf")), axis=2), tl.min(tl.where(m, xo, float("inf")), axis=2))
         hi = tl.maximum(tl.max(tl.where(m, xe, float("-inf")), axis=2),
                         tl.max(tl.where(m, xo, float("-inf")), axis=2))
@@ -100,7 +95,7 @@ def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, kz_ptr, vz_pt
                      stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
                      D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, BLOCK_T: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                     HAS_V: tl.constexpr, MODE: tl.constexpr, PAIRS: tl.constexpr = False):
+                     HAS_V: tl.constexpr, MODE: tl.constexpr):
     # Tiles are [tokens, heads, channels]; BLOCK_T is 1 on GPUs (one token per program).
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -113,10 +108,10 @@ def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, kz_ptr, vz_pt
     h3 = h[None, :, None]
     th_mask = tmask[:, None, None] & (h3 < HK)
     _put(k_ptr, stride_kt, stride_kh, kc_ptr, stride_kcb, stride_kct, stride_kch, ks_ptr, kz_ptr,
-         stride_ksb, stride_kst, stride_ksh, t3, h3, blk, off, th_mask, D, BLOCK_D, MODE, PAIRS)
+         stride_ksb, stride_kst, stride_ksh, t3, h3, blk, off, th_mask, D, BLOCK_D, MODE)
     if HAS_V:
         _put(v_ptr, stride_vt, stride_vh, vc_ptr, stride_vcb, stride_vct, stride_vch, vs_ptr, vz_ptr,
-             stride_vsb, stride_vst, stride_vsh, t3, h3, blk, off, th_mask, DV, BLOCK_DV, MODE, PAIRS)
+             stride_vsb, stride_vst, stride_vsh, t3, h3, blk, off, th_mask, DV, BLOCK_DV, MODE)
 
 
 def cache_strides(kv: LayerKV, cache: torch.Tensor) -> tuple[int, int, int]:
@@ -142,20 +137,18 @@ def check_zeros(scales: torch.Tensor | None, zeros: torch.Tensor | None) -> None
             f"{tuple(scales.shape)}/{scales.stride()}"
 
 
-def store_config(mode: int, T: int, block_h: int, block_d: int, interp: bool) -> tuple[int, int, bool]:
-    """(num_warps, BLOCK_T, PAIRS: int4 channel pairs from one contiguous load).  GPUs: a token a
-    program; a quantized cache takes 8 warps below 256 tokens, int4 its pairs from one load (an H200
-    sweep, bench_store_kv.py at 8 kv heads x 128, 2026-12-02: int4 4.88 -> 3.26 us at 1 token,
+def store_config(mode: int, T: int, block_h: int, block_d: int, interp: bool) -> tuple[int, int]:
+    """(num_warps, BLOCK_T).  GPUs: a token a program; a quantized cache takes 8 warps below 256
+    tokens (an H200 sweep, bench_store_kv.py at 8 kv heads x 128, 2026-12-02, with int4's pairs from
+    one load against the two strided loads before: int4 4.88 -> 3.26 us at 1 token,
     6.86 -> 5.13 at 512, 9.24 -> 7.13 at 1,024; int8 / fp8 3.0 -> 2.8 at 1-64 tokens, the rest
     within 2%; the model dtype's store is within 4% of its best at 4 warps)."""
     if STORE_OVERRIDE:
         return STORE_OVERRIDE
     if interp:
         # The interpreter pays per program: give it many tokens at once.
-        return 1, max(1, min(64, 16384 // (block_h * block_d), next_pow2(T))), False
-    if mode == 0:
-        return 4, 1, False
-    return (8 if T < 256 else 4), 1, mode == 3
+        return 1, max(1, min(64, 16384 // (block_h * block_d), next_pow2(T)))
+    return (8 if mode and T < 256 else 4), 1
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping: torch.Tensor) -> None:
@@ -179,7 +172,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
         check_zeros(kv.v_scale, kv.v_zero)
     block_d = next_pow2(max(D, DV))
     block_h = max(1, min(next_pow2(HK), 4096 // block_d))
-    warps, block_t, pairs = store_config(mode, T, block_h, block_d, interp)
+    warps, block_t = store_config(mode, T, block_h, block_d, interp)
     if T == 0:
         return
     _store_kv_kernel[(-(-T // block_t), -(-HK // block_h))](
@@ -189,4 +182,4 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
         *scale_strides(kv, kv.k_scale), *scale_strides(kv, kv.v_scale if has_v else kv.k_scale),
         D=D, DV=DV, BS=kv.block_size, BLOCK_T=block_t, BLOCK_H=block_h,
         BLOCK_D=max(2, next_pow2(D)), BLOCK_DV=max(2, next_pow2(DV)),
-        HAS_V=has_v, MODE=mode, PAIRS=pairs, num_warps=warps)
+        HAS_V=has_v, MODE=mode, num_warps=warps)
