@@ -172,9 +172,9 @@ def main_kv(args, dev, gen, bw):
     rows = []
     kinds = _kinds(args)
     ctx = args.ctx
-    # each kind under every --tiles x --stages setting (the launcher's defaults: "" / 0)
-    settings = [(t, int(st)) for t in args.tiles.split(",") for st in str(args.stages).split(",")]
-    splits = [None if x == "auto" else int(x) for x in args.splits.split(",")]
+    # each kind under every --tiles x --stages x --splits setting (the launcher's defaults: "" / 0 / auto)
+    settings = [(t, int(st), None if ns == "auto" else int(ns)) for t in args.tiles.split(",")
+                for st in str(args.stages).split(",") for ns in args.splits.split(",")]
     for B in [int(b) for b in args.batches.split(",")]:
         built = {}
         for label, name, pf in kinds:
@@ -184,7 +184,7 @@ def main_kv(args, dev, gen, bw):
                 torch.cuda.empty_cache()
                 built[mode] = build_quant(B, ctx, mode, dev, gen)
             q, kv, step = built[mode]
-            for (tile, stages), ns in [(st, ns) for st in settings for ns in splits]:
+            for tile, stages, ns in settings:
                 ops.decode_splits = ns
                 try:
                     r = _time_kind(args, ops, q, kv, step, label, B, ctx, magic, words, split, pf, tile, stages, dev,
@@ -193,7 +193,7 @@ def main_kv(args, dev, gen, bw):
                     rows.append(r)
                 except triton.runtime.errors.OutOfResources as e:
                     # a sweep point that does not fit (shared memory / registers) is reported, not fatal
-                    print(f"{label} tile {tile or 'auto'} stages {stages}: {e}")
+                    print(f"{label} tile {tile or 'auto'} stages {stages} splits {ns or 'auto'}: {e}")
                 finally:
                     ops.decode_splits = None
                 torch.cuda.synchronize()

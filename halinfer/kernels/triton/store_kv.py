@@ -47,7 +47,8 @@ def _put(src, stride_st, stride_sh, dst, stride_cb, stride_ct, stride_ch, sc_ptr
     srow = blk * stride_sb + off * stride_stt + h3 * stride_shh          # [T, H, 1]
     if MODE == 3:
         # Each channel pair meets in one lane for packing: one contiguous load, split into even and
-        # odd channels in registers (an H200 ran this 25-33% faster than two strided loads).
+        # odd channels in registers (H200, bench_store_kv.py: 25-33% faster than two strided loads,
+        # e.g. 9.24 -> 7.13 us at 1,024 tokens).
         j = tl.arange(0, BLOCK_D // 2)[None, None, :]
         m = th_mask & (2 * j < D)
         dd = tl.arange(0, BLOCK_D)[None, None, :]
@@ -138,11 +139,9 @@ def check_zeros(scales: torch.Tensor | None, zeros: torch.Tensor | None) -> None
 
 
 def store_config(mode: int, T: int, block_h: int, block_d: int, interp: bool) -> tuple[int, int]:
-    """(num_warps, BLOCK_T).  GPUs: a token a program; a quantized cache takes 8 warps below 256
-    tokens (an H200 sweep, bench_store_kv.py at 8 kv heads x 128, 2026-12-02, with int4's pairs from
-    one load against the two strided loads before: int4 4.88 -> 3.26 us at 1 token,
-    6.86 -> 5.13 at 512, 9.24 -> 7.13 at 1,024; int8 / fp8 3.0 -> 2.8 at 1-64 tokens, the rest
-    within 2%; the model dtype's store is within 4% of its best at 4 warps)."""
+    """(num_warps, BLOCK_T).  GPUs: a token a program, 4 warps; a quantized cache takes 8 below 256
+    tokens (H200, bench_store_kv.py at 8 kv heads x 128, 2026-12-02: int8 / fp8 3.0 -> 2.8 us at
+    1-64 tokens, int4 3.67 -> 3.26 at 1; within 2% of the sweep's best elsewhere)."""
     if STORE_OVERRIDE:
         return STORE_OVERRIDE
     if interp:

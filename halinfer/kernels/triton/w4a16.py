@@ -542,10 +542,11 @@ def _gptq_group(g_idx: torch.Tensor, groups: int) -> int | None:
 
 # "v3a" (the default; AWQ layout, prepared GPTQ included; w4a16_v3.py: v2 with the next tile's
 # scales / zeros prefetched and split counts from an H200 sweep): Llama-3-8B AWQ decode-b1 322.0 tok/s
-# against v2's 279.6 in the same call (2026-12-01).  "v4" (w4a16_v4.py, opt-in): one
-# tensor-core dot a trip instead of four; timed slower than v3a at every Llama-3-8B shape (H200,
-# 2026-12-02, cold weights: gate_up 57.7 against 27.4 us), kept as the record of that attempt.  "v2": the kernel below; "v1": the CUDA-core
-# dequantizing GEMV above, kept for comparison (bench_quant_gemm.py).  Env HALINFER_W4A16_GEMV overrides.
+# against v2's 279.6 in the same call (2026-12-01).  "v4" (w4a16_v4.py, opt-in): one tensor-core
+# dot a trip instead of four; slower than v3a at every Llama-3-8B shape (H200, 2026-12-02, cold
+# weights: gate_up 57.7 against 27.4 us), kept as the record of that attempt.  "v2": the kernel
+# below; "v1": the CUDA-core dequantizing GEMV above, kept for comparison (bench_quant_gemm.py).
+# Env HALINFER_W4A16_GEMV overrides.
 GEMV_IMPL = "v3a"
 GEMV_V2_ASM = True  # v2 unpacks two nibbles per instruction (inline PTX); False: plain Triton (as the interpreter)
 
