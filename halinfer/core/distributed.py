@@ -11,6 +11,7 @@ are capturable in CUDA graphs, so a captured decode step replays its all-reduces
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -107,12 +108,34 @@ def init_tp_group(dist_backend: str, rank: int, world_size: int, init_method: st
         except Exception as e:  # noqa: BLE001 - reported with what was tried
             raise CollectiveError(f"rank {rank} of {world_size} could not join the {dist_backend} group "
                                   f"({init_method or 'env://'}): {type(e).__name__}: {e}") from e
+        atexit.register(destroy)
     elif dist.get_world_size() != world_size:
         raise CollectiveError(f"torch.distributed is already set up with {dist.get_world_size()} ranks, "
                               f"tensor_parallel_size is {world_size}")
     return TPGroup(rank=dist.get_rank(), size=world_size, group=None)
 
 
-def destroy() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def destroy(barrier_timeout_s: float = 30.0) -> None:
+    """Leave the group while the interpreter is fully alive.
+
+    gloo ranks first meet at a barrier, so that none closes its connections while a peer
+    still uses them; then the group goes and a collection frees what its threads still
+    hold.  A gloo rank under torchrun aborted at interpreter teardown twice in CI
+    ("terminate called without an active exception", no Python frame on any thread): the
+    teardown torch's PR 179291 describes, worker threads releasing a collective's tensors
+    after the interpreter is gone.  (NCCL gets no barrier: one with a dead peer would hang
+    the exit for the group's whole timeout.)  Also run at exit (``init_tp_group`` registers
+    it), for a script that never calls ``shutdown``."""
+    import gc
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    dist = torch.distributed
+    if dist.get_backend() == "gloo":
+        try:
+            # a dead peer answers at once or after the timeout, never hangs the exit
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=barrier_timeout_s))
+        except Exception:  # noqa: BLE001 - leaving anyway: a dead peer must not keep this rank here
+            pass
+    dist.destroy_process_group()
+    gc.collect()
