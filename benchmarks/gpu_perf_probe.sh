@@ -200,6 +200,10 @@ print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_no
           python benchmarks/kernels/bench_quant_gemm.py --no-fp8 --impl v3a --m 1 --shapes "$sh" --fmt awq; done ;;
     tuneprefillkv) TAILN=60 phase tune_prefill_kv ${TPK_LIMIT:-150} python benchmarks/tune_prefill.py --kv ${TPKV:-int4,none} \
           --cases ${TPC:-short,long} ;;
+    pdl)  # programmatic dependent launch (kernels/triton/pdl.py): its GPU tests, then AWQ decode-b1 off / on
+      TAILN=8 phase pdltests 120 python -m pytest tests/cuda/test_cuda_pdl.py -m gpu -q -rf --tb=short -p no:cacheprovider
+      for v in 0 1; do TAILN=3 phase "awq_b1_pdl$v" 90 env HALINFER_PDL=$v python benchmarks/throughput.py --model llama3-8b \
+          --device cuda --workload decode-b1 --quantization awq --out "$L/awq_b1_pdl$v.json"; done ;;
     bf16b1) TAILN=3 phase bf16_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
           --out "$L/bf16_b1.json" ;;
     kvcopytests) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1   # the prefill copy, tiles, GEMV

@@ -14,6 +14,7 @@ Usage: python benchmarks/kernels/sass_stats.py [--variant v2,v3a,...] [--shape g
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import subprocess
@@ -54,9 +55,10 @@ def jit_signature(fn, args: dict, consts: dict):
     names = fn.arg_names
     sig, cexp, attrs = {}, {}, {}
     for i, n in enumerate(names):
-        if n in consts:
+        p = fn.params[i]
+        if n in consts or (n not in args and p.is_constexpr and p.default is not inspect.Parameter.empty):
             sig[n] = "constexpr"
-            cexp[(i,)] = consts[n]
+            cexp[(i,)] = consts[n] if n in consts else p.default
             continue
         v = args[n]
         if isinstance(v, str):
@@ -72,10 +74,12 @@ def jit_signature(fn, args: dict, consts: dict):
     return sig, cexp, attrs
 
 
-def compile_sm90(fn, args, consts, warps, stages, maxnreg=None):
+def compile_sm90(fn, args, consts, warps, stages, maxnreg=None, pdl=False):
     sig, cexp, attrs = jit_signature(fn, args, consts)
     src = ASTSource(fn, sig, constexprs=cexp, attrs=attrs)
     opts = dict(num_warps=warps, num_stages=stages)
+    if pdl:
+        opts["launch_pdl"] = True
     if maxnreg:
         opts["maxnreg"] = maxnreg
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
@@ -223,6 +227,7 @@ def main():
     ap.add_argument("--config", default=None, help="BN,BK,WARPS,STAGES[,SPLITS[,MAXNREG]] (the variant's override)")
     ap.add_argument("--maxnreg", type=int, default=None, help="override the variant's register cap (0: none)")
     ap.add_argument("--dump", default=None, help="write ttgir / ptx / sass here")
+    ap.add_argument("--pdl", action="store_true", help="v3a / v3c as launched with HALINFER_PDL=1 (prefetch + wait)")
     args = ap.parse_args()
     K, N = SHAPES[args.shape]
     cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
@@ -231,7 +236,11 @@ def main():
         kern_fn, a, c, warps, stages, nreg, wpt, info = VARIANTS[v](args.m, K, N, args.group, args.dtype, cfg)
         if args.maxnreg is not None:
             nreg = args.maxnreg or None
-        kern = compile_sm90(kern_fn, a, c, warps, stages, nreg)
+        pdl = args.pdl and v in ("v3a", "v3c")
+        if pdl:
+            bn, bk = (int(t) for t in info.split()[1:4:2])
+            c.update(w4a16_v3.pdl_consts(bn, bk, a["k_per_split"]))
+        kern = compile_sm90(kern_fn, a, c, warps, stages, nreg, pdl)
         info += f" maxnreg {nreg}"
         print(f"   [{info}]")
         report(v, kern, warps, wpt)

@@ -4,6 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
+from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
 from .tl_math import gelu_tanh
 
 _SILU, _GELU, _GELU_TANH = 0, 1, 2
@@ -30,10 +31,11 @@ def act_mul(g, u, KIND: tl.constexpr):
 
 @triton.jit
 def _act_and_mul_kernel(x_ptr, o_ptr, T, stride_x, stride_o, I, KIND: tl.constexpr, ROWS: tl.constexpr,
-                        BLOCK: tl.constexpr):
+                        BLOCK: tl.constexpr, USE_PDL: tl.constexpr = False):
     row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
     cols = (tl.program_id(1) * BLOCK + tl.arange(0, BLOCK))[None, :]
     mask = (row < T) & (cols < I)
+    pdl_enter(USE_PDL)
     g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     u = tl.load(x_ptr + row * stride_x + I + cols, mask=mask, other=0.0)
     tl.store(o_ptr + row * stride_o + cols, act_mul(g, u, KIND).to(o_ptr.dtype.element_ty), mask=mask)
@@ -56,8 +58,9 @@ def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:
     rows = max(1, min(next_pow2(T), (16384 if interp else 1024) // block, 64))
     if T and I:
         grid = (-(-T // rows), -(-I // block))
+        pdl = pdl_enabled(x)
         _act_and_mul_kernel[grid](x2, out, T, x2.stride(0), out.stride(0), I, KIND=kind, ROWS=rows, BLOCK=block,
-                                  num_warps=4)
+                                  num_warps=4, USE_PDL=pdl, **launch_kwargs(pdl))
     return out.view(*x.shape[:-1], I)
 
 

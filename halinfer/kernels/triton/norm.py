@@ -4,6 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
+from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
 
 
 @triton.jit
@@ -29,10 +30,11 @@ def _rms_rows(x_ptr, r_ptr, w_ptr, s_ptr, rows, cols, mask, stride_x, stride_r, 
 @triton.jit
 def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, T,
                      stride_x, stride_r, stride_y, stride_s, H, eps,
-                     HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr = False):
     rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
     cols = tl.arange(0, BLOCK)[None, :]
     mask = (rows < T) & (cols < H)
+    pdl_enter(USE_PDL)
     y = _rms_rows(x_ptr, r_ptr, w_ptr, s_ptr, rows, cols, mask, stride_x, stride_r, stride_s, H, eps, HAS_RES)
     tl.store(y_ptr + rows * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -66,9 +68,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     else:
         r2 = s = x2  # unused
     rows, block, warps = launch_shape(T, H, interp)
+    pdl = pdl_enabled(x)
     if T:
         _rms_norm_kernel[(-(-T // rows),)](x2, r2, weight, y, s, T, x2.stride(0), r2.stride(0), y.stride(0),
                                             s.stride(0), H, float(eps), HAS_RES=residual is not None, ROWS=rows,
-                                            BLOCK=block, num_warps=warps)
+                                            BLOCK=block, num_warps=warps, USE_PDL=pdl, **launch_kwargs(pdl))
     y = y.view(shape)
     return y if residual is None else (y, s.view(shape))

@@ -33,11 +33,14 @@ unpacks two weights); the SASS has 4.9 (row addresses).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
 from .common import cdiv, on_interpreter, sm_count
+from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter, prefetch_l2
 from .w4a16 import _plane, _split_k_buffers, _v2_out, _v2_reduce
 
 VARIANTS = ("v3a", "v3b", "v3c")
@@ -187,10 +190,15 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
                            DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
                            EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                           ONE_ROW: tl.constexpr, SROW: tl.constexpr = False):
+                           ONE_ROW: tl.constexpr, SROW: tl.constexpr = False, USE_PDL: tl.constexpr = False,
+                           PF_ROWS: tl.constexpr = 256, PF_LINES: tl.constexpr = 1):
     """As w4a16._w4a16_gemv_v2_awq_kernel (int16 column jc of qweight row k: nibble j is output
     column 8 (jc // 2) + 2 j + jc % 2), with the next K tile's scales / zeros prefetched and,
-    with ONE_ROW (M == 1), x summed over the tile from a 1-D load."""
+    with ONE_ROW (M == 1), x summed over the tile from a 1-D load.
+
+    USE_PDL (pdl.py): the split's first PF_ROWS weight rows (PF_LINES 128-byte lines each) are
+    asked of L2 and its first scales / zeros loaded before the wait for the kernel that
+    wrote x; weights are never written, so that is safe."""
     pid_n, pid_s = tl.program_id(0), tl.program_id(1)
     BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
     Q: tl.constexpr = BLOCK_N // 4
@@ -211,6 +219,10 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
     c3 = tl.zeros((Q,), dtype=tl.float32)
     k_lo = pid_s * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
+    if USE_PDL:
+        pr = tl.minimum(k_lo + tl.arange(0, PF_ROWS), k_hi - 1).to(tl.int64)[:, None]
+        pc = tl.minimum(pid_n * Q + tl.arange(0, PF_LINES) * 64, N // 4 - 1)[None, :]
+        prefetch_l2(q16 + pr * (2 * stride_qwr) + pc, USE_PDL)
     if GROUP == 0:
         g = 0
     else:
@@ -221,6 +233,7 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         s0, s1, s2, s3 = _row_planes(row, BLOCK_N)
         zrow = _zrow_load(qz_ptr, g, stride_qzr, pid_n, N, BLOCK_N, EVEN_N)
         zh = _zrow_int16(zrow, BLOCK_N)
+    pdl_enter(USE_PDL)   # x (and y, the partials, the counters) only after the previous kernel
     kk = tl.arange(0, BLOCK_K)
     if ONE_ROW:
         # M == 1: x summed over the tile from a 1-D copy (v2 summed the [BLOCK_K, 16] padded
@@ -430,6 +443,17 @@ def config(variant, M, N, K, group, interp, sms):
     return bn, bk, splits, warps, stages
 
 
+# K trips of weights a split asks of L2 before its wait (PDL only; bench_quant_gemm --pdl sweeps it)
+PF_TRIPS = int(os.environ.get("HALINFER_PDL_PREFETCH_TRIPS", "2"))
+
+
+def pdl_consts(bn, bk, k_per_split):
+    """The v3a kernel's PDL constexprs: its prefetch covers PF_TRIPS K tiles of the split
+    (a power of two of rows, at most the split) and each row's bn / 2 bytes in 128-byte lines."""
+    rows = min(PF_TRIPS * bk, k_per_split)
+    return dict(USE_PDL=True, PF_ROWS=1 << (max(1, rows).bit_length() - 1), PF_LINES=max(1, bn // 256))
+
+
 def maxnreg(variant):
     """The register cap the launch asks for (None: ptxas's choice)."""
     cfg = CONFIG_OVERRIDE.get("config", ())
@@ -464,11 +488,14 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
     k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
     consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)[2]
     consts["SPLIT"] = splits > 1
+    pdl = variant != "v3b" and pdl_enabled(x)
+    if pdl:
+        consts.update(pdl_consts(bn, bk, k_per_split))
     KERNELS[variant][(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
-        num_warps=warps, num_stages=stages, 
+        num_warps=warps, num_stages=stages, **launch_kwargs(pdl),
         **({} if interp or maxnreg(variant) is None else {"maxnreg": maxnreg(variant)}))
     return y
 

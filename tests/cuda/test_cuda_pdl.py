@@ -1,0 +1,84 @@
+"""Programmatic dependent launch (kernels/triton/pdl.py, HALINFER_PDL=1): the kernels that take
+it give the same bits with it as without, one by one and as a chain of dependent launches
+(norm -> v3a GEMV -> gated activation -> v3a GEMV, each reading the last one's output),
+eagerly and replayed from a captured CUDA graph; the interpreter never gets the launch
+option.  Odd sizes: a partial last N tile, K not a power of two, several K splits."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from halinfer.core.ops.quant import awq_pack
+
+
+def _awq(gen, K, N, group, dev, dt):
+    q = torch.randint(0, 16, (K, N), generator=gen)
+    z = torch.randint(0, 16, (K // group, N), generator=gen)
+    s = torch.rand(K // group, N, generator=gen) * 0.02 + 0.001
+    return awq_pack(q).to(dev), awq_pack(z).to(dev), s.to(dev, dt)
+
+
+def _chain(x, res, w_norm, up, down, group):
+    """What a decode step's MLP launches, each kernel on the previous one's output."""
+    from halinfer.kernels.triton import activation, norm, w4a16_v3
+
+    h, res2 = norm.rms_norm(x, w_norm, 1e-6, res)
+    gu = w4a16_v3.gemv("v3a", h, up[0], up[1], up[2], group, None, up[2].shape[1])
+    a = activation.silu_and_mul(gu)
+    return w4a16_v3.gemv("v3a", a, down[0], down[1], down[2], group, None, down[2].shape[1]), res2
+
+
+def _model(gen, H, I, group, dev, dt):
+    # H and I multiples of the group: the GEMVs read K // group scale rows
+    x = torch.randn(1, H, generator=gen).to(dev, dt)
+    res = torch.randn(1, H, generator=gen).to(dev, dt)
+    w = torch.randn(H, generator=gen).to(dev, dt)
+    return x, res, w, _awq(gen, H, 2 * I, group, dev, dt), _awq(gen, I, H, group, dev, dt)
+
+
+def test_interpreter_never_gets_the_launch_option(target, gen, monkeypatch):
+    """With the switch set, CPU / interpreted tensors still run (the interpreter refuses
+    launch_pdl) and give the same bits as without it."""
+    from halinfer.kernels.triton import pdl
+
+    if target.dtype == torch.float32:
+        pytest.skip("the v3 GEMVs take fp16 / bf16 activations")
+    if not target.interp:
+        pytest.skip("the GPU targets are the tests below")
+    args = _model(gen, 96, 64, 32, target.device, target.dtype)
+    off = _chain(*args, 32)
+    monkeypatch.setenv(pdl.ENV, "1")
+    assert not pdl.enabled(args[0])
+    on = _chain(*args, 32)
+    assert torch.equal(on[0], off[0]) and torch.equal(on[1], off[1])
+
+
+@pytest.mark.parametrize("H,I,group", [(4096, 1536, 128), (2112, 704, 64), (192, 96, 32)])
+def test_pdl_chain_gives_the_same_bits_eager_and_in_a_graph(target, gen, monkeypatch, H, I, group):
+    from halinfer.kernels.triton import pdl
+
+    if target.interp or target.dtype == torch.float32:
+        pytest.skip("compiled fp16 / bf16 only (the interpreter never launches with PDL)")
+    dev, dt = target.device, target.dtype
+    args = _model(gen, H, I, group, dev, dt)
+    off = _chain(*args, group)
+    monkeypatch.setenv(pdl.ENV, "1")
+    assert pdl.enabled(args[0]) == (torch.cuda.get_device_capability(dev)[0] >= 9)
+    on = _chain(*args, group)
+    assert torch.equal(on[0], off[0]) and torch.equal(on[1], off[1]), "PDL changed an eager result"
+
+    # captured: every launch of the chain in one graph, replayed over fresh inputs
+    static_x = args[0].clone()
+    torch.cuda.synchronize(dev)
+    _chain(static_x, *args[1:], group)                      # warm: compiled, counters allocated
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = _chain(static_x, *args[1:], group)
+    for _ in range(3):
+        x = torch.randn(1, H, generator=gen).to(dev, dt)
+        static_x.copy_(x)
+        g.replay()
+        monkeypatch.setenv(pdl.ENV, "0")
+        want = _chain(x, *args[1:], group)
+        monkeypatch.setenv(pdl.ENV, "1")
+        assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1]), "PDL changed a graph replay"
