@@ -82,3 +82,39 @@ def test_pdl_chain_gives_the_same_bits_eager_and_in_a_graph(target, gen, monkeyp
         want = _chain(x, *args[1:], group)
         monkeypatch.setenv(pdl.ENV, "1")
         assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1]), "PDL changed a graph replay"
+
+
+@pytest.mark.parametrize("T,HQ,HK,D", [(1, 32, 8, 128), (7, 12, 4, 64), (3, 5, 1, 80)])
+def test_pdl_rotary_then_store_gives_the_same_bits(target, gen, monkeypatch, T, HQ, HK, D):
+    """The kernels between the qkv GEMV and attention: rotary of q / k, then k and v stored
+    (bf16 cache; slots scattered over blocks, one negative: skipped), on the rotary's output."""
+    from halinfer.core.attention import LayerKV
+    from halinfer.kernels.triton import pdl, rotary, store_kv
+
+    if target.interp:
+        pytest.skip("compiled only (the interpreter never launches with PDL)")
+    dev, dt = target.device, target.dtype
+    q = torch.randn(T, HQ, D, generator=gen).to(dev, dt)
+    k = torch.randn(T, HK, D, generator=gen).to(dev, dt)
+    v = torch.randn(T, HK, D, generator=gen).to(dev, dt)
+    pos = torch.randint(0, 500, (T,), generator=gen).to(dev)
+    inv = 1.0 / 10000 ** (torch.arange(0, D, 2).float() / D)
+    ang = torch.arange(512).float()[:, None] * inv[None, :]
+    cache = torch.cat([ang.cos(), ang.sin()], dim=-1).to(dev)
+    bs, nb = 16, 8
+    slots = torch.randperm(nb * bs, generator=gen)[:T]
+    slots[T // 2] = -1
+    slots = slots.to(dev)
+
+    def run():
+        qo, ko = rotary.rotary(q, k, pos, cache, True)
+        kc = torch.full((nb, bs, HK, D), float("nan"), dtype=dt, device=dev)
+        vc = torch.full_like(kc, float("nan"))
+        store_kv.store_kv(ko, v, LayerKV(kc, vc, "NHD"), slots)
+        return qo, ko, kc, vc
+
+    off = run()
+    monkeypatch.setenv(pdl.ENV, "1")
+    on = run()
+    for a, b in zip(on, off):
+        assert torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(a.isnan(), b.isnan())

@@ -4,6 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
+from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
 
 
 @triton.jit
@@ -11,9 +12,11 @@ def _rotary_kernel(q_ptr, k_ptr, qo_ptr, ko_ptr, pos_ptr, cs_ptr, T,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_qot, stride_qoh, stride_kot, stride_koh,
                    stride_cs, HQ, HK, QBLOCKS,
                    D: tl.constexpr, HALF: tl.constexpr, IS_NEOX: tl.constexpr, BLOCK_T: tl.constexpr,
-                   BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_PASS: tl.constexpr):
+                   BLOCK_H: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_PASS: tl.constexpr,
+                   USE_PDL: tl.constexpr = False):
     # q and k in one launch (one launch per layer less at decode): head blocks [0, QBLOCKS) are
     # q's, the rest k's.  Tiles are [tokens, heads, pairs]; BLOCK_T is 1 on GPUs.
+    pdl_enter(USE_PDL)
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     hb = tl.program_id(1)
     if hb < QBLOCKS:
@@ -69,12 +72,13 @@ def _rotate(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cache: to
     npass = D - 2 * half
     block_t = max(1, min(64, 16384 // (block_h * block_half), next_pow2(T))) if interp else 1
     qblocks = -(-HQ // block_h)
+    pdl = pdl_enabled(q)
     if T and (HQ or HK):
         _rotary_kernel[(-(-T // block_t), qblocks + -(-HK // block_h))](
             q, k, qo, ko, positions, cache, T, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             qo.stride(0), qo.stride(1), ko.stride(0), ko.stride(1), cache.stride(0), HQ, HK, qblocks,
             D=D, HALF=half, IS_NEOX=bool(is_neox), BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_HALF=block_half,
-            BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4)
+            BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4, USE_PDL=pdl, **launch_kwargs(pdl))
     return qo, ko
 
 

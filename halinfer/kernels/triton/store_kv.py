@@ -8,6 +8,7 @@ import triton.language as tl
 from halinfer.core.attention import LayerKV
 
 from .common import next_pow2, on_interpreter
+from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
 
 # The kernels' KV constexpr: how the cache stores a (token, head) vector.
 KV_MODES = {None: 0, "int8": 1, "fp8": 2, "int4": 3}
@@ -96,8 +97,9 @@ def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, kz_ptr, vz_pt
                      stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
                      D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr, BLOCK_T: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-                     HAS_V: tl.constexpr, MODE: tl.constexpr):
+                     HAS_V: tl.constexpr, MODE: tl.constexpr, USE_PDL: tl.constexpr = False):
     # Tiles are [tokens, heads, channels]; BLOCK_T is 1 on GPUs (one token per program).
+    pdl_enter(USE_PDL)
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     slot = tl.load(slot_ptr + t, mask=t < T, other=-1)
@@ -174,6 +176,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
     warps, block_t = store_config(mode, T, block_h, block_d, interp)
     if T == 0:
         return
+    pdl = pdl_enabled(k)
     _store_kv_kernel[(-(-T // block_t), -(-HK // block_h))](
         k, vv, kv.k, vc, ks, vs, kz, vz, slot_mapping, T, HK,
         k.stride(0), k.stride(1), vv.stride(0), vv.stride(1),
@@ -181,4 +184,4 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
         *scale_strides(kv, kv.k_scale), *scale_strides(kv, kv.v_scale if has_v else kv.k_scale),
         D=D, DV=DV, BS=kv.block_size, BLOCK_T=block_t, BLOCK_H=block_h,
         BLOCK_D=max(2, next_pow2(D)), BLOCK_DV=max(2, next_pow2(DV)),
-        HAS_V=has_v, MODE=mode, num_warps=warps)
+        HAS_V=has_v, MODE=mode, num_warps=warps, USE_PDL=pdl, **launch_kwargs(pdl))
