@@ -56,7 +56,8 @@ def stages_default(kernel, kv, stages, prefetch):
     return stages
 
 
-def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, prefetch=None, num_stages=None):
+def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, prefetch=None, num_stages=None,
+                   pdl=False):
     fn = ad._decode_kernel if kernel == "decode" else ap._prefill_kernel
     consts = dict(D=D, DV=D, BS=16, BLOCK_D=D, BLOCK_DV=D, SOFTCAP=False, ALIBI=False, SINKS=sinks,
                   WINDOW=window, CHUNK=False, KV=kv, PREC="tf32" if dt == "fp32" else "ieee")
@@ -71,6 +72,8 @@ def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, pr
         prefetch = ad.decode_prefetch(kv)
     if prefetch is not None and "PREFETCH" in fn.arg_names:
         consts["PREFETCH"] = prefetch
+    if "USE_PDL" in fn.arg_names:
+        consts["USE_PDL"] = pdl
     cache = CACHE_TY.get(kv, "*u8") or f"*{dt}"
     ptrs = {"q_ptr": f"*{dt}", "o_ptr": f"*{dt}", "k_ptr": cache, "v_ptr": cache}
     vals = launch_values(kernel, kv, D, split)
@@ -97,7 +100,7 @@ def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, pr
     else:
         stages_ = stages_default(kernel, kv, stages, prefetch)
     return triton.compile(ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=warps, num_stages=stages_))
+                          options=dict(num_warps=warps, num_stages=stages_, **({"launch_pdl": True} if pdl else {})))
 
 
 def sass_lines(cubin: bytes):
@@ -174,11 +177,13 @@ def main():
     p.add_argument("--stages", type=int, default=None, help="num_stages (default: the launcher's)")
     p.add_argument("--sinks", action="store_true")
     p.add_argument("--window", action="store_true")
+    p.add_argument("--pdl", action="store_true", help="as launched with HALINFER_PDL=1 (decode)")
     a = p.parse_args()
     pfs = [None] if a.prefetch is None else [int(x) for x in a.prefetch.split(",")]
     for kv in [int(m) for m in a.modes.split(",")]:
         for pf in pfs:
-            r = report(a.kernel, kv, a.dtype, a.d, split=a.split, sinks=a.sinks, window=a.window, prefetch=pf, num_stages=a.stages)
+            r = report(a.kernel, kv, a.dtype, a.d, split=a.split, sinks=a.sinks, window=a.window, prefetch=pf, num_stages=a.stages,
+                       pdl=a.pdl)
             print(f"{a.kernel} {a.dtype} D={a.d} KV={kv} pf={pf}: " + " ".join(f"{k}={v}" for k, v in r.items()),
                   flush=True)
 

@@ -118,3 +118,26 @@ def test_pdl_rotary_then_store_gives_the_same_bits(target, gen, monkeypatch, T, 
     on = run()
     for a, b in zip(on, off):
         assert torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(a.isnan(), b.isnan())
+
+
+@pytest.mark.parametrize("splits", [1, 3], ids=["one_split", "three_splits"])
+@pytest.mark.parametrize("int8", [False, True], ids=["bf16_cache", "int8_cache"])
+def test_pdl_decode_attention_gives_the_same_bits(target, gen, monkeypatch, splits, int8):
+    """Decode attention (and its split merge) with PDL on vs off: lengths 1, 17, 40 and 130
+    over 16-token blocks in random order, grouped heads."""
+    import math
+
+    from halinfer.kernels.triton import pdl
+    from halinfer.kernels.triton.attention_decode import paged_attention_decode
+    from tritonops_util import make_paged
+
+    if target.interp:
+        pytest.skip("compiled only (the interpreter never launches with PDL)")
+    dev, dt = target.device, target.dtype
+    p = make_paged([(n - 1, 1) for n in (1, 17, 40, 130)], 2, 64, 16, dt, dev, gen, int8=int8)
+    q = torch.randn(p.step.num_tokens, 8, 64, generator=gen).to(dev, dt)
+    meta = p.meta(dev)
+    off = paged_attention_decode(q, p.kv, meta, scale=1 / math.sqrt(64), num_splits=splits)
+    monkeypatch.setenv(pdl.ENV, "1")
+    on = paged_attention_decode(q, p.kv, meta, scale=1 / math.sqrt(64), num_splits=splits)
+    assert torch.equal(on, off)

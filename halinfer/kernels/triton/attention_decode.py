@@ -20,6 +20,7 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
+from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
 from . import tl_math
 from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, load_q, load_values, online_softmax,
                       q_row_sums, scores_from, values_from, weighted_values)
@@ -44,7 +45,11 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
                    CHUNK: tl.constexpr, KV: tl.constexpr,
                    H_CHUNKS, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
-                   SPLIT: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr = 0):
+                   SPLIT: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr = 0,
+                   USE_PDL: tl.constexpr = False):
+    # (PDL: every program waits at entry; with several waves the next kernel is let in only
+    # once this grid's last programs have started, so it never takes their SMs)
+    pdl_enter(USE_PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1) // H_CHUNKS
     g = (tl.program_id(1) % H_CHUNKS) * BLOCK_H + tl.arange(0, BLOCK_H)
@@ -163,7 +168,9 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
 def _merge_splits_kernel(po_ptr, plse_ptr, o_ptr, q_start_ptr, sinks_ptr,
                          stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
                          num_splits,
-                         DV: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr, SINKS: tl.constexpr):
+                         DV: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr, SINKS: tl.constexpr,
+                         USE_PDL: tl.constexpr = False):
+    pdl_enter(USE_PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     t = tl.load(q_start_ptr + b).to(tl.int64)
@@ -257,6 +264,7 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
         num_splits = choose_num_splits(B, a.Hk * h_chunks, max(1, meta.max_seq_len), block_n, sm_count(q.device))
     split = num_splits > 1
     prefetch = decode_prefetch(kvm)
+    pdl = pdl_enabled(q)
     if split:
         po = torch.empty((T, a.Hq, num_splits, a.DV), dtype=torch.float32, device=q.device)
         plse = torch.empty((T, a.Hq, num_splits), dtype=torch.float32, device=q.device)
@@ -270,11 +278,12 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
         plse.stride(0) if split else 0, plse.stride(1) if split else 0, meta.block_tables.stride(0),
         *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk, num_splits,
         **a.flags(), H_CHUNKS=h_chunks, BLOCK_H=block_h, BLOCK_N=block_n, SPLIT=split,
-        PREC=dot_precision(q.dtype), PREFETCH=prefetch, num_warps=warps, num_stages=decode_stages(kvm, prefetch))
+        PREC=dot_precision(q.dtype), PREFETCH=prefetch, num_warps=warps, num_stages=decode_stages(kvm, prefetch),
+        USE_PDL=pdl, **launch_kwargs(pdl))
     if split:
         _merge_splits_kernel[(B, a.Hq)](
             po, plse, out, meta.q_start_loc, a.sinks,
             po.stride(0), po.stride(1), po.stride(2), plse.stride(0), plse.stride(1), out.stride(0), out.stride(1),
             num_splits, DV=a.DV, BLOCK_S=next_pow2(num_splits), BLOCK_DV=a.block_dv,
-            SINKS=a.sinks is not a.q, num_warps=4 if not interp else 1)
+            SINKS=a.sinks is not a.q, num_warps=4 if not interp else 1, USE_PDL=pdl, **launch_kwargs(pdl))
     return out
