@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import GPU_OK, GPU_WHY
 from halinfer.core.ops.quant import awq_pack
 
 
@@ -141,3 +142,34 @@ def test_pdl_decode_attention_gives_the_same_bits(target, gen, monkeypatch, spli
     monkeypatch.setenv(pdl.ENV, "1")
     on = paged_attention_decode(q, p.kv, meta, scale=1 / math.sqrt(64), num_splits=splits)
     assert torch.equal(on, off)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_OK, reason=GPU_WHY)
+def test_pdl_awq_model_gives_the_same_tokens_and_logits_with_graphs(tmp_path, monkeypatch):
+    """A two-layer AWQ (group 32) Llama through the engine with CUDA graphs: every decode
+    kernel PDL can take launches with it; greedy tokens and every step's logits as without."""
+    import numpy as np
+
+    from halinfer import LLM
+    from halinfer.kernels.triton import pdl
+    from halinfer.testing.hf_compare import halinfer_greedy
+    from halinfer.testing.quant_ckpt import quantize
+    from halinfer.testing.tiny import save_tiny_model
+
+    src = save_tiny_model("llama", str(tmp_path / "dense"), seed=3, hidden_size=128, intermediate_size=192,
+                          num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
+    path, _ = quantize(src, str(tmp_path / "awq"), "awq", group=32)
+    rng = np.random.default_rng(11)
+    prompts = [rng.integers(3, 400, size=n).tolist() for n in (23, 5, 12)]
+    runs = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(pdl.ENV, flag)
+        llm = LLM(path, device="cuda", dtype="float16", num_kv_blocks=64, block_size=16, max_num_seqs=4)
+        assert llm.engine.graphs
+        runs.append(halinfer_greedy(llm, prompts, 12))
+        llm.shutdown()
+    for (t0, l0), (t1, l1) in zip(*runs):
+        assert t0 == t1
+        for a, b in zip(l0, l1):
+            assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
