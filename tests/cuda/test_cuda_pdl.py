@@ -48,7 +48,7 @@ def test_interpreter_never_gets_the_launch_option(target, gen, monkeypatch):
         pytest.skip("the GPU targets are the tests below")
     args = _model(gen, 96, 64, 32, target.device, target.dtype)
     off = _chain(*args, 32)
-    monkeypatch.setenv(pdl.ENV, "1")
+    monkeypatch.setattr(pdl, "ON", True)
     assert not pdl.enabled(args[0])
     on = _chain(*args, 32)
     assert torch.equal(on[0], off[0]) and torch.equal(on[1], off[1])
@@ -63,7 +63,7 @@ def test_pdl_chain_gives_the_same_bits_eager_and_in_a_graph(target, gen, monkeyp
     dev, dt = target.device, target.dtype
     args = _model(gen, H, I, group, dev, dt)
     off = _chain(*args, group)
-    monkeypatch.setenv(pdl.ENV, "1")
+    monkeypatch.setattr(pdl, "ON", True)
     assert pdl.enabled(args[0]) == (torch.cuda.get_device_capability(dev)[0] >= 9)
     on = _chain(*args, group)
     assert torch.equal(on[0], off[0]) and torch.equal(on[1], off[1]), "PDL changed an eager result"
@@ -79,9 +79,9 @@ def test_pdl_chain_gives_the_same_bits_eager_and_in_a_graph(target, gen, monkeyp
         x = torch.randn(1, H, generator=gen).to(dev, dt)
         static_x.copy_(x)
         g.replay()
-        monkeypatch.setenv(pdl.ENV, "0")
+        monkeypatch.setattr(pdl, "ON", False)
         want = _chain(x, *args[1:], group)
-        monkeypatch.setenv(pdl.ENV, "1")
+        monkeypatch.setattr(pdl, "ON", True)
         assert torch.equal(out[0], want[0]) and torch.equal(out[1], want[1]), "PDL changed a graph replay"
 
 
@@ -115,7 +115,7 @@ def test_pdl_rotary_then_store_gives_the_same_bits(target, gen, monkeypatch, T, 
         return qo, ko, kc, vc
 
     off = run()
-    monkeypatch.setenv(pdl.ENV, "1")
+    monkeypatch.setattr(pdl, "ON", True)
     on = run()
     for a, b in zip(on, off):
         assert torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(a.isnan(), b.isnan())
@@ -139,7 +139,7 @@ def test_pdl_decode_attention_gives_the_same_bits(target, gen, monkeypatch, spli
     q = torch.randn(p.step.num_tokens, 8, 64, generator=gen).to(dev, dt)
     meta = p.meta(dev)
     off = paged_attention_decode(q, p.kv, meta, scale=1 / math.sqrt(64), num_splits=splits)
-    monkeypatch.setenv(pdl.ENV, "1")
+    monkeypatch.setattr(pdl, "ON", True)
     on = paged_attention_decode(q, p.kv, meta, scale=1 / math.sqrt(64), num_splits=splits)
     assert torch.equal(on, off)
 
@@ -164,7 +164,7 @@ def test_pdl_awq_model_gives_the_same_tokens_and_logits_with_graphs(tmp_path, mo
     prompts = [rng.integers(3, 400, size=n).tolist() for n in (23, 5, 12)]
     runs = []
     for flag in ("0", "1"):
-        monkeypatch.setenv(pdl.ENV, flag)
+        monkeypatch.setattr(pdl, "ON", flag == "1")
         llm = LLM(path, device="cuda", dtype="float16", num_kv_blocks=64, block_size=16, max_num_seqs=4)
         assert llm.engine.graphs
         runs.append(halinfer_greedy(llm, prompts, 12))

@@ -28,6 +28,7 @@ import triton.language as tl
 from .interpret import interpreting
 
 ENV = "HALINFER_PDL"
+ON = os.environ.get(ENV, "0") == "1"   # read once: enabled() runs at every launch
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,7 +45,7 @@ def _capable(device_type: str, index: int) -> bool:
 
 def enabled(t: torch.Tensor) -> bool:
     """Whether kernels on ``t``'s device launch with programmatic dependent launch."""
-    if os.environ.get(ENV, "0") != "1" or t.device.type == "cpu" or interpreting():
+    if not ON or t.device.type == "cpu" or interpreting():
         return False
     index = t.device.index
     if index is None:
