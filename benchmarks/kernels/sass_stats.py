@@ -238,8 +238,7 @@ def main():
             nreg = args.maxnreg or None
         pdl = args.pdl and v in ("v3a", "v3c")
         if pdl:
-            bn, bk = (int(t) for t in info.split()[1:4:2])
-            c.update(w4a16_v3.pdl_consts(bn, bk, a["k_per_split"]))
+            c.update(USE_PDL=True, **w4a16_v3.pdl_consts(c["BLOCK_N"], c["BLOCK_K"], a["k_per_split"]))
         kern = compile_sm90(kern_fn, a, c, warps, stages, nreg, pdl)
         info += f" maxnreg {nreg}"
         print(f"   [{info}]")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -126,8 +127,6 @@ def destroy(barrier_timeout_s: float = 30.0) -> None:
     after the interpreter is gone.  (NCCL gets no barrier: one with a dead peer would hang
     the exit for the group's whole timeout.)  Also run at exit (``init_tp_group`` registers
     it), for a script that never calls ``shutdown``."""
-    import gc
-
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
     dist = torch.distributed

@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
-from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
+from .pdl import launch_options, pdl_enter
 from .tl_math import gelu_tanh
 
 _SILU, _GELU, _GELU_TANH = 0, 1, 2
@@ -58,9 +58,8 @@ def _act_and_mul(x: torch.Tensor, kind: int) -> torch.Tensor:
     rows = max(1, min(next_pow2(T), (16384 if interp else 1024) // block, 64))
     if T and I:
         grid = (-(-T // rows), -(-I // block))
-        pdl = pdl_enabled(x)
         _act_and_mul_kernel[grid](x2, out, T, x2.stride(0), out.stride(0), I, KIND=kind, ROWS=rows, BLOCK=block,
-                                  num_warps=4, USE_PDL=pdl, **launch_kwargs(pdl))
+                                  num_warps=4, **launch_options(x))
     return out.view(*x.shape[:-1], I)
 
 

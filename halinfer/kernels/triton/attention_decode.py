@@ -20,7 +20,7 @@ from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
 from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
-from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
+from .pdl import launch_options, pdl_enter
 from . import tl_math
 from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, load_q, load_values, online_softmax,
                       q_row_sums, scores_from, values_from, weighted_values)
@@ -264,7 +264,7 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
         num_splits = choose_num_splits(B, a.Hk * h_chunks, max(1, meta.max_seq_len), block_n, sm_count(q.device))
     split = num_splits > 1
     prefetch = decode_prefetch(kvm)
-    pdl = pdl_enabled(q)
+    pdl = launch_options(q)
     if split:
         po = torch.empty((T, a.Hq, num_splits, a.DV), dtype=torch.float32, device=q.device)
         plse = torch.empty((T, a.Hq, num_splits), dtype=torch.float32, device=q.device)
@@ -279,11 +279,11 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
         *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk, num_splits,
         **a.flags(), H_CHUNKS=h_chunks, BLOCK_H=block_h, BLOCK_N=block_n, SPLIT=split,
         PREC=dot_precision(q.dtype), PREFETCH=prefetch, num_warps=warps, num_stages=decode_stages(kvm, prefetch),
-        USE_PDL=pdl, **launch_kwargs(pdl))
+        **pdl)
     if split:
         _merge_splits_kernel[(B, a.Hq)](
             po, plse, out, meta.q_start_loc, a.sinks,
             po.stride(0), po.stride(1), po.stride(2), plse.stride(0), plse.stride(1), out.stride(0), out.stride(1),
             num_splits, DV=a.DV, BLOCK_S=next_pow2(num_splits), BLOCK_DV=a.block_dv,
-            SINKS=a.sinks is not a.q, num_warps=4 if not interp else 1, USE_PDL=pdl, **launch_kwargs(pdl))
+            SINKS=a.sinks is not a.q, num_warps=4 if not interp else 1, **pdl)
     return out

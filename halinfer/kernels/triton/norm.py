@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
-from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
+from .pdl import launch_options, pdl_enter
 
 
 @triton.jit
@@ -68,10 +68,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     else:
         r2 = s = x2  # unused
     rows, block, warps = launch_shape(T, H, interp)
-    pdl = pdl_enabled(x)
     if T:
         _rms_norm_kernel[(-(-T // rows),)](x2, r2, weight, y, s, T, x2.stride(0), r2.stride(0), y.stride(0),
                                             s.stride(0), H, float(eps), HAS_RES=residual is not None, ROWS=rows,
-                                            BLOCK=block, num_warps=warps, USE_PDL=pdl, **launch_kwargs(pdl))
+                                            BLOCK=block, num_warps=warps, **launch_options(x))
     y = y.view(shape)
     return y if residual is None else (y, s.view(shape))

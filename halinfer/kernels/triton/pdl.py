@@ -53,9 +53,10 @@ def enabled(t: torch.Tensor) -> bool:
     return _capable(t.device.type, index)
 
 
-def launch_kwargs(on: bool) -> dict:
-    """The launch's keyword (none when off: the interpreter refuses unknown launch options)."""
-    return {"launch_pdl": True} if on else {}
+def launch_options(t: torch.Tensor) -> dict:
+    """What a PDL-taking kernel's launch adds for ``t``'s device: its USE_PDL constexpr and the
+    launch attribute, or nothing (the launch as before; the interpreter refuses the option)."""
+    return {"USE_PDL": True, "launch_pdl": True} if enabled(t) else {}
 
 
 @triton.jit
@@ -68,10 +69,9 @@ def pdl_enter(USE_PDL: tl.constexpr):
 
 
 @triton.jit
-def prefetch_l2(ptrs, USE_PDL: tl.constexpr):
+def prefetch_l2(ptrs):
     """Ask L2 for the lines at ``ptrs`` (one address a 128-byte line is enough): issued before
     ``pdl_enter`` for weights no kernel writes, so their latency runs under the previous
-    kernel's tail."""
-    if USE_PDL:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32,
-                                  is_pure=False, pack=1)
+    kernel's tail.  Compiled CUDA only: callers guard it with their USE_PDL."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // dummy $0", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)

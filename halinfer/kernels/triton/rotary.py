@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from .common import next_pow2, on_interpreter
-from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
+from .pdl import launch_options, pdl_enter
 
 
 @triton.jit
@@ -72,13 +72,12 @@ def _rotate(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cache: to
     npass = D - 2 * half
     block_t = max(1, min(64, 16384 // (block_h * block_half), next_pow2(T))) if interp else 1
     qblocks = -(-HQ // block_h)
-    pdl = pdl_enabled(q)
     if T and (HQ or HK):
         _rotary_kernel[(-(-T // block_t), qblocks + -(-HK // block_h))](
             q, k, qo, ko, positions, cache, T, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             qo.stride(0), qo.stride(1), ko.stride(0), ko.stride(1), cache.stride(0), HQ, HK, qblocks,
             D=D, HALF=half, IS_NEOX=bool(is_neox), BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_HALF=block_half,
-            BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4, USE_PDL=pdl, **launch_kwargs(pdl))
+            BLOCK_PASS=next_pow2(npass) if npass else 0, num_warps=4, **launch_options(q))
     return qo, ko
 
 

@@ -8,7 +8,7 @@ import triton.language as tl
 from halinfer.core.attention import LayerKV
 
 from .common import next_pow2, on_interpreter
-from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter
+from .pdl import launch_options, pdl_enter
 
 # The kernels' KV constexpr: how the cache stores a (token, head) vector.
 KV_MODES = {None: 0, "int8": 1, "fp8": 2, "int4": 3}
@@ -176,7 +176,6 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
     warps, block_t = store_config(mode, T, block_h, block_d, interp)
     if T == 0:
         return
-    pdl = pdl_enabled(k)
     _store_kv_kernel[(-(-T // block_t), -(-HK // block_h))](
         k, vv, kv.k, vc, ks, vs, kz, vz, slot_mapping, T, HK,
         k.stride(0), k.stride(1), vv.stride(0), vv.stride(1),
@@ -184,4 +183,4 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
         *scale_strides(kv, kv.k_scale), *scale_strides(kv, kv.v_scale if has_v else kv.k_scale),
         D=D, DV=DV, BS=kv.block_size, BLOCK_T=block_t, BLOCK_H=block_h,
         BLOCK_D=max(2, next_pow2(D)), BLOCK_DV=max(2, next_pow2(DV)),
-        HAS_V=has_v, MODE=mode, num_warps=warps, USE_PDL=pdl, **launch_kwargs(pdl))
+        HAS_V=has_v, MODE=mode, num_warps=warps, **launch_options(k))

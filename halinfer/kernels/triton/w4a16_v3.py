@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from .common import cdiv, on_interpreter, sm_count
-from .pdl import enabled as pdl_enabled, launch_kwargs, pdl_enter, prefetch_l2
+from .pdl import launch_options, pdl_enter, prefetch_l2
 from .w4a16 import _plane, _split_k_buffers, _v2_out, _v2_reduce
 
 VARIANTS = ("v3a", "v3b", "v3c")
@@ -222,7 +222,7 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
     if USE_PDL:
         pr = tl.minimum(k_lo + tl.arange(0, PF_ROWS), k_hi - 1).to(tl.int64)[:, None]
         pc = tl.minimum(pid_n * Q + tl.arange(0, PF_LINES) * 64, N // 4 - 1)[None, :]
-        prefetch_l2(q16 + pr * (2 * stride_qwr) + pc, USE_PDL)
+        prefetch_l2(q16 + pr * (2 * stride_qwr) + pc)
     if GROUP == 0:
         g = 0
     else:
@@ -451,7 +451,7 @@ def pdl_consts(bn, bk, k_per_split):
     """The v3a kernel's PDL constexprs: its prefetch covers PF_TRIPS K tiles of the split
     (a power of two of rows, at most the split) and each row's bn / 2 bytes in 128-byte lines."""
     rows = min(PF_TRIPS * bk, k_per_split)
-    return dict(USE_PDL=True, PF_ROWS=1 << (max(1, rows).bit_length() - 1), PF_LINES=max(1, bn // 256))
+    return dict(PF_ROWS=1 << (max(1, rows).bit_length() - 1), PF_LINES=max(1, bn // 256))
 
 
 def maxnreg(variant):
@@ -488,14 +488,14 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
     k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
     consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)[2]
     consts["SPLIT"] = splits > 1
-    pdl = variant != "v3b" and pdl_enabled(x)
+    pdl = launch_options(x) if variant != "v3b" else {}
     if pdl:
         consts.update(pdl_consts(bn, bk, k_per_split))
     KERNELS[variant][(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
-        num_warps=warps, num_stages=stages, **launch_kwargs(pdl),
+        num_warps=warps, num_stages=stages, **pdl,
         **({} if interp or maxnreg(variant) is None else {"maxnreg": maxnreg(variant)}))
     return y
 
