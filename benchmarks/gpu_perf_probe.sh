@@ -190,7 +190,7 @@ print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_no
           --workload offline-1000 --kv-cache-dtype int4 --max-model-len 1024 --out "$L/kvint4_off_patched.json"
           patch -R -p1 < kvpipe.patch >/dev/null && echo "kvpipe.patch reverted" ;;
     kw4cold) TAILN=70 phase bench_w4a16_cold ${KW4_LIMIT:-220} python benchmarks/kernels/bench_quant_gemm.py --no-fp8 \
-          --cold 256 --impl ${KW4IMPL:-v2,v3a,v3c} --m ${KW4M:-1,16} ${KW4SWEEP:+--sweep-v3 --sweep-budget $KW4SWEEP} ;;
+          --cold 256 --impl ${KW4IMPL:-v2,v3a,v3c} --m ${KW4M:-1,16} ${KW4SWEEP:+--sweep-v3 --sweep-budget $KW4SWEEP} ${KW4CFG:+--v3-configs "$KW4CFG"} ;;
     ncuw4)  # Nsight Compute on one v3a GEMV launch per shape (M = 1, AWQ): occupancy, stalls, DRAM
       NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
       echo "ncu: ${NCU:-none}"

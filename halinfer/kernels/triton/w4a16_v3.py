@@ -55,6 +55,21 @@ CONFIG_OVERRIDE: dict = {}
 PROGS_PER_SM = {"v3a": 3, "v3b": 4, "v3c": 3}   # v3b: 4-warp programs (128 registers); it sizes by warps
 # register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
 MAXNREG = {"v3a": 168, "v3c": 168}
+# Fewer than 4 warps a program: Triton makes mma.sync (HMMA) of the dots instead of a warpgroup's
+# wgmma, so no trip waits on a wgmma group to drain.  Resident programs an SM of those tiles
+# (BLOCK_N, warps), from their sm_90 SASS (sass_stats.py, triton 3.6, no register cap):
+# 128 x 128 x 2 warps 187 registers -> 5, 256 x 128 x 2 241 -> 4, 64 x 128 x 1 185 -> 10,
+# 128 x 128 x 1 244 -> 8
+PROGS_SMALL = {(128, 2): 5, (256, 2): 4, (64, 2): 6, (64, 1): 10, (128, 1): 8}
+
+
+def resident(variant, bn, warps):
+    """Programs of this tile one SM holds (the one-wave split rule sizes the grid by it)."""
+    if variant == "v3b":
+        return 16 // warps
+    if warps >= 4:
+        return max(1, PROGS_PER_SM[variant] * 4 // warps)
+    return PROGS_SMALL.get((bn, warps), 12 // warps)
 
 
 @triton.jit
@@ -438,7 +453,7 @@ def config(variant, M, N, K, group, interp, sms):
     else:
         # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
         # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
-        slots = PROGS_PER_SM[variant] * sms if variant != "v3b" else 16 // warps * sms
+        slots = resident(variant, bn, warps) * sms
         splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 64 if variant == "v3b" else 32))
     return bn, bk, splits, warps, stages
 
@@ -517,5 +532,5 @@ def static_launch(variant, M, K, N, group, dt, sms, cfg=None):
                 stride_qwr=N // 8, stride_qzr=N // 8, stride_sr=N, stride_ym=N)
     consts.update(HAS_BIAS=False, ASM=True)
     info = (f"BLOCK_N {bn} BLOCK_K {bk} splits {splits} grid {cdiv(N, bn) * splits} stages {stages} "
-            f"({sms * PROGS_PER_SM[variant]} resident slots assumed)")
+            f"({sms * resident(variant, bn, warps)} resident slots assumed)")
     return KERNELS[variant], args, consts, warps, stages, nreg, bn * bk, info
