@@ -142,6 +142,13 @@ for p in "$@"; do
           cp -r "$L/rec" "$OUT/rec" 2>/dev/null ;;
     tlquant) TAILN=30 phase timeline_quant 120 python benchmarks/profile_timeline.py --batch ${TLB:-512} --context 512 \
           --steps 16 ${TLQ:+--quantization $TLQ} ${TLKV:+--kv-cache-dtype $TLKV} ;;
+    tlkv)  # where a batch-256 decode step's time goes, bf16 cache against KV INT4 (the offline-1000 gap)
+      for kv in auto int4; do TAILN=${TLTAIL:-24} phase "timeline_kv_$kv" 120 python benchmarks/profile_timeline.py \
+          --batch ${TLKB:-256} --context ${TLC:-512} --steps 16 --kv-cache-dtype $kv; done ;;
+    w4tests) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1   # the W4A16 GEMVs' GPU tests
+          TAILN=6 phase w4tests ${QT_LIMIT:-150} python -m pytest -n 6 tests/cuda/test_cuda_w4a16_v3.py \
+          tests/cuda/test_cuda_w4a16.py tests/cuda/test_gptq_prepared_model.py tests/cuda/test_cuda_pdl.py \
+          -m gpu -q -rf --tb=short -p no:cacheprovider ;;
     k8bit) TAILN=60 phase bench_8bit 240 python benchmarks/kernels/bench_8bit_gemm.py ${SWEEP8:+--sweep} ;;
     kvision) TAILN=14 phase bench_vision 120 python benchmarks/kernels/bench_vision_attention.py --device cuda ;;
     kw4) TAILN=40 phase bench_w4a16 150 python benchmarks/kernels/bench_quant_gemm.py --no-fp8 ${SWEEPW4:+--sweep} ;;

@@ -442,6 +442,11 @@ def config(variant, M, N, K, group, interp, sms):
             splits, stages = (16 if K > 8192 else 8), 3
         elif variant == "v3a":
             stages = 3
+            if M == 1:
+                # gate_up at M = 1: 2-warp programs (mma.sync, no wgmma group drained each trip),
+                # 4 an SM, one wave: 27.9 -> 25.2 us (bench_quant_gemm --cold 256 --sweep-v3,
+                # 2026-12-03); the few-tile shapes and M = 16 were not faster that way
+                warps = 2
     if CONFIG_OVERRIDE:
         cfg = CONFIG_OVERRIDE["config"]
         bn, bk_o, warps, stages = cfg[:4]
@@ -469,12 +474,12 @@ def pdl_consts(bn, bk, k_per_split):
     return dict(PF_ROWS=1 << (max(1, rows).bit_length() - 1), PF_LINES=max(1, bn // 256))
 
 
-def maxnreg(variant):
-    """The register cap the launch asks for (None: ptxas's choice)."""
+def maxnreg(variant, warps):
+    """The register cap the launch asks for (None: ptxas's choice; MAXNREG is for 4-warp tiles)."""
     cfg = CONFIG_OVERRIDE.get("config", ())
     if len(cfg) > 5:
         return cfg[5] or None
-    return MAXNREG.get(variant)
+    return MAXNREG.get(variant) if warps == 4 else None
 
 
 def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
@@ -511,7 +516,7 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
         num_warps=warps, num_stages=stages, **pdl,
-        **({} if interp or maxnreg(variant) is None else {"maxnreg": maxnreg(variant)}))
+        **({} if interp or maxnreg(variant, warps) is None else {"maxnreg": maxnreg(variant, warps)}))
     return y
 
 
@@ -522,7 +527,7 @@ def static_launch(variant, M, K, N, group, dt, sms, cfg=None):
         CONFIG_OVERRIDE["config"] = cfg
     try:
         bn, bk, splits, warps, stages = config(variant, M, N, K, group, False, sms)
-        nreg = maxnreg(variant)
+        nreg = maxnreg(variant, warps)
     finally:
         CONFIG_OVERRIDE.clear()
     k_per_split, splits, consts = _args(variant, M, N, K, group, bk, bn, splits, dt == "fp16")
