@@ -210,26 +210,46 @@ def _v2_out(acc_t, n, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIA
 
 @triton.jit
 def _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_ROW: tl.constexpr = False):
     """After this program stored its partial: the last split of N tile pid_n to get here sums
-    all partials in split order (deterministic), adds the bias, writes y and re-arms the
-    tile's counter (0) for the next launch."""
+    all partials (a fixed order: deterministic), adds the bias, writes y and re-arms the
+    tile's counter (0) for the next launch.  The partials are loaded many splits at once (ONE_ROW,
+    M == 1: a [16 splits, BLOCK_N] tile; otherwise two splits a trip): one split a trip, as this
+    was, waited a whole L2 latency per split (sm_90 SASS: two LDG.128, then their FADDs), a
+    serial tail of 16 latencies on down_proj's 16 splits."""
     tl.debug_barrier()      # every thread's partial stores precede the release below
     seen = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
-    if seen == tl.num_programs(1) - 1:
+    ns = tl.num_programs(1)
+    if seen == ns - 1:
         tl.debug_barrier()  # ... and the acquire precedes every thread's loads
-        m = tl.arange(0, BLOCK_M)
         n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask = (m < M)[:, None] & (n < N)[None, :]
-        off = m[:, None] * N + n[None, :]
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for s in range(0, tl.num_programs(1)):
-            # .cg: from L2, where the other programs' stores are (not a stale L1 line)
-            acc += tl.load(part_ptr + s * M * N + off, mask=mask, other=0.0, cache_modifier=".cg")
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + m[:, None].to(tl.int64) * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty),
-                 mask=mask)
+        if ONE_ROW:
+            U: tl.constexpr = 16
+            u = tl.arange(0, U)
+            acc1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            for s0 in range(0, ns, U):
+                # .cg: from L2, where the other programs' stores are (not a stale L1 line)
+                pm = ((s0 + u) < ns)[:, None] & (n < N)[None, :]
+                acc1 += tl.sum(tl.load(part_ptr + (s0 + u)[:, None] * N + n[None, :], mask=pm, other=0.0,
+                                       cache_modifier=".cg"), axis=0)
+            if HAS_BIAS:
+                acc1 += tl.load(b_ptr + n, mask=n < N, other=0.0).to(tl.float32)
+            tl.store(y_ptr + n, acc1.to(y_ptr.dtype.element_ty), mask=n < N)
+        else:
+            m = tl.arange(0, BLOCK_M)
+            mask = (m < M)[:, None] & (n < N)[None, :]
+            off = m[:, None] * N + n[None, :]
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for s in range(0, ns, 2):
+                p0 = tl.load(part_ptr + s * M * N + off, mask=mask, other=0.0, cache_modifier=".cg")
+                # (a tensor mask: the interpreter refuses a scalar one combined in)
+                p1 = tl.load(part_ptr + (s + 1) * M * N + off, mask=mask & ((m * 0 + s + 1) < ns)[:, None],
+                             other=0.0, cache_modifier=".cg")
+                acc += p0 + p1
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + n, mask=n < N, other=0.0).to(tl.float32)[None, :]
+            tl.store(y_ptr + m[:, None].to(tl.int64) * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty),
+                     mask=mask)
         tl.store(cnt_ptr + pid_n, 0)
 
 

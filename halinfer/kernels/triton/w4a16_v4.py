@@ -110,7 +110,7 @@ def _w4a16_gemv_v4_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, 
         a -= c[:, None]
     _v2_out(a, tl.where(rmask, col, N), m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
     if SPLIT:
-        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N)
+        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N, ONE_ROW)
 
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits]) forced (benchmarks); splits None: one wave
