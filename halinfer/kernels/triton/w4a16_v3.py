@@ -58,8 +58,8 @@ MAXNREG = {"v3a": 168, "v3c": 168}
 # Fewer than 4 warps a program: Triton makes mma.sync (HMMA) of the dots instead of a warpgroup's
 # wgmma, so no trip waits on a wgmma group to drain.  Resident programs an SM of those tiles
 # (BLOCK_N, warps), from their sm_90 SASS (sass_stats.py, triton 3.6, no register cap):
-# 128 x 128 x 2 warps 187 registers -> 5, 256 x 128 x 2 241 -> 4, 64 x 128 x 1 185 -> 10,
-# 128 x 128 x 1 244 -> 8
+# 128 x 128 x 2 warps 187 registers -> 5, 256 x 128 x 2 241 -> 4, 64 x 128 x 2 168 -> 6,
+# 64 x 128 x 1 185 -> 10, 128 x 128 x 1 244 -> 8
 PROGS_SMALL = {(128, 2): 5, (256, 2): 4, (64, 2): 6, (64, 1): 10, (128, 1): 8}
 
 
@@ -509,6 +509,7 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
     consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)[2]
     consts["SPLIT"] = splits > 1
     pdl = launch_options(x) if variant != "v3b" else {}
+    nreg = None if interp else maxnreg(variant, warps)
     if pdl:
         consts.update(pdl_consts(bn, bk, k_per_split))
     KERNELS[variant][(tiles, splits)](
@@ -516,7 +517,7 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         HAS_BIAS=bias is not None, ASM=not interp and torch.version.hip is None, **consts,
         num_warps=warps, num_stages=stages, **pdl,
-        **({} if interp or maxnreg(variant, warps) is None else {"maxnreg": maxnreg(variant, warps)}))
+        **({} if nreg is None else {"maxnreg": nreg}))
     return y
 
 
