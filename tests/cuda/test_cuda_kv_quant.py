@@ -67,21 +67,23 @@ STORE_CASES = [  # T, Hk, D, Dv (None: MLA), block size, share of negative slots
 
 
 # store_kv.STORE_OVERRIDE (num_warps, tokens a program): None is the launcher's choice; then the
-# two it makes for quantized caches, forced at every T, and two more of bench_store_kv.py's sweep.
-# (1 warp is left out: on an H200 its fp8 store of the MLA case T19 d80 rounded 7 of 1,520 values
-# differently from torch, over the 1e-3 share allowed below; the launcher never picks it.)
-STORE_CONFIGS = [None, (8, 1), (4, 1), (2, 4), (8, 2)]
+# two it makes for quantized caches, forced at every T, and three more of bench_store_kv.py's sweep.
+# (1 and 2 warps once rounded 0.3-0.5% of the fp8 values of some rows differently from torch: the
+# scale was a plain, approximate division, and bf16 inputs often sit exactly on a rounding tie.)
+STORE_CONFIGS = [None, (8, 1), (4, 1), (2, 4), (8, 2), (1, 1)]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("T,Hk,D,Dv,bs,neg", STORE_CASES,
                          ids=[f"T{c[0]}_hk{c[1]}_d{c[2]}_dv{c[3]}_bs{c[4]}" for c in STORE_CASES])
-@pytest.mark.parametrize("store_cfg", STORE_CONFIGS, ids=["auto", "w8t1", "w4t1", "w2t4", "w8t2"])
+@pytest.mark.parametrize("store_cfg", STORE_CONFIGS, ids=["auto", "w8t1", "w4t1", "w2t4", "w8t2", "w1t1"])
 def test_store_kv_quantized_matches_reference(target, ops, gen, monkeypatch, mode, layout, T, Hk, D, Dv, bs, neg,
                                               store_cfg):
     from halinfer.kernels.triton import store_kv as store_mod
 
+    if target.interp and store_cfg in ((4, 1), (1, 1)):
+        pytest.skip("interpreted, configs differ only in tokens a program: w8t1 runs this one")
     monkeypatch.setattr(store_mod, "STORE_OVERRIDE", store_cfg)
     dev, dt = target.device, target.dtype
     nb = -(-T // bs) + 3
@@ -113,10 +115,12 @@ def test_store_kv_quantized_matches_reference(target, ops, gen, monkeypatch, mod
             assert int((gn - wn).abs().max()) <= 1 and float((gn != wn).float().mean()) < 1e-3, f"{name}: nibbles"
         else:
             assert torch.equal(gc.float().isnan(), wc.float().isnan()), f"{name}: written outside the mapped slots"
-            g, w = gc.float().nan_to_num(), wc.float().nan_to_num()
-            differ = g != w
-            # an fp8 value off by one step (a tie) is allowed, rarely
-            assert float(differ.float().mean()) < 1e-3, f"{name}: {int(differ.sum())} fp8 values differ"
+            # the same IEEE scale and round-half-even as torch's cast: every byte equal
+            gb, wb = gc.view(torch.uint8), wc.view(torch.uint8)
+            differ = (gb != wb) & ~wc.float().isnan()
+            at = differ.nonzero()[:4].tolist()
+            assert not differ.any(), f"{name}: {int(differ.sum())} of {int((~wc.float().isnan()).sum())} fp8 " \
+                f"values differ, e.g. at {at}: {[float(gc[tuple(i)]) for i in at]} vs {[float(wc[tuple(i)]) for i in at]}"
         # and what was stored reads back close to the input (the format's own bound)
         x = ref(k if name == "k" else v)
         valid = slots >= 0

@@ -39,7 +39,9 @@ def test_fp8_kernel_matches_reference(M, K, N, block, dtype):
     if block is None and dtype == torch.bfloat16 and K % 16 == 0 and N % 16 == 0 and \
             torch.cuda.get_device_capability() >= (8, 9):
         # the per-channel case was meant for cuBLASLt: a silent fallback to the kernel shows here
-        assert not scaled_gemm._SCALED_MM_BROKEN, scaled_gemm._SCALED_MM_BROKEN
+        # (only this shape's rowwise record counts: other tests' refusals are theirs)
+        key = (str(x.device), "rowwise", K, N)
+        assert key not in scaled_gemm._SCALED_MM_BROKEN, scaled_gemm._SCALED_MM_BROKEN[key]
 
 
 @pytest.mark.parametrize("M,K,N", SHAPES)
@@ -95,6 +97,38 @@ def test_fp8_block_scaled_cublas_path(M, aligned):
     if torch.cuda.get_device_capability()[0] == 9:
         assert not scaled_gemm._SCALED_MM_BROKEN, scaled_gemm._SCALED_MM_BROKEN
         assert (scaled_gemm._block_scales(ws) is not None) == aligned
+
+
+def test_scaled_mm_refusal_is_per_shape(monkeypatch):
+    """cuBLASLt refusing one shape (seen: a small block-scaled GEMM) sends that shape to the
+    Triton kernel, right, and leaves every other shape on cuBLASLt."""
+    from halinfer.core.ops import Ops
+    from halinfer.kernels.triton import scaled_gemm
+    from halinfer.kernels.triton.ops import TritonOps
+
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("torch._scaled_mm's rowwise FP8 needs SM89+")
+    real, calls = torch._scaled_mm, []
+
+    def picky(a, b, **kw):
+        calls.append(b.shape[1])
+        if b.shape[1] == 48:
+            raise RuntimeError("refused (test)")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(torch, "_scaled_mm", picky)
+    monkeypatch.setattr(scaled_gemm, "_SCALED_MM_BROKEN", {})
+    g = torch.Generator().manual_seed(7)
+    for N in (48, 48, 80):
+        K = 256
+        x = torch.randn(3, K, generator=g).to("cuda", torch.bfloat16)
+        w = (torch.randn(N, K, generator=g) * 50).clamp(-448, 448).to(torch.float8_e4m3fn).cuda()
+        ws = (torch.rand(N, 1, generator=g) * 1e-3 + 1e-4).cuda()
+        got = TritonOps().fp8_linear(x, w, ws, K)
+        want = Ops().fp8_linear(x.cpu().float(), w.cpu(), ws.cpu(), K)
+        assert _rel(got.cpu(), want) < 2e-2
+    assert calls == [48, 80], calls        # the refused shape is asked once, the other still goes
+    assert list(scaled_gemm._SCALED_MM_BROKEN) == [("cuda:0", "rowwise", 256, 48)]
 
 
 @pytest.mark.parametrize("impl", ["triton", "int_mm"])

@@ -191,7 +191,9 @@ def _w8a8_gemm(xq, xs, weight, weight_scale, bias, out_dtype):
     return _launch(xq, xs[:, None], weight, ws[:, None], K, bias, out_dtype, True)
 
 
-_SCALED_MM_BROKEN: dict = {}   # (device, kind) -> why torch._scaled_mm failed there once (then: the kernel)
+# (device, kind, K, N) -> why torch._scaled_mm refused that GEMM once (then: the Triton kernel).
+# Keyed by shape: cuBLASLt may refuse one small shape (a block-scaled N = 128) and take the rest.
+_SCALED_MM_BROKEN: dict = {}
 
 
 def _scaled_mm_ok(x, weight, block_k, kind, dtype=None) -> bool:
@@ -199,7 +201,7 @@ def _scaled_mm_ok(x, weight, block_k, kind, dtype=None) -> bool:
     K, N = x.shape[1], weight.shape[0]
     if x.device.type != "cuda" or (dtype or x.dtype) != torch.bfloat16 or not hasattr(torch, "_scaled_mm"):
         return False
-    if K % 16 or N % 16 or weight.stride(1) != 1 or (str(x.device), kind) in _SCALED_MM_BROKEN:
+    if K % 16 or N % 16 or weight.stride(1) != 1 or (str(x.device), kind, K, N) in _SCALED_MM_BROKEN:
         return False
     cap = torch.cuda.get_device_capability(x.device)
     if kind == "rowwise":
@@ -213,7 +215,7 @@ def _scaled_mm(xq, xs, wt, ws, bias, out_dtype, kind):
     try:
         y = torch._scaled_mm(xq, wt, scale_a=xs, scale_b=ws, out_dtype=out_dtype)
     except (RuntimeError, TypeError, NotImplementedError, ValueError) as e:
-        _SCALED_MM_BROKEN[(str(xq.device), kind)] = f"{type(e).__name__}: {e}"
+        _SCALED_MM_BROKEN[(str(xq.device), kind, xq.shape[1], wt.shape[1])] = f"{type(e).__name__}: {e}"
         return None
     return y if bias is None else y + bias.to(y.dtype)
 
@@ -297,7 +299,7 @@ def block_layout_wanted(x: torch.Tensor, group: int) -> bool:
     K = x.shape[-1]
     if x.shape[0] < BLOCK_SCALED_MM_MIN_M or x.device.type != "cuda" or x.dtype != torch.bfloat16:
         return False
-    if group != 128 or K % 128 or not hasattr(torch, "_scaled_mm") or (str(x.device), "block") in _SCALED_MM_BROKEN:
+    if group != 128 or K % 128 or not hasattr(torch, "_scaled_mm"):
         return False
     return torch.cuda.get_device_capability(x.device)[0] == 9
 

@@ -7,6 +7,7 @@ import triton.language as tl
 
 from halinfer.core.attention import LayerKV
 
+from .act_quant import fp8_codes, int8_codes, int8_scale
 from .common import next_pow2, on_interpreter
 from .pdl import launch_options, pdl_enter
 
@@ -22,20 +23,6 @@ def _round_half_even(y):
     # torch.round's ties-to-even, from floor (the same compiled or interpreted)
     r = tl.floor(y + 0.5)
     return tl.where((r - y == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)
-
-
-@triton.jit
-def _round_to_e4m3(y):
-    """|y| <= 448 rounded (ties to even) to the nearest float8 e4m3 value, in float32, so the
-    cast that follows is exact.  Triton 3.9's interpreter drops the carry when the mantissa
-    rounds up into the exponent (31.2 -> 16 instead of 32); rounding here first keeps the
-    compiled and interpreted kernels equal to torch's cast."""
-    e = ((y.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
-    # 3 mantissa bits: steps of 2^(e-3); below 2^-6 (subnormals) a fixed 2^-9
-    step = tl.maximum(e, -6) - 3
-    quantum = ((step + 127) << 23).to(tl.float32, bitcast=True)
-    inv = ((127 - step) << 23).to(tl.float32, bitcast=True)     # powers of two: both products exact
-    return _round_half_even(y * inv) * quantum
 
 
 @triton.jit
@@ -77,16 +64,14 @@ def _put(src, stride_st, stride_sh, dst, stride_cb, stride_ct, stride_ch, sc_ptr
         else:
             xf = x.to(tl.float32)
             amax = tl.maximum(tl.max(tl.abs(xf), axis=2), 1e-8)
+            # act_quant's helpers: IEEE divisions as torch's (a plain / compiles to an approximate
+            # one, and bf16 inputs often sit exactly on a rounding tie that a scale one ulp off breaks)
             if MODE == 1:
-                scale = amax / 127.0
-                y = tl.math.div_rn(xf, scale[:, :, None])
-                r = tl.minimum(tl.maximum(_round_half_even(y), -128.0), 127.0)
-                tl.store(drow + d, r.to(tl.int8), mask=m)
+                scale = int8_scale(amax)
+                tl.store(drow + d, int8_codes(xf, scale[:, :, None]), mask=m)
             else:
-                scale = amax / 448.0
-                y = tl.math.div_rn(xf, scale[:, :, None])
-                y = tl.minimum(tl.maximum(y, -448.0), 448.0)      # e4m3 has no inf: saturate as the reference
-                tl.store(drow + d, _round_to_e4m3(y).to(tl.float8e4nv), mask=m)
+                scale = tl.math.div_rn(amax, 448.0)
+                tl.store(drow + d, fp8_codes(xf, scale[:, :, None]), mask=m)   # bytes: dst is a uint8 view
             tl.store(sc_ptr + srow, scale[:, :, None], mask=th_mask)
 
 
@@ -164,6 +149,8 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
     DV = v.shape[-1] if has_v else 1
     vv, vc = (v, kv.v) if has_v else (k, kv.k)            # placeholders when there are no values
     mode = KV_MODES[kv.quant]
+    kc = kv.k.view(torch.uint8) if mode == 2 else kv.k     # fp8 is written as the bytes fp8_codes makes
+    vc = vc.view(torch.uint8) if mode == 2 else vc
     ks = kv.k_scale if mode else kv.k
     vs = (kv.v_scale if has_v else kv.k_scale) if mode else kv.k
     kz = kv.k_zero if mode == 3 else ks
@@ -177,7 +164,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping:
     if T == 0:
         return
     _store_kv_kernel[(-(-T // block_t), -(-HK // block_h))](
-        k, vv, kv.k, vc, ks, vs, kz, vz, slot_mapping, T, HK,
+        k, vv, kc, vc, ks, vs, kz, vz, slot_mapping, T, HK,
         k.stride(0), k.stride(1), vv.stride(0), vv.stride(1),
         *cache_strides(kv, kv.k), *cache_strides(kv, vc),
         *scale_strides(kv, kv.k_scale), *scale_strides(kv, kv.v_scale if has_v else kv.k_scale),
