@@ -52,3 +52,25 @@ def sm_count(device: torch.device) -> int:
 def dot_precision(dtype: torch.dtype) -> str:
     # float32 models asked for float32 accuracy: no tf32 in the attention dots.
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+_COUNTERS: dict = {}   # (device, owner) -> int32 zeros
+_RETIRED: list = []    # outgrown counter buffers: a captured graph may still point at one
+
+
+def zeroed_counters(device: torch.device, n: int, owner: str) -> torch.Tensor | None:
+    """At least ``n`` int32 zeros for a kernel's last-program pattern (each program bumps its
+    group's counter; the last one does the group's tail work and writes 0 back, so the buffer is
+    zero again after every launch).  One buffer per (device, owner).  None when it would have
+    to be allocated during a CUDA-graph capture: the caller then takes its path without one.
+    An outgrown buffer is kept, never freed: graphs captured on it keep using it."""
+    key = (str(device), owner)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        if buf is not None:
+            _RETIRED.append(buf)
+        buf = torch.zeros(max(4096, n), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf

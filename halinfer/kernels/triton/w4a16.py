@@ -46,7 +46,7 @@ import triton.language as tl
 from halinfer.core.ops.gptq import gptq_unpack_cols
 from halinfer.core.ops.quant import awq_pack
 
-from .common import cdiv, dot_precision, on_interpreter, sm_count
+from .common import cdiv, dot_precision, on_interpreter, sm_count, zeroed_counters
 
 
 @triton.jit
@@ -574,19 +574,10 @@ GEMV_V2_ASM = True  # v2 unpacks two nibbles per instruction (inline PTX); False
 # bench_quant_gemm.py); BLOCK_K is taken only where it fits the group
 GEMV_V2_CONFIG_OVERRIDE: dict = {}
 
-_COUNTERS: dict = {}   # device -> int32 zeros, one per N tile: every v2 launch leaves them 0 again
-
-
 def _counters(device, tiles: int):
-    """The device's split-K tile counters (at least ``tiles``), or None when they would have to
-    be allocated during a CUDA-graph capture (the caller then runs one split: no counter)."""
-    buf = _COUNTERS.get(device)
-    if buf is None or buf.numel() < tiles:
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            return None
-        buf = torch.zeros(max(4096, tiles), dtype=torch.int32, device=device)
-        _COUNTERS[device] = buf
-    return buf
+    """The device's split-K tile counters (at least ``tiles``), or None inside a CUDA-graph
+    capture that would have to allocate them (the caller then runs one split: no counter)."""
+    return zeroed_counters(device, tiles, "w4a16 split-K")
 
 
 def _gemv_v2_config(fmt, M, N, K, group, interp, device):
