@@ -4,7 +4,7 @@ LDGSTS (cp.async) vs LDG counts, TTGIR async_copy_global_to_local / async_wait o
 and spills.  HALINFER_KV_PREFETCH (tl_math.KV_PREFETCH) picks the variant, or --prefetch 0,1.
 
 Usage: python benchmarks/kernels/kv_pipe_sass.py [--kernel decode|prefill] [--dtype bf16] [--d 128]
-       [--modes 0,1,2,5,8] [--prefetch 0,1] [--split [--fused-merge]] [--sinks] [--window]
+       [--modes 0,1,2,5,8] [--prefetch 0,1] [--split] [--sinks] [--window]
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def stages_default(kernel, kv, stages, prefetch):
 
 
 def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, prefetch=None, num_stages=None,
-                   pdl=False, fused_merge=False):
+                   pdl=False):
     fn = ad._decode_kernel if kernel == "decode" else ap._prefill_kernel
     consts = dict(D=D, DV=D, BS=16, BLOCK_D=D, BLOCK_DV=D, SOFTCAP=False, ALIBI=False, SINKS=sinks,
                   WINDOW=window, CHUNK=False, KV=kv, PREC="tf32" if dt == "fp32" else "ieee")
@@ -74,9 +74,6 @@ def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, pr
         consts["PREFETCH"] = prefetch
     if "USE_PDL" in fn.arg_names:
         consts["USE_PDL"] = pdl
-    if "FUSED_MERGE" in fn.arg_names and kernel == "decode":
-        consts["FUSED_MERGE"] = split and fused_merge
-        consts["MERGE_U"] = max(1, min(8, 4096 * warps // (consts["BLOCK_H"] * D)))   # as the launcher
     cache = CACHE_TY.get(kv, "*u8") or f"*{dt}"
     ptrs = {"q_ptr": f"*{dt}", "o_ptr": f"*{dt}", "k_ptr": cache, "v_ptr": cache}
     vals = launch_values(kernel, kv, D, split)
@@ -87,8 +84,7 @@ def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, pr
         if a in consts:
             sig[a] = "constexpr"
         elif a.endswith("_ptr"):
-            sig[a] = ptrs.get(a, "*i32" if a in ("q_start_ptr", "seq_lens_ptr", "bt_ptr", "spans_ptr", "cnt_ptr")
-                              else "*fp32")
+            sig[a] = ptrs.get(a, "*i32" if a in ("q_start_ptr", "seq_lens_ptr", "bt_ptr", "spans_ptr") else "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif a in ("scale", "soft_cap"):
             sig[a] = "fp32"
@@ -182,13 +178,12 @@ def main():
     p.add_argument("--sinks", action="store_true")
     p.add_argument("--window", action="store_true")
     p.add_argument("--pdl", action="store_true", help="as launched with HALINFER_PDL=1 (decode)")
-    p.add_argument("--fused-merge", action="store_true", help="with --split: the merge in the last split program")
     a = p.parse_args()
     pfs = [None] if a.prefetch is None else [int(x) for x in a.prefetch.split(",")]
     for kv in [int(m) for m in a.modes.split(",")]:
         for pf in pfs:
             r = report(a.kernel, kv, a.dtype, a.d, split=a.split, sinks=a.sinks, window=a.window, prefetch=pf, num_stages=a.stages,
-                       pdl=a.pdl, fused_merge=a.fused_merge)
+                       pdl=a.pdl)
             print(f"{a.kernel} {a.dtype} D={a.d} KV={kv} pf={pf}: " + " ".join(f"{k}={v}" for k, v in r.items()),
                   flush=True)
 

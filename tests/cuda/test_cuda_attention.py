@@ -106,52 +106,6 @@ def test_decode_any_split_count_gives_the_same_answer(target, ops, gen, num_spli
     run_case(target, ops, gen, seqs, 8, 2, 64, opt, num_splits=num_splits)
 
 
-@pytest.mark.parametrize("features", ["plain", "sinks_window", "mla"])
-def test_decode_split_merge_in_kernel_equals_merge_kernel(target, ops, gen, monkeypatch, features):
-    """The last split program's merge (FUSED_MERGE) and the separate merge kernel: both right,
-    and equal but for the order of the float32 sums; 11 splits cross the merge's 8-split trips,
-    the shortest sequence leaves most splits empty, and 7 query heads a kv head mask some rows."""
-    from halinfer.kernels.triton import attention_decode as ad
-
-    opt = {"plain": {}, "sinks_window": {"sinks": True, "sliding_window": 30}, "mla": {"mla": 64}}[features]
-    seqs = lambda b: [(n - 1, 1) for n in (2, 45, 150)]  # noqa: E731
-    hk = 1 if features == "mla" else 2
-    outs = []
-    for fused in (True, False):
-        monkeypatch.setattr(ad, "FUSED_MERGE", fused)
-        outs.append(run_case(target, ops, torch.Generator().manual_seed(gen.initial_seed()), seqs, 7 * hk, hk,
-                             80 if features == "mla" else 64, opt, num_splits=11)[1])
-    torch.testing.assert_close(outs[0].float(), outs[1].float(), rtol=1e-5, atol=1e-5)
-    if target.device.type == "cuda":
-        from halinfer.kernels.triton.common import zeroed_counters
-
-        assert int(zeroed_counters(target.device, 1, "decode split merge").abs().sum()) == 0, "counters not re-armed"
-
-
-@pytest.mark.gpu
-def test_decode_fused_merge_replays_in_a_cuda_graph(gen):
-    """Captured once, replayed with new queries and lengths: the counters re-arm every launch."""
-    from conftest import GPU_OK, GPU_WHY
-    from halinfer.kernels.triton.attention_decode import paged_attention_decode
-
-    if not GPU_OK:
-        pytest.skip(GPU_WHY)
-    dev, dt = torch.device("cuda"), torch.bfloat16
-    p = make_paged([(n - 1, 1) for n in (9, 60, 200)], 2, 64, 16, dt, dev, gen)
-    meta = p.meta(dev)
-    q = torch.randn(3, 8, 64, generator=gen).to(dev, dt)
-    paged_attention_decode(q, p.kv, meta, scale=0.125, num_splits=6)   # counters allocated before capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = paged_attention_decode(q, p.kv, meta, scale=0.125, num_splits=6)
-    for i in range(3):
-        q.copy_(torch.randn(3, 8, 64, generator=gen).to(dev, dt))
-        meta.seq_lens.copy_(torch.tensor([9 - i, 60 - 7 * i, 200 - 20 * i], dtype=meta.seq_lens.dtype))
-        graph.replay()
-        want = paged_attention_decode(q.clone(), p.kv, meta, scale=0.125, num_splits=6)
-        torch.testing.assert_close(out, want, rtol=0, atol=0)
-
-
 def test_decode_is_graph_safe_under_padding_and_capacity_bounds(target, ops, gen):
     """What CapturedDecodeRunner does: pad the batch with (seq_len 1, table of zeros,
     slot -1) rows, widen the block table, set max_seq_len to capacity.  The real

@@ -4,10 +4,7 @@ Grid: (sequence, kv head x head chunk, split).  One program handles every query
 head of a GQA group that reads one kv head (up to BLOCK_H of them), so each key
 and value tile is loaded once for the whole group.  Each sequence's key range is
 divided evenly among the splits at run time, from its length in device memory;
-the splits are merged by their log-sum-exp: by the last split program of each
-(sequence, head chunk) to finish (a self-resetting counter, as the W4A16 split-K
-reduction), or, without counters (a graph capture that would have to allocate
-them; HALINFER_DECODE_FUSED_MERGE=0), by a second kernel.
+a second kernel merges the splits by their log-sum-exp.
 
 CUDA-graph safe: the grid and the number of splits depend only on the batch
 size, head counts and ``meta.max_seq_len`` (which a graph runner sets to its
@@ -22,7 +19,7 @@ import triton.language as tl
 from halinfer.core.attention import AttentionMetadata, LayerKV
 
 from .attention_args import attn_args
-from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count, zeroed_counters
+from .common import cdiv, dot_precision, next_pow2, on_interpreter, sm_count
 from .pdl import launch_options, pdl_enter
 from . import tl_math
 from .tl_math import (acc_scale, acc_store, acc_zeros, key_scores, load_keys, load_q, load_values, online_softmax,
@@ -33,14 +30,11 @@ MAX_SPLITS = 64
 DECODE_STAGES = int(os.environ.get("HALINFER_DECODE_STAGES", "0"))
 # "BLOCK_N x num_warps" of the decode kernel, "": decode_config's choice (bench_decode.py --tiles).
 DECODE_TILE = os.environ.get("HALINFER_DECODE_TILE", "")
-# Split merge in the decode kernel's last program (saves a launch a layer at small batches);
-# 0: the separate merge kernel, for timing the two.
-FUSED_MERGE = os.environ.get("HALINFER_DECODE_FUSED_MERGE", "1") != "0"
 
 
 @triton.jit
 def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, po_ptr, plse_ptr,
-                   q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr, cnt_ptr,
+                   q_start_ptr, seq_lens_ptr, bt_ptr, slopes_ptr, sinks_ptr,
                    stride_qt, stride_qh, stride_ot, stride_oh,
                    stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_bt,
                    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
@@ -52,7 +46,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                    CHUNK: tl.constexpr, KV: tl.constexpr,
                    H_CHUNKS, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                    SPLIT: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr = 0,
-                   USE_PDL: tl.constexpr = False, FUSED_MERGE: tl.constexpr = False, MERGE_U: tl.constexpr = 8):
+                   USE_PDL: tl.constexpr = False):
     # (PDL: every program waits at entry; with several waves the next kernel is let in only
     # once this grid's last programs have started, so it never takes their SMs)
     pdl_enter(USE_PDL)
@@ -159,16 +153,6 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                   DV, BLOCK_DV, KV)
         lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log2(l_safe))
         tl.store(plse_ptr + t * stride_lt + heads * stride_lh + s, lse, mask=hmask)
-        if FUSED_MERGE:
-            tl.debug_barrier()      # every thread's partial stores precede the release below
-            cidx = b * tl.num_programs(1) + tl.program_id(1)
-            seen = tl.atomic_add(cnt_ptr + cidx, 1, sem="acq_rel", scope="gpu")
-            if seen == num_splits - 1:
-                tl.debug_barrier()  # ... and the acquire precedes every thread's loads
-                _merge_heads(po_ptr + t * stride_pt, plse_ptr + t * stride_lt, o_ptr + t * stride_ot, sinks_ptr,
-                             heads, hmask, stride_ph, stride_ps, stride_lh, stride_oh, num_splits, DV, BLOCK_DV,
-                             SINKS, MERGE_U)
-                tl.store(cnt_ptr + cidx, 0)
     else:
         if SINKS:
             # A sink is one more logit in the denominator, with no value.
@@ -178,43 +162,6 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
             acc = acc_scale(acc, a, KV)
             l_i = l_i * a + tl.exp2(sk - m_f)
         acc_store(o_ptr + t * stride_ot + heads[:, None] * stride_oh, acc, l_i, hmask, DV, BLOCK_DV, KV)
-
-
-@triton.jit
-def _merge_heads(po, plse, o, sinks_ptr, heads, hmask, stride_ph, stride_ps, stride_lh, stride_oh, num_splits,
-                 DV: tl.constexpr, BLOCK_DV: tl.constexpr, SINKS: tl.constexpr, U: tl.constexpr):
-    """The fused merge of one sequence's heads (po, plse, o at its row): their partial outputs
-    weighted by exp2(lse - max lse), summed in split order.  U splits' loads a trip, from L2
-    (.cg: the other programs' stores are there, not in this SM's L1), so the tail waits about
-    one L2 latency per U splits; U is sized so a trip's tiles take ~128 registers a thread
-    (more spilled the 2-warp int4 kernel: 216 -> 255 registers and 40 bytes of stack at U = 8)."""
-    dv = tl.arange(0, BLOCK_DV)
-    u = tl.arange(0, U)
-    lmask = hmask[:, None] & (u[None, :] < num_splits)
-    m = tl.max(tl.load(plse + heads[:, None] * stride_lh + u[None, :], mask=lmask, other=float("-inf"),
-                       cache_modifier=".cg"), axis=1)
-    for j0 in range(U, num_splits, U):
-        lmask = hmask[:, None] & ((j0 + u)[None, :] < num_splits)
-        m = tl.maximum(m, tl.max(tl.load(plse + heads[:, None] * stride_lh + j0 + u[None, :], mask=lmask,
-                                         other=float("-inf"), cache_modifier=".cg"), axis=1))
-    m = tl.where(m == float("-inf"), 0.0, m)      # heads past the group: keep them finite
-    denom = tl.zeros(m.shape, tl.float32)
-    acc = tl.zeros((m.shape[0], BLOCK_DV), tl.float32)
-    omask = hmask[:, None] & (dv < DV)[None, :]
-    for j0 in range(0, num_splits, U):
-        for i in tl.static_range(U):
-            # (a tensor mask: the interpreter refuses a scalar one combined in)
-            live = (heads * 0 + j0 + i) < num_splits
-            w = tl.exp2(tl.load(plse + heads * stride_lh + j0 + i, mask=hmask & live, other=float("-inf"),
-                                cache_modifier=".cg") - m)
-            p = tl.load(po + heads[:, None] * stride_ph + (j0 + i) * stride_ps + dv[None, :],
-                        mask=omask & live[:, None], other=0.0, cache_modifier=".cg")
-            denom += w
-            acc += w[:, None] * p
-    if SINKS:
-        denom += tl.exp2(tl.load(sinks_ptr + heads, mask=hmask, other=0.0) * 1.4426950408889634 - m)
-    denom = tl.where(denom == 0.0, 1.0, denom)    # (heads past the group only)
-    tl.store(o + heads[:, None] * stride_oh + dv[None, :], (acc / denom[:, None]).to(o.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -318,26 +265,22 @@ def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata
     split = num_splits > 1
     prefetch = decode_prefetch(kvm)
     pdl = launch_options(q)
-    fused = None
     if split:
         po = torch.empty((T, a.Hq, num_splits, a.DV), dtype=torch.float32, device=q.device)
         plse = torch.empty((T, a.Hq, num_splits), dtype=torch.float32, device=q.device)
-        if FUSED_MERGE:
-            fused = zeroed_counters(q.device, B * a.Hk * h_chunks, "decode split merge")
     else:
         po = plse = out  # unused
     _decode_kernel[(B, a.Hk * h_chunks, num_splits)](
         a.q, a.k, a.v, a.k_scale, a.v_scale, a.k_zero, a.v_zero, out, po, plse,
-        meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks, out if fused is None else fused,
+        meta.q_start_loc, meta.seq_lens, meta.block_tables, a.slopes, a.sinks,
         a.q.stride(0), a.q.stride(1), out.stride(0), out.stride(1),
         po.stride(0) if split else 0, po.stride(1) if split else 0, po.stride(2) if split else 0,
         plse.stride(0) if split else 0, plse.stride(1) if split else 0, meta.block_tables.stride(0),
         *a.cache_args(), float(scale), a.soft_cap, a.window, a.chunk, num_splits,
         **a.flags(), H_CHUNKS=h_chunks, BLOCK_H=block_h, BLOCK_N=block_n, SPLIT=split,
-        PREC=dot_precision(q.dtype), PREFETCH=prefetch, FUSED_MERGE=fused is not None,
-        MERGE_U=max(1, min(8, 4096 * warps // (block_h * a.block_dv))), num_warps=warps,
-        num_stages=decode_stages(kvm, prefetch), **pdl)
-    if split and fused is None:
+        PREC=dot_precision(q.dtype), PREFETCH=prefetch, num_warps=warps, num_stages=decode_stages(kvm, prefetch),
+        **pdl)
+    if split:
         _merge_splits_kernel[(B, a.Hq)](
             po, plse, out, meta.q_start_loc, a.sinks,
             po.stride(0), po.stride(1), po.stride(2), plse.stride(0), plse.stride(1), out.stride(0), out.stride(1),
