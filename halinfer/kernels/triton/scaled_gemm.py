@@ -192,7 +192,7 @@ def _w8a8_gemm(xq, xs, weight, weight_scale, bias, out_dtype):
 
 
 # (device, kind, K, N) -> why torch._scaled_mm refused that GEMM once (then: the Triton kernel).
-# Keyed by shape: cuBLASLt may refuse one small shape (a block-scaled N = 128) and take the rest.
+# Keyed by shape: cuBLASLt may refuse one small shape (seen: a small block-scaled GEMM) and take the rest.
 _SCALED_MM_BROKEN: dict = {}
 
 
