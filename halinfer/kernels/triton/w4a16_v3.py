@@ -435,16 +435,14 @@ def config(variant, M, N, K, group, interp, sms):
     else:
         bn, warps, stages, splits = 256, 4, 4, None
         if variant == "v3a" and cdiv(N, bn) <= 32:
-            # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down): 8 splits (16 for K > 8192)
-            # and 3 stages, from a 288-config sweep on an H200 with weights streamed from DRAM
-            # (bench_quant_gemm --cold 256 --sweep-v3, 2026-12-02: qkv 12.6 -> 12.2 us, o 10.1 -> 9.8,
-            # down 21.2 -> 18.6); many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3)
-            splits, stages = (16 if K > 8192 else 8), 3
-            if M == 1:
-                # since the split-K reduction loads many partials at once, more splits are cheap:
-                # about two waves of programs (qkv 24 tiles -> 11 splits, o 16 -> 16, down 16 -> 16;
-                # --sweep-v3 --cold 256, 2026-12-03: qkv 10.5 -> 10.1 us, o 8.9 -> 8.7, down as before)
-                splits = cdiv(2 * sms, cdiv(N, bn))
+            # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down), 3 stages, from sweeps on an H200
+            # with weights streamed from DRAM (bench_quant_gemm --cold 256 --sweep-v3).  M > 1: 8 splits
+            # (16 for K > 8192; 2026-12-02: qkv 12.6 -> 12.2 us, o 10.1 -> 9.8, down 21.2 -> 18.6).  M = 1:
+            # about two waves of programs, cheap since the split-K reduction loads many partials at once
+            # (qkv 24 tiles -> 11 splits, o 16 -> 16, down 16 -> 16; 2026-12-03: qkv 10.5 -> 10.1 us,
+            # o 8.9 -> 8.7, down as before).  Many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3).
+            splits = cdiv(2 * sms, cdiv(N, bn)) if M == 1 else (16 if K > 8192 else 8)
+            stages = 3
         elif variant == "v3a":
             stages = 3
             if M == 1:
