@@ -24,113 +24,86 @@ import triton.language as tl
 
 from .common import cdiv, on_interpreter, sm_count
 from .w4a16 import _split_k_buffers, _v2_out, _v2_reduce
-
-ONE_BITS = 0x3F800000   # float32 1.0, passed as a runtime int so that ptxas keeps it in a register
+from .w4a16_v3 import _plane3
 
 # (BLOCK_N, RG, num_warps, KP, splits, RU) forced by benchmarks (bench_quant_gemm --sweep-v3)
 CONFIG_OVERRIDE: dict = {}
 
 
 @triton.jit
-def _nib(w, I: tl.constexpr, one):
-    """Nibble I of int32 words -> float32 1 + q / 16: q moved to mantissa bits 19..22 and ORed
-    into ``one`` (1.0's bits; a register operand, so AND and OR are one LOP3).  A nibble left low
-    in the mantissa would be too small beside the 1.0 for float32 sums."""
-    if 4 * I <= 19:
-        v = w << (19 - 4 * I)
-    else:
-        v = w >> (4 * I - 19)
-    return ((v & 0x00780000) | one).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _epi(y, acc, xs, s_ptr, srow, z, n, cm, I: tl.constexpr):
-    """y += s (16 acc - (16 + z) sum x): acc = sum_k x_k (1 + q / 16) of nibble position I
-    (columns n), z its zero nibble, srow the lanes' scale-row offsets."""
-    sc = tl.load(s_ptr + srow[:, None] + n[None, :], mask=cm, other=0.0).to(tl.float32)
-    zq = ((z >> (4 * I)) & 0xF).to(tl.float32)
-    return y + sc * (16.0 * acc - (16.0 + zq) * xs)
+def _epi(y, acc, xs, s_ptr, srow, zh, n, cm, J: tl.constexpr):
+    """y += s x.(q - z) for plane J (columns n) from acc = x.(1024 + MUL q) (_plane3's fp16
+    bias, MUL 16 on its odd planes): x.(q - z) = (acc - (1024 + MUL z) sum x) / MUL."""
+    MUL: tl.constexpr = 16.0 if J % 2 == 1 else 1.0
+    sc = tl.load(s_ptr + srow[:, None] + n[None, :], mask=cm, other=0.0).to(tl.float32) * (1.0 / MUL)
+    zq = ((zh >> (4 * J)) & 0xF).to(tl.float32)
+    return y + sc * (acc - (1024.0 + MUL * zq) * xs)
 
 
 @triton.jit
 def _w4a16_gemv_v5_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, N, K, k_per_split,
-                          stride_qwr, stride_qzr, stride_sr, one,
+                          stride_qwr, stride_qzr, stride_sr,
                           GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
-                          EVEN_N: tl.constexpr, W: tl.constexpr, KP: tl.constexpr, RG: tl.constexpr,
-                          RU: tl.constexpr):
+                          EVEN_N: tl.constexpr, ASM: tl.constexpr, W: tl.constexpr, KP: tl.constexpr,
+                          RG: tl.constexpr, RU: tl.constexpr):
+    """qweight read as int16 (v3a's planes: int16 column jc of a row holds nibbles j = 0..3 of
+    output columns 8 (jc // 2) + 2 j + jc % 2); W packed words = 2 W int16 columns a tile row."""
     pid_n, pid_s = tl.program_id(0), tl.program_id(1)
-    c = pid_n * W + tl.arange(0, W)
-    cmask = c < N // 8
-    cm = cmask[None, :] & (tl.arange(0, KP) >= 0)[:, None]    # [KP, W]
+    Q: tl.constexpr = 2 * W
+    jc = pid_n * Q + tl.arange(0, Q)
+    jmask = jc < N // 4
+    cm = jmask[None, :] & (tl.arange(0, KP) >= 0)[:, None]    # [KP, Q]
+    ncol = 8 * (jc // 2) + jc % 2
+    q16 = qw_ptr.to(tl.pointer_type(tl.int16))
+    z16 = qz_ptr.to(tl.pointer_type(tl.int16))
     lane = tl.arange(0, KP)
     k_lo = pid_s * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
-    n0 = 8 * c
-    y0 = tl.zeros((KP, W), dtype=tl.float32)
-    y1 = tl.zeros((KP, W), dtype=tl.float32)
-    y2 = tl.zeros((KP, W), dtype=tl.float32)
-    y3 = tl.zeros((KP, W), dtype=tl.float32)
-    y4 = tl.zeros((KP, W), dtype=tl.float32)
-    y5 = tl.zeros((KP, W), dtype=tl.float32)
-    y6 = tl.zeros((KP, W), dtype=tl.float32)
-    y7 = tl.zeros((KP, W), dtype=tl.float32)
+    y0 = tl.zeros((KP, Q), dtype=tl.float32)
+    y1 = tl.zeros((KP, Q), dtype=tl.float32)
+    y2 = tl.zeros((KP, Q), dtype=tl.float32)
+    y3 = tl.zeros((KP, Q), dtype=tl.float32)
     # the launcher makes K and k_per_split multiples of KP * RG: every trip is whole
     for k0 in range(k_lo, k_hi, KP * RG):
         rows = k0 + lane * RG
-        wp = qw_ptr + rows.to(tl.int64)[:, None] * stride_qwr + c[None, :]
+        wp = q16 + rows.to(tl.int64)[:, None] * (2 * stride_qwr) + jc[None, :]
         xp = x_ptr + rows[:, None]    # [KP, 1]: x in the weights' layout (a 1-D load would be
                                       # converted through shared memory every row)
-        a0 = tl.zeros((KP, W), dtype=tl.float32)
-        a1 = tl.zeros((KP, W), dtype=tl.float32)
-        a2 = tl.zeros((KP, W), dtype=tl.float32)
-        a3 = tl.zeros((KP, W), dtype=tl.float32)
-        a4 = tl.zeros((KP, W), dtype=tl.float32)
-        a5 = tl.zeros((KP, W), dtype=tl.float32)
-        a6 = tl.zeros((KP, W), dtype=tl.float32)
-        a7 = tl.zeros((KP, W), dtype=tl.float32)
+        a0 = tl.zeros((KP, Q), dtype=tl.float32)
+        a1 = tl.zeros((KP, Q), dtype=tl.float32)
+        a2 = tl.zeros((KP, Q), dtype=tl.float32)
+        a3 = tl.zeros((KP, Q), dtype=tl.float32)
         xs = tl.zeros((KP, 1), dtype=tl.float32)
         for r0 in range(0, RG, RU):
             for r in tl.static_range(RU):
                 xr = tl.load(xp + (r0 + r)).to(tl.float32)
                 if EVEN_N:
-                    w = tl.load(wp + (r0 + r) * stride_qwr)
+                    h = tl.load(wp + (r0 + r) * (2 * stride_qwr))
                 else:
-                    w = tl.load(wp + (r0 + r) * stride_qwr, mask=cm, other=0)
+                    h = tl.load(wp + (r0 + r) * (2 * stride_qwr), mask=cm, other=0)
                 xs += xr
-                xb = xr
-                a0 += xb * _nib(w, 0, one)
-                a1 += xb * _nib(w, 1, one)
-                a2 += xb * _nib(w, 2, one)
-                a3 += xb * _nib(w, 3, one)
-                a4 += xb * _nib(w, 4, one)
-                a5 += xb * _nib(w, 5, one)
-                a6 += xb * _nib(w, 6, one)
-                a7 += xb * _nib(w, 7, one)
+                # each nibble becomes fp16 1024 + MUL q by bit pattern, two to a LOP3 (_plane3),
+                # then float32 by one conversion (an FMA-pipe instruction) for the FFMA
+                a0 += xr * _plane3(h, 0, tl.float16, ASM).to(tl.float32)
+                a1 += xr * _plane3(h, 1, tl.float16, ASM).to(tl.float32)
+                a2 += xr * _plane3(h, 2, tl.float16, ASM).to(tl.float32)
+                a3 += xr * _plane3(h, 3, tl.float16, ASM).to(tl.float32)
         if GROUP == 0:
             g = rows * 0
         else:
             g = rows // GROUP
-        z = tl.load(qz_ptr + g.to(tl.int64)[:, None] * stride_qzr + c[None, :], mask=cm, other=0)
+        zh = tl.load(z16 + g.to(tl.int64)[:, None] * (2 * stride_qzr) + jc[None, :], mask=cm, other=0).to(tl.int32)
         srow = g.to(tl.int64) * stride_sr
-        # nibble i -> column 8c + AWQ_ORDER[i] (0,2,4,6,1,3,5,7)
-        y0 = _epi(y0, a0, xs, s_ptr, srow, z, n0 + 0, cm, 0)
-        y2 = _epi(y2, a1, xs, s_ptr, srow, z, n0 + 2, cm, 1)
-        y4 = _epi(y4, a2, xs, s_ptr, srow, z, n0 + 4, cm, 2)
-        y6 = _epi(y6, a3, xs, s_ptr, srow, z, n0 + 6, cm, 3)
-        y1 = _epi(y1, a4, xs, s_ptr, srow, z, n0 + 1, cm, 4)
-        y3 = _epi(y3, a5, xs, s_ptr, srow, z, n0 + 3, cm, 5)
-        y5 = _epi(y5, a6, xs, s_ptr, srow, z, n0 + 5, cm, 6)
-        y7 = _epi(y7, a7, xs, s_ptr, srow, z, n0 + 7, cm, 7)
+        y0 = _epi(y0, a0, xs, s_ptr, srow, zh, ncol + 0, cm, 0)
+        y1 = _epi(y1, a1, xs, s_ptr, srow, zh, ncol + 2, cm, 1)
+        y2 = _epi(y2, a2, xs, s_ptr, srow, zh, ncol + 4, cm, 2)
+        y3 = _epi(y3, a3, xs, s_ptr, srow, zh, ncol + 6, cm, 3)
     m = tl.arange(0, 1)
-    n0 = tl.where(cmask, n0, N)
-    _v2_out(tl.sum(y0, axis=0)[:, None], n0 + 0, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y1, axis=0)[:, None], n0 + 1, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y2, axis=0)[:, None], n0 + 2, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y3, axis=0)[:, None], n0 + 3, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y4, axis=0)[:, None], n0 + 4, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y5, axis=0)[:, None], n0 + 5, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y6, axis=0)[:, None], n0 + 6, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(tl.sum(y7, axis=0)[:, None], n0 + 7, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    ncol = tl.where(jmask, ncol, N)
+    _v2_out(tl.sum(y0, axis=0)[:, None], ncol + 0, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(tl.sum(y1, axis=0)[:, None], ncol + 2, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(tl.sum(y2, axis=0)[:, None], ncol + 4, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
+    _v2_out(tl.sum(y3, axis=0)[:, None], ncol + 6, m, 1, N, y_ptr, 0, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
     if SPLIT:
         _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, 1, N, 0, pid_n, HAS_BIAS, 1, 8 * W, True)
 
@@ -184,8 +157,9 @@ def gemv(x, qweight, qzeros, scales, group, bias, N):
     k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, kp * rg, splits)
     _w4a16_gemv_v5_kernel[(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
-        N, K, k_per_split, qweight.stride(0), qzeros.stride(0), scales.stride(0), ONE_BITS,
+        N, K, k_per_split, qweight.stride(0), qzeros.stride(0), scales.stride(0),
         GROUP=0 if group >= K else group, HAS_BIAS=bias is not None, SPLIT=splits > 1, EVEN_N=N % bn == 0,
+        ASM=not interp and torch.version.hip is None,
         W=bn // 8, KP=kp, RG=rg, RU=ru, num_warps=warps, num_stages=1)
     return y
 
@@ -205,8 +179,8 @@ def static_launch(M, K, N, group, dt, sms, cfg=None):
     tdt = "fp16" if dt == "fp16" else "bf16"
     args = dict(x_ptr="*" + tdt, qw_ptr="*i32", qz_ptr="*i32", s_ptr="*" + tdt, b_ptr="*" + tdt, y_ptr="*" + tdt,
                 part_ptr="*fp32", cnt_ptr="*i32", N=N, K=K, k_per_split=k_per_split, stride_qwr=N // 8,
-                stride_qzr=N // 8, stride_sr=N, one=ONE_BITS)
-    consts = dict(GROUP=0 if group >= K else group, HAS_BIAS=False, SPLIT=splits > 1, EVEN_N=N % bn == 0,
+                stride_qzr=N // 8, stride_sr=N)
+    consts = dict(GROUP=0 if group >= K else group, HAS_BIAS=False, SPLIT=splits > 1, EVEN_N=N % bn == 0, ASM=True,
                   W=bn // 8, KP=kp, RG=rg, RU=ru)
     info = f"BLOCK_N {bn} RG {rg} KP {kp} RU {ru} splits {splits} grid {cdiv(N, bn) * splits}"
     return _w4a16_gemv_v5_kernel, args, consts, warps, 1, None, bn * kp * ru, info   # weights a step of RU rows
