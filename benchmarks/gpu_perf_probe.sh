@@ -58,9 +58,6 @@ for p in "$@"; do
     tuneprefill) TAILN=40 phase tune_prefill 100 python benchmarks/tune_prefill.py ;;
     longonly) TAILN=3 phase dense_long 100 python benchmarks/throughput.py --model llama3-8b --device cuda \
           --workload long --max-model-len 8192 --out "$L/dense_long.json" ;;
-    v5tests) TAILN=6 phase v5tests 120 python -m pytest tests/cuda/test_cuda_w4a16_v5.py -m gpu -q -rf --tb=short -p no:cacheprovider ;;
-    awqb1v5) TAILN=3 phase awq_b1_v5 90 env HALINFER_W4A16_GEMV=v5 python benchmarks/throughput.py --model llama3-8b \
-          --device cuda --workload decode-b1 --quantization awq --out "$L/awq_b1_v5.json" ;;
     awqb1) TAILN=3 phase awq_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
           --quantization awq --out "$L/awq_b1.json" ;;
     kvint4off) TAILN=3 phase kvint4_off 110 python benchmarks/throughput.py --model llama3-8b --device cuda \
@@ -200,7 +197,7 @@ print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_no
           --workload offline-1000 --kv-cache-dtype int4 --max-model-len 1024 --out "$L/kvint4_off_patched.json"
           patch -R -p1 < kvpipe.patch >/dev/null && echo "kvpipe.patch reverted" ;;
     kw4cold) TAILN=70 phase bench_w4a16_cold ${KW4_LIMIT:-220} python benchmarks/kernels/bench_quant_gemm.py --no-fp8 \
-          --cold 256 --impl ${KW4IMPL:-v2,v3a,v3c} --m ${KW4M:-1,16} ${KW4SWEEP:+--sweep-v3 --sweep-budget $KW4SWEEP} ${KW4CFG:+--v3-configs "$KW4CFG"} ${KW4ONLY:+--sweep-only $KW4ONLY} ;;
+          --cold 256 --impl ${KW4IMPL:-v2,v3a,v3c} --m ${KW4M:-1,16} ${KW4SWEEP:+--sweep-v3 --sweep-budget $KW4SWEEP} ${KW4CFG:+--v3-configs "$KW4CFG"} ;;
     ncuw4)  # Nsight Compute on one v3a GEMV launch per shape (M = 1, AWQ): occupancy, stalls, DRAM
       NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
       echo "ncu: ${NCU:-none}"

@@ -29,9 +29,7 @@ dense column rotate through copies), so that no call finds its weights in the 50
 model's layers do not; without it the same weights are replayed and qkv / o / down (8-29 MB)
 time from L2.  AWQ only.
 
---impl v4 (and --sweep-v3 with it) times w4a16_v4.py's one-dot-a-trip GEMV beside v3a; --impl v5
-w4a16_v5.py's CUDA-core M = 1 GEMV (its sweep configs: BLOCK_N, RG, warps, KP, splits, RU).
---sweep-only v5 limits --sweep-v3 to the variants named.
+--impl v4 (and --sweep-v3 with it) times w4a16_v4.py's one-dot-a-trip GEMV beside v3a.
 
 Usage: python benchmarks/kernels/bench_quant_gemm.py [--cold 256] [--impl v2,v3a] [--fmt awq] [--shapes gate_up,down]
           [--sweep] [--sweep-v1] [--sweep-v3] [--sweep-budget 80] [--m 1,4,16] [--no-fp8]
@@ -50,7 +48,7 @@ import triton.testing
 from halinfer.core.ops import Ops
 from halinfer.core.ops.gptq import gptq_pack_cols, gptq_pack_rows
 from halinfer.core.ops.quant import awq_pack
-from halinfer.kernels.triton import scaled_gemm, w4a16, w4a16_v3, w4a16_v4, w4a16_v5
+from halinfer.kernels.triton import scaled_gemm, w4a16, w4a16_v3, w4a16_v4
 from halinfer.kernels.triton.ops import TritonOps
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +58,7 @@ SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "dow
 GROUP = 128
 DT = torch.bfloat16   # the activations' (and scales') dtype
 IMPLS = {"v1": ("v1", True), "v2": ("v2", True), "v2p": ("v2", False),   # name -> (GEMV_IMPL, GEMV_V2_ASM)
-         **{v: (v, True) for v in w4a16_v3.VARIANTS}, "v4": ("v4", True), "v5": ("v5", True)}
+         **{v: (v, True) for v in w4a16_v3.VARIANTS}, "v4": ("v4", True)}
 COLS = ["v1", "v2", "v2p"]     # the table's columns (--impl)
 FMTS = ["awq", "gptq"]
 REF = Ops()
@@ -198,15 +196,7 @@ V3_SWEEP = {"v3a": [(256, 128, 4, 4, None, 0), (256, 128, 4, 3, None, 168), (256
             # v4 (BLOCK_N, BLOCK_K, warps, stages, splits): sm_90 SASS (sass_stats.py --variant v4) has
             # 128x64x4 at 105 registers, no spill; 256x128 at 255 with a stack
             "v4": [(128, 64, 4, 4, None), (128, 64, 4, 3, None), (128, 128, 4, 3, None), (256, 64, 4, 3, None),
-                   (256, 64, 8, 3, None), (128, 64, 4, 4, 16), (128, 64, 4, 4, 8), (256, 128, 4, 3, None)],
-            # v5 (BLOCK_N, RG rows a lane, warps, KP lanes, splits (None: ~4 programs an SM), RU rows
-            # unrolled): 4, 2 or 1 packed words a thread (BLOCK_N x KP / (256 x warps))
-            "v5": [(1024, 128, 4, 4, None, 8), (1024, 64, 4, 4, None, 8), (1024, 32, 4, 4, None, 8),
-                   (512, 64, 4, 8, None, 8), (512, 32, 4, 8, None, 8), (512, 32, 4, 4, None, 8),
-                   (256, 32, 4, 4, None, 8), (256, 16, 4, 4, None, 8), (256, 64, 4, 4, None, 8),
-                   (1024, 64, 4, 4, None, 16), (512, 64, 2, 4, None, 8), (256, 32, 2, 2, None, 8),
-                   (1024, 64, 8, 8, None, 8), (512, 16, 4, 8, None, 4), (256, 128, 4, 4, None, 8),
-                   (2048, 64, 4, 2, None, 8), (512, 32, 4, 4, None, 16), (256, 16, 2, 2, None, 8)]}
+                   (256, 64, 8, 3, None), (128, 64, 4, 4, 16), (128, 64, 4, 4, 8), (256, 128, 4, 3, None)]}
 
 
 def sweep(ops, dev, impl, configs, override, ms, deadline=None):
@@ -249,7 +239,6 @@ def main():
     ap.add_argument("--fmt", default="awq,gptq")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--sweep-v3", action="store_true")
-    ap.add_argument("--sweep-only", default=None, help="--sweep-v3 over these variants only (comma list)")
     ap.add_argument("--sweep-budget", type=float, default=70.0, help="seconds for all --sweep-v3 variants")
     ap.add_argument("--cold", type=int, default=0, help="MB of distinct weights each timed graph streams")
     ap.add_argument("--v3-configs", default=None,
@@ -277,8 +266,7 @@ def main():
         sweep(ops, dev, "v1", V1_SWEEP, w4a16.GEMV_CONFIG_OVERRIDE, (1,))
     if args.sweep_v3:
         FMTS[:] = ["awq"]
-        v3s = [c for c in COLS if (c.startswith("v3") or c in ("v4", "v5"))
-               and (not args.sweep_only or c in args.sweep_only.split(","))]
+        v3s = [c for c in COLS if c.startswith("v3") or c == "v4"]
         if args.v3_configs:
             cfgs = [tuple(int(v) for v in c.split(",")) for c in args.v3_configs.split(";")]
             for v in v3s:
@@ -287,7 +275,7 @@ def main():
         for i, v in enumerate(v3s):
             # an equal share of the budget each (what one leaves over goes to the next)
             share = (args.sweep_budget - (time.time() - t0)) / (len(v3s) - i)
-            override = {"v4": w4a16_v4.CONFIG_OVERRIDE, "v5": w4a16_v5.CONFIG_OVERRIDE}.get(v, w4a16_v3.CONFIG_OVERRIDE)
+            override = w4a16_v4.CONFIG_OVERRIDE if v == "v4" else w4a16_v3.CONFIG_OVERRIDE
             sweep(ops, dev, v, V3_SWEEP[v], override, (1,), deadline=time.time() + share)
         print(f"  sweep-v3 took {time.time() - t0:.0f} s")
 

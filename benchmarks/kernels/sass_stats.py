@@ -30,7 +30,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 SMS = 132
-from halinfer.kernels.triton import w4a16, w4a16_v3, w4a16_v4, w4a16_v5  # noqa: E402
+from halinfer.kernels.triton import w4a16, w4a16_v3, w4a16_v4  # noqa: E402
 
 w4a16.sm_count = lambda device: SMS   # the launchers size their grids from an H200's SM count
 
@@ -214,11 +214,7 @@ def v4_launch(M, K, N, group, dt, cfg=None):
     return w4a16_v4.static_launch(M, K, N, group, dt, SMS, cfg)
 
 
-def v5_launch(M, K, N, group, dt, cfg=None):
-    return w4a16_v5.static_launch(M, K, N, group, dt, SMS, cfg)
-
-
-VARIANTS = {"v2": v2_launch, **{v: v3_launch(v) for v in w4a16_v3.VARIANTS}, "v4": v4_launch, "v5": v5_launch}
+VARIANTS = {"v2": v2_launch, **{v: v3_launch(v) for v in w4a16_v3.VARIANTS}, "v4": v4_launch}
 
 
 def main():
@@ -228,7 +224,7 @@ def main():
     ap.add_argument("--m", type=int, default=1)
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--dtype", default="bf16")
-    ap.add_argument("--config", default=None, help="BN,BK,WARPS,STAGES[,SPLITS[,MAXNREG]] (the variant's override; v5: BN,RG,WARPS,KP,SPLITS,RU)")
+    ap.add_argument("--config", default=None, help="BN,BK,WARPS,STAGES[,SPLITS[,MAXNREG]] (the variant's override)")
     ap.add_argument("--maxnreg", type=int, default=None, help="override the variant's register cap (0: none)")
     ap.add_argument("--dump", default=None, help="write ttgir / ptx / sass here")
     ap.add_argument("--pdl", action="store_true", help="v3a / v3c as launched with HALINFER_PDL=1 (prefetch + wait)")

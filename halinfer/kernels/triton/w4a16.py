@@ -657,12 +657,6 @@ def _gemv(fmt, x, qweight, qzeros, scales, g_idx, group, bits, bias, N):
         act_order = gs is None
         group = K if act_order else gs
     impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
-    if impl == "v5" and fmt == 0 and bits == 4 and x.dtype in (torch.float16, torch.bfloat16):
-        from . import w4a16_v5   # M == 1 on the CUDA cores; larger M takes v3a
-        y = w4a16_v5.gemv(x, qweight, qzeros, scales, group, bias, N)
-        if y is not None:
-            return y
-        impl = "v3a"
     if impl.startswith("v3") and fmt == 0 and bits == 4 and x.dtype in (torch.float16, torch.bfloat16):
         from . import w4a16_v3
         y = w4a16_v3.gemv(impl, x, qweight, qzeros, scales, group, bias, N)
