@@ -56,7 +56,7 @@ def jit_signature(fn, args: dict, consts: dict):
     sig, cexp, attrs = {}, {}, {}
     for i, n in enumerate(names):
         p = fn.params[i]
-        if n in consts or (n not in args and p.is_constexpr and p.default is not inspect.Parameter.empty):
+        if n in consts or (n not in args and p.default is not inspect.Parameter.empty):
             sig[n] = "constexpr"
             cexp[(i,)] = consts[n] if n in consts else p.default
             continue
@@ -228,6 +228,7 @@ def main():
     ap.add_argument("--maxnreg", type=int, default=None, help="override the variant's register cap (0: none)")
     ap.add_argument("--dump", default=None, help="write ttgir / ptx / sass here")
     ap.add_argument("--pdl", action="store_true", help="v3a / v3c as launched with HALINFER_PDL=1 (prefetch + wait)")
+    ap.add_argument("--norm", action="store_true", help="v3a / v3c with the deferred RMSNorm (w4a16_linear_normed)")
     args = ap.parse_args()
     K, N = SHAPES[args.shape]
     cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
@@ -239,6 +240,9 @@ def main():
         pdl = args.pdl and v in ("v3a", "v3c")
         if pdl:
             c.update(USE_PDL=True, **w4a16_v3.pdl_consts(c["BLOCK_N"], c["BLOCK_K"], a["k_per_split"]))
+        if args.norm and v in ("v3a", "v3c"):
+            a.update(r_ptr=a["x_ptr"], nw_ptr=a["x_ptr"], so_ptr=a["x_ptr"], eps=1e-5)
+            c.update(NORM=True, KROW=1 << (K - 1).bit_length())
         kern = compile_sm90(kern_fn, a, c, warps, stages, nreg, pdl)
         info += f" maxnreg {nreg}"
         print(f"   [{info}]")

@@ -14,7 +14,7 @@ from ..core.model_protocol import ModelSpec
 def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE):
     """This rank's shard of the model (all of it with one rank), weights loaded."""
     from ..models.layers import ModelContext
-    from ..models.norm_quant_plan import plan_mlp_quant_fusion, plan_norm_quant_fusion
+    from ..models.norm_quant_plan import plan_mlp_quant_fusion, plan_norm_defer, plan_norm_quant_fusion
     from ..models.registry import model_class
 
     ckpt = open_checkpoint(spec.checkpoint)
@@ -34,6 +34,7 @@ def build_model(spec: ModelSpec, ops, device: torch.device, tp: TPGroup = SINGLE
     finish_loading(model)   # after the missing-tensor check: a re-layout may rename or drop tensors
     plan_norm_quant_fusion(model, ops)   # after loading: modules a checkpoint left dense are dense only now
     plan_mlp_quant_fusion(model, ops)    # (the same holds for a down_proj)
+    plan_norm_defer(model, ops)          # norms left to the AWQ GEMV they feed (batch 1)
     return model.eval()
 
 

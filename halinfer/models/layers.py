@@ -15,6 +15,7 @@ from ..core.attention import AttentionMetadata, LayerKV
 from ..core.distributed import SINGLE, TPGroup
 from ..core.model_protocol import KVSpec
 from ..core.ops import ActQuant, Ops
+from ..core.ops.norm_defer import deferred
 from .quant_linear import add_weight_placeholder, load_into, make_method
 from .rope import RopeSpec, build_cos_sin_cache
 
@@ -102,8 +103,13 @@ class RMSNorm(nn.Module):
         # set by models/norm_quant_plan.py where this norm feeds only linears that quantize
         # their input this way: forward then returns their QuantizedActs instead of y
         self.quant: ActQuant | None = None
+        # set by models/norm_quant_plan.py where this norm feeds one AWQ linear only: at batch 1
+        # (latency-bound) forward then leaves the norm to that linear's GEMV (core/ops/norm_defer.py)
+        self.defer = False
 
     def forward(self, x, residual=None):
+        if self.defer and residual is not None and x.dim() == 2 and x.shape[0] == 1:
+            return deferred(x, residual, self.weight, self.eps)
         if self.quant is not None:
             return self.ops.rms_norm_quant(x, self.weight, self.eps, self.quant, residual)
         return self.ops.rms_norm(x, self.weight, self.eps, residual)

@@ -18,6 +18,10 @@ norm unfused (for comparing), "1" fuses wherever the layer allows even on a tabl
 only has the reference composition, unset / "auto" fuses where the backend's table
 implements rms_norm_quant itself (the fusion saves nothing otherwise).
 
+The same switch governs the deferred norms (``plan_norm_defer``, core/ops/norm_defer.py): a
+norm whose one declared reader is an AWQ linear hands it a NormedInput at batch 1 and its GEMV
+computes the norm (``RMSNorm.defer``).
+
 The same switch governs the gated MLP's fusion (Ops.act_and_mul_quant,
 ``plan_mlp_quant_fusion``): a ``GatedMLP`` (that exact class: a subclass with its own
 forward keeps the unfused path) whose down_proj quantizes its input dynamically gets
@@ -112,6 +116,48 @@ def plan_norm_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
                 norm.quant = spec
                 fused += 1
     return fused
+
+
+def _defer_plan(norm: nn.Module, block: nn.Module) -> bool:
+    """True where the norm's output feeds one linear only, whose method takes a NormedInput."""
+    if type(norm) is not RMSNorm or norm.quant is not None:
+        return False
+    linears = _declared_inputs(block)
+    if not linears or len(linears) != 1:
+        return False
+    lin = linears[0]
+    return (isinstance(lin, Linear) and not isinstance(lin, RowParallelLinear)
+            and _defining_class(lin, "forward") is Linear and lin.in_features == norm.weight.shape[0]
+            and getattr(lin.qm, "takes_normed_input", False))
+
+
+def plan_norm_defer(model: nn.Module, ops: Ops | None = None) -> int:
+    """Set ``RMSNorm.defer`` on every norm of a standard DecoderLayer whose one reader is an AWQ
+    linear (Ops.w4a16_linear_normed: the GEMV norms its input itself at batch 1), under the same
+    HALINFER_FUSE_NORM_QUANT modes (auto: where the table implements w4a16_linear_normed).
+    Call after plan_norm_quant_fusion; returns the number deferred."""
+    for m in model.modules():
+        if isinstance(m, RMSNorm):
+            m.defer = False
+    mode = fusion_mode()
+    ops = ops if ops is not None else getattr(model, "ops", None)
+    if mode == "off" or (mode == "auto" and ops is not None
+                         and type(ops).w4a16_linear_normed is Ops.w4a16_linear_normed):
+        return 0
+    n = 0
+    for layer in model.modules():
+        if not isinstance(layer, DecoderLayer) or _defining_class(layer, "forward") is not DecoderLayer:
+            continue
+        for norm, block in ((layer.input_layernorm, layer.self_attn), (layer.post_attention_layernorm, layer.mlp)):
+            if _defer_plan(norm, block):
+                norm.defer = True
+                n += 1
+    return n
+
+
+def deferred_norms(model: nn.Module) -> list[str]:
+    """Names of the norms plan_norm_defer deferred."""
+    return [n for n, m in model.named_modules() if isinstance(m, RMSNorm) and m.defer]
 
 
 def fused_norms(model: nn.Module) -> dict[str, ActQuant]:

@@ -64,6 +64,34 @@ def test_w4a16_linear(prov, dtype, case, gen):
     assert_close(out, expect, dtype, factor=2, scale=rms(expect))
 
 
+NORMED_CASES = [case(f"T{t}_K{k}_N{n}_g{g}{'_bias' if b else ''}", T=t, K=k, N=n, group=g, bias=b)
+                for t, k, n, g, b in [(1, 128, 64, 32, False), (1, 4096, 128, 128, True), (1, 320, 72, 64, True),
+                                      (5, 256, 48, 64, False)]]
+
+
+@conformance("w4a16_linear_normed", NORMED_CASES, dtypes=HALF)
+def test_w4a16_linear_normed(prov, dtype, case, gen):
+    """A deferred norm's linear (core/ops/norm_defer.py): rms_norm(x + residual) * weight, then
+    W4A16; the new residual stream x + residual exactly."""
+    from halinfer.core.ops.norm_defer import deferred
+
+    dev = prov.device
+    qw, s, qz, _, _ = random_awq(case.K, case.N, case.group, dtype, gen)
+    x = (torch.randn(case.T, case.K, generator=gen) * 2).to(dtype)
+    r = torch.randn(case.T, case.K, generator=gen).to(dtype)
+    nw = (1 + 0.2 * torch.randn(case.K, generator=gen)).to(dtype)
+    b = torch.randn(case.N, generator=gen).to(dtype) if case.bias else None
+    xd, rd, nwd, qwd, sd, qzd, bd = (None if t is None else t.to(dev) for t in (x, r, nw, qw, s, qz, b))
+    xn, stream = deferred(xd, rd, nwd, 1e-6)
+    with untouched(x=xd, residual=rd, weight=nwd, qweight=qwd, scales=sd, qzeros=qzd):
+        out = prov.ops.w4a16_linear_normed(xn, qwd, sd, qzd, case.group, bd)
+    y, s_ref = REF.rms_norm(ref(x), ref(nw), 1e-6, ref(r))
+    expect = REF.w4a16_linear(y, qw, ref(s), qz, case.group, ref(b))
+    assert out.dtype == dtype and out.shape == (case.T, case.N)
+    assert_close(out, expect, dtype, factor=2, scale=rms(expect))
+    assert torch.equal(stream.cpu(), s_ref.to(dtype)), "the new residual stream is x + residual in the dtype"
+
+
 def test_awq_pack_round_trips():
     g = torch.Generator().manual_seed(6)
     v = torch.randint(0, 16, (9, 64), generator=g)

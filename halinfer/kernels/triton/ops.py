@@ -142,6 +142,13 @@ class TritonOps(Ops):
         return _w4a16.awq_linear(x, qweight, scales, qzeros, group_size, bias)
     w4a16_linear.__doc__ = Ops.w4a16_linear.__doc__
 
+    def w4a16_linear_normed(self, xn, qweight, scales, qzeros, group_size, bias=None):
+        # batch 1 on the v3a GEMV (the norm in its programs); otherwise the reference's
+        # composition of this table's rms_norm and w4a16_linear (not a fallback: both are kernels)
+        y = _w4a16.awq_linear_normed(xn, _w4a16._contig(qweight), scales, qzeros, group_size, bias)
+        return y if y is not None else self.w4a16_linear(xn.materialize(self), qweight, scales, qzeros, group_size, bias)
+    w4a16_linear_normed.__doc__ = Ops.w4a16_linear_normed.__doc__
+
     def prepare_gptq(self, qweight, qzeros, scales, g_idx, bits):
         # 4-bit GPTQ with plain or act-order groups: re-laid into AWQ's layout (+ a row
         # permutation) for AWQ's kernels; the rest unchanged (w4a16.gptq_prepare)

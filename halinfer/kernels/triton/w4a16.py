@@ -728,6 +728,20 @@ def awq_linear(x, qweight, scales, qzeros, group_size, bias=None):
     return _launch(0, x, qweight, qzeros, scales, None, group_size, 4, bias, scales.shape[1])
 
 
+def awq_linear_normed(xn, qweight, scales, qzeros, group_size, bias=None):
+    """core.ops.w4a16_linear_normed's contract at batch 1 on the v3a / v3c GEMV (the norm in
+    the GEMV's programs); None where that GEMV does not take the call (the caller composes)."""
+    x, r, nw, so = xn.x, xn.residual, xn.weight, xn.stream
+    impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
+    if (impl not in ("v3a", "v3c") or x.dim() != 2 or x.shape[0] != 1 or r.shape != x.shape
+            or not (x.dtype == r.dtype == nw.dtype == so.dtype) or x.dtype not in (torch.float16, torch.bfloat16)
+            or not all(t.is_contiguous() for t in (x, r, nw, so))):
+        return None
+    from . import w4a16_v3
+    return w4a16_v3.gemv(impl, x, qweight, _contig(qzeros), _contig(scales), group_size, bias, scales.shape[1],
+                         norm=(r, nw, so, xn.eps))
+
+
 def _awq_rows(qweight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """GPTQ qweight (4-bit, packed along K) -> AWQ qweight [len(rows), N/8] holding input rows
     ``rows`` in that order: row k sits in word row k // 8, nibble k % 8."""

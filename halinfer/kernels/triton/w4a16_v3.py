@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import cdiv, on_interpreter, sm_count
+from .common import cdiv, next_pow2, on_interpreter, sm_count
 from .pdl import launch_options, pdl_enter, prefetch_l2
 from .w4a16 import _plane, _split_k_buffers, _v2_out, _v2_reduce
 
@@ -200,20 +200,38 @@ def _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, jmask, EVEN_K: tl.conste
 
 
 @triton.jit
+def _x_in(x_ptr, r_ptr, nw_ptr, off, mask, rstd, NORM: tl.constexpr):
+    """x [off] as the GEMV multiplies it: with NORM, rms_norm(x + r) * nw with the row's rstd, in
+    norm.py's arithmetic (x + r rounded to the dtype; the normed value rounded before the weight)."""
+    x = tl.load(x_ptr + off, mask=mask, other=0.0)
+    if NORM:
+        h = (x.to(tl.float32) + tl.load(r_ptr + off, mask=mask, other=0.0).to(tl.float32)).to(x.dtype)
+        w = tl.load(nw_ptr + off, mask=mask, other=0.0).to(tl.float32)
+        x = ((h.to(tl.float32) * rstd).to(x.dtype).to(tl.float32) * w).to(x.dtype)
+    return x
+
+
+@triton.jit
 def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
                            k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
                            DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
                            EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                            ONE_ROW: tl.constexpr, SROW: tl.constexpr = False, USE_PDL: tl.constexpr = False,
-                           PF_ROWS: tl.constexpr = 256, PF_LINES: tl.constexpr = 1):
+                           PF_ROWS: tl.constexpr = 256, PF_LINES: tl.constexpr = 1,
+                           r_ptr=None, nw_ptr=None, so_ptr=None, eps=0.0, NORM: tl.constexpr = False,
+                           KROW: tl.constexpr = 16):
     """As w4a16._w4a16_gemv_v2_awq_kernel (int16 column jc of qweight row k: nibble j is output
     column 8 (jc // 2) + 2 j + jc % 2), with the next K tile's scales / zeros prefetched and,
     with ONE_ROW (M == 1), x summed over the tile from a 1-D load.
 
     USE_PDL (pdl.py): the split's first PF_ROWS weight rows (PF_LINES 128-byte lines each) are
     asked of L2 and its first scales / zeros loaded before the wait for the kernel that
-    wrote x; weights are never written, so that is safe."""
+    wrote x; weights are never written, so that is safe.
+
+    NORM (M == 1, core/ops/norm_defer.py): x is rms_norm(x + r) * nw.  Each program sums the
+    squares of the whole row x + r (KROW >= K values, from L2) for its rstd; the programs of N
+    tile 0 write x + r (the new residual stream) to so over their K range."""
     pid_n, pid_s = tl.program_id(0), tl.program_id(1)
     BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
     Q: tl.constexpr = BLOCK_N // 4
@@ -249,11 +267,21 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         zrow = _zrow_load(qz_ptr, g, stride_qzr, pid_n, N, BLOCK_N, EVEN_N)
         zh = _zrow_int16(zrow, BLOCK_N)
     pdl_enter(USE_PDL)   # x (and y, the partials, the counters) only after the previous kernel
+    rstd = 1.0
+    if NORM:
+        kr = tl.arange(0, KROW)
+        km = kr < K
+        hs = (tl.load(x_ptr + kr, mask=km, other=0.0).to(tl.float32)
+              + tl.load(r_ptr + kr, mask=km, other=0.0).to(tl.float32)).to(x_ptr.dtype.element_ty)
+        if pid_n == 0:
+            tl.store(so_ptr + kr, hs, mask=km & (kr >= k_lo) & (kr < k_hi))
+        hf = hs.to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(hf * hf, axis=0) / K + eps)
     kk = tl.arange(0, BLOCK_K)
     if ONE_ROW:
         # M == 1: x summed over the tile from a 1-D copy (v2 summed the [BLOCK_K, 16] padded
         # operand: 20 shuffles a trip), also loaded a trip ahead
-        xv = tl.load(x_ptr + k_lo + kk, mask=k_lo + kk < k_hi, other=0.0)
+        xv = _x_in(x_ptr, r_ptr, nw_ptr, k_lo + kk, k_lo + kk < k_hi, rstd, NORM)
     # the tile's int32 offsets are fixed; only a scalar (uniform) base moves with k0
     hoff = kk[None, :] * (2 * stride_qwr) + jc[:, None]
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -273,8 +301,12 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
                 zh = _zrow_int16(zrow, BLOCK_N)
         if ONE_ROW:
             xs = tl.sum(xv.to(tl.float32), axis=0)
-            xv = tl.load(x_ptr + k0 + BLOCK_K + kk, mask=k0 + BLOCK_K + kk < k_hi, other=0.0)
+            xcur = xv
+            xv = _x_in(x_ptr, r_ptr, nw_ptr, k0 + BLOCK_K + kk, k0 + BLOCK_K + kk < k_hi, rstd, NORM)
         xt, h = _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, jmask, EVEN_K, EVEN_N)
+        if NORM:
+            # the normed row: this trip's 1-D values, broadcast to the dot's padded columns
+            xt = tl.broadcast_to(xcur[:, None], (BLOCK_K, BLOCK_M))
         if not ONE_ROW:
             xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]
         a0, c0 = _acc_plane(a0, c0, tl.dot(_plane3(h, 0, DT, ASM), xt), s0, zh & 0xF, xs, 0, DT, ONE_ROW)
@@ -499,13 +531,17 @@ def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
 KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel, "v3c": _w4a16_gemv_v3a_kernel}
 
 
-def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
+def gemv(variant, x, qweight, qzeros, scales, group, bias, N, norm=None):
     """AWQ 4-bit, fp16 / bf16 x, M <= 16, the w4a16_linear contract: y [M, N] in x's dtype
-    (None: no tile fits this group; the caller falls back)."""
+    (None: no tile fits this group; the caller falls back).  norm (v3a / v3c, M == 1):
+    (residual, weight, stream, eps): x is rms_norm(x + residual) * weight, and x + residual
+    goes to stream (w4a16_linear_normed)."""
     interp = on_interpreter(x)
     M, K = x.shape
     cfg = config(variant, M, N, K, group, interp, sm_count(x.device))
     if cfg is None or M > 16 or x.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    if norm is not None and (M != 1 or variant == "v3b"):
         return None
     bn, bk, splits, warps, stages = cfg
     k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
@@ -515,6 +551,9 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N):
     nreg = None if interp else maxnreg(variant, warps)
     if pdl:
         consts.update(pdl_consts(bn, bk, k_per_split))
+    if norm is not None:
+        r, nw, so, eps = norm
+        consts.update(r_ptr=r, nw_ptr=nw, so_ptr=so, eps=float(eps), NORM=True, KROW=next_pow2(K))
     KERNELS[variant][(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
