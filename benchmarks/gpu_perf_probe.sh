@@ -58,8 +58,8 @@ for p in "$@"; do
     tuneprefill) TAILN=40 phase tune_prefill 100 python benchmarks/tune_prefill.py ;;
     longonly) TAILN=3 phase dense_long 100 python benchmarks/throughput.py --model llama3-8b --device cuda \
           --workload long --max-model-len 8192 --out "$L/dense_long.json" ;;
-    normtests) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1   # the deferred norm (norm_defer.py)
-          TAILN=8 phase normtests ${NT_LIMIT:-200} python -m pytest -n 6 tests/cuda/test_cuda_w4a16_normed.py \
+    normtests) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1   # the deferred norm (deferred.py)
+          TAILN=8 phase normtests ${NT_LIMIT:-200} python -m pytest -n 6 tests/cuda/test_cuda_w4a16_deferred.py \
           tests/cuda/test_cuda_w4a16_v3.py tests/cuda/test_cuda_pdl.py tests/conformance/test_gemm.py \
           tests/models/test_declared_support.py -k "gpu or cuda and (w4a16 or normed or AWQ or awq or W4A16)" \
           -q -rf --tb=short -p no:cacheprovider ;;

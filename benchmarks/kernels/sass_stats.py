@@ -229,6 +229,7 @@ def main():
     ap.add_argument("--dump", default=None, help="write ttgir / ptx / sass here")
     ap.add_argument("--pdl", action="store_true", help="v3a / v3c as launched with HALINFER_PDL=1 (prefetch + wait)")
     ap.add_argument("--norm", action="store_true", help="v3a / v3c with the deferred RMSNorm (w4a16_linear_normed)")
+    ap.add_argument("--act", action="store_true", help="v3a / v3c with the deferred SiLU-and-mul (w4a16_linear_gated)")
     args = ap.parse_args()
     K, N = SHAPES[args.shape]
     cfg = tuple(int(v) for v in args.config.split(",")) if args.config else None
@@ -243,6 +244,8 @@ def main():
         if args.norm and v in ("v3a", "v3c"):
             a.update(r_ptr=a["x_ptr"], nw_ptr=a["x_ptr"], so_ptr=a["x_ptr"], eps=1e-5)
             c.update(NORM=True, KROW=1 << (K - 1).bit_length())
+        if args.act and v in ("v3a", "v3c"):
+            c.update(ACT=0)
         kern = compile_sm90(kern_fn, a, c, warps, stages, nreg, pdl)
         info += f" maxnreg {nreg}"
         print(f"   [{info}]")

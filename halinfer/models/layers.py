@@ -15,7 +15,7 @@ from ..core.attention import AttentionMetadata, LayerKV
 from ..core.distributed import SINGLE, TPGroup
 from ..core.model_protocol import KVSpec
 from ..core.ops import ActQuant, Ops
-from ..core.ops.norm_defer import deferred
+from ..core.ops.deferred import GatedInput, deferred
 from .quant_linear import add_weight_placeholder, load_into, make_method
 from .rope import RopeSpec, build_cos_sin_cache
 
@@ -104,7 +104,7 @@ class RMSNorm(nn.Module):
         # their input this way: forward then returns their QuantizedActs instead of y
         self.quant: ActQuant | None = None
         # set by models/norm_quant_plan.py where this norm feeds one AWQ linear only: at batch 1
-        # (latency-bound) forward then leaves the norm to that linear's GEMV (core/ops/norm_defer.py)
+        # (latency-bound) forward then leaves the norm to that linear's GEMV (core/ops/deferred.py)
         self.defer = False
 
     def forward(self, x, residual=None):
@@ -197,6 +197,9 @@ class GatedMLP(nn.Module):
         # set by models/norm_quant_plan.py where down_proj quantizes its input this way: the
         # activation then returns that quantization (one launch) instead of its float output
         self.down_quant: ActQuant | None = None
+        # set by models/norm_quant_plan.py where down_proj is AWQ: at batch 1 the activation is
+        # left to down_proj's GEMV (core/ops/deferred.py)
+        self.defer_act = False
 
     def input_linears(self) -> list[Linear]:
         """forward reads x only through these (models/norm_quant_plan.py)."""
@@ -204,6 +207,8 @@ class GatedMLP(nn.Module):
 
     def forward(self, x):
         h = self.gate_up_proj(x)
+        if self.defer_act and h.dim() == 2 and h.shape[0] == 1:
+            return self.down_proj(GatedInput(h, self.act))
         if self.down_quant is None:
             return self.down_proj(self.ops.act_and_mul(h, self.act))
         y = self.down_proj(self.ops.act_and_mul_quant(h, self.act, self.down_quant))

@@ -18,9 +18,10 @@ norm unfused (for comparing), "1" fuses wherever the layer allows even on a tabl
 only has the reference composition, unset / "auto" fuses where the backend's table
 implements rms_norm_quant itself (the fusion saves nothing otherwise).
 
-The same switch governs the deferred norms (``plan_norm_defer``, core/ops/norm_defer.py): a
+The same switch governs the deferred norms (``plan_norm_defer``, core/ops/deferred.py): a
 norm whose one declared reader is an AWQ linear hands it a NormedInput at batch 1 and its GEMV
-computes the norm (``RMSNorm.defer``).
+computes the norm (``RMSNorm.defer``); a gated MLP whose down_proj is AWQ leaves its activation
+to down_proj's GEMV the same way (``GatedMLP.defer_act``, Ops.w4a16_linear_gated).
 
 The same switch governs the gated MLP's fusion (Ops.act_and_mul_quant,
 ``plan_mlp_quant_fusion``): a ``GatedMLP`` (that exact class: a subclass with its own
@@ -128,17 +129,20 @@ def _defer_plan(norm: nn.Module, block: nn.Module) -> bool:
     lin = linears[0]
     return (isinstance(lin, Linear) and not isinstance(lin, RowParallelLinear)
             and _defining_class(lin, "forward") is Linear and lin.in_features == norm.weight.shape[0]
-            and getattr(lin.qm, "takes_normed_input", False))
+            and getattr(lin.qm, "takes_deferred_input", False))
 
 
 def plan_norm_defer(model: nn.Module, ops: Ops | None = None) -> int:
     """Set ``RMSNorm.defer`` on every norm of a standard DecoderLayer whose one reader is an AWQ
     linear (Ops.w4a16_linear_normed: the GEMV norms its input itself at batch 1), under the same
     HALINFER_FUSE_NORM_QUANT modes (auto: where the table implements w4a16_linear_normed).
-    Call after plan_norm_quant_fusion; returns the number deferred."""
+    Also sets ``GatedMLP.defer_act`` (the activation left to an AWQ down_proj).
+    Call after plan_norm_quant_fusion and plan_mlp_quant_fusion; returns the norms deferred."""
     for m in model.modules():
         if isinstance(m, RMSNorm):
             m.defer = False
+        if isinstance(m, GatedMLP):
+            m.defer_act = False
     mode = fusion_mode()
     ops = ops if ops is not None else getattr(model, "ops", None)
     if mode == "off" or (mode == "auto" and ops is not None
@@ -152,12 +156,29 @@ def plan_norm_defer(model: nn.Module, ops: Ops | None = None) -> int:
             if _defer_plan(norm, block):
                 norm.defer = True
                 n += 1
+    for m in model.modules():
+        if isinstance(m, GatedMLP):
+            m.defer_act = _act_defer_plan(m)
     return n
+
+
+def _act_defer_plan(mlp: nn.Module) -> bool:
+    """True where the gated MLP's activation may be left to its AWQ down_proj (w4a16_linear_gated)."""
+    down = mlp.down_proj
+    return (type(mlp) is GatedMLP and mlp.down_quant is None and mlp.act in ("silu", "gelu", "gelu_tanh")
+            and isinstance(down, Linear) and _defining_class(down, "forward") in (Linear, RowParallelLinear)
+            and getattr(down.qm, "takes_deferred_input", False)
+            and list(mlp.gate_up_proj.out_sizes) == [down.in_features] * 2)
 
 
 def deferred_norms(model: nn.Module) -> list[str]:
     """Names of the norms plan_norm_defer deferred."""
     return [n for n, m in model.named_modules() if isinstance(m, RMSNorm) and m.defer]
+
+
+def deferred_acts(model: nn.Module) -> list[str]:
+    """Names of the gated MLPs whose activation plan_norm_defer left to down_proj."""
+    return [n for n, m in model.named_modules() if isinstance(m, GatedMLP) and getattr(m, "defer_act", False)]
 
 
 def fused_norms(model: nn.Module) -> dict[str, ActQuant]:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..core.ops.gptq import gptq_v1_to_v2_zeros
-from ..core.ops.norm_defer import NormedInput
+from ..core.ops.deferred import GatedInput, NormedInput
 from ..core.ops.norm_quant import ActQuant, QuantizedActs
 
 
@@ -59,12 +59,14 @@ class AwqMethod:
         else:
             getattr(layer, name).data[:, a:b].copy_(tensor)
 
-    # takes a deferred norm's NormedInput (models/norm_quant_plan.py)
-    takes_normed_input = True
+    # takes a deferred norm's NormedInput / activation's GatedInput (models/norm_quant_plan.py)
+    takes_deferred_input = True
 
     def apply(self, layer, x, bias):
         if isinstance(x, NormedInput):
             return layer.ops.w4a16_linear_normed(x, layer.qweight, layer.scales, layer.qzeros, self.group, bias)
+        if isinstance(x, GatedInput):
+            return layer.ops.w4a16_linear_gated(x, layer.qweight, layer.scales, layer.qzeros, self.group, bias)
         return layer.ops.w4a16_linear(x, layer.qweight, layer.scales, layer.qzeros, self.group, bias)
 
 

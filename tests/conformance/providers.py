@@ -81,7 +81,7 @@ class Provider:
                 return self.skip[f"{op}:{f}"]
             if f in ("int8_kv", "int4_kv", "fp8_kv") and f[:-3] not in self.kv_cache_dtypes:
                 return f"{self.name} declares no {f[:-3]} KV cache (kv_cache_dtypes={self.kv_cache_dtypes})"
-        need = {"w4a16_linear": "awq", "w4a16_linear_normed": "awq", "gptq_linear": "gptq", "w8a8_linear": "w8a8", "quant_per_token_int8": "w8a8",
+        need = {"w4a16_linear": "awq", "w4a16_linear_normed": "awq", "w4a16_linear_gated": "awq", "gptq_linear": "gptq", "w8a8_linear": "w8a8", "quant_per_token_int8": "w8a8",
                 "fp8_linear": "fp8", "w8a8_linear_prequant": "w8a8", "fp8_linear_prequant": "fp8"}.get(op)
         if op in ("rms_norm_quant", "act_and_mul_quant"):   # cases name the activation quantization: int8 (W8A8) or fp8
             need = "w8a8" if "int8" in features else "fp8" if "fp8" in features else None

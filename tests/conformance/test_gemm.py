@@ -71,9 +71,9 @@ NORMED_CASES = [case(f"T{t}_K{k}_N{n}_g{g}{'_bias' if b else ''}", T=t, K=k, N=n
 
 @conformance("w4a16_linear_normed", NORMED_CASES, dtypes=HALF)
 def test_w4a16_linear_normed(prov, dtype, case, gen):
-    """A deferred norm's linear (core/ops/norm_defer.py): rms_norm(x + residual) * weight, then
+    """A deferred norm's linear (core/ops/deferred.py): rms_norm(x + residual) * weight, then
     W4A16; the new residual stream x + residual exactly."""
-    from halinfer.core.ops.norm_defer import deferred
+    from halinfer.core.ops.deferred import deferred
 
     dev = prov.device
     qw, s, qz, _, _ = random_awq(case.K, case.N, case.group, dtype, gen)
@@ -90,6 +90,23 @@ def test_w4a16_linear_normed(prov, dtype, case, gen):
     assert out.dtype == dtype and out.shape == (case.T, case.N)
     assert_close(out, expect, dtype, factor=2, scale=rms(expect))
     assert torch.equal(stream.cpu(), s_ref.to(dtype)), "the new residual stream is x + residual in the dtype"
+
+
+@conformance("w4a16_linear_gated", NORMED_CASES, dtypes=HALF)
+def test_w4a16_linear_gated(prov, dtype, case, gen):
+    """A deferred activation's linear (core/ops/deferred.py): act_and_mul(h, "silu"), then W4A16."""
+    from halinfer.core.ops.deferred import GatedInput
+
+    dev = prov.device
+    qw, s, qz, _, _ = random_awq(case.K, case.N, case.group, dtype, gen)
+    h = (torch.randn(case.T, 2 * case.K, generator=gen) * 2).to(dtype)
+    b = torch.randn(case.N, generator=gen).to(dtype) if case.bias else None
+    hd, qwd, sd, qzd, bd = (None if t is None else t.to(dev) for t in (h, qw, s, qz, b))
+    with untouched(h=hd, qweight=qwd, scales=sd, qzeros=qzd):
+        out = prov.ops.w4a16_linear_gated(GatedInput(hd, "silu"), qwd, sd, qzd, case.group, bd)
+    expect = REF.w4a16_linear(REF.act_and_mul(ref(h), "silu").to(dtype).float(), qw, ref(s), qz, case.group, ref(b))
+    assert out.dtype == dtype and out.shape == (case.T, case.N)
+    assert_close(out, expect, dtype, factor=2, scale=rms(expect))
 
 
 def test_awq_pack_round_trips():

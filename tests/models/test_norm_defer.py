@@ -1,5 +1,5 @@
-"""Norms left to the AWQ GEMV they feed (models/norm_quant_plan.plan_norm_defer,
-core/ops/norm_defer.py): where the plan defers them, that a deferring model gives the logits
+"""Norms and gated activations left to the AWQ GEMV they feed (models/norm_quant_plan.plan_norm_defer,
+core/ops/deferred.py): where the plan defers them, that a deferring model gives the logits
 and greedy tokens of an unfused one at batch 1 (exactly on the CPU's reference composition;
 through the fused Triton GEMV under the interpreter, within its rounding, with the fused
 kernel actually taken), and that batches above one keep the plain norm."""
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from halinfer import LLM
-from halinfer.models.norm_quant_plan import FUSE_ENV, deferred_norms
+from halinfer.models.norm_quant_plan import FUSE_ENV, deferred_acts, deferred_norms
 from halinfer.testing.hf_compare import halinfer_greedy, max_rel_err, random_prompts
 from halinfer.testing.quant_ckpt import quantize
 from halinfer.testing.tiny import save_tiny_model
@@ -46,10 +46,11 @@ def test_planned_where_one_awq_linear_reads_the_norm(awq_ckpt, monkeypatch):
     names = deferred_norms(model)
     assert len(names) == 4 and all(n.endswith(("input_layernorm", "post_attention_layernorm")) for n in names)
     assert not model.model.norm.defer     # the final norm feeds the dense LM head
+    assert len(deferred_acts(model)) == 2
     # an MLP the checkpoint left dense reads the float x: its norm stays
     model = _model(LLM(awq_ckpt(dense=("layers.0.mlp",)), device="cpu", **KW))
     assert "model.layers.0.post_attention_layernorm" not in deferred_norms(model)
-    assert len(deferred_norms(model)) == 3
+    assert len(deferred_norms(model)) == 3 and deferred_acts(model) == ["model.layers.1.mlp"]
     monkeypatch.setenv(FUSE_ENV, "auto")  # the CPU table has no fused op of its own: nothing to gain
     assert deferred_norms(_model(LLM(awq_ckpt(), device="cpu", **KW))) == []
 
@@ -70,16 +71,17 @@ def test_triton_deferred_matches_plain(awq_ckpt, monkeypatch):
 
     normed = []
     real = w4a16_v3.gemv
-    monkeypatch.setattr(w4a16_v3, "gemv", lambda *a, **k: normed.append(k.get("norm") is not None) or real(*a, **k))
+    monkeypatch.setattr(w4a16_v3, "gemv", lambda *a, **k: normed.append(
+        "norm" if k.get("norm") is not None else "act" if k.get("act") is not None else None) or real(*a, **k))
     prompts = random_prompts(1, 256, (7,))
     with _registered(backend) as device:
         names, on = _run(awq_ckpt(layers=1), device, monkeypatch, "auto", prompts, 3)
-        fused_calls = sum(normed)
+        fused_calls = normed.count("norm"), normed.count("act")
         _, off = _run(awq_ckpt(layers=1), device, monkeypatch, "0", prompts, 3)
     assert len(names) == 2
     # two decode steps (the first token comes from the prefill); one layer: its input norm has
-    # no residual to add (the plain norm runs), its post-attention norm is deferred
-    assert fused_calls == 2, f"fused GEMV calls: {fused_calls}"
+    # no residual to add (the plain norm runs), its post-attention norm and its activation are
+    assert fused_calls == (2, 2), f"fused GEMV calls (norm, act): {fused_calls}"
     assert on[0][0] == off[0][0], "greedy tokens differ"
     for a, b in zip(on[0][1], off[0][1]):
         assert max_rel_err(a, b) < 2e-2

@@ -19,7 +19,7 @@ from . import fp8 as _fp8
 from . import gptq as _gptq
 from . import moe as _moe
 from . import norm as _norm
-from . import norm_defer as _nd
+from . import deferred as _nd
 from . import norm_quant as _nq
 from . import paged as _paged
 from . import quant as _quant
@@ -39,7 +39,7 @@ OP_NAMES = (
     "w8a8_linear",
     "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
     "patch_embed", "vision_attention", "mrope", "rms_norm_quant", "w8a8_linear_prequant", "fp8_linear_prequant",
-    "act_and_mul_quant", "w4a16_linear_normed",
+    "act_and_mul_quant", "w4a16_linear_normed", "w4a16_linear_gated",
 )
 
 
@@ -165,9 +165,14 @@ class Ops:
     w4a16_linear.__doc__ = _quant.w4a16_linear.__doc__
 
     def w4a16_linear_normed(self, xn, qweight, scales, qzeros, group_size, bias=None):
-        # the reference composes this table's own rms_norm and w4a16_linear (norm_defer.py)
+        # the reference composes this table's own rms_norm and w4a16_linear (deferred.py)
         return _nd.w4a16_linear_normed(self, xn, qweight, scales, qzeros, group_size, bias)
     w4a16_linear_normed.__doc__ = _nd.w4a16_linear_normed.__doc__
+
+    def w4a16_linear_gated(self, xg, qweight, scales, qzeros, group_size, bias=None):
+        # the reference composes this table's own act_and_mul and w4a16_linear (deferred.py)
+        return _nd.w4a16_linear_gated(self, xg, qweight, scales, qzeros, group_size, bias)
+    w4a16_linear_gated.__doc__ = _nd.w4a16_linear_gated.__doc__
 
     def prepare_gptq(self, qweight, qzeros, scales, g_idx, bits):
         """One-time re-layout of a GPTQ linear's tensors for this table's ``gptq_linear``.

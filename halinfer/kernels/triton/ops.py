@@ -149,6 +149,15 @@ class TritonOps(Ops):
         return y if y is not None else self.w4a16_linear(xn.materialize(self), qweight, scales, qzeros, group_size, bias)
     w4a16_linear_normed.__doc__ = Ops.w4a16_linear_normed.__doc__
 
+    def w4a16_linear_gated(self, xg, qweight, scales, qzeros, group_size, bias=None):
+        # batch 1 on the v3a GEMV where this table's act_and_mul is activation.py's kernel (the
+        # GEMV reproduces its bits); otherwise this table's act_and_mul, then its w4a16_linear
+        y = None
+        if self._triton_activation(xg.kind):
+            y = _w4a16.awq_linear_gated(xg, _w4a16._contig(qweight), scales, qzeros, group_size, bias)
+        return y if y is not None else self.w4a16_linear(xg.materialize(self), qweight, scales, qzeros, group_size, bias)
+    w4a16_linear_gated.__doc__ = Ops.w4a16_linear_gated.__doc__
+
     def prepare_gptq(self, qweight, qzeros, scales, g_idx, bits):
         # 4-bit GPTQ with plain or act-order groups: re-laid into AWQ's layout (+ a row
         # permutation) for AWQ's kernels; the rest unchanged (w4a16.gptq_prepare)

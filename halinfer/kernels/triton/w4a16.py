@@ -742,6 +742,21 @@ def awq_linear_normed(xn, qweight, scales, qzeros, group_size, bias=None):
                          norm=(r, nw, so, xn.eps))
 
 
+def awq_linear_gated(xg, qweight, scales, qzeros, group_size, bias=None):
+    """core.ops.w4a16_linear_gated's contract at batch 1 on the v3a / v3c GEMV (the activation
+    in its x loads); None where that GEMV does not take the call (the caller composes)."""
+    from .activation import KINDS
+
+    h = xg.h
+    impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
+    if (impl not in ("v3a", "v3c") or xg.kind not in KINDS or h.dim() != 2 or h.shape[0] != 1
+            or h.dtype not in (torch.float16, torch.bfloat16) or not h.is_contiguous()):
+        return None
+    from . import w4a16_v3
+    return w4a16_v3.gemv(impl, h, qweight, _contig(qzeros), _contig(scales), group_size, bias, scales.shape[1],
+                         act=KINDS[xg.kind])
+
+
 def _awq_rows(qweight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """GPTQ qweight (4-bit, packed along K) -> AWQ qweight [len(rows), N/8] holding input rows
     ``rows`` in that order: row k sits in word row k // 8, nibble k % 8."""

@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from .common import cdiv, next_pow2, on_interpreter, sm_count
+from .activation import act_mul
 from .pdl import launch_options, pdl_enter, prefetch_l2
 from .w4a16 import _plane, _split_k_buffers, _v2_out, _v2_reduce
 
@@ -200,10 +201,14 @@ def _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, jmask, EVEN_K: tl.conste
 
 
 @triton.jit
-def _x_in(x_ptr, r_ptr, nw_ptr, off, mask, rstd, NORM: tl.constexpr):
+def _x_in(x_ptr, r_ptr, nw_ptr, off, mask, rstd, K, NORM: tl.constexpr, ACT: tl.constexpr):
     """x [off] as the GEMV multiplies it: with NORM, rms_norm(x + r) * nw with the row's rstd, in
-    norm.py's arithmetic (x + r rounded to the dtype; the normed value rounded before the weight)."""
+    norm.py's arithmetic (x + r rounded to the dtype; the normed value rounded before the weight);
+    with ACT >= 0 (activation.KINDS), act(x[off]) * x[K + off] (x: gate_up's [1, 2K] output), in
+    activation.act_mul's arithmetic."""
     x = tl.load(x_ptr + off, mask=mask, other=0.0)
+    if ACT >= 0:
+        x = act_mul(x, tl.load(x_ptr + K + off, mask=mask, other=0.0), ACT).to(x.dtype)
     if NORM:
         h = (x.to(tl.float32) + tl.load(r_ptr + off, mask=mask, other=0.0).to(tl.float32)).to(x.dtype)
         w = tl.load(nw_ptr + off, mask=mask, other=0.0).to(tl.float32)
@@ -220,7 +225,7 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
                            ONE_ROW: tl.constexpr, SROW: tl.constexpr = False, USE_PDL: tl.constexpr = False,
                            PF_ROWS: tl.constexpr = 256, PF_LINES: tl.constexpr = 1,
                            r_ptr=None, nw_ptr=None, so_ptr=None, eps=0.0, NORM: tl.constexpr = False,
-                           KROW: tl.constexpr = 16):
+                           KROW: tl.constexpr = 16, ACT: tl.constexpr = -1):
     """As w4a16._w4a16_gemv_v2_awq_kernel (int16 column jc of qweight row k: nibble j is output
     column 8 (jc // 2) + 2 j + jc % 2), with the next K tile's scales / zeros prefetched and,
     with ONE_ROW (M == 1), x summed over the tile from a 1-D load.
@@ -229,9 +234,10 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
     asked of L2 and its first scales / zeros loaded before the wait for the kernel that
     wrote x; weights are never written, so that is safe.
 
-    NORM (M == 1, core/ops/norm_defer.py): x is rms_norm(x + r) * nw.  Each program sums the
+    NORM (M == 1, core/ops/deferred.py): x is rms_norm(x + r) * nw.  Each program sums the
     squares of the whole row x + r (KROW >= K values, from L2) for its rstd; the programs of N
-    tile 0 write x + r (the new residual stream) to so over their K range."""
+    tile 0 write x + r (the new residual stream) to so over their K range.  ACT (M == 1): x is
+    act(gate) * up of gate_up's output [1, 2K] (deferred.py's GatedInput), computed as it is read."""
     pid_n, pid_s = tl.program_id(0), tl.program_id(1)
     BIAS: tl.constexpr = 1024.0 if DT == tl.float16 else 128.0
     Q: tl.constexpr = BLOCK_N // 4
@@ -281,7 +287,7 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
     if ONE_ROW:
         # M == 1: x summed over the tile from a 1-D copy (v2 summed the [BLOCK_K, 16] padded
         # operand: 20 shuffles a trip), also loaded a trip ahead
-        xv = _x_in(x_ptr, r_ptr, nw_ptr, k_lo + kk, k_lo + kk < k_hi, rstd, NORM)
+        xv = _x_in(x_ptr, r_ptr, nw_ptr, k_lo + kk, k_lo + kk < k_hi, rstd, K, NORM, ACT)
     # the tile's int32 offsets are fixed; only a scalar (uniform) base moves with k0
     hoff = kk[None, :] * (2 * stride_qwr) + jc[:, None]
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -302,10 +308,10 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         if ONE_ROW:
             xs = tl.sum(xv.to(tl.float32), axis=0)
             xcur = xv
-            xv = _x_in(x_ptr, r_ptr, nw_ptr, k0 + BLOCK_K + kk, k0 + BLOCK_K + kk < k_hi, rstd, NORM)
+            xv = _x_in(x_ptr, r_ptr, nw_ptr, k0 + BLOCK_K + kk, k0 + BLOCK_K + kk < k_hi, rstd, K, NORM, ACT)
         xt, h = _xh_tile(q16, hoff, xcol, kk, k0, k_hi, stride_qwr, jmask, EVEN_K, EVEN_N)
-        if NORM:
-            # the normed row: this trip's 1-D values, broadcast to the dot's padded columns
+        if NORM or ACT >= 0:
+            # the normed / activated row: this trip's 1-D values, broadcast to the dot's padded columns
             xt = tl.broadcast_to(xcur[:, None], (BLOCK_K, BLOCK_M))
         if not ONE_ROW:
             xs = tl.sum(xt.to(tl.float32), axis=0)[None, :]
@@ -531,20 +537,24 @@ def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
 KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel, "v3c": _w4a16_gemv_v3a_kernel}
 
 
-def gemv(variant, x, qweight, qzeros, scales, group, bias, N, norm=None):
+def gemv(variant, x, qweight, qzeros, scales, group, bias, N, norm=None, act=None):
     """AWQ 4-bit, fp16 / bf16 x, M <= 16, the w4a16_linear contract: y [M, N] in x's dtype
     (None: no tile fits this group; the caller falls back).  norm (v3a / v3c, M == 1):
     (residual, weight, stream, eps): x is rms_norm(x + residual) * weight, and x + residual
-    goes to stream (w4a16_linear_normed)."""
+    goes to stream (w4a16_linear_normed).  act (same variants, M == 1): an activation.KINDS
+    value; x is gate_up's output [1, 2K] and the GEMV multiplies act(gate) * up
+    (w4a16_linear_gated)."""
     interp = on_interpreter(x)
     M, K = x.shape
+    if act is not None:
+        K //= 2
     cfg = config(variant, M, N, K, group, interp, sm_count(x.device))
     if cfg is None or M > 16 or x.dtype not in (torch.float16, torch.bfloat16):
         return None
-    if norm is not None and (M != 1 or variant == "v3b"):
+    if (norm is not None or act is not None) and (M != 1 or variant == "v3b"):
         return None
     bn, bk, splits, warps, stages = cfg
-    k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x, N, bn, bk, splits)
+    k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x[:, :K], N, bn, bk, splits)   # (K: act's half)
     consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)[2]
     consts["SPLIT"] = splits > 1
     pdl = launch_options(x) if variant != "v3b" else {}
@@ -554,6 +564,8 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N, norm=None):
     if norm is not None:
         r, nw, so, eps = norm
         consts.update(r_ptr=r, nw_ptr=nw, so_ptr=so, eps=float(eps), NORM=True, KROW=next_pow2(K))
+    if act is not None:
+        consts["ACT"] = act
     KERNELS[variant][(tiles, splits)](
         x, qweight, qzeros, scales, y if bias is None else bias, y, part, y if cnt is None else cnt,
         M, N, K, k_per_split, x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
