@@ -65,6 +65,8 @@ for p in "$@"; do
           -q -rf --tb=short -p no:cacheprovider ;;
     awqb1off) TAILN=3 phase awq_b1_normoff 90 env HALINFER_FUSE_NORM_QUANT=0 python benchmarks/throughput.py \
           --model llama3-8b --device cuda --workload decode-b1 --quantization awq --out "$L/awq_b1_normoff.json" ;;
+    awqb1act) TAILN=3 phase awq_b1_act 90 env HALINFER_DEFER_ACT=1 python benchmarks/throughput.py \
+          --model llama3-8b --device cuda --workload decode-b1 --quantization awq --out "$L/awq_b1_act.json" ;;
     awqb1) TAILN=3 phase awq_b1 90 python benchmarks/throughput.py --model llama3-8b --device cuda --workload decode-b1 \
           --quantization awq --out "$L/awq_b1.json" ;;
     kvint4off) TAILN=3 phase kvint4_off 110 python benchmarks/throughput.py --model llama3-8b --device cuda \

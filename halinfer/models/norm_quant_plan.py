@@ -21,7 +21,8 @@ implements rms_norm_quant itself (the fusion saves nothing otherwise).
 The same switch governs the deferred norms (``plan_norm_defer``, core/ops/deferred.py): a
 norm whose one declared reader is an AWQ linear hands it a NormedInput at batch 1 and its GEMV
 computes the norm (``RMSNorm.defer``); a gated MLP whose down_proj is AWQ leaves its activation
-to down_proj's GEMV the same way (``GatedMLP.defer_act``, Ops.w4a16_linear_gated).
+to down_proj's GEMV the same way (``GatedMLP.defer_act``, Ops.w4a16_linear_gated), opt-in
+(HALINFER_DEFER_ACT=1: slower on an H200).
 
 The same switch governs the gated MLP's fusion (Ops.act_and_mul_quant,
 ``plan_mlp_quant_fusion``): a ``GatedMLP`` (that exact class: a subclass with its own
@@ -44,6 +45,9 @@ from .layers import GatedMLP, Linear, RMSNorm
 from .parallel import RowParallelLinear
 
 FUSE_ENV = "HALINFER_FUSE_NORM_QUANT"
+# opt-in: the activation left to down_proj measured slower on an H200 (AWQ Llama-3-8B decode-b1,
+# 2026-12-03: 375.7 tok/s with it against 384.5 with the deferred norms alone; docs/quantization.md)
+DEFER_ACT_ENV = "HALINFER_DEFER_ACT"
 
 
 def fusion_mode() -> str:
@@ -136,7 +140,8 @@ def plan_norm_defer(model: nn.Module, ops: Ops | None = None) -> int:
     """Set ``RMSNorm.defer`` on every norm of a standard DecoderLayer whose one reader is an AWQ
     linear (Ops.w4a16_linear_normed: the GEMV norms its input itself at batch 1), under the same
     HALINFER_FUSE_NORM_QUANT modes (auto: where the table implements w4a16_linear_normed).
-    Also sets ``GatedMLP.defer_act`` (the activation left to an AWQ down_proj).
+    With HALINFER_DEFER_ACT=1 also sets ``GatedMLP.defer_act`` (the activation left to an AWQ
+    down_proj).
     Call after plan_norm_quant_fusion and plan_mlp_quant_fusion; returns the norms deferred."""
     for m in model.modules():
         if isinstance(m, RMSNorm):
@@ -156,9 +161,10 @@ def plan_norm_defer(model: nn.Module, ops: Ops | None = None) -> int:
             if _defer_plan(norm, block):
                 norm.defer = True
                 n += 1
-    for m in model.modules():
-        if isinstance(m, GatedMLP):
-            m.defer_act = _act_defer_plan(m)
+    if os.environ.get(DEFER_ACT_ENV, "0") == "1":
+        for m in model.modules():
+            if isinstance(m, GatedMLP):
+                m.defer_act = _act_defer_plan(m)
     return n
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from halinfer import LLM
-from halinfer.models.norm_quant_plan import FUSE_ENV, deferred_acts, deferred_norms
+from halinfer.models.norm_quant_plan import DEFER_ACT_ENV, FUSE_ENV, deferred_acts, deferred_norms
 from halinfer.testing.hf_compare import halinfer_greedy, max_rel_err, random_prompts
 from halinfer.testing.quant_ckpt import quantize
 from halinfer.testing.tiny import save_tiny_model
@@ -30,6 +30,12 @@ def awq_ckpt(tmp_path_factory):
                                   dense_modules=dense)[0]
         return built[key]
     return get
+
+
+@pytest.fixture(autouse=True)
+def defer_acts(monkeypatch):
+    """The activation's deferral is opt-in (slower on an H200): these tests switch it on."""
+    monkeypatch.setenv(DEFER_ACT_ENV, "1")
 
 
 def _run(path, device, monkeypatch, fuse, prompts, n):
@@ -53,6 +59,10 @@ def test_planned_where_one_awq_linear_reads_the_norm(awq_ckpt, monkeypatch):
     assert len(deferred_norms(model)) == 3 and deferred_acts(model) == ["model.layers.1.mlp"]
     monkeypatch.setenv(FUSE_ENV, "auto")  # the CPU table has no fused op of its own: nothing to gain
     assert deferred_norms(_model(LLM(awq_ckpt(), device="cpu", **KW))) == []
+    monkeypatch.setenv(FUSE_ENV, "1")
+    monkeypatch.delenv(DEFER_ACT_ENV)     # opt-in: the norms only
+    model = _model(LLM(awq_ckpt(), device="cpu", **KW))
+    assert len(deferred_norms(model)) == 4 and deferred_acts(model) == []
 
 
 def test_cpu_deferred_and_plain_agree_exactly(awq_ckpt, monkeypatch):
