@@ -89,6 +89,15 @@ def _act_quant(linears: list[Linear]) -> ActQuant | None:
     return specs.pop() if len(specs) == 1 else None
 
 
+def _norm_blocks(model: nn.Module):
+    """(norm, the block reading its output) of every standard DecoderLayer (a subclass with its
+    own forward may read a norm's output elsewhere)."""
+    for layer in model.modules():
+        if isinstance(layer, DecoderLayer) and _defining_class(layer, "forward") is DecoderLayer:
+            yield layer.input_layernorm, layer.self_attn
+            yield layer.post_attention_layernorm, layer.mlp
+
+
 def _norm_plan(norm: nn.Module, block: nn.Module) -> ActQuant | None:
     if type(norm) is not RMSNorm:
         return None
@@ -112,14 +121,11 @@ def plan_norm_quant_fusion(model: nn.Module, ops: Ops | None = None) -> int:
     if mode == "auto" and ops is not None and type(ops).rms_norm_quant is Ops.rms_norm_quant:
         return 0
     fused = 0
-    for layer in model.modules():
-        if not isinstance(layer, DecoderLayer) or _defining_class(layer, "forward") is not DecoderLayer:
-            continue
-        for norm, block in ((layer.input_layernorm, layer.self_attn), (layer.post_attention_layernorm, layer.mlp)):
-            spec = _norm_plan(norm, block)
-            if spec is not None:
-                norm.quant = spec
-                fused += 1
+    for norm, block in _norm_blocks(model):
+        spec = _norm_plan(norm, block)
+        if spec is not None:
+            norm.quant = spec
+            fused += 1
     return fused
 
 
@@ -154,13 +160,10 @@ def plan_norm_defer(model: nn.Module, ops: Ops | None = None) -> int:
                          and type(ops).w4a16_linear_normed is Ops.w4a16_linear_normed):
         return 0
     n = 0
-    for layer in model.modules():
-        if not isinstance(layer, DecoderLayer) or _defining_class(layer, "forward") is not DecoderLayer:
-            continue
-        for norm, block in ((layer.input_layernorm, layer.self_attn), (layer.post_attention_layernorm, layer.mlp)):
-            if _defer_plan(norm, block):
-                norm.defer = True
-                n += 1
+    for norm, block in _norm_blocks(model):
+        if _defer_plan(norm, block):
+            norm.defer = True
+            n += 1
     if os.environ.get(DEFER_ACT_ENV, "0") == "1":
         for m in model.modules():
             if isinstance(m, GatedMLP):

@@ -81,3 +81,13 @@ def ops():
     from halinfer.kernels.triton.ops import TritonOps
 
     return TritonOps()
+
+
+@pytest.fixture
+def half_target(target):
+    """A target with fp16 / bf16 activations (the W4A16 GEMVs take no float32)."""
+    import torch
+
+    if target.dtype == torch.float32:
+        pytest.skip("the GEMV takes fp16 / bf16 activations")
+    return target

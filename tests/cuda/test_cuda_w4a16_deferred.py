@@ -26,12 +26,6 @@ CASES = [  # M, K, N, group
 ]
 
 
-@pytest.fixture
-def half_target(target):
-    if target.dtype == torch.float32:
-        pytest.skip("the GEMV takes fp16 / bf16 activations")
-    return target
-
 
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("M,K,N,group", CASES, ids=[f"m{c[0]}_k{c[1]}_n{c[2]}_g{c[3]}" for c in CASES])

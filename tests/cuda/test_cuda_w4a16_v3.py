@@ -48,12 +48,6 @@ def _inputs(M, K, N, group, dt, dev, gen, bias):
     return x, qw.to(dev), s.to(dev, dt), qz.to(dev), b, want
 
 
-@pytest.fixture
-def half_target(target):
-    if target.dtype == torch.float32:
-        pytest.skip("the v3 GEMVs take fp16 / bf16 activations")
-    return target
-
 
 @pytest.mark.parametrize("variant", _variants())
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
