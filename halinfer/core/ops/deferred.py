@@ -13,10 +13,9 @@ to down_proj's GEMV, which computes it from the gate_up output as it reads its i
 (``w4a16_linear_gated``).
 
 Numerics: the contract is the composition "this table's rms_norm (act_and_mul), then its
-w4a16_linear";
-the new residual stream is exactly x + residual rounded to the dtype, and the normed input
-may differ from rms_norm's only by that norm's last-bit rounding (its sum of squares may be
-added in another order).
+w4a16_linear"; the new residual stream is exactly x + residual rounded to the dtype, and the
+normed input may differ from rms_norm's only by that norm's last-bit rounding (its sum of
+squares may be added in another order).  The activation's bits are act_and_mul's.
 """
 from __future__ import annotations
 
