@@ -111,7 +111,7 @@ for p in "$@"; do
     kdecode2) TAILN=20 phase bench_decode2 120 python benchmarks/kernels/bench_decode.py \
           --kv ${KVS:-none,int4-words,int4-split2,int4-split4,int4-split8,int8,fp8} ;;
     kw4v3) TAILN=60 phase bench_w4a16_v3 ${KW4_LIMIT:-150} python benchmarks/kernels/bench_quant_gemm.py --no-fp8 \
-          --impl ${IMPLS:-v1,v2,v3a,v3b} ${KW4_ARGS:-} ;;
+          --impl ${IMPLS:-v1,v2,v3a} ${KW4_ARGS:-} ;;
     bf16all) TAILN=3 phase bf16_all 130 python benchmarks/throughput.py --model llama3-8b --device cuda \
           --workload all --max-model-len 1024 --out "$L/bf16_all.json" ;;
     fp8offu) TAILN=3 phase fp8_off_unfused 110 env HALINFER_FUSE_NORM_QUANT=0 python benchmarks/throughput.py \

@@ -1,7 +1,7 @@
 """The v3 AWQ GEMV variants (kernels/triton/w4a16_v3.py) against the core reference: N an odd
 multiple of 8 (a partial last N tile), K not a power of two, groups 32 / 64 / 128 and one group
 over K (K then not a multiple of the K tile: masked tail), M = 1 (the 1-D x sum), 2, 5, 16,
-bias on / off (v3b takes M = 1 only: more must be refused), several K splits (the last-program reduction, counters re-armed), and the
+bias on / off, several K splits (the last-program reduction, counters re-armed), and the
 selector hook (env HALINFER_W4A16_GEMV) of w4a16._gemv.  Interpreter targets run on the CPU
 (fp16; the variants refuse float32), gpu targets compile."""
 from __future__ import annotations

@@ -26,10 +26,8 @@ v3c is v3a with the scales and zeros read as contiguous rows (one vector load ea
 five 16-bit gathers a trip; 4 bytes a thread, carried as loaded) and split into the planes in
 the trip that uses them (a small shared-memory convert_layout): 3 LDG a trip instead of 14.
 
-v3b (M == 1 only) is the CUDA-core formulation, kept to measure against: per weight a shift,
-a LOP3 (nibble to float32 1 + q/16 by bit pattern) and an FFMA (float32 accumulation) are its
-floor, 3 instructions, above v3a's ~2 (the tensor cores take the multiply-add, and one LOP3
-unpacks two weights); the SASS has 4.9 (row addresses).
+(v3b, a CUDA-core M == 1 formulation, was removed: its successor v5, timed on an H200, lost to
+v3a at every shape; docs/quantization.md.)
 """
 from __future__ import annotations
 
@@ -44,8 +42,8 @@ from .activation import act_mul
 from .pdl import launch_options, pdl_enter, prefetch_l2
 from .w4a16 import _plane, _split_k_buffers, _v2_out, _v2_reduce
 
-VARIANTS = ("v3a", "v3b", "v3c")
-MAX_M = {"v3a": 16, "v3b": 1, "v3c": 16}   # the largest M each takes (more: gemv returns None)
+VARIANTS = ("v3a", "v3c")
+MAX_M = {"v3a": 16, "v3c": 16}   # the largest M each takes (more: gemv returns None)
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages[, splits[, maxnreg (0: no cap)]]) forced
 # (bench_quant_gemm.py --sweep-v3); splits None: the one-wave rule
@@ -53,7 +51,7 @@ CONFIG_OVERRIDE: dict = {}
 
 # resident programs an SM holds at the default config (sm_90 SASS: 168 registers x 128 threads,
 # 62 KB shared -> 3); the split count fills exactly one wave of them
-PROGS_PER_SM = {"v3a": 3, "v3b": 4, "v3c": 3}   # v3b: 4-warp programs (128 registers); it sizes by warps
+PROGS_PER_SM = {"v3a": 3, "v3c": 3}
 # register cap that keeps PROGS_PER_SM programs resident (65536 / (3 x 128 threads) -> 168)
 MAXNREG = {"v3a": 168, "v3c": 168}
 # Fewer than 4 warps a program: Triton makes mma.sync (HMMA) of the dots instead of a warpgroup's
@@ -66,8 +64,6 @@ PROGS_SMALL = {(128, 2): 5, (256, 2): 4, (64, 2): 6, (64, 1): 10, (128, 1): 8}
 
 def resident(variant, bn, warps):
     """Programs of this tile one SM holds (the one-wave split rule sizes the grid by it)."""
-    if variant == "v3b":
-        return 16 // warps
     if warps >= 4:
         return max(1, PROGS_PER_SM[variant] * 4 // warps)
     return PROGS_SMALL.get((bn, warps), 12 // warps)
@@ -338,156 +334,33 @@ def _w4a16_gemv_v3a_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr,
         _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, BLOCK_M, BLOCK_N, ONE_ROW)
 
 
-@triton.jit
-def _nib_f32(w, I: tl.constexpr):
-    """Nibble I of int32 words -> float32 1 + q / 16 by bit pattern: q moved to the top of the
-    mantissa (bits 19..22) and ORed into 1.0 (0x3F800000); one shift and one LOP3.  (A nibble
-    left low in the mantissa would be too small beside the 1.0 for float32 sums.)"""
-    if 4 * I <= 19:
-        v = w << (19 - 4 * I)
-    else:
-        v = w >> (4 * I - 19)
-    return ((v & 0x00780000) | 0x3F800000).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _v3b_epi(y, acc, xs, s_ptr, z, gs, n, nmask, I: tl.constexpr):
-    """acc = sum_k x_k (1 + q/16) = xs + x.q / 16, so x.(q - z) = 16 acc - (16 + z) xs; times
-    the group's scale of columns n."""
-    sc = tl.load(s_ptr + gs + n, mask=nmask, other=0.0).to(tl.float32)
-    zq = ((z >> (4 * I)) & 0xF).to(tl.float32)
-    return y + sc * (16.0 * acc - (16.0 + zq) * xs)
-
-
-@triton.jit
-def _w4a16_gemv_v3b_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, b_ptr, y_ptr, part_ptr, cnt_ptr, M, N, K,
-                           k_per_split, stride_xm, stride_qwr, stride_qzr, stride_sr, stride_ym,
-                           DT: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
-                           EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, ASM: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                           ONE_ROW: tl.constexpr):
-    """M == 1 on the CUDA cores (no tensor cores, no M padding).  A thread owns packed columns
-    (one word of each K row) and walks the trip's BLOCK_K rows one at a time (unrolled): per
-    row one 4-byte load, and per nibble position i (output column 8c + AWQ order[i]) an
-    elementwise acc_i += x_k * (1 + q / 16): no cross-thread reduction in the loop.  Per weight
-    a shift, a LOP3 and an FFMA: 3 instructions is this formulation's floor (float32
-    accumulation needs one FFMA a weight; see sass_stats.py).  Same split-K / reduction as v2."""
-    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
-    W: tl.constexpr = BLOCK_N // 8
-    c = pid_n * W + tl.arange(0, W)
-    cmask = c < N // 8
-    k_lo = pid_s * k_per_split
-    k_hi = tl.minimum(k_lo + k_per_split, K)
-    n0 = 8 * c
-    y0 = tl.zeros((W,), dtype=tl.float32)
-    y1 = tl.zeros((W,), dtype=tl.float32)
-    y2 = tl.zeros((W,), dtype=tl.float32)
-    y3 = tl.zeros((W,), dtype=tl.float32)
-    y4 = tl.zeros((W,), dtype=tl.float32)
-    y5 = tl.zeros((W,), dtype=tl.float32)
-    y6 = tl.zeros((W,), dtype=tl.float32)
-    y7 = tl.zeros((W,), dtype=tl.float32)
-    for k0 in range(k_lo, k_hi, BLOCK_K):
-        wp = qw_ptr + (tl.full((), 0, tl.int64) + k0) * stride_qwr + c
-        a0 = tl.zeros((W,), dtype=tl.float32)
-        a1 = tl.zeros((W,), dtype=tl.float32)
-        a2 = tl.zeros((W,), dtype=tl.float32)
-        a3 = tl.zeros((W,), dtype=tl.float32)
-        a4 = tl.zeros((W,), dtype=tl.float32)
-        a5 = tl.zeros((W,), dtype=tl.float32)
-        a6 = tl.zeros((W,), dtype=tl.float32)
-        a7 = tl.zeros((W,), dtype=tl.float32)
-        xs = 0.0
-        for r in tl.static_range(BLOCK_K):
-            if EVEN_K:
-                xr = tl.load(x_ptr + k0 + r).to(tl.float32)
-                if EVEN_N:
-                    w = tl.load(wp + r * stride_qwr)
-                else:
-                    w = tl.load(wp + r * stride_qwr, mask=cmask, other=0)
-            else:
-                # rows past k_hi: x = 0 (their words, read as 0, add nothing)
-                # (a clamped address and a select: the interpreter refuses a scalar load's mask)
-                xr = tl.load(x_ptr + tl.minimum(k0 + r, k_hi - 1)).to(tl.float32)
-                xr = tl.where(k0 + r < k_hi, xr, 0.0)
-                w = tl.load(wp + r * stride_qwr, mask=cmask & (c * 0 + k0 + r < k_hi), other=0)
-            xs += xr
-            a0 += xr * _nib_f32(w, 0)
-            a1 += xr * _nib_f32(w, 1)
-            a2 += xr * _nib_f32(w, 2)
-            a3 += xr * _nib_f32(w, 3)
-            a4 += xr * _nib_f32(w, 4)
-            a5 += xr * _nib_f32(w, 5)
-            a6 += xr * _nib_f32(w, 6)
-            a7 += xr * _nib_f32(w, 7)
-        if GROUP == 0:
-            g = 0
-        else:
-            g = k0 // GROUP
-        if EVEN_N:
-            z = tl.load(qz_ptr + g * stride_qzr + c)
-        else:
-            z = tl.load(qz_ptr + g * stride_qzr + c, mask=cmask, other=0)
-        gs = g * stride_sr
-        # nibble i -> column 8c + AWQ_ORDER[i] (0,2,4,6,1,3,5,7)
-        y0 = _v3b_epi(y0, a0, xs, s_ptr, z, gs, n0 + 0, cmask, 0)
-        y2 = _v3b_epi(y2, a1, xs, s_ptr, z, gs, n0 + 2, cmask, 1)
-        y4 = _v3b_epi(y4, a2, xs, s_ptr, z, gs, n0 + 4, cmask, 2)
-        y6 = _v3b_epi(y6, a3, xs, s_ptr, z, gs, n0 + 6, cmask, 3)
-        y1 = _v3b_epi(y1, a4, xs, s_ptr, z, gs, n0 + 1, cmask, 4)
-        y3 = _v3b_epi(y3, a5, xs, s_ptr, z, gs, n0 + 3, cmask, 5)
-        y5 = _v3b_epi(y5, a6, xs, s_ptr, z, gs, n0 + 5, cmask, 6)
-        y7 = _v3b_epi(y7, a7, xs, s_ptr, z, gs, n0 + 7, cmask, 7)
-    m = tl.arange(0, 1)
-    n0 = tl.where(cmask, n0, N)
-    _v2_out(y0[:, None], n0 + 0, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y1[:, None], n0 + 1, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y2[:, None], n0 + 2, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y3[:, None], n0 + 3, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y4[:, None], n0 + 4, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y5[:, None], n0 + 5, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y6[:, None], n0 + 6, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    _v2_out(y7[:, None], n0 + 7, m, M, N, y_ptr, stride_ym, part_ptr, pid_s, b_ptr, HAS_BIAS, SPLIT)
-    if SPLIT:
-        _v2_reduce(part_ptr, cnt_ptr, b_ptr, y_ptr, M, N, stride_ym, pid_n, HAS_BIAS, 1, BLOCK_N, True)
-
-
 def config(variant, M, N, K, group, interp, sms):
     """(BLOCK_N, BLOCK_K, splits, num_warps, num_stages), or None when the variant cannot run."""
     ks = (128, 64, 32, 16)
     bk = next((b for b in ks if group % b == 0 or group >= K), None)
-    if bk is None or N % 8 or (variant == "v3b" and M != 1):
+    if bk is None or N % 8:
         return None
     if interp:
         bn, bk = 64, min(bk, 64)
         return bn, bk, max(1, min(4, cdiv(K, bk) // 2)), 1, 1
     fit = bk            # the largest K tile inside a group
-    if variant == "v3b":
-        # a packed column a thread, 32 rows a trip; 1024 columns (4 warps) unless the N tiles
-        # times the splits (at most 32) would leave resident slots empty
-        # (128 registers: 16 warps an SM)
-        bn, bk, stages, splits = 1024, min(bk, 32), 1, None
-        while bn > 256 and cdiv(N, bn) * min(64, cdiv(K, bk) // 2) * (bn // 256) < 16 * sms:
-            bn //= 2
-        warps = bn // 256
-    else:
-        bn, warps, stages, splits = 256, 4, 4, None
-        if variant == "v3a" and cdiv(N, bn) <= 32:
-            # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down), 3 stages, from sweeps on an H200
-            # with weights streamed from DRAM (bench_quant_gemm --cold 256 --sweep-v3).  M > 1: 8 splits
-            # (16 for K > 8192; 2026-12-02: qkv 12.6 -> 12.2 us, o 10.1 -> 9.8, down 21.2 -> 18.6).  M = 1:
-            # about two waves of programs, cheap since the split-K reduction loads many partials at once
-            # (qkv 24 tiles -> 11 splits, o 16 -> 16, down 16 -> 16; 2026-12-03: qkv 10.5 -> 10.1 us,
-            # o 8.9 -> 8.7, down as before).  Many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3).
-            splits = cdiv(2 * sms, cdiv(N, bn)) if M == 1 else (16 if K > 8192 else 8)
-            stages = 3
-        elif variant == "v3a":
-            stages = 3
-            if M == 1:
-                # gate_up at M = 1: 2-warp programs (mma.sync, no wgmma group drained each trip),
-                # 4 an SM, one wave: 27.9 -> 25.2 us (bench_quant_gemm --cold 256 --sweep-v3,
-                # 2026-12-03); the few-tile shapes and M = 16 were not faster that way
-                warps = 2
+    bn, warps, stages, splits = 256, 4, 4, None
+    if variant == "v3a" and cdiv(N, bn) <= 32:
+        # few column tiles (N <= 8192: Llama-3-8B's qkv, o, down), 3 stages, from sweeps on an H200
+        # with weights streamed from DRAM (bench_quant_gemm --cold 256 --sweep-v3).  M > 1: 8 splits
+        # (16 for K > 8192; 2026-12-02: qkv 12.6 -> 12.2 us, o 10.1 -> 9.8, down 21.2 -> 18.6).  M = 1:
+        # about two waves of programs, cheap since the split-K reduction loads many partials at once
+        # (qkv 24 tiles -> 11 splits, o 16 -> 16, down 16 -> 16; 2026-12-03: qkv 10.5 -> 10.1 us,
+        # o 8.9 -> 8.7, down as before).  Many tiles (gate_up): one wave, 3 stages (28.9 -> 27.3).
+        splits = cdiv(2 * sms, cdiv(N, bn)) if M == 1 else (16 if K > 8192 else 8)
+        stages = 3
+    elif variant == "v3a":
+        stages = 3
+        if M == 1:
+            # gate_up at M = 1: 2-warp programs (mma.sync, no wgmma group drained each trip),
+            # 4 an SM, one wave: 27.9 -> 25.2 us (bench_quant_gemm --cold 256 --sweep-v3,
+            # 2026-12-03); the few-tile shapes and M = 16 were not faster that way
+            warps = 2
     if CONFIG_OVERRIDE:
         cfg = CONFIG_OVERRIDE["config"]
         bn, bk_o, warps, stages = cfg[:4]
@@ -500,7 +373,7 @@ def config(variant, M, N, K, group, interp, sms):
         # one wave: tiles x splits <= the resident programs; each split streams >= 2 K tiles;
         # with rows the float32 partials stay within an eighth of the weight bytes (as v2)
         slots = resident(variant, bn, warps) * sms
-        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 64 if variant == "v3b" else 32))
+        splits = max(1, min(slots // cdiv(N, bn), cdiv(K, bk) // 2, K // (64 * M), 32))
     return bn, bk, splits, warps, stages
 
 
@@ -529,12 +402,11 @@ def _args(variant, M, N, K, group, bk, bn, splits, dt_is_fp16):
     consts = dict(DT=tl.float16 if dt_is_fp16 else tl.bfloat16, GROUP=0 if group >= K else group,
                   SPLIT=splits > 1, EVEN_K=K % bk == 0, EVEN_N=N % bn == 0, BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk,
                   ONE_ROW=M == 1)
-    if variant != "v3b":   # (v3b has no SROW: triton 3.6 refuses an unknown keyword)
-        consts["SROW"] = variant == "v3c"
+    consts["SROW"] = variant == "v3c"
     return k_per_split, splits, consts
 
 
-KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3b": _w4a16_gemv_v3b_kernel, "v3c": _w4a16_gemv_v3a_kernel}
+KERNELS = {"v3a": _w4a16_gemv_v3a_kernel, "v3c": _w4a16_gemv_v3a_kernel}
 
 
 def gemv(variant, x, qweight, qzeros, scales, group, bias, N, norm=None, act=None):
@@ -551,13 +423,13 @@ def gemv(variant, x, qweight, qzeros, scales, group, bias, N, norm=None, act=Non
     cfg = config(variant, M, N, K, group, interp, sm_count(x.device))
     if cfg is None or M > 16 or x.dtype not in (torch.float16, torch.bfloat16):
         return None
-    if (norm is not None or act is not None) and (M != 1 or variant == "v3b"):
+    if (norm is not None or act is not None) and M != 1:
         return None
     bn, bk, splits, warps, stages = cfg
     k_per_split, splits, tiles, cnt, y, part = _split_k_buffers(x[:, :K], N, bn, bk, splits)   # (K: act's half)
     consts = _args(variant, M, N, K, group, bk, bn, splits, x.dtype == torch.float16)[2]
     consts["SPLIT"] = splits > 1
-    pdl = launch_options(x) if variant != "v3b" else {}
+    pdl = launch_options(x)
     nreg = None if interp else maxnreg(variant, warps)
     if pdl:
         consts.update(pdl_consts(bn, bk, k_per_split))
