@@ -46,7 +46,7 @@ from .parallel import RowParallelLinear
 
 FUSE_ENV = "HALINFER_FUSE_NORM_QUANT"
 # opt-in: the activation left to down_proj measured slower on an H200 (AWQ Llama-3-8B decode-b1,
-# 2026-12-03: 375.7 tok/s with it against 384.5 with the deferred norms alone; docs/quantization.md)
+# 2026-12-03, one call: 375.8 tok/s with it against 383.2 with the deferred norms alone; BENCHMARKS.md)
 DEFER_ACT_ENV = "HALINFER_DEFER_ACT"
 
 

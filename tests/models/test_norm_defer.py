@@ -38,6 +38,17 @@ def defer_acts(monkeypatch):
     monkeypatch.setenv(DEFER_ACT_ENV, "1")
 
 
+@pytest.fixture
+def normed_calls(monkeypatch):
+    """Counts the reference table's w4a16_linear_normed calls (the CPU table composes through it)."""
+    from halinfer.core.ops import deferred
+
+    calls = []
+    real = deferred.w4a16_linear_normed
+    monkeypatch.setattr(deferred, "w4a16_linear_normed", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 def _run(path, device, monkeypatch, fuse, prompts, n):
     monkeypatch.setenv(FUSE_ENV, fuse)
     kw = KW if device == "cpu" else {**KW, "max_model_len": 32, "max_num_batched_tokens": 32}
@@ -65,11 +76,13 @@ def test_planned_where_one_awq_linear_reads_the_norm(awq_ckpt, monkeypatch):
     assert len(deferred_norms(model)) == 4 and deferred_acts(model) == []
 
 
-def test_cpu_deferred_and_plain_agree_exactly(awq_ckpt, monkeypatch):
+def test_cpu_deferred_and_plain_agree_exactly(awq_ckpt, monkeypatch, normed_calls):
     prompts = random_prompts(1, 256, (9,))      # one sequence: the decode steps run at batch 1
     names, on = _run(awq_ckpt(), "cpu", monkeypatch, "1", prompts, 4)
+    # three decode steps; per step layer 0's post-attention norm and layer 1's two norms
+    assert len(normed_calls) == 3 * 3, len(normed_calls)
     none, off = _run(awq_ckpt(), "cpu", monkeypatch, "0", prompts, 4)
-    assert len(names) == 4 and none == []
+    assert len(names) == 4 and none == [] and len(normed_calls) == 9
     assert on[0][0] == off[0][0]
     for a, b in zip(on[0][1], off[0][1]):
         assert torch.equal(a.float().cpu(), b.float().cpu())
@@ -97,9 +110,10 @@ def test_triton_deferred_matches_plain(awq_ckpt, monkeypatch):
         assert max_rel_err(a, b) < 2e-2
 
 
-def test_batches_keep_the_plain_norm(awq_ckpt, monkeypatch):
+def test_batches_keep_the_plain_norm(awq_ckpt, monkeypatch, normed_calls):
     """Two sequences decode together (M = 2): the norm runs itself; tokens as unfused."""
     prompts = random_prompts(2, 256, (9, 3))   # two sequences
     _, on = _run(awq_ckpt(), "cpu", monkeypatch, "1", prompts, 3)
+    assert normed_calls == [], "a batch of two took the deferred norm"
     _, off = _run(awq_ckpt(), "cpu", monkeypatch, "0", prompts, 3)
     assert [t for t, _ in on] == [t for t, _ in off]

@@ -145,7 +145,7 @@ class TritonOps(Ops):
     def w4a16_linear_normed(self, xn, qweight, scales, qzeros, group_size, bias=None):
         # batch 1 on the v3a GEMV (the norm in its programs); otherwise the reference's
         # composition of this table's rms_norm and w4a16_linear (not a fallback: both are kernels)
-        y = _w4a16.awq_linear_normed(xn, _w4a16._contig(qweight), scales, qzeros, group_size, bias)
+        y = _w4a16.awq_linear_normed(xn, qweight, scales, qzeros, group_size, bias)
         return y if y is not None else self.w4a16_linear(xn.materialize(self), qweight, scales, qzeros, group_size, bias)
     w4a16_linear_normed.__doc__ = Ops.w4a16_linear_normed.__doc__
 
@@ -154,7 +154,7 @@ class TritonOps(Ops):
         # GEMV reproduces its bits); otherwise this table's act_and_mul, then its w4a16_linear
         y = None
         if self._triton_activation(xg.kind):
-            y = _w4a16.awq_linear_gated(xg, _w4a16._contig(qweight), scales, qzeros, group_size, bias)
+            y = _w4a16.awq_linear_gated(xg, qweight, scales, qzeros, group_size, bias)
         return y if y is not None else self.w4a16_linear(xg.materialize(self), qweight, scales, qzeros, group_size, bias)
     w4a16_linear_gated.__doc__ = Ops.w4a16_linear_gated.__doc__
 

@@ -728,18 +728,26 @@ def awq_linear(x, qweight, scales, qzeros, group_size, bias=None):
     return _launch(0, x, qweight, qzeros, scales, None, group_size, 4, bias, scales.shape[1])
 
 
+def _deferred_gemv(x, qweight, qzeros, scales, group_size, bias, **deferred):
+    """The v3a / v3c GEMV at batch 1 with a deferred input (w4a16_v3.gemv's norm= / act=), or
+    None where it does not take the call (the caller composes)."""
+    impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
+    if (impl not in ("v3a", "v3c") or x.dim() != 2 or x.shape[0] != 1
+            or x.dtype not in (torch.float16, torch.bfloat16) or not x.is_contiguous()):
+        return None
+    from . import w4a16_v3
+    return w4a16_v3.gemv(impl, x, _contig(qweight), _contig(qzeros), _contig(scales), group_size, bias,
+                         scales.shape[1], **deferred)
+
+
 def awq_linear_normed(xn, qweight, scales, qzeros, group_size, bias=None):
     """core.ops.w4a16_linear_normed's contract at batch 1 on the v3a / v3c GEMV (the norm in
     the GEMV's programs); None where that GEMV does not take the call (the caller composes)."""
     x, r, nw, so = xn.x, xn.residual, xn.weight, xn.stream
-    impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
-    if (impl not in ("v3a", "v3c") or x.dim() != 2 or x.shape[0] != 1 or r.shape != x.shape
-            or not (x.dtype == r.dtype == nw.dtype == so.dtype) or x.dtype not in (torch.float16, torch.bfloat16)
-            or not all(t.is_contiguous() for t in (x, r, nw, so))):
+    if r.shape != x.shape or not (x.dtype == r.dtype == nw.dtype == so.dtype) \
+            or not all(t.is_contiguous() for t in (r, nw, so)):
         return None
-    from . import w4a16_v3
-    return w4a16_v3.gemv(impl, x, qweight, _contig(qzeros), _contig(scales), group_size, bias, scales.shape[1],
-                         norm=(r, nw, so, xn.eps))
+    return _deferred_gemv(x, qweight, qzeros, scales, group_size, bias, norm=(r, nw, so, xn.eps))
 
 
 def awq_linear_gated(xg, qweight, scales, qzeros, group_size, bias=None):
@@ -747,14 +755,9 @@ def awq_linear_gated(xg, qweight, scales, qzeros, group_size, bias=None):
     in its x loads); None where that GEMV does not take the call (the caller composes)."""
     from .activation import KINDS
 
-    h = xg.h
-    impl = os.environ.get("HALINFER_W4A16_GEMV", GEMV_IMPL)
-    if (impl not in ("v3a", "v3c") or xg.kind not in KINDS or h.dim() != 2 or h.shape[0] != 1
-            or h.dtype not in (torch.float16, torch.bfloat16) or not h.is_contiguous()):
+    if xg.kind not in KINDS:
         return None
-    from . import w4a16_v3
-    return w4a16_v3.gemv(impl, h, qweight, _contig(qzeros), _contig(scales), group_size, bias, scales.shape[1],
-                         act=KINDS[xg.kind])
+    return _deferred_gemv(xg.h, qweight, qzeros, scales, group_size, bias, act=KINDS[xg.kind])
 
 
 def _awq_rows(qweight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
