@@ -196,6 +196,11 @@ for p in "$@"; do
           --workload offline-1000 --max-model-len 1024 ${c#*:} --out "$L/off_$n.json"
         python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['halinfer']; r=d['offline-1000/steady']; \
 print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_norm_quant'))" "$L/off_$n.json" "$n"; done ;;
+    offprof)  # offline-1000 steady pass profiled per kernel, bf16 cache then KV INT4 (the 2% gap), and the diff
+      for kv in auto int4; do TAILN=${OPTAIL:-45} phase "offprof_$kv" 170 python benchmarks/throughput.py --model llama3-8b \
+          --device cuda --workload offline-1000 --max-model-len 1024 --kv-cache-dtype $kv --profile-kernels 60 \
+          --out "$L/offprof_$kv.json"; done
+      python benchmarks/kernel_diff.py "$L/offprof_auto.json" "$L/offprof_int4.json" --rows 30 | tee "$L/offprof_diff.txt" ;;
     kamq) TAILN=20 phase bench_act_mul_quant 90 python benchmarks/kernels/bench_act_mul_quant.py ;;
     mlafixed)  # the fixed launch under memcheck: the tiny test shapes and DeepSeek's real ones
       CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)

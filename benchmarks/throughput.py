@@ -21,6 +21,10 @@ offline-1000  1000 requests from numpy.random.default_rng(0): input lengths in [
               quantization (result key fused_norm_quant: how many); HALINFER_FUSE_NORM_QUANT=0
               in the environment times the unfused path.
 --kv-cache-dtype auto|int8|int4|fp8   the KV cache's storage.
+--profile-kernels N   offline: profile the steady pass's device kernels (torch.profiler, CUDA
+              activity only) and report the N largest by total time, with launches: where two
+              runs (e.g. --kv-cache-dtype auto / int4) spend their time differently.  The pass's
+              wall time is then not a benchmark figure.
 --peer hf     runs HF transformers generate() on the same workloads in the same run
               (offline: on the first --hf-requests requests, batched by --hf-batch) so
               every figure comes with its ratio.
@@ -209,6 +213,7 @@ def run_halinfer(args, model_dir):
             eng.block_manager.reset_prefix_cache()  # passes must not reuse each other's KV
             rt.reset_peak_memory()
             rt.synchronize()
+            prof = kernel_profiler(dev.type) if args.profile_kernels and name == "steady" else None
             t = time.perf_counter()
             first_token_at: dict[str, float] = {}
             stats0 = dict(eng.stats)
@@ -228,6 +233,9 @@ def run_halinfer(args, model_dir):
                     first_token_at.setdefault(rid, now)
             rt.synchronize()
             wall = time.perf_counter() - t
+            if prof is not None:
+                prof.__exit__(None, None, None)
+                res["kernels_steady"] = kernel_totals(prof, args.profile_kernels)
             done = eng.take_finished()
             got = sum(len(o.outputs[0].token_ids) for o in done)
             assert got == n_out, f"expected {n_out} output tokens, got {got}"
@@ -277,6 +285,31 @@ def run_halinfer(args, model_dir):
     gc.collect()
     rt.empty_cache()
     return res
+
+
+def kernel_profiler(device_type: str):
+    """A started torch.profiler recording device activity only (CPU ops would swamp a pass); on
+    the CPU backend its ops, so the option can be tried anywhere."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CUDA if device_type == "cuda" else ProfilerActivity.CPU])
+    prof.__enter__()
+    return prof
+
+
+def kernel_totals(prof, rows: int) -> list[dict]:
+    """The ``rows`` device kernels with the most total time: name, launches, ms; printed too."""
+    out = []
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cpu_time_total", 0.0)
+        if us > 0:
+            out.append({"name": e.key[:120], "launches": e.count, "ms": round(us / 1e3, 2)})
+    out.sort(key=lambda r: -r["ms"])
+    total = sum(r["ms"] for r in out)
+    print(f"device kernels, steady pass: {total:.1f} ms in all", flush=True)
+    for r in out[:rows]:
+        print(f"  {r['ms']:10.2f} ms {r['launches']:8d}x  {r['name']}", flush=True)
+    return [{"name": "(all)", "launches": sum(r["launches"] for r in out), "ms": round(total, 2)}] + out[:rows]
 
 
 def timed_request(eng, ids: list[int], n: int) -> tuple[float, int]:
@@ -387,6 +420,8 @@ def main(argv=None):
                    help="auto: read the model directory's weights (its quantization_config's format)")
     p.add_argument("--quantization", default=None, choices=tuple(QUANT_CONFIGS))
     p.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "int8", "int4", "fp8"))
+    p.add_argument("--profile-kernels", type=int, default=0, metavar="N",
+                   help="offline: profile the steady pass, report the N largest kernels")
     p.add_argument("--out", default=None, help="write the JSON result here")
     args = p.parse_args(argv)
 
