@@ -245,6 +245,9 @@ print(sys.argv[2], r['wall_s'], r['step_time_s'], 'fused norms', d.get('fused_no
       [ -n "$CS" ] && TAILN=40 phase tile64_memcheck 200 env HALINFER_PREFILL_TILE=${PTILE:-64x128x4x2} "$CS" --tool memcheck \
           --print-limit 4 python -m pytest tests/cuda/test_cuda_kv_quant.py -m gpu -k "prefill and int4" -x -q \
           -p no:cacheprovider ;;
+    int4asm)  # KV INT4 decode attention, its unpack in inline PTX and in plain Triton (tl_math.INT4_ASM), beside bf16
+      TAILN=30 phase decode_int4asm ${KA_LIMIT:-200} python benchmarks/kernels/bench_decode.py --kv ${KAKV:-none,int4} \
+          --asm 1,0 --batches ${KSB:-32,512,1000} --ctx ${KSC:-400} --rep 60 ;;
     *) echo "unknown phase $p" ;;
   esac
 done

@@ -168,13 +168,15 @@ def _kinds(args):
 
 
 def main_kv(args, dev, gen, bw):
+    from halinfer.kernels.triton import tl_math
+
     ops = TritonOps()
     rows = []
     kinds = _kinds(args)
     ctx = args.ctx
     # each kind under every --tiles x --stages x --splits setting (the launcher's defaults: "" / 0 / auto)
-    settings = [(t, int(st), None if ns == "auto" else int(ns)) for t in args.tiles.split(",")
-                for st in str(args.stages).split(",") for ns in args.splits.split(",")]
+    settings = [(t, int(st), None if ns == "auto" else int(ns), a != "0") for t in args.tiles.split(",")
+                for st in str(args.stages).split(",") for ns in args.splits.split(",") for a in args.asm.split(",")]
     for B in [int(b) for b in args.batches.split(",")]:
         built = {}
         for label, name, pf in kinds:
@@ -184,11 +186,14 @@ def main_kv(args, dev, gen, bw):
                 torch.cuda.empty_cache()
                 built[mode] = build_quant(B, ctx, mode, dev, gen)
             q, kv, step = built[mode]
-            for tile, stages, ns in settings:
+            for tile, stages, ns, asm in settings:
+                if not asm and mode != "int4":
+                    continue   # the inline PTX is the int4 unpack's only
                 ops.decode_splits = ns
+                saved_asm, tl_math.INT4_ASM = tl_math.INT4_ASM, asm
                 try:
-                    r = _time_kind(args, ops, q, kv, step, label, B, ctx, magic, words, split, pf, tile, stages, dev,
-                                   bw)
+                    r = _time_kind(args, ops, q, kv, step, label if asm else label + "-noptx", B, ctx, magic, words,
+                                   split, pf, tile, stages, dev, bw)
                     r["splits"] = ns or "auto"
                     rows.append(r)
                 except triton.runtime.errors.OutOfResources as e:
@@ -196,6 +201,7 @@ def main_kv(args, dev, gen, bw):
                     print(f"{label} tile {tile or 'auto'} stages {stages} splits {ns or 'auto'}: {e}")
                 finally:
                     ops.decode_splits = None
+                    tl_math.INT4_ASM = saved_asm
                 torch.cuda.synchronize()
         built.clear()
         torch.cuda.empty_cache()
@@ -248,6 +254,8 @@ def main():
     ap.add_argument("--tiles", default="", help="with --kv: comma list of BLOCK_N x num_warps, e.g. 64x4,128x8 "
                     "(empty: the launcher's choice)")
     ap.add_argument("--splits", default="auto", help="with --kv: comma list of split-KV counts (auto: the launcher's)")
+    ap.add_argument("--asm", default="1", help="with --kv: comma list of 1 / 0, the int4 unpack in inline PTX or "
+                    "plain Triton (tl_math.INT4_ASM)")
     ap.add_argument("--rep", type=int, default=200, help="with --kv: do_bench's rep (ms)")
     args = ap.parse_args()
     dev = torch.device("cuda", 0)

@@ -74,6 +74,8 @@ def compile_kernel(kernel, kv, dt, D, split=False, sinks=False, window=False, pr
         consts["PREFETCH"] = prefetch
     if "USE_PDL" in fn.arg_names:
         consts["USE_PDL"] = pdl
+    if "ASM" in fn.arg_names:   # as the CUDA launchers pass it (tl_math.INT4_ASM)
+        consts["ASM"] = tl_math.INT4_ASM
     cache = CACHE_TY.get(kv, "*u8") or f"*{dt}"
     ptrs = {"q_ptr": f"*{dt}", "o_ptr": f"*{dt}", "k_ptr": cache, "v_ptr": cache}
     vals = launch_values(kernel, kv, D, split)

@@ -296,17 +296,23 @@ def test_int4_split_tiles(target, gen, monkeypatch, split, name, seqs, Hq, Hk, D
         assert picked and all(m == mode for m in picked), f"wanted tile {mode}, launched {picked}"
 
 
+def _asm_modes(target, unpacks_words):
+    """The ASM values a probe is compiled with: the plain-Triton unpack everywhere, and where it is
+    used (word / 4- and 8-plane tiles) the inline-PTX one too when compiled for CUDA."""
+    return [False] + ([True] if unpacks_words and not target.interp and torch.version.hip is None else [])
+
+
 # triton.language and kernels/triton/tl_math for _tile_probe, set by test_int4_tiles_hold_nibbles_plus_bias:
 # triton is imported in tests only (after the conftest has chosen compiled or interpreted).
 tl = tl_math = None
 
 
 def _tile_probe(c_ptr, out_ptr, n_rows, stride_row, NCH: tl.constexpr, C: tl.constexpr, N: tl.constexpr,
-                KV: tl.constexpr, OUT_DT: tl.constexpr):
+                KV: tl.constexpr, OUT_DT: tl.constexpr, ASM: tl.constexpr):
     # made a kernel (triton.jit) by test_int4_tiles_hold_nibbles_plus_bias
     r = tl.arange(0, N)
     ch = tl.arange(0, C)
-    t = tl_math._load_tile(c_ptr, r * stride_row, ch, r < n_rows, NCH, KV, OUT_DT)
+    t = tl_math._load_tile(c_ptr, r * stride_row, ch, r < n_rows, NCH, KV, OUT_DT, ASM)
     tl.store(out_ptr + r[:, None] * C + ch[None, :], t.to(tl.float32))
 
 
@@ -314,7 +320,7 @@ def _tile_probe(c_ptr, out_ptr, n_rows, stride_row, NCH: tl.constexpr, C: tl.con
 def test_int4_tiles_hold_nibbles_plus_bias(target, gen, D):
     """The int4 tiles alone (bf16 included: no dot involved), from a poisoned cache: channel 2j
     is byte j's low nibble, 2j + 1 its high one, plus the 16-bit dtypes' bias; rows and channels
-    outside the masks read as nibble 0."""
+    outside the masks read as nibble 0.  Compiled: the inline-PTX unpack (tl_math.INT4_ASM) too."""
     import triton
     import triton.language
 
@@ -336,22 +342,22 @@ def test_int4_tiles_hold_nibbles_plus_bias(target, gen, D):
             kinds.append(tl_math.KV_INT4_PLAIN)
         if bias and D % 8 == 0:
             kinds.append(tl_math.KV_INT4_WORDS)
-        for kind in kinds:
+        for kind, asm in [(k, a) for k in kinds for a in _asm_modes(target, k == tl_math.KV_INT4_WORDS)]:
             out = torch.full((N, C), float("nan"), device=dev)
             tdt = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dt]
-            tile_kernel[(1,)](cache.to(dev), out, rows, stride, NCH=D, C=C, N=N, KV=kind, OUT_DT=tdt)
+            tile_kernel[(1,)](cache.to(dev), out, rows, stride, NCH=D, C=C, N=N, KV=kind, OUT_DT=tdt, ASM=asm)
             got = out.cpu()
             add = 0.0 if kind == tl_math.KV_INT4_PLAIN else bias
             want = torch.full((N, C), add)
             want[:rows, :D] += nib
-            assert torch.equal(got, want), f"{dt} tile {kind}: {int((got != want).sum())} elements differ"
+            assert torch.equal(got, want), f"{dt} tile {kind} asm {asm}: {int((got != want).sum())} elements differ"
 
 
 def _planes_probe(c_ptr, out_ptr, n_rows, stride_row, NCH: tl.constexpr, C: tl.constexpr, N: tl.constexpr,
-                  NP: tl.constexpr, OUT_DT: tl.constexpr):
+                  NP: tl.constexpr, OUT_DT: tl.constexpr, ASM: tl.constexpr):
     # made a kernel by test_int4_split_planes_hold_their_channels: each plane stored at its channels
     r = tl.arange(0, N)
-    t = tl_math._int4_planes(c_ptr, r * stride_row, r < n_rows, NCH, C, NP, OUT_DT)
+    t = tl_math._int4_planes(c_ptr, r * stride_row, r < n_rows, NCH, C, NP, OUT_DT, ASM)
     for i in tl.static_range(NP):
         c = tl_math._plane_channels(C // NP, NP, i)
         tl.store(out_ptr + r[:, None] * C + c[None, :], t[i].to(tl.float32))
@@ -378,14 +384,14 @@ def test_int4_split_planes_hold_their_channels(target, gen, D):
     nib = torch.stack((stored & 15, stored >> 4), -1).flatten(-2).float()
     for dt in dts:
         bias = 16.0 if dt in (torch.float16, torch.bfloat16) else 0.0
-        for NP in [2] + ([4, 8] if bias and D % 8 == 0 else []):
+        for NP, asm in [(n, a) for n in [2] + ([4, 8] if bias and D % 8 == 0 else []) for a in _asm_modes(target, n > 2)]:
             out = torch.full((N, C), float("nan"), device=dev)
             tdt = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dt]
-            kernel[(1,)](cache.to(dev), out, rows, stride, NCH=D, C=C, N=N, NP=NP, OUT_DT=tdt)
+            kernel[(1,)](cache.to(dev), out, rows, stride, NCH=D, C=C, N=N, NP=NP, OUT_DT=tdt, ASM=asm)
             want = torch.full((N, C), bias)
             want[:rows, :D] += nib
             got = out.cpu()
-            assert torch.equal(got, want), f"{dt} {NP} planes: {int((got != want).sum())} elements differ"
+            assert torch.equal(got, want), f"{dt} {NP} planes asm {asm}: {int((got != want).sum())} elements differ"
 
 
 def test_int4_tile_choice(monkeypatch):
@@ -429,3 +435,27 @@ def test_int4_tile_choice(monkeypatch):
     assert mode(torch.float16, 128) == mode(torch.float32, 36) == tl_math.KV_INT4_PLAIN
     monkeypatch.setattr(tl_math, "INT4_SPLIT", 4)                        # the old tile wins over a split
     assert mode(torch.float16, 128) == tl_math.KV_INT4_PLAIN
+
+
+def test_inline_ptx_only_where_compiled_for_cuda(monkeypatch):
+    """The kernels' ASM flag (tl_math.INT4_ASM): on only when the launcher says its Triton compiles
+    PTX (not the interpreter; not MACA's table, whose Triton targets MetaX), and off for a process
+    with HALINFER_INT4_ASM=0."""
+    from halinfer.kernels.triton import tl_math
+    from halinfer.kernels.triton.attention_args import attn_args
+    from halinfer.kernels.triton.ops import TritonOps
+    from halinfer.plugins.maca.ops import MacaOps
+
+    kv = _layer("int4", "NHD", 3, 16, 2, 128, 128, "cpu")
+    q = torch.zeros(1, 4, 128, dtype=torch.float16)
+
+    def asm(**kw):
+        return attn_args(q, kv, sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None,
+                         v_head_dim=None, **kw).flags()["ASM"]
+
+    monkeypatch.setattr(tl_math, "INT4_ASM", True)
+    assert asm(inline_ptx=True) is (torch.version.hip is None)
+    assert asm() is False and asm(inline_ptx=False) is False
+    monkeypatch.setattr(tl_math, "INT4_ASM", False)
+    assert asm(inline_ptx=True) is False
+    assert TritonOps.inline_ptx is True and MacaOps.inline_ptx is False

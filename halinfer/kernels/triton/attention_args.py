@@ -42,6 +42,7 @@ class AttnArgs:
     chunk: int
     int4_words: bool = False     # the int4 word tile fits (tl_math.KV_INT4_WORDS: 16-bit q, 4-byte rows)
     int4_split: int = 0          # the most planes an int4 split tile fits in: 0, 2, 4 or 8 (attn_args says when)
+    asm: bool = False            # the kernels may use inline PTX (tl_math.INT4_ASM)
 
     # tl.dot wants every dim >= 16: tiny head dims are padded (masked) up to it.
     @property
@@ -62,7 +63,7 @@ class AttnArgs:
                     BLOCK_D=self.block_d, BLOCK_DV=self.block_dv,
                     SOFTCAP=self.soft_cap > 0, ALIBI=self.slopes is not self.q,
                     SINKS=self.sinks is not self.q, WINDOW=self.window > 0, CHUNK=self.chunk > 0,
-                    KV=self.kernel_kv_mode)
+                    KV=self.kernel_kv_mode, ASM=self.asm)
 
     @property
     def kernel_kv_mode(self) -> int:
@@ -85,7 +86,9 @@ class AttnArgs:
 
 
 def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_cap, alibi_slopes, sinks,
-              v_head_dim) -> AttnArgs:
+              v_head_dim, inline_ptx: bool = False) -> AttnArgs:
+    """inline_ptx: the kernels are compiled for CUDA (not interpreted, not another vendor's Triton),
+    so tl_math.INT4_ASM may take effect."""
     T, Hq, D = q.shape
     if q.stride(-1) != 1:
         q = q.contiguous()
@@ -132,4 +135,5 @@ def attn_args(q: torch.Tensor, kv: LayerKV, *, sliding_window, chunk_size, soft_
         sinks=q if sinks is None else sinks.to(device=dev, dtype=torch.float32).contiguous(),
         soft_cap=float(soft_cap or 0.0), window=int(sliding_window or 0), chunk=int(chunk_size or 0),
         int4_words=words, int4_split=split,
+        asm=bool(inline_ptx and tl_math.INT4_ASM and torch.version.hip is None),
     )

@@ -43,7 +43,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                    GROUP, D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
-                   CHUNK: tl.constexpr, KV: tl.constexpr,
+                   CHUNK: tl.constexpr, KV: tl.constexpr, ASM: tl.constexpr,
                    H_CHUNKS, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                    SPLIT: tl.constexpr, PREC: tl.constexpr, PREFETCH: tl.constexpr = 0,
                    USE_PDL: tl.constexpr = False):
@@ -77,7 +77,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
     q = load_q(q_ptr + t * stride_qt + heads[:, None] * stride_qh, hmask, D, BLOCK_D, KV)
     qsum = q_row_sums(q, KV)   # int4 keys' zeros: z * sum(q)
     if ALIBI:
-        slope = tl.load(slopes_ptr + heads, mask=hmask, other=0.0)
+        slope = tl.load(slopes_ptr + heads, mask=hmask, other=0.0) * 1.4426950408889634   # scores are log2-scaled
     # A finite floor (not -inf) keeps exp2(m_old - m_new) defined before the first key.
     m_i = tl.full([BLOCK_H], -1.0e30, tl.float32)
     l_i = tl.full([BLOCK_H], 0.0, tl.float32)
@@ -111,12 +111,12 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                                            stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV)
             offs2 = offs1 + BLOCK_N
             blk1 = tl.load(bt_row + offs2 // BS, mask=offs2 < end, other=0)
-            sc = scores_from(q, qsum, kraw, ksc, kz, nmask, d, D, scale, soft_cap, KV, SOFTCAP, PREC)
+            sc = scores_from(q, qsum, kraw, ksc, kz, nmask, d, D, scale, soft_cap, KV, SOFTCAP, PREC, ASM)
             if ALIBI:
                 sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
-            sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
+            sc = tl.where(nmask[None, :], sc, float("-inf"))
             p, alpha, m_new, l_i = online_softmax(sc, m_i, l_i)
-            acc = values_from(acc, alpha, q, p, vraw, vsc, vz, nmask, dv, DV, KV, PREC)
+            acc = values_from(acc, alpha, q, p, vraw, vsc, vz, nmask, dv, DV, KV, PREC, ASM)
             m_i = m_new
             kraw, ksc, kz, vraw, vsc, vz = kraw1, ksc1, kz1, vraw1, vsc1, vz1
     else:
@@ -137,13 +137,13 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr, p
                 blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
             tok = offs % BS
             sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt,
-                            stride_kh, stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
+                            stride_kh, stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC, ASM)
             if ALIBI:
                 sc = sc + slope[:, None] * (offs - qpos).to(tl.float32)[None, :]
-            sc = tl.where(nmask[None, :], sc * 1.4426950408889634, float("-inf"))
+            sc = tl.where(nmask[None, :], sc, float("-inf"))
             p, alpha, m_new, l_i = online_softmax(sc, m_i, l_i)
             acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
-                                  stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
+                                  stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC, ASM)
             m_i = m_new
 
     if SPLIT:
@@ -245,11 +245,12 @@ def choose_num_splits(batch: int, programs_per_seq: int, max_seq_len: int, block
 
 def paged_attention_decode(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata, *, scale: float,
                            sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None, sinks=None,
-                           v_head_dim=None, num_splits: int | None = None) -> torch.Tensor:
-    """core.ops.paged.paged_attention for a decode step (every q_len == 1)."""
+                           v_head_dim=None, num_splits: int | None = None, inline_ptx: bool = True) -> torch.Tensor:
+    """core.ops.paged.paged_attention for a decode step (every q_len == 1).  inline_ptx=False: this
+    Triton takes no PTX (attn_args)."""
     interp = on_interpreter(q)
     a = attn_args(q, kv, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
-                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim, inline_ptx=inline_ptx and not interp)
     B = meta.num_seqs
     T = a.q.shape[0]
     assert T == B, f"decode attention wants one token per sequence, got {T} tokens for {B} sequences"

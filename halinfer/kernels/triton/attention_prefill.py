@@ -34,8 +34,9 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                  stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
                  scale, soft_cap, window, chunk, BS: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
-                 WINDOW: tl.constexpr, CHUNK: tl.constexpr, KV: tl.constexpr, CAUSAL: tl.constexpr,
-                 BIDIR: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr, MASKED: tl.constexpr):
+                 WINDOW: tl.constexpr, CHUNK: tl.constexpr, KV: tl.constexpr, ASM: tl.constexpr,
+                 CAUSAL: tl.constexpr, BIDIR: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
+                 MASKED: tl.constexpr):
     """One key tile [n0, n0 + BLOCK_N) into the online softmax (m_i, l_i, acc).  MASKED=False:
     the caller knows every row sees every key of the tile, so no mask is built."""
     offs = n0 + tl.arange(0, BLOCK_N)
@@ -43,10 +44,9 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
     blk = tl.load(bt_row + offs // BS, mask=nmask, other=0).to(tl.int64)
     tok = offs % BS
     sc = key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt, stride_kh,
-                    stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC)
-    if ALIBI:
+                    stride_ksb, stride_kst, stride_ksh, scale, soft_cap, KV, SOFTCAP, PREC, ASM)
+    if ALIBI:   # (slope times log2(e), as the scores)
         sc = sc + slope * (offs[None, :] - qpos[:, None]).to(tl.float32)
-    sc = sc * 1.4426950408889634
     if MASKED:
         allowed = nmask[None, :]
         if CAUSAL:
@@ -61,7 +61,7 @@ def _attend_tile(q, qsum, qpos, m_i, l_i, acc, n0, hi, bt_row, k_ptr, v_ptr, ks_
         sc = tl.where(allowed, sc, float("-inf"))
     p, alpha, m_new, l_i = online_softmax(sc, m_i, l_i)
     acc = weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV,
-                          stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC)
+                          stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh, KV, PREC, ASM)
     return m_new, l_i, acc
 
 
@@ -75,7 +75,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
                     GROUP, D: tl.constexpr, DV: tl.constexpr, BS: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, SINKS: tl.constexpr, WINDOW: tl.constexpr,
-                    CHUNK: tl.constexpr, KV: tl.constexpr,
+                    CHUNK: tl.constexpr, KV: tl.constexpr, ASM: tl.constexpr,
                     CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
                     BIDIR: tl.constexpr = False):
     # Last tiles first: under causal masking they hold the most work.
@@ -120,7 +120,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
         hi = tl.minimum(hi, (last // chunk + 1) * chunk)
     slope = scale * 0.0
     if ALIBI:
-        slope = tl.load(slopes_ptr + h)
+        slope = tl.load(slopes_ptr + h) * 1.4426950408889634   # scores are log2-scaled
 
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)   # finite floor: rows masked so far stay NaN-free
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
@@ -140,7 +140,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
             span_lo, span_hi, slope, d, D, dv, DV, kvh,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
             stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
-            scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, CAUSAL, BIDIR,
+            scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, ASM, CAUSAL, BIDIR,
             BLOCK_N, PREC, False)
     for n0 in range(n_full, hi, BLOCK_N):
         m_i, l_i, acc = _attend_tile(
@@ -148,7 +148,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, kz_ptr, vz_ptr, o_ptr,
             span_lo, span_hi, slope, d, D, dv, DV, kvh,
             stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
             stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
-            scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, CAUSAL, BIDIR,
+            scale, soft_cap, window, chunk, BS, SOFTCAP, ALIBI, WINDOW, CHUNK, KV, ASM, CAUSAL, BIDIR,
             BLOCK_N, PREC, True)
 
     if SINKS:
@@ -186,12 +186,13 @@ def prefill_config(block_d: int, interp: bool, max_q_len: int = 0, max_seq_len: 
 
 def paged_attention_prefill(q: torch.Tensor, kv: LayerKV, meta: AttentionMetadata, *, scale: float,
                             causal=True, sliding_window=None, chunk_size=None, soft_cap=None, alibi_slopes=None,
-                            sinks=None, v_head_dim=None, bidir_spans=None) -> torch.Tensor:
-    """core.ops.paged.paged_attention for any step (prefill, chunked prefill, mixed)."""
+                            sinks=None, v_head_dim=None, bidir_spans=None, inline_ptx: bool = True) -> torch.Tensor:
+    """core.ops.paged.paged_attention for any step (prefill, chunked prefill, mixed).  inline_ptx=False:
+    this Triton takes no PTX (attn_args)."""
     interp = on_interpreter(q)
     kv, meta = prefill_copy(q, kv, meta)   # a quantized cache: the step's blocks dequantized once
     a = attn_args(q, kv, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
-                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim, inline_ptx=inline_ptx and not interp)
     T = a.q.shape[0]
     out = torch.empty((T, a.Hq, a.DV), dtype=q.dtype, device=q.device)
     if T == 0 or meta.num_seqs == 0:

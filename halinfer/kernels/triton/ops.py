@@ -59,6 +59,10 @@ class TritonOps(Ops):
     fallbacks = {"moe_route": ("grouped_topk",), "vision_attention": ("float32",),
                  "rms_norm_quant": ("fp8_group_not_pow2",), "act_and_mul_quant": ("swiglu_oai",)}
 
+    # The attention kernels' int4 unpack in inline PTX (tl_math.INT4_ASM); False where this
+    # table runs on a Triton that compiles for something else (MacaOps).
+    inline_ptx = True
+
     def __init__(self, decode_splits: int | None = None):
         # decode_splits: fix the split-KV count (tests, tuning); None picks it from the grid size.
         self.decode_splits = decode_splits
@@ -125,7 +129,7 @@ class TritonOps(Ops):
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
         kw = dict(scale=scale, sliding_window=sliding_window, chunk_size=chunk_size, soft_cap=soft_cap,
-                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim)
+                  alibi_slopes=alibi_slopes, sinks=sinks, v_head_dim=v_head_dim, inline_ptx=self.inline_ptx)
         # With one query per sequence, causal or not sees the same keys (all of them);
         # a one-token step with bidirectional spans still goes to the prefill kernel, which reads them.
         if meta.is_decode and q.shape[0] == meta.num_seqs and bidir_spans is None:

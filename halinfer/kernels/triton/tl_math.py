@@ -73,6 +73,15 @@ if INT4_SPLIT is None:
 KV_PREFETCH = {"auto": -1}.get(os.environ.get("HALINFER_KV_PREFETCH", "auto"), None)
 if KV_PREFETCH is None:
     KV_PREFETCH = int(os.environ["HALINFER_KV_PREFETCH"])
+# Inline PTX for the int4 tiles' unpack (_nibble_plane, _keep_magic2): Triton compiles
+# (w & KEEP2) | MAGIC2 as two LOP3s (SASS takes one 32-bit immediate an instruction), and the
+# split tile's int16 halves as a shift, LOP3s and PRMTs per lane; one lop3.b32 with both
+# constants (and a 32-bit shift for two lanes) makes each pair of elements in two instructions.
+# Passed to the kernels as their ASM constexpr by the launchers (attention_args.attn_args): only
+# compiled for CUDA (never the interpreter, ROCm, or a backend whose Triton takes no PTX: MACA).
+# HALINFER_INT4_ASM=0 sets it off for a process (timing against plain Triton); results are the
+# same bit for bit either way.
+INT4_ASM = os.environ.get("HALINFER_INT4_ASM", "1") != "0"
 KV_INT4 = 3            # store_kv.KV_MODES["int4"]
 KV_INT4_PLAIN = 4
 KV_INT4_WORDS = 5
@@ -86,6 +95,7 @@ KV_INT4_SPLIT4 = 8
 # (0x6400 = 1024 + c in fp16, no shift) would work too, but the dots would then sum terms up to
 # 64 times larger, and their fp32 rounding with them, before the bias is taken off again.
 INT4_BIAS = tl.constexpr(16.0)
+LOG2E = tl.constexpr(1.4426950408889634)   # scores go to exp2 times log2(e)
 F16_MAGIC = tl.constexpr(0x4C00)
 F16_SHIFT = tl.constexpr(6)
 F16_KEEP = tl.constexpr(15 << 6)          # the nibble's bits
@@ -102,6 +112,69 @@ def _shl(x, s: tl.constexpr):
     else:
         y = x >> (-s)
     return y
+
+
+@triton.jit
+def _keep_magic2(x, dtype: tl.constexpr, ASM: tl.constexpr):
+    """(x & KEEP2) | MAGIC2 on int32 words: both 16-bit halves of x given the nibble bits and the
+    exponent of INT4_BIAS (F16_MAGIC / BF16_MAGIC); one LOP3 with ASM (INT4_ASM says why)."""
+    if ASM:
+        if dtype == tl.float16:
+            y = tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x03C003C0, 0x4C004C00, 0xea;", "=r,r", [x],
+                                          dtype=tl.int32, is_pure=True, pack=1)
+        else:
+            y = tl.inline_asm_elementwise("lop3.b32 $0, $1, 0x00780078, 0x41804180, 0xea;", "=r,r", [x],
+                                          dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        if dtype == tl.float16:
+            y = (x & (F16_KEEP * 0x10001)) | (F16_MAGIC * 0x10001)
+        else:
+            y = (x & (BF16_KEEP * 0x10001)) | (BF16_MAGIC * 0x10001)
+    return y
+
+
+@triton.jit
+def _asm_pairs(h, asm: tl.constexpr, dtype: tl.constexpr):
+    """asm on int16 h two elements a 32-bit register (pack=2), giving dtype (fp16 / bf16)."""
+    if dtype == tl.float16:
+        t = tl.inline_asm_elementwise(asm, "=r,r", [h], dtype=tl.float16, is_pure=True, pack=2)
+    else:
+        t = tl.inline_asm_elementwise(asm, "=r,r", [h], dtype=tl.bfloat16, is_pure=True, pack=2)
+    return t
+
+
+@triton.jit
+def _nibble_plane(h, k: tl.constexpr, dtype: tl.constexpr, ASM: tl.constexpr):
+    """int16 halves of the cache's words h (nibble k at bits 4k) -> dtype INT4_BIAS + nibble k of
+    each, by bit pattern.  ASM: two halves a 32-bit register, one shift and one LOP3 for both
+    (lane-independent: bits shifted across the halves' border are masked off, so it is exact
+    whichever two elements share a register)."""
+    if ASM:
+        # (the shifts are SH - 4k: fp16 6, 2, -2, -6; bf16 3, -1, -5, -9)
+        if dtype == tl.float16:
+            if k == 0:
+                t = _asm_pairs(h, "{.reg .b32 t; shl.b32 t, $1, 6; lop3.b32 $0, t, 0x03C003C0, 0x4C004C00, 0xea;}", dtype)
+            elif k == 1:
+                t = _asm_pairs(h, "{.reg .b32 t; shl.b32 t, $1, 2; lop3.b32 $0, t, 0x03C003C0, 0x4C004C00, 0xea;}", dtype)
+            elif k == 2:
+                t = _asm_pairs(h, "{.reg .b32 t; shr.b32 t, $1, 2; lop3.b32 $0, t, 0x03C003C0, 0x4C004C00, 0xea;}", dtype)
+            else:
+                t = _asm_pairs(h, "{.reg .b32 t; shr.b32 t, $1, 6; lop3.b32 $0, t, 0x03C003C0, 0x4C004C00, 0xea;}", dtype)
+        else:
+            if k == 0:
+                t = _asm_pairs(h, "{.reg .b32 t; shl.b32 t, $1, 3; lop3.b32 $0, t, 0x00780078, 0x41804180, 0xea;}", dtype)
+            elif k == 1:
+                t = _asm_pairs(h, "{.reg .b32 t; shr.b32 t, $1, 1; lop3.b32 $0, t, 0x00780078, 0x41804180, 0xea;}", dtype)
+            elif k == 2:
+                t = _asm_pairs(h, "{.reg .b32 t; shr.b32 t, $1, 5; lop3.b32 $0, t, 0x00780078, 0x41804180, 0xea;}", dtype)
+            else:
+                t = _asm_pairs(h, "{.reg .b32 t; shr.b32 t, $1, 9; lop3.b32 $0, t, 0x00780078, 0x41804180, 0xea;}", dtype)
+    else:
+        if dtype == tl.float16:
+            t = ((_shl(h, F16_SHIFT - 4 * k) & F16_KEEP) | F16_MAGIC).to(dtype, bitcast=True)
+        else:
+            t = ((_shl(h, BF16_SHIFT - 4 * k) & BF16_KEEP) | BF16_MAGIC).to(dtype, bitcast=True)
+    return t
 
 
 @triton.jit
@@ -131,7 +204,7 @@ def _int4_bytes(raw, C: tl.constexpr, dtype: tl.constexpr):
 
 
 @triton.jit
-def _int4_words(w, C: tl.constexpr, dtype: tl.constexpr):
+def _int4_words(w, C: tl.constexpr, dtype: tl.constexpr, ASM: tl.constexpr):
     """_int4_bytes for fp16 / bf16 from int32 words w [BLOCK_N, C / 8] (_raw_tile, KV 5: rows
     4-byte aligned, NCH a multiple of 8).  A word holds channels 8m .. 8m + 7 (nibble i at bits
     4i); shifted by SH - 4k and masked, it has channels 8m + k and 8m + 4 + k in the top mantissa
@@ -139,19 +212,12 @@ def _int4_words(w, C: tl.constexpr, dtype: tl.constexpr):
     put in channel order."""
     tl.static_assert(dtype.primitive_bitwidth == 16, "the int4 word tile is for fp16 / bf16")
     N: tl.constexpr = w.shape[0]
-    if dtype == tl.float16:
-        SH: tl.constexpr = F16_SHIFT
-        KEEP2: tl.constexpr = F16_KEEP * 0x10001      # in both halves
-        MAGIC2: tl.constexpr = F16_MAGIC * 0x10001
-    else:
-        SH: tl.constexpr = BF16_SHIFT
-        KEEP2: tl.constexpr = BF16_KEEP * 0x10001
-        MAGIC2: tl.constexpr = BF16_MAGIC * 0x10001
+    SH: tl.constexpr = F16_SHIFT if dtype == tl.float16 else BF16_SHIFT
     # (>> is arithmetic on int32: the sign bits it brings in are masked off.)
-    p0 = (_shl(w, SH) & KEEP2) | MAGIC2
-    p1 = (_shl(w, SH - 4) & KEEP2) | MAGIC2
-    p2 = (_shl(w, SH - 8) & KEEP2) | MAGIC2
-    p3 = (_shl(w, SH - 12) & KEEP2) | MAGIC2
+    p0 = _keep_magic2(_shl(w, SH), dtype, ASM)
+    p1 = _keep_magic2(_shl(w, SH - 4), dtype, ASM)
+    p2 = _keep_magic2(_shl(w, SH - 8), dtype, ASM)
+    p3 = _keep_magic2(_shl(w, SH - 12), dtype, ASM)
     # u_k [.., 2]: channels (8m + k, 8m + 4 + k); channel 8m + 4a + 2b + c is u_{2b + c}[a].
     u0 = tl.join(p0.to(tl.int16), (p0 >> 16).to(tl.int16))
     u1 = tl.join(p1.to(tl.int16), (p1 >> 16).to(tl.int16))
@@ -168,18 +234,19 @@ def _int4_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
 
 
 @triton.jit
-def _int4_tile_words(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr):
+def _int4_tile_words(ptr, rows, ch, nmask, NCH: tl.constexpr, dtype: tl.constexpr, ASM: tl.constexpr):
     """The word tile (KV_INT4_WORDS) loaded: _int4_words of _raw_tile."""
     tl.static_assert(NCH % 8 == 0, "the int4 word tile reads whole words")
-    return _int4_words(_raw_tile(ptr, rows, ch, nmask, NCH, 5), ch.shape[0], dtype)
+    return _int4_words(_raw_tile(ptr, rows, ch, nmask, NCH, 5), ch.shape[0], dtype, ASM)
 
 
 @triton.jit
 def _raw_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr):
     """A tile's stored data as loaded, before any conversion (what the decode kernel's prefetch
     carries in registers from one key tile to the next): int4 bytes (KV 3 / 6: [BLOCK_N, C / 2];
-    KV 4: [BLOCK_N, C], a byte per channel), int32 words (KV 5 / 7 / 8: [BLOCK_N, C / 8]), or the
-    stored values [BLOCK_N, C].  Masks as _load_tile's."""
+    KV 4: [BLOCK_N, C], a byte per channel), int32 words (KV 5 / 7: [BLOCK_N, C / 8]), their int16
+    halves (KV 8: [BLOCK_N, C / 4], as its planes' columns: _unpack_planes), or the stored values
+    [BLOCK_N, C].  Masks as _load_tile's."""
     C: tl.constexpr = ch.shape[0]
     if KV == 3 or KV == 6:
         j = tl.arange(0, C // 2)
@@ -187,7 +254,11 @@ def _raw_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr):
         # KV 3 reads the byte of an odd NCH's last channel (an MLA value width), 6 whole bytes.
         NB: tl.constexpr = (NCH + 1) // 2 if KV == 3 else NCH // 2
         r = tl.load(ptr + rows[:, None] + j[None, :], mask=nmask[:, None] & (j < NB)[None, :], other=0)
-    elif KV == 5 or KV == 7 or KV == 8:
+    elif KV == 8:
+        e = tl.arange(0, C // 4)
+        r = tl.load(ptr.to(tl.pointer_type(tl.int16)) + (rows // 2)[:, None] + e[None, :],
+                    mask=nmask[:, None] & (e < NCH // 4)[None, :], other=0)
+    elif KV == 5 or KV == 7:
         m = tl.arange(0, C // 8)
         r = tl.load(ptr.to(tl.pointer_type(tl.int32)) + (rows // 4)[:, None] + m[None, :],
                     mask=nmask[:, None] & (m < NCH // 8)[None, :], other=0)
@@ -203,12 +274,12 @@ def _raw_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr):
 
 
 @triton.jit
-def _unpack_tile(raw, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.constexpr):
+def _unpack_tile(raw, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.constexpr, ASM: tl.constexpr):
     """_raw_tile's data -> _load_tile's [BLOCK_N, C] tile in ``dtype`` (unsplit modes)."""
     if KV == 3:
         t = _int4_bytes(raw, ch.shape[0], dtype)
     elif KV == 5:
-        t = _int4_words(raw, ch.shape[0], dtype)
+        t = _int4_words(raw, ch.shape[0], dtype, ASM)
     elif KV == 4:   # KV_INT4_PLAIN: the previous int4 tile, for timing against the above
         t = ((raw.to(tl.int32) >> ((ch % 2) * 4)[None, :]) & 15).to(dtype)
     elif KV == 2:
@@ -219,12 +290,13 @@ def _unpack_tile(raw, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.
 
 
 @triton.jit
-def _load_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.constexpr):
+def _load_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype: tl.constexpr, ASM: tl.constexpr):
     """rows [BLOCK_N] offsets of (token, head) vectors (nmask: which are read), ch [C] channels
     (those < NCH are read) -> a [BLOCK_N, C] tile in ``dtype``.  int4: the nibbles (KV 3 / 5 with
     fp16 / bf16: plus INT4_BIAS), masked bytes read as nibble 0; int8 / fp8: the stored values,
-    zero where masked.  All exact in fp16 / bf16.  Scales and zeros are applied by the callers."""
-    return _unpack_tile(_raw_tile(ptr, rows, ch, nmask, NCH, KV), ch, nmask, NCH, KV, dtype)
+    zero where masked.  All exact in fp16 / bf16.  Scales and zeros are applied by the callers.
+    ASM: unpack with inline PTX (INT4_ASM)."""
+    return _unpack_tile(_raw_tile(ptr, rows, ch, nmask, NCH, KV), ch, nmask, NCH, KV, dtype, ASM)
 
 
 # How many channel planes a split tile's values come in (1: every other mode), and the KV mode
@@ -236,19 +308,20 @@ def _load_tile(ptr, rows, ch, nmask, NCH: tl.constexpr, KV: tl.constexpr, dtype:
 
 
 @triton.jit
-def _int4_planes(ptr, rows, nmask, NCH: tl.constexpr, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr):
+def _int4_planes(ptr, rows, nmask, NCH: tl.constexpr, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr,
+                 ASM: tl.constexpr):
     """The split tiles: a tuple of NP tiles [BLOCK_N, C / NP], plane i holding the channels
     _plane_channels(C / NP, NP, i) (those >= NCH read as nibble 0), made as _int4_tile /
     _int4_tile_words make them (16-bit dtypes: INT4_BIAS + c by bit pattern; NP = 4 / 8 read
     int32 words under the word tile's conditions), but never joined into channel order."""
     raw = _raw_tile(ptr, rows, tl.arange(0, C), nmask, NCH, 6 * (NP == 2) + 7 * (NP == 8) + 8 * (NP == 4))
-    return _unpack_planes(raw, C, NP, dtype)
+    return _unpack_planes(raw, C, NP, dtype, ASM)
 
 
 @triton.jit
-def _unpack_planes(raw, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr):
-    """_int4_planes from its _raw_tile data (bytes for NP = 2, int32 words for 4 / 8)."""
-    N: tl.constexpr = raw.shape[0]
+def _unpack_planes(raw, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr, ASM: tl.constexpr):
+    """_int4_planes from its _raw_tile data (bytes for NP = 2, int32 words for 8, their int16
+    halves for 4)."""
     if NP == 2:
         b = raw.to(tl.int16)
         if dtype.primitive_bitwidth == 16:
@@ -264,33 +337,29 @@ def _unpack_planes(raw, C: tl.constexpr, NP: tl.constexpr, dtype: tl.constexpr):
                 ((_shl(b, SH - 4) & KEEP) | MAGIC).to(dtype, bitcast=True)
         else:
             t = (b & 15).to(dtype), (b >> 4).to(dtype)
+    elif NP == 4:
+        # 4 planes from the words' int16 halves (column 2m + h: half h of word m, channels 8m + 4h
+        # .. 8m + 4h + 3): plane k is nibble k of every half, channel 8m + 4h + k at column 2m + h,
+        # so the halves never move.  (An earlier form split int32 words into halves and joined
+        # them back: sm_90 SASS of the decode key loop, bf16, D 128, 1463 instructions a warp per
+        # key tile and 213 registers; this form 1488 / 216 in plain Triton, 1008 / 202 with INT4_ASM.)
+        tl.static_assert(dtype.primitive_bitwidth == 16, "4 planes: fp16 / bf16")
+        t = ()
+        for k in tl.static_range(4):
+            t = t + (_nibble_plane(raw, k, dtype, ASM),)
     else:
-        tl.static_assert((NP == 4 or NP == 8) and dtype.primitive_bitwidth == 16, "4 / 8 planes: fp16 / bf16")
-        w = raw
-        if dtype == tl.float16:
-            SH: tl.constexpr = F16_SHIFT
-            KEEP2: tl.constexpr = F16_KEEP * 0x10001
-            MAGIC2: tl.constexpr = F16_MAGIC * 0x10001
-        else:
-            SH: tl.constexpr = BF16_SHIFT
-            KEEP2: tl.constexpr = BF16_KEEP * 0x10001
-            MAGIC2: tl.constexpr = BF16_MAGIC * 0x10001
+        tl.static_assert(NP == 8 and dtype.primitive_bitwidth == 16, "8 planes: fp16 / bf16")
+        SH: tl.constexpr = F16_SHIFT if dtype == tl.float16 else BF16_SHIFT
         lo = ()
         hi = ()
         for k in tl.static_range(4):
             # word shifted by 4k: channel 8m + k in its low half, 8m + 4 + k in its high half
-            pk = (_shl(w, SH - 4 * k) & KEEP2) | MAGIC2
+            pk = _keep_magic2(_shl(raw, SH - 4 * k), dtype, ASM)
             lo = lo + (pk.to(tl.int16),)
             hi = hi + ((pk >> 16).to(tl.int16),)
         t = ()
-        if NP == 8:
-            for k in tl.static_range(8):
-                t = t + ((lo + hi)[k].to(dtype, bitcast=True),)
-        else:
-            # 4 planes: a word's two halves side by side (within a thread's registers, not a
-            # shuffle across the tile), plane k at column 2m + h holding channel 8m + 4h + k.
-            for k in tl.static_range(4):
-                t = t + (tl.reshape(tl.join(lo[k], hi[k]), [N, C // 4]).to(dtype, bitcast=True),)
+        for k in tl.static_range(8):
+            t = t + ((lo + hi)[k].to(dtype, bitcast=True),)
     return t
 
 
@@ -412,48 +481,56 @@ def load_keys(k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.constexpr,
 
 @triton.jit
 def scores_from(q, qsum, raw, ksc, kz, nmask, d, D: tl.constexpr, scale, soft_cap,
-                KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr):
+                KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr, ASM: tl.constexpr):
     """key_scores from load_keys's (raw, ksc, kz) of the same tile."""
     NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
         qdt: tl.constexpr = q.dtype
-        k = _unpack_tile(raw, d, nmask, D, KV, qdt)
+        k = _unpack_tile(raw, d, nmask, D, KV, qdt, ASM)
         sc = tl.dot(q, tl.trans(k), input_precision=PREC)
     else:
         # One dot per plane, chained through the accumulator: q . k = sum_i q_i . k_i.
         qdt: tl.constexpr = q[0].dtype
-        k = _unpack_planes(raw, d.shape[0], NP, qdt)
+        k = _unpack_planes(raw, d.shape[0], NP, qdt, ASM)
         sc = tl.dot(q[0], tl.trans(k[0]), input_precision=PREC)
         for i in tl.static_range(1, NP):
             sc = tl.dot(q[i], tl.trans(k[i]), sc, input_precision=PREC)
+    # The constant factor (scale, and log2(e) for exp2 unless a soft cap comes between) goes into
+    # the per-key vectors, not into every score: one multiply an element fewer, two for int4.
+    if SOFTCAP:
+        f = scale / soft_cap
+    else:
+        f = scale * LOG2E
     if KV != 0:
         # Apply the per-key scale to the scores, not the keys: q . (c s + z) = s (q . c) + z sum(q).
-        sc = sc * ksc[None, :]
         if KV >= 3:   # int4
             if KV != 4 and qdt.primitive_bitwidth == 16:
                 # The tile holds c + bias: q . (c s + z) = s (q . (c + bias)) + (z - bias s) sum(q).
                 # qsum is summed from the same 16-bit q the dot reads, so the bias cancels in fp32.
                 kz = kz - INT4_BIAS * ksc
-            sc = sc + qsum[:, None] * kz[None, :]
-    sc = sc * scale
+            sc = sc * (ksc * f)[None, :] + qsum[:, None] * (kz * f)[None, :]
+        else:
+            sc = sc * (ksc * f)[None, :]
+    else:
+        sc = sc * f
     if SOFTCAP:
-        sc = soft_cap * tanh(sc / soft_cap)
+        sc = (soft_cap * LOG2E) * tanh(sc)
     return sc
 
 
 @triton.jit
 def key_scores(q, qsum, k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D: tl.constexpr,
                stride_kb, stride_kt, stride_kh, stride_ksb, stride_kst, stride_ksh,
-               scale, soft_cap, KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr):
-    """Paged attention: q [rows, BLOCK_D] against one tile of cached keys -> scaled
-    (and soft-capped) scores [rows, BLOCK_N]; blk/tok: each key's block and slot; d: tl.arange of
-    BLOCK_D, D: the head dim (channels read).
+               scale, soft_cap, KV: tl.constexpr, SOFTCAP: tl.constexpr, PREC: tl.constexpr, ASM: tl.constexpr):
+    """Paged attention: q [rows, BLOCK_D] against one tile of cached keys -> scaled (and
+    soft-capped) scores [rows, BLOCK_N] times log2(e), ready for exp2 (online_softmax); blk/tok:
+    each key's block and slot; d: tl.arange of BLOCK_D, D: the head dim (channels read).
     KV: 0 model dtype, 1 int8, 2 fp8, 3 .. 8 int4 (KV_INT4, KV_INT4_PLAIN, KV_INT4_WORDS, and the split
     tiles KV_INT4_SPLIT2 / 8 / 4: q is then load_q's tuple of planes; qsum: q's row sums, for int4 zeros).
     = scores_from(load_keys(..))."""
     raw, ksc, kz = load_keys(k_ptr, ks_ptr, kz_ptr, blk, tok, kvh, nmask, d, D, stride_kb, stride_kt, stride_kh,
                              stride_ksb, stride_kst, stride_ksh, KV)
-    return scores_from(q, qsum, raw, ksc, kz, nmask, d, D, scale, soft_cap, KV, SOFTCAP, PREC)
+    return scores_from(q, qsum, raw, ksc, kz, nmask, d, D, scale, soft_cap, KV, SOFTCAP, PREC, ASM)
 
 
 @triton.jit
@@ -477,7 +554,8 @@ def load_values(v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexp
 
 
 @triton.jit
-def values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV: tl.constexpr, KV: tl.constexpr, PREC: tl.constexpr):
+def values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV: tl.constexpr, KV: tl.constexpr, PREC: tl.constexpr,
+                ASM: tl.constexpr):
     """weighted_values from load_values's (raw, vsc, vz) of the same tile."""
     NP: tl.constexpr = (KV < 6) + 2 * (KV == 6) + 8 * (KV == 7) + 4 * (KV == 8)   # planes
     if NP == 1:
@@ -496,7 +574,7 @@ def values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV: tl.constexpr, KV:
             # 16-bit pw the dot read (not p s in fp32), or pw's rounding would come back times bias.
             zt = zt - INT4_BIAS * tl.sum(pw.to(tl.float32), axis=1)
     if NP == 1:
-        v = _unpack_tile(raw, dv, nmask, DV, KV, qdt)
+        v = _unpack_tile(raw, dv, nmask, DV, KV, qdt, ASM)
         out = tl.dot(pw, v, input_precision=PREC)
         if KV >= 3:
             out = out + zt[:, None]
@@ -504,7 +582,7 @@ def values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV: tl.constexpr, KV:
     else:
         # Per plane: the zero term (the same for every channel) goes in with the rescale, then
         # the dot accumulates onto it.
-        v = _unpack_planes(raw, dv.shape[0], NP, qdt)
+        v = _unpack_planes(raw, dv.shape[0], NP, qdt, ASM)
         new = ()
         for i in tl.static_range(NP):
             new = new + (tl.dot(pw, v[i], acc[i] * alpha[:, None] + zt[:, None], input_precision=PREC),)
@@ -515,11 +593,11 @@ def values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV: tl.constexpr, KV:
 @triton.jit
 def weighted_values(acc, alpha, q, p, v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV: tl.constexpr,
                     stride_vb, stride_vt, stride_vh, stride_vsb, stride_vst, stride_vsh,
-                    KV: tl.constexpr, PREC: tl.constexpr):
+                    KV: tl.constexpr, PREC: tl.constexpr, ASM: tl.constexpr):
     """Paged attention: the online softmax's acc * alpha + p . v, p [rows, BLOCK_N] the
     probabilities of one tile of cached values (dv: tl.arange of BLOCK_DV, DV: the value width;
     columns from DV on are not meaningful).  acc: acc_zeros's kind (split tiles: per plane).
     = values_from(load_values(..))."""
     raw, vsc, vz = load_values(v_ptr, vs_ptr, vz_ptr, blk, tok, kvh, nmask, dv, DV, stride_vb, stride_vt, stride_vh,
                                stride_vsb, stride_vst, stride_vsh, KV)
-    return values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV, KV, PREC)
+    return values_from(acc, alpha, q, p, raw, vsc, vz, nmask, dv, DV, KV, PREC, ASM)

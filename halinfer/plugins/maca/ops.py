@@ -58,6 +58,8 @@ class MacaOps(TritonOps):
     # reproduce: that op composes this table's own activation and quantizer instead.
     fallbacks = {**TritonOps.fallbacks, "moe_route": ROUTE_CASES,
                  "act_and_mul_quant": TritonOps.fallbacks["act_and_mul_quant"] + ("vendor_activation",)}
+    # MACA's Triton compiles for MetaX GPUs: no NVIDIA PTX in the shared attention kernels.
+    inline_ptx = False
 
     def __init__(self):
         super().__init__()
