@@ -180,7 +180,7 @@ for p in "$@"; do
       if [ -n "$CS" ]; then TAILN=60 phase mla_memcheck ${MC_LIMIT:-200} "$CS" --tool memcheck --print-limit 8 \
           python -m pytest tests/models/test_declared_support.py -k "$K" -q -p no:cacheprovider -rf --tb=short; fi ;;
     attnmend) python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
-          TAILN=8 phase attnmend 200 python -m pytest -n 6 tests/cuda/test_cuda_attention.py tests/cuda/test_cuda_kv_quant.py \
+          TAILN=8 phase attnmend ${ATTN_LIMIT:-200} python -m pytest -n ${ATTN_N:-6} tests/cuda/test_cuda_attention.py tests/cuda/test_cuda_kv_quant.py \
           tests/cuda/test_cuda_kv_prefetch.py -m gpu -q -rf --tb=short -p no:cacheprovider ;;
     ksweep) TAILN=80 phase decode_sweep ${KS_LIMIT:-240} python benchmarks/kernels/bench_decode.py \
           --kv ${KVS:-none,int8,fp8,int4-split4} --batches ${KSB:-256} --ctx ${KSC:-512} --rep 60 \

@@ -149,11 +149,17 @@ class Rotary(nn.Module):
     def forward(self, positions, q, k):
         return self.ops.rotary(q, k, positions, self.cos_sin, self.is_neox)
 
+    def plain(self, positions) -> bool:
+        """Whether forward(positions, ...) is Ops.rotary with this table: then Attention may rotate
+        in its store (Ops.rotary_store_kv)."""
+        return True
+
 
 class Attention(nn.Module):
     """Stores this step's k/v into the layer's paged cache and attends over it.
 
-    q: [T, Hq*D], k: [T, Hk*D], v: [T, Hk*Dv] -> [T, Hq*Dv].  Rotary is applied by the caller.
+    q: [T, Hq*D], k: [T, Hk*D], v: [T, Hk*Dv] -> [T, Hq*Dv].  Rotary is applied by the caller, or
+    here with rope=(rotary, positions) where rotary.plain(positions): in one op with the store.
     """
 
     def __init__(self, ctx: ModelContext, num_heads: int, num_kv_heads: int, head_dim: int, scale: float,
@@ -168,12 +174,16 @@ class Attention(nn.Module):
         ctx.kv_specs.append(KVSpec(num_kv_heads, head_dim, self.v_head_dim))
         self.kv: LayerKV | None = None  # bound by the runner once the cache exists
 
-    def forward(self, q, k, v, meta: AttentionMetadata):
+    def forward(self, q, k, v, meta: AttentionMetadata, rope: tuple[Rotary, torch.Tensor] | None = None):
         T = q.shape[0]
         q = q.view(T, self.num_heads, self.head_dim)
         k = k.view(T, self.num_kv_heads, self.head_dim)
         v = v.view(T, self.num_kv_heads, self.v_head_dim)
-        self.ops.store_kv(k, v, self.kv, meta.slot_mapping)
+        if rope is None:
+            self.ops.store_kv(k, v, self.kv, meta.slot_mapping)
+        else:
+            rot, positions = rope
+            q = self.ops.rotary_store_kv(q, k, v, positions, rot.cos_sin, rot.is_neox, self.kv, meta.slot_mapping)
         spans = getattr(meta, "bidir_spans", None)
         kw = self.attn_kw if spans is None else {**self.attn_kw, "bidir_spans": spans}
         o = self.ops.paged_attention(q, self.kv, meta, scale=self.scale, **kw)

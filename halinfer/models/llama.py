@@ -78,6 +78,9 @@ class LlamaAttention(nn.Module):
         if self.q_norm is not None:
             q = self.q_norm(q.reshape(-1, self.D)).view(T, self.H, self.D)
             k = self.k_norm(k.reshape(-1, self.D)).view(T, self.Hk, self.D)
+        if self.rotary is not None and self.rotary.plain(positions):
+            # rotated in the store's op: one launch a layer fewer where the backend fuses them
+            return self.o_proj(self.attn(q, k, v, meta, rope=(self.rotary, positions)))
         if self.rotary is not None:
             q, k = self.rotary(positions, q, k)
         return self.o_proj(self.attn(q, k, v, meta))  # v stays a strided view: store_kv takes strides

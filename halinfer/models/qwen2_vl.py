@@ -24,6 +24,9 @@ class MRotary(Rotary):
             return self.ops.mrope(q, k, positions, self.cos_sin, self.section, self.is_neox)
         return self.ops.rotary(q, k, positions, self.cos_sin, self.is_neox)
 
+    def plain(self, positions) -> bool:
+        return positions.ndim == 1
+
     @classmethod
     def install(cls, lm, ctx, cfg, section, interleaved: bool = False) -> None:
         """One M-RoPE module for every attention layer of the text model ``lm``."""

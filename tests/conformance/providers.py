@@ -74,6 +74,8 @@ class Provider:
 
     def skip_reason(self, op: str, features: tuple[str, ...] = ()) -> str | None:
         """Why this provider does not run ``op`` with ``features``, or None."""
+        if op == "rotary_store_kv" and op not in self.skip:   # a composition: skipped where either part is
+            return self.skip_reason("store_kv", features) or self.skip_reason("rotary", features)
         if op in self.skip:
             return self.skip[op]
         for f in features:

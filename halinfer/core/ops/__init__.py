@@ -39,7 +39,7 @@ OP_NAMES = (
     "w8a8_linear",
     "quant_per_token_int8", "fp8_linear", "moe_route", "fused_moe", "apply_penalties", "sample",
     "patch_embed", "vision_attention", "mrope", "rms_norm_quant", "w8a8_linear_prequant", "fp8_linear_prequant",
-    "act_and_mul_quant", "w4a16_linear_normed", "w4a16_linear_gated",
+    "act_and_mul_quant", "w4a16_linear_normed", "w4a16_linear_gated", "rotary_store_kv",
 )
 
 
@@ -145,6 +145,11 @@ class Ops:
     def store_kv(self, k, v, kv, slot_mapping):
         return _paged.store_kv(k, v, kv, slot_mapping)
     store_kv.__doc__ = _paged.store_kv.__doc__
+
+    def rotary_store_kv(self, q, k, v, positions, cos_sin_cache, is_neox, kv, slot_mapping):
+        # the reference composes this table's own rotary and store_kv (paged.py)
+        return _paged.rotary_store_kv(self, q, k, v, positions, cos_sin_cache, is_neox, kv, slot_mapping)
+    rotary_store_kv.__doc__ = _paged.rotary_store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):

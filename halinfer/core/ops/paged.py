@@ -13,6 +13,20 @@ from ..attention import AttentionMetadata, LayerKV
 from .kv_quant import dequantize_kv, quantize_kv
 
 
+def rotary_store_kv(ops, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, positions: torch.Tensor,
+                    cos_sin_cache: torch.Tensor, is_neox: bool, kv: LayerKV, slot_mapping: torch.Tensor) -> torch.Tensor:
+    """Rotary of q and k, then store_kv of the rotated k and of v: returns the rotated q.
+
+    The arguments are ``ops.rotary``'s and ``ops.store_kv``'s; the contract is that
+    composition through the table ``ops`` (the rotated k exists only in the cache).  One op
+    so that a backend can do both in one launch: at decode a layer's rotary is a launch of
+    its own, a few microseconds of latency for a few kilobytes of work.
+    """
+    q, k = ops.rotary(q, k, positions, cos_sin_cache, is_neox)
+    ops.store_kv(k, v, kv, slot_mapping)
+    return q
+
+
 def store_kv(k: torch.Tensor, v: torch.Tensor | None, kv: LayerKV, slot_mapping: torch.Tensor) -> None:
     """Write this step's keys/values into the cache, in place.
 

@@ -1,6 +1,7 @@
 """``TritonOps``: the core's operator table with the hot ops on Triton kernels.
 
-Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv and
+Overridden: rms_norm, rotary, silu_and_mul, gelu_and_mul, store_kv (and rotary_store_kv, both
+in one launch) and
 moe_route (ungrouped), paged_attention (prefill/mixed and split-KV decode; GQA/MQA,
 causal or not, sliding window, chunked attention, soft-cap, ALiBi, sinks, MLA,
 int8 / fp8 / int4 KV, NHD and HND caches), vision_attention (16-bit: torch's
@@ -30,6 +31,7 @@ interpreted Triton.
 from __future__ import annotations
 
 from halinfer.core.ops import Ops
+from halinfer.core.ops import paged as _paged
 from halinfer.kernels import vision_attention as _vision
 
 from . import act_mul_quant as _amq
@@ -125,6 +127,15 @@ class TritonOps(Ops):
     def store_kv(self, k, v, kv, slot_mapping):
         return _store.store_kv(k, v, kv, slot_mapping)
     store_kv.__doc__ = Ops.store_kv.__doc__
+
+    def rotary_store_kv(self, q, k, v, positions, cos_sin_cache, is_neox, kv, slot_mapping):
+        # one launch (store_kv.py) where this table's rotary and store_kv are the kernels whose
+        # arithmetic it repeats; otherwise the composition of the table's own two (MacaOps)
+        cls = type(self)
+        if cls.rotary is TritonOps.rotary and cls.store_kv is TritonOps.store_kv:
+            return _store.rotary_store_kv(q, k, v, positions, cos_sin_cache, is_neox, kv, slot_mapping)
+        return _paged.rotary_store_kv(self, q, k, v, positions, cos_sin_cache, is_neox, kv, slot_mapping)
+    rotary_store_kv.__doc__ = Ops.rotary_store_kv.__doc__
 
     def paged_attention(self, q, kv, meta, *, scale, causal=True, sliding_window=None, chunk_size=None,
                         soft_cap=None, alibi_slopes=None, sinks=None, v_head_dim=None, bidir_spans=None):
