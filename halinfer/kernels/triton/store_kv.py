@@ -139,11 +139,12 @@ def _store_kv_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, ks_ptr, vs_ptr, kz_ptr, vz_pt
             _put(v_ptr, stride_vt, stride_vh, vc_ptr, stride_vcb, stride_vct, stride_vch, vs_ptr, vz_ptr,
                  stride_vsb, stride_vst, stride_vsh, t3, h3, blk, off, th_mask, cs_row, DV, BLOCK_DV, MODE)
     elif ROPE:
-        h3 = ((hb - KBLOCKS) * BLOCK_HQ + tl.arange(0, BLOCK_HQ))[None, :, None]
-        d = tl.arange(0, BLOCK_D)[None, None, :]
-        m = (t3 < T) & (h3 < HQ) & (d < D)
-        x = _load_rot(q_ptr + t3 * stride_qt + h3 * stride_qh, d, m, cs_row, HALF, IS_NEOX, ROPE)
-        tl.store(qo_ptr + t3 * stride_qot + h3 * stride_qoh + d, x, mask=m)
+        # (names of their own: a compiled if / else may not give one name two types)
+        hq3 = ((hb - KBLOCKS) * BLOCK_HQ + tl.arange(0, BLOCK_HQ))[None, :, None]
+        dq = tl.arange(0, BLOCK_D)[None, None, :]
+        mq = (t3 < T) & (hq3 < HQ) & (dq < D)
+        xq = _load_rot(q_ptr + t3 * stride_qt + hq3 * stride_qh, dq, mq, cs_row, HALF, IS_NEOX, ROPE)
+        tl.store(qo_ptr + t3 * stride_qot + hq3 * stride_qoh + dq, xq, mask=mq)
 
 
 def cache_strides(kv: LayerKV, cache: torch.Tensor) -> tuple[int, int, int]:
