@@ -11,6 +11,7 @@ from halinfer.core.ops import Ops
 from .checks import assert_close, assert_within, ref, same_bits, untouched
 from .kvbuild import flat_rows, poisoned_cache
 from .params import case, conformance
+from .test_kv_quant import _read as read_quantized
 from .test_rotary import MAX_POS, random_cos_sin_cache
 
 REF = Ops()
@@ -55,19 +56,11 @@ def _cpu(kv: LayerKV) -> LayerKV:
 def _rows(kv: LayerKV, which: str, slots, hk, bs):
     """(dequantized float32 [n, Hk, D], per-row scale or None) at ``slots``, from the format."""
     cache, scale, zero = (kv.k, kv.k_scale, kv.k_zero) if which == "k" else (kv.v, kv.v_scale, kv.v_zero)
-    rows = flat_rows(kv.layout, slots.cpu(), hk, bs).flatten()
-    raw = cache.cpu().reshape(-1, cache.shape[-1])[rows]
     if kv.quant is None:
-        return raw.float().view(len(slots), hk, -1), None
-    s = scale.cpu().reshape(-1)[rows][:, None]
-    if kv.quant == "int4":
-        b = raw.to(torch.int32)
-        q = torch.empty(raw.shape[0], raw.shape[1] * 2)
-        q[:, 0::2], q[:, 1::2] = (b & 15).float(), (b >> 4).float()
-        x = q * s + zero.cpu().reshape(-1)[rows][:, None]
-    else:
-        x = raw.float() * s
-    return x.view(len(slots), hk, -1), s.view(len(slots), hk, 1)
+        rows = flat_rows(kv.layout, slots.cpu(), hk, bs).flatten()
+        return cache.cpu().reshape(-1, cache.shape[-1])[rows].float().view(len(slots), hk, -1), None
+    s = scale.cpu().reshape(-1)[flat_rows(kv.layout, slots.cpu(), hk, bs).flatten()]
+    return read_quantized(kv, cache, scale, zero, slots, hk, bs), s.view(len(slots), hk, 1)
 
 
 def _bytes(t):
