@@ -2,7 +2,9 @@
 
 The spec is a plain dict with ``method`` one of:
   awq   AutoAWQ GEMM packing, 4-bit                     {"group_size"}
-  gptq  GPTQ / GPTQModel, 4 or 8 bits, v1 or v2 zeros   {"bits", "group_size", "desc_act", "sym", "format"}
+  gptq  GPTQ / GPTQModel, 4 or 8 bits, v1 or v2 zeros   {"bits", "group_size", "desc_act", "sym", "format"};
+        also compressed-tensors "pack-quantized" (llm-compressor's W4A16 / W8A16: format
+        "pack-quantized", whose tensors the linear re-lays into GPTQ's on load)
   w8a8  int8 weights per output channel, int8 activations per token, dynamic
         (compressed-tensors "int-quantized", LMDeploy smooth_quant)
   fp8   float8_e4m3fn weights; {"block": [bn, bk] or None (per channel / tensor),
@@ -16,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 
-SUPPORTED = ("awq (4-bit GEMM), gptq (4/8-bit, v1/v2, desc_act), compressed-tensors int-quantized W8A8 "
+SUPPORTED = ("awq (4-bit GEMM), gptq (4/8-bit, v1/v2, desc_act), compressed-tensors pack-quantized W4A16 / "
+             "W8A16 (int weights in groups or channels, symmetric or not, actorder), compressed-tensors int-quantized W8A8 "
              "(int8 channel/tensor weights, dynamic per-token int8 activations), compressed-tensors "
              "float-quantized FP8 (channel/tensor/block weights, dynamic or static per-tensor activations), "
              "fp8 block-scaled (weight_block_size), w8a8 / smooth_quant (LMDeploy)")
@@ -105,7 +108,7 @@ def _ct_scheme(group: dict) -> tuple:
     w, a = group.get("weights") or {}, group.get("input_activations") or {}
     return (w.get("num_bits"), w.get("type"), w.get("symmetric", True), w.get("strategy"),
             tuple(w.get("block_structure") or ()), a.get("num_bits"), a.get("type"), a.get("symmetric", True),
-            a.get("strategy"), a.get("dynamic"))
+            a.get("strategy"), a.get("dynamic"), w.get("group_size"), w.get("actorder"))
 
 
 def _compressed_tensors(qc):
@@ -116,9 +119,14 @@ def _compressed_tensors(qc):
     if len(schemes) > 1:
         _refuse(f"compressed-tensors with {len(schemes)} different schemes in config_groups")
     fmt = str(groups[0].get("format") or qc.get("format", "")).lower()
-    wb, wt, wsym, wstrat, wblock, ab, at, asym, astrat, adyn = schemes.pop()
+    wb, wt, wsym, wstrat, wblock, ab, at, asym, astrat, adyn, wgroup, actorder = schemes.pop()
     desc = (f"compressed-tensors format={fmt!r} weights={wb}-bit {wt} {wstrat} "
             f"activations={'none' if ab is None else f'{ab}-bit {at} {astrat} dynamic={adyn}'}")
+    if fmt == "pack-quantized" and ab is None and wt == "int" and wb in (4, 8) and wstrat in ("group", "channel"):
+        # weight-only ints: GPTQ's op with true zeros; actorder "group" ships weight_g_idx
+        # ("weight" reorders only while quantizing: the groups stay plain runs)
+        return {"method": "gptq", "bits": int(wb), "group_size": int(wgroup) if wstrat == "group" else -1,
+                "desc_act": actorder == "group", "sym": bool(wsym), "format": "pack-quantized"}
     if ab is None or not wsym or not asym:
         _refuse(desc + (" (weight-only)" if ab is None else " (asymmetric)"))
     if fmt == "int-quantized" and (wb, wt, ab, at) == (8, "int", 8, "int"):

@@ -96,11 +96,13 @@ class CausalLM(nn.Module):
                 mod_path = f"{parent}.{merged}" if parent else merged
             target = modules.get(mod_path)
             if isinstance(target, (Linear, VocabParallelEmbedding, FusedExperts)):  # they slice out their shard
-                if not hasattr(target, pname) or getattr(target, pname) is None:
+                fills = target.fills(pname) if isinstance(target, Linear) else \
+                    (pname,) if getattr(target, pname, None) is not None else None
+                if fills is None:
                     unused.append(name)
                     continue
                 target.load(pname, tensor, shard, source=name)
-                loaded.add(f"{mod_path}.{pname}")
+                loaded.update(f"{mod_path}.{p}" for p in fills)
                 continue
             full = f"{mod_path}.{pname}"
             if full not in params:

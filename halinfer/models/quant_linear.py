@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.ops.gptq import gptq_v1_to_v2_zeros
+from ..core.ops.gptq import gptq_pack_cols, gptq_pack_rows, gptq_unpack_cols, gptq_unpack_rows, gptq_v1_to_v2_zeros
 from ..core.ops.deferred import GatedInput, NormedInput
 from ..core.ops.norm_quant import ActQuant, QuantizedActs
 
@@ -159,6 +159,57 @@ class GptqMethod:
                                      bias, **extra)
 
 
+class PackQuantizedMethod(GptqMethod):
+    """compressed-tensors "pack-quantized" (llm-compressor's W4A16 / W8A16), re-laid into GPTQ's
+    tensors (true zeros) as each arrives, so every backend runs it as GPTQ:
+      weight_packed int32 [N, K*b/32]  value i of word c is input (32/b)c + i  -> qweight [K*b/32, N]
+      weight_scale [N, G]                                                   -> scales [G, N]
+      weight_zero_point int32 [N*b/32, G] (asymmetric; value i of row r is output (32/b)r + i)
+                                                                            -> qzeros [G, N*b/32]
+      weight_g_idx [K] (actorder "group")                                   -> g_idx
+    Codes and zeros are stored as the signed value + 2^(b-1); their difference is what GPTQ's
+    unsigned codes and true zeros give, so both are copied as stored.  A symmetric checkpoint
+    has no zero tensor: every zero is 2^(b-1)."""
+
+    def __init__(self, spec):
+        super().__init__({**spec, "format": "v2"})
+        self.sym = bool(spec.get("sym", True))
+        # checkpoint tensor -> the parameters it fills (Linear.fills): a symmetric checkpoint's
+        # zeros and a plain-group one's g_idx are implied, set by create
+        self.checkpoint_names = {
+            "weight_packed": ("qweight",) if self.desc_act else ("qweight", "g_idx"),
+            "weight_scale": ("scales", "qzeros") if self.sym else ("scales",),
+            "weight_zero_point": ("qzeros",), "weight_g_idx": ("g_idx",), "weight_shape": ()}
+
+    def create(self, layer, dtype):
+        super().create(layer, dtype)
+        if self.sym:
+            layer.qzeros.data.copy_(gptq_pack_cols(torch.full((layer.qzeros.shape[0], layer.out_features),
+                                                              1 << (self.bits - 1)), self.bits))
+
+    def load(self, layer, name, tensor, shard):
+        if name == "weight_shape":
+            a, b = layer.shard_range(shard)
+            if tuple(int(v) for v in tensor.reshape(-1)) != (b - a, layer.in_features):
+                raise ValueError(f"pack-quantized weight_shape {tuple(tensor.tolist())} does not match the "
+                                 f"layer's matrix ({b - a}, {layer.in_features})")
+            return
+        if name == "weight_packed":
+            codes = gptq_unpack_cols(tensor.to(torch.int32), self.bits)[:, : layer.in_features]   # [n, K]
+            return super().load(layer, "qweight", gptq_pack_rows(codes.t().contiguous(), self.bits), shard)
+        if name == "weight_scale":
+            return super().load(layer, "scales", tensor.t(), shard)
+        if name == "weight_zero_point":
+            a, b = layer.shard_range(shard)
+            z = tensor.to(torch.int32)
+            # packed along the output rows as published; an unpacked [n, G] signed tensor also occurs
+            z = gptq_unpack_rows(z, self.bits)[: b - a] if z.shape[0] != b - a else z + (1 << (self.bits - 1))
+            return super().load(layer, "qzeros", gptq_pack_cols(z.t().contiguous(), self.bits), shard)
+        if name == "weight_g_idx":
+            return super().load(layer, "g_idx", tensor, shard)
+        return super().load(layer, name, tensor, shard)
+
+
 class W8A8Method:
     """int8 weight [N, K] with a float32 scale per output row ([N, 1], [N] or one per tensor in
     the checkpoint, any float dtype)."""
@@ -245,8 +296,9 @@ class Fp8Method:
                                     getattr(layer, "input_scale", None))
 
 
-METHODS = {"awq": AwqMethod, "gptq": GptqMethod, "w8a8": lambda spec: W8A8Method(),
-           "fp8": Fp8Method}
+METHODS = {"awq": AwqMethod,
+           "gptq": lambda spec: (PackQuantizedMethod if spec.get("format") == "pack-quantized" else GptqMethod)(spec),
+           "w8a8": lambda spec: W8A8Method(), "fp8": Fp8Method}
 
 
 def add_weight_placeholder(layer) -> None:

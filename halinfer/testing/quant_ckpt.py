@@ -8,6 +8,10 @@ loader's unpacking in halinfer/core/ops, so a wrong unpack fails the model tests
         value i of column c is output (32/b)c + i, stored zero - 1 (v1) or zero (v2)
   W8A8  compressed-tensors int-quantized: int8 [N, K], weight_scale [N, 1]; LMDeploy's
         smooth_quant: the same int8 weight with a float32 ``scale`` [N, 1], in pytorch_model.bin
+  pack  compressed-tensors pack-quantized: weight_packed int32 [N, K*b/32], value i of word c is
+        input (32/b)c + i, stored as the signed code + 2^(b-1); weight_scale [N, G];
+        weight_zero_point (asymmetric) int32 [N*b/32, G], value i of row r is output (32/b)r + i,
+        the same offset; weight_g_idx [K] (actorder "group"); weight_shape [N, K]
   FP8   block: e4m3 [N, K], weight_scale_inv [ceil(N/bn), ceil(K/bk)] (DeepSeek-V3 layout);
         compressed-tensors float-quantized: weight_scale [N, 1] (channel) or [1] (tensor)
 """
@@ -115,6 +119,39 @@ def gptq(w: torch.Tensor, group: int, bits: int = 4, desc_act: bool = False, sym
             "g_idx": g_idx}, dense.t()
 
 
+def pack_quantized(w: torch.Tensor, group: int, bits: int = 4, sym: bool = True, actorder: str | None = None,
+                   seed: int = 0):
+    """w [N, K] -> (compressed-tensors pack-quantized tensors, dense [N, K])."""
+    wf = w.float()
+    N, K = wf.shape
+    per, gs = 32 // bits, K if group <= 0 else group
+    G = -(-K // gs)
+    g_idx = (torch.arange(K) // gs).to(torch.int32)
+    if actorder == "group":                               # groups over a permutation of the inputs
+        perm = torch.randperm(K, generator=torch.Generator().manual_seed(seed))
+        g_idx = torch.empty(K, dtype=torch.int32)
+        g_idx[perm] = (torch.arange(K) // gs).to(torch.int32)
+    u = torch.empty(N, K, dtype=torch.long)               # unsigned codes: signed + 2^(bits-1)
+    s = torch.empty(N, G)
+    z = torch.empty(N, G, dtype=torch.long)               # unsigned zeros (symmetric: 2^(bits-1))
+    for g in range(G):
+        cols = (g_idx == g).nonzero().flatten()
+        qg, sg, zg = _minmax_q(wf[:, cols], bits, sym)
+        u[:, cols], s[:, g], z[:, g] = qg, sg, zg
+    s = s.to(torch.bfloat16)
+    packed = torch.tensor([[_word([u[n, per * c + i] if per * c + i < K else 0 for i in range(per)])
+                            for c in range(-(-K // per))] for n in range(N)], dtype=torch.int32)
+    out = {"weight_packed": packed, "weight_scale": s, "weight_shape": torch.tensor([N, K], dtype=torch.int32)}
+    if not sym:
+        out["weight_zero_point"] = torch.tensor(
+            [[_word([z[per * r + i, g] if per * r + i < N else 0 for i in range(per)]) for g in range(G)]
+             for r in range(-(-N // per))], dtype=torch.int32)
+    if actorder == "group":
+        out["weight_g_idx"] = g_idx
+    gi = g_idx.long()
+    return out, (u - z[:, gi]).float() * s.float()[:, gi]
+
+
 def w8a8(w: torch.Tensor, scale_dtype=torch.float32):
     s = (w.float().abs().amax(1, keepdim=True) / 127).clamp(min=1e-8).to(scale_dtype)
     q = torch.round(w.float() / s.float()).clamp(-128, 127).to(torch.int8)
@@ -173,6 +210,14 @@ def config_for(method: str, **o) -> dict:
         return {"quant_method": "gptq", "bits": o.get("bits", 4), "group_size": o["group"],
                 "desc_act": o.get("desc_act", False), "sym": o.get("sym", False),
                 "checkpoint_format": "gptq_v2" if o.get("v2") else "gptq"}
+    if method == "pack":
+        g = o.get("group", 128)
+        w = {"num_bits": o.get("bits", 4), "type": "int", "symmetric": o.get("sym", True),
+             "strategy": "group" if g > 0 else "channel", "group_size": g if g > 0 else None,
+             "actorder": o.get("actorder"), "dynamic": False}
+        return {"quant_method": "compressed-tensors", "format": "pack-quantized", "ignore": ["lm_head"],
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": w, "input_activations": None,
+                                              "format": "pack-quantized"}}}
     if method == "w8a8":
         return _ct_config("int-quantized", "int", "channel", "token", True)
     if method == "w8a8-lmdeploy":
@@ -211,6 +256,12 @@ def quantize(src: str, dst: str, method: str, dense_modules: tuple[str, ...] = (
                 key = base.rpartition(".")[0] + SAME_INPUT.get(mod, mod)
                 q, d = gptq(t, o["group"], o.get("bits", 4), o.get("desc_act", False), o.get("sym", False),
                             o.get("v2", False), seed=zlib.crc32(key.encode()))
+            elif method == "pack":
+                # llm-compressor's actorder shares one permutation among matrices of one input
+                mod = base.rpartition(".")[2]
+                key = base.rpartition(".")[0] + SAME_INPUT.get(mod, mod)
+                q, d = pack_quantized(t, o.get("group", 128), o.get("bits", 4), o.get("sym", True),
+                                      o.get("actorder"), seed=zlib.crc32(key.encode()))
             elif method == "w8a8":
                 q, d = w8a8(t, o.get("scale_dtype", torch.float32))
             elif method == "w8a8-lmdeploy":

@@ -33,6 +33,9 @@ CASES = {
     "g32-v1": dict(group=32),
     "g64-act-order-sym-v2": dict(group=64, desc_act=True, sym=True, v2=True),
     "8bit-g32-act-order": dict(group=32, bits=8, desc_act=True),    # stays GPTQ's layout and kernels
+    # compressed-tensors pack-quantized, loaded as GPTQ and re-laid the same way
+    "pack-4bit-g32-asym-actorder": dict(method="pack", group=32, sym=False, actorder="group"),
+    "pack-4bit-g64-sym": dict(method="pack", group=64),
 }
 
 
@@ -101,9 +104,10 @@ def _assert_relaid(llm, act_order, bits=4):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_gptq_checkpoint_on_the_triton_table_matches_transformers(dense, tmp_path, name):
-    opts = CASES[name]
-    act_order, bits = opts.get("desc_act", False), opts.get("bits", 4)
-    qdir, ddir = quantize(dense, str(tmp_path / "q"), "gptq", **opts)
+    opts = dict(CASES[name])
+    method = opts.pop("method", "gptq")
+    act_order, bits = opts.get("desc_act", False) or opts.get("actorder") == "group", opts.get("bits", 4)
+    qdir, ddir = quantize(dense, str(tmp_path / "q"), method, **opts)
     with triton_backend() as dev:
         # float32: exact enough for the strict family check (prompt and decode logits, greedy tokens)
         llm = _llm(qdir, dev, torch.float32, enforce_eager=True)

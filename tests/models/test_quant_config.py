@@ -12,6 +12,11 @@ from halinfer.testing.quant_ckpt import config_for
     ("w8a8", {}, {"method": "w8a8"}),
     ("fp8", dict(block=(128, 128)), {"method": "fp8", "block": [128, 128]}),
     ("fp8-ct", dict(strategy="tensor", input_scale=0.1), {"method": "fp8", "block": None, "static_input": True}),
+    ("pack", dict(group=128), {"method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False,
+                               "format": "pack-quantized"}),
+    ("pack", dict(group=32, bits=8, sym=False, actorder="group"),
+     {"method": "gptq", "bits": 8, "group_size": 32, "sym": False, "desc_act": True, "format": "pack-quantized"}),
+    ("pack", dict(group=-1, bits=4, sym=False), {"method": "gptq", "group_size": -1, "desc_act": False}),
 ])
 def test_published_configs_parse(method, opts, want):
     spec = parse_quant_config(config_for(method, **opts))
@@ -24,7 +29,9 @@ def test_published_configs_parse(method, opts, want):
     ({"quant_method": "fp8", "activation_scheme": "static"}, "static"),
     ({"quant_method": "bitsandbytes"}, "bitsandbytes"),
     ({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {"g": {
-        "weights": {"num_bits": 4, "type": "int", "strategy": "group"}}}}, "pack-quantized"),
+        "weights": {"num_bits": 2, "type": "int", "strategy": "group", "group_size": 64}}}}, "pack-quantized.*2-bit"),
+    ({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"g": {
+        "weights": {"num_bits": 8, "type": "float", "strategy": "channel"}}}}, "weight-only"),
 ])
 def test_unsupported_variants_are_named_with_the_supported_list(qc, named):
     with pytest.raises(UnsupportedQuantization, match=named) as e:

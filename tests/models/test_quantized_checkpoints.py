@@ -22,7 +22,12 @@ WEIGHT_ONLY = {
     "gptq-4bit-g64-act-order-sym-v2": ("gptq", dict(group=64, desc_act=True, sym=True, v2=True)),
     "gptq-8bit-per-channel-v1": ("gptq", dict(group=-1, bits=8)),
     "gptq-8bit-g32-act-order-v2": ("gptq", dict(group=32, bits=8, desc_act=True, v2=True)),
+    # compressed-tensors pack-quantized (llm-compressor W4A16 / W8A16), loaded as GPTQ
+    "pack-4bit-g32-sym": ("pack", dict(group=32)),
+    "pack-4bit-g64-asym-actorder": ("pack", dict(group=64, sym=False, actorder="group")),
+    "pack-8bit-per-channel-asym": ("pack", dict(group=-1, bits=8, sym=False)),
 }
+SPEC_METHOD = {"pack": "gptq"}   # the spec method a test format loads as
 ACT_QUANT = {
     "w8a8-compressed-tensors-bf16-scales": ("w8a8", dict(scale_dtype=torch.bfloat16), None, None),
     "w8a8-lmdeploy-smooth-quant-bin": ("w8a8-lmdeploy", {}, None, None),
@@ -51,7 +56,7 @@ def test_weight_only_checkpoint_matches_its_dequantized_twin(dense, tmp_path, na
     method, opts = WEIGHT_ONLY[name]
     qdir, ddir = _build(dense, tmp_path, method, opts)
     llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
-    assert _model(llm).ctx.quant["method"] == method
+    assert _model(llm).ctx.quant["method"] == SPEC_METHOD.get(method, method)
     hf = hf_model(ddir)
     assert_matches_transformers(llm, hf, random_prompts(1, llm.engine.vocab_size, (11, 4)), n_tokens=8, tol=1e-4)
 
