@@ -201,9 +201,10 @@ class PackQuantizedMethod(GptqMethod):
             return super().load(layer, "scales", tensor.t(), shard)
         if name == "weight_zero_point":
             a, b = layer.shard_range(shard)
-            z = tensor.to(torch.int32)
-            # packed along the output rows as published; an unpacked [n, G] signed tensor also occurs
-            z = gptq_unpack_rows(z, self.bits)[: b - a] if z.shape[0] != b - a else z + (1 << (self.bits - 1))
+            if tensor.dtype != torch.int32 or tensor.shape[0] != -(-(b - a) // self.pack):
+                raise ValueError(f"pack-quantized weight_zero_point {tuple(tensor.shape)} {tensor.dtype}: expected "
+                                 f"int32 packed along the {b - a} output rows ({-(-(b - a) // self.pack)} rows)")
+            z = gptq_unpack_rows(tensor, self.bits)[: b - a]
             return super().load(layer, "qzeros", gptq_pack_cols(z.t().contiguous(), self.bits), shard)
         if name == "weight_g_idx":
             return super().load(layer, "g_idx", tensor, shard)
