@@ -20,11 +20,13 @@ import torch
 from torch import nn
 
 from ..core.distributed import split_evenly
+from ..core.ops.fp8 import fp8_dequantize_weight
 from .layers import GatedMLP, Linear, ModelContext
 
 # checkpoint matrix name -> (our parameter, shard): shard 0 = gate rows of w13, 1 = up rows, None = all of w2
 GATE_UP_DOWN = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", None)}
 W1_W3_W2 = {"w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", None)}   # Mixtral / Phi-3.5-MoE
+FP8_SCALES = ("weight_scale_inv", "weight_scale")   # an FP8 expert matrix's scale (block / compressed-tensors)
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,17 @@ class FusedExperts(nn.Module):
     def __init__(self, ctx: ModelContext, num_experts: int, hidden: int, intermediate: int,
                  activation: str = "silu", bias: bool = False, names: dict | None = None):
         super().__init__()
-        if ctx.quant:
-            raise NotImplementedError(f"{ctx.quant.get('method')} quantized MoE experts are not supported yet "
-                                      "(fused_moe runs on float16/bfloat16/float32 expert weights)")
+        q = ctx.quant or {}
+        if q and (q.get("method") != "fp8" or q.get("static_input")):
+            raise NotImplementedError(f"{q.get('method')} quantized MoE experts are not supported yet (fused_moe runs "
+                                      "on float16/bfloat16/float32 expert weights; FP8 experts with dynamic "
+                                      "activations are read, dequantized at load)")
+        # FP8 experts (DeepSeek-V3, Qwen3-MoE FP8): each expert matrix is dequantized to the model
+        # dtype once its weight and scale have both arrived (_fp8_pending), so fused_moe runs them
+        # as it runs bf16 experts: no memory saved on them, and their inputs are not quantized
+        self.fp8_block = q.get("block") if q else None
+        self.fp8 = bool(q)
+        self._fp8_pending: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         self.ops = ctx.ops
         self.tp = tp = ctx.tp
         self.activation = activation
@@ -122,6 +132,10 @@ class FusedExperts(nn.Module):
         e -= self.expert_start
         if not 0 <= e < self.num_experts:
             return None                             # another rank's expert
+        if kind in FP8_SCALES or tensor.dtype == torch.float8_e4m3fn:
+            tensor = self._fp8_piece(e, matrix, kind, tensor)
+            if tensor is None:
+                return None                         # its weight or scale is still to come
         tensor = self._local(param, shard, tensor)
         dst = p.data[e] if shard is None else p.data[e, shard * self.intermediate:(shard + 1) * self.intermediate]
         if dst.shape != tensor.shape:
@@ -131,6 +145,22 @@ class FusedExperts(nn.Module):
         got.add((e, shard))
         need = self.num_experts * (1 if shard is None else 2)
         return param if len(got) == need else None
+
+    def _fp8_piece(self, e: int, matrix: str, kind: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """Hold an FP8 expert matrix's weight or scale until the other arrives; then the matrix
+        dequantized to the model dtype."""
+        if not self.fp8:
+            raise ValueError(f"expert {e} {matrix}: an fp8 {kind} in a checkpoint whose quantization_config "
+                             "is not fp8")
+        got = self._fp8_pending.setdefault((e, matrix), {})
+        got["scale" if kind in FP8_SCALES else "weight"] = tensor
+        if len(got) < 2:
+            return None
+        del self._fp8_pending[(e, matrix)]
+        if got["weight"].dtype != torch.float8_e4m3fn:
+            raise ValueError(f"expert {e} {matrix}: a scale beside a {got['weight'].dtype} weight; expected "
+                             "float8_e4m3fn")
+        return fp8_dequantize_weight(got["weight"], got["scale"], self.fp8_block).to(self.w13.dtype)
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         """A checkpoint that stores all experts stacked (gpt-oss): w13 [E, 2I, H] (gate rows,
@@ -206,7 +236,7 @@ class SparseMoE(nn.Module):
         return self.combine(self.experts(x, weights, ids), x)
 
 
-_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.(weight|bias)$")
+_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.(weight|bias|weight_scale_inv|weight_scale)$")
 
 
 class ExpertLoading:

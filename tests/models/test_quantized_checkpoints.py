@@ -68,7 +68,11 @@ def test_activation_quantized_checkpoint_matches_fake_quantized_transformers(den
     llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
     assert _model(llm).ctx.quant["method"] == ("fp8" if method.startswith("fp8") else method.split("-")[0])
     hf = fake_quant_activations(hf_model(ddir), "fp8" if method.startswith("fp8") else "w8a8", block_k, input_scale)
-    plain = hf_model(ddir)
+    _assert_matches_fake_quant(llm, hf, hf_model(ddir))
+
+
+def _assert_matches_fake_quant(llm, hf, plain):
+    """Prompt logits and greedy tokens as transformers with the format's activation rounding."""
     for p in random_prompts(2, llm.engine.vocab_size, (11, 4)):
         ref = hf_greedy(hf, p, 6)
         mine = llm.engine.prompt_logits(p)
@@ -108,3 +112,28 @@ def test_dummy_weights_keep_block_fp8_scales_block_constant(dense, tmp_path):
         blocks = s[::32]
         assert torch.equal(blocks.repeat_interleave(32, dim=0)[: s.shape[0]], s), n
         assert bool((s > 0).all()) and len(torch.unique(blocks)) > 1, n
+
+
+@pytest.mark.parametrize("family,block", [("qwen3-moe", (32, 32)), ("qwen3-moe", None), ("mixtral", (32, 32)),
+                                          ("deepseek-v2-lite", (32, 32))],
+                         ids=["qwen3-moe-block-32", "qwen3-moe-ct-channel", "mixtral-block-32", "deepseek-v2-lite-block-32"])
+def test_fp8_moe_checkpoint_dequantizes_its_experts(tmp_path, family, block):
+    """FP8 MoE checkpoints as published (per-expert e4m3 matrices with their scales, as
+    DeepSeek-V3 and Qwen3-MoE FP8 ship them): experts are dequantized at load and run unquantized,
+    every other projection runs FP8.  Against transformers on the dequantized twin with the
+    non-expert projections' inputs fake-quantized (its experts are fused parameters, not hooked)."""
+    src = save_tiny_model(family, str(tmp_path / "moe"), seed=4)
+    method, opts, block_k = ("fp8", dict(block=block), block[1]) if block else ("fp8-ct", dict(strategy="channel"), None)
+    qdir, ddir = quantize(src, str(tmp_path / "q"), method, **opts)
+    llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
+    stacks = [m for m in _model(llm).modules() if hasattr(m, "_fp8_pending")]
+    assert stacks and all(m.w13.dtype == torch.float32 and not m._fp8_pending for m in stacks)
+    assert any(getattr(m, "method", None) == "fp8" for m in _model(llm).modules()), "no FP8 projection left"
+    _assert_matches_fake_quant(llm, fake_quant_activations(hf_model(ddir), "fp8", block_k), hf_model(ddir))
+
+
+def test_weight_only_moe_experts_are_refused_by_name(tmp_path):
+    src = save_tiny_model("qwen3-moe", str(tmp_path / "moe"), seed=4)
+    qdir, _ = quantize(src, str(tmp_path / "q"), "gptq", group=32)
+    with pytest.raises(NotImplementedError, match="gptq quantized MoE experts are not supported.*FP8 experts"):
+        LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)

@@ -15,6 +15,23 @@ FP8_MAX = 448.0          # largest finite float8_e4m3fn
 FP8_MIN_SCALE = 1e-10    # the floor of a dynamic scale, as DeepSeek-V3's act_quant uses
 
 
+def fp8_dequantize_weight(weight: torch.Tensor, scale: torch.Tensor, block: list[int] | None) -> torch.Tensor:
+    """float32 [N, K] of a checkpoint's e4m3 ``weight`` [N, K] and its scale as published:
+    block-scaled [ceil(N/bn), ceil(K/bk)] (``block`` = [bn, bk]), per channel [N, 1] or [N], or
+    one per tensor."""
+    w = weight.float()
+    s = scale.float()
+    N, K = w.shape
+    if s.numel() == 1:
+        return w * s.reshape(())
+    if block is not None and s.dim() == 2 and tuple(s.shape) == (-(-N // block[0]), -(-K // block[1])):
+        return w * s.repeat_interleave(block[0], 0)[:N].repeat_interleave(block[1], 1)[:, :K]
+    if s.numel() == N:
+        return w * s.reshape(N, 1)
+    raise ValueError(f"an fp8 weight [{N}, {K}] with a scale of shape {tuple(s.shape)}: expected one per tensor, "
+                     f"per row [{N}, 1] or per block {block}")
+
+
 def quant_per_token_group_fp8(x: torch.Tensor, group: int):
     """Dynamic per-token, per-group activation quantization.
 
