@@ -165,6 +165,9 @@ class FusedExperts(nn.Module):
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         """A checkpoint that stores all experts stacked (gpt-oss): w13 [E, 2I, H] (gate rows,
         then up rows), w2 [E, H, I] and their biases, sliced to this rank's share."""
+        if tensor.dtype == torch.float8_e4m3fn:
+            raise ValueError(f"stacked expert tensor {param_name} in fp8: only per-expert FP8 matrices "
+                             "(experts.<e>.<matrix>.weight with their scales) are read")
         p = getattr(self, param_name)
         t = tensor.narrow(0, self.expert_start, self.num_experts)
         if self.tp.is_parallel and not self.expert_parallel:
