@@ -96,9 +96,9 @@ class CausalLM(nn.Module):
                 mod_path = f"{parent}.{merged}" if parent else merged
             target = modules.get(mod_path)
             if isinstance(target, (Linear, VocabParallelEmbedding, FusedExperts)):  # they slice out their shard
-                fills = target.fills(pname) if isinstance(target, Linear) else \
-                    (pname,) if getattr(target, pname, None) is not None else None
-                if fills is None:
+                # the parameters this tensor fills (a quantized format may name them otherwise)
+                fills = target.fills(pname) if isinstance(target, Linear) else (pname,)
+                if any(getattr(target, p, None) is None for p in fills):
                     unused.append(name)
                     continue
                 target.load(pname, tensor, shard, source=name)

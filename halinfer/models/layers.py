@@ -69,14 +69,11 @@ class Linear(nn.Module):
         start = sum(self.out_sizes[:shard])
         return start // packed, (start + self.out_sizes[shard]) // packed
 
-    def fills(self, name: str) -> tuple[str, ...] | None:
-        """The parameters checkpoint tensor ``name`` fills, or None when this layer takes no such
-        tensor.  A format may name its tensors otherwise than the parameters it loads them into,
-        or imply one (compressed-tensors pack-quantized: models/quant_linear.py)."""
-        names = getattr(self.qm, "checkpoint_names", {})
-        if name in names:
-            return names[name]
-        return (name,) if getattr(self, name, None) is not None else None
+    def fills(self, name: str) -> tuple[str, ...]:
+        """The parameters checkpoint tensor ``name`` fills: itself, unless the format names its
+        tensors otherwise than the parameters it loads them into, or implies one (compressed-tensors
+        pack-quantized: models/quant_linear.py)."""
+        return getattr(self.qm, "checkpoint_names", {}).get(name, (name,))
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         """Copy one checkpoint tensor (for logical matrix ``shard``) into place, through the

@@ -83,8 +83,7 @@ class FusedExperts(nn.Module):
         # FP8 experts (DeepSeek-V3, Qwen3-MoE FP8): each expert matrix is dequantized to the model
         # dtype once its weight and scale have both arrived (_fp8_pending), so fused_moe runs them
         # as it runs bf16 experts: no memory saved on them, and their inputs are not quantized
-        self.fp8_block = q.get("block") if q else None
-        self.fp8 = bool(q)
+        self.fp8, self.fp8_block = bool(q), q.get("block")
         self._fp8_pending: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         self.ops = ctx.ops
         self.tp = tp = ctx.tp
