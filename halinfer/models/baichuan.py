@@ -37,7 +37,7 @@ class BaichuanForCausalLM(LlamaForCausalLM):
         for name, t in weights:
             if ".self_attn.W_pack." in name:
                 pname, names = split_names(name, "W_pack", ["q_proj", "k_proj", "v_proj"])
-                yield from zip(names, split_fused(pname, t, [H * D] * 3))
+                yield from zip(names, split_fused(pname, t, [H * D] * 3, self.ctx.quant))
             elif name == "lm_head.weight" and norm_head:
                 yield name, torch.nn.functional.normalize(t.float(), dim=1)
             else:

@@ -56,7 +56,7 @@ class GlmForCausalLM(LlamaForCausalLM):
         for name, t in weights:
             if ".mlp.gate_up_proj." in name:
                 pname, names = split_names(name, "gate_up_proj", ["gate_proj", "up_proj"])
-                yield from zip(names, split_fused(pname, t, [inter, inter]))
+                yield from zip(names, split_fused(pname, t, [inter, inter], self.ctx.quant))
             else:
                 yield name, t
 
@@ -122,9 +122,9 @@ class ChatGLMForCausalLM(GlmForCausalLM):
             if ".self_attention.query_key_value." in name:
                 name = name.replace(".self_attention.", ".self_attn.")
                 pname, names = split_names(name, "query_key_value", ["q_proj", "k_proj", "v_proj"])
-                yield from zip(names, split_fused(pname, t, [H * D, G * D, G * D]))
+                yield from zip(names, split_fused(pname, t, [H * D, G * D, G * D], self.ctx.quant))
             elif ".mlp.dense_h_to_4h." in name:
                 pname, names = split_names(name, "dense_h_to_4h", ["gate_proj", "up_proj"])
-                yield from zip(names, split_fused(pname, t, [inter, inter]))
+                yield from zip(names, split_fused(pname, t, [inter, inter], self.ctx.quant))
             else:
                 yield name, t

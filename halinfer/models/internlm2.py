@@ -11,6 +11,7 @@ import re
 
 import torch
 
+from .fused import split_rows
 from .llama import LlamaForCausalLM
 
 _RENAMES = [
@@ -28,8 +29,8 @@ _RENAMES = [
 def split_wqkv(t: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int, out_dim: int):
     """Split a packed wqkv tensor along its output dim into (q, k, v).
 
-    out_dim is 0 for weight/bias ([N, ...]) and 1 for AWQ's qweight/qzeros/scales
-    ([K, N] or [K, N/8]: the packing divides head_dim evenly).
+    out_dim: where the tensor keeps the output rows (fused.output_rows); its packing
+    divides head_dim evenly.
     """
     g = num_heads // num_kv_heads
     n = t.shape[out_dim]
@@ -54,8 +55,9 @@ class InternLM2ForCausalLM(LlamaForCausalLM):
             if ".attention.wqkv." in name:
                 prefix, _, pname = name.rpartition(".")
                 prefix = prefix.replace(".attention.wqkv", ".self_attn")
-                out_dim = 1 if pname in ("qweight", "qzeros", "scales") else 0
-                q, k, v = split_wqkv(t, cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim, out_dim)
+                H, Hk, D = cfg.num_attention_heads, cfg.num_kv_heads, cfg.head_dim
+                q, k, v = split_rows(pname, t, [H * D, Hk * D, Hk * D], self.ctx.quant,
+                                     lambda x, dim, pack: split_wqkv(x, H, Hk, D, dim))
                 yield f"{prefix}.q_proj.{pname}", q
                 yield f"{prefix}.k_proj.{pname}", k
                 yield f"{prefix}.v_proj.{pname}", v

@@ -21,12 +21,36 @@ from torch import nn
 
 from ..core.distributed import split_evenly
 from ..core.ops.fp8 import fp8_dequantize_weight
+from ..core.ops.gptq import gptq_dequantize, gptq_v1_to_v2_zeros
+from ..core.ops.quant import awq_dequantize
 from .layers import GatedMLP, Linear, ModelContext
 
 # checkpoint matrix name -> (our parameter, shard): shard 0 = gate rows of w13, 1 = up rows, None = all of w2
 GATE_UP_DOWN = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", None)}
 W1_W3_W2 = {"w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", None)}   # Mixtral / Phi-3.5-MoE
 FP8_SCALES = ("weight_scale_inv", "weight_scale")   # an FP8 expert matrix's scale (block / compressed-tensors)
+# The checkpoint tensors one quantized expert matrix is made of, per format (FP8's scale under
+# either name is held as weight_scale)
+EXPERT_PARTS = {"fp8": ("weight", "weight_scale"), "w8a8": ("weight", "weight_scale"),
+                "awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
+
+
+def dequantize_expert(q: dict, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One expert matrix [out, in] in float, from its checkpoint tensors ``t`` (EXPERT_PARTS)."""
+    m = q["method"]
+    if m == "fp8":
+        if t["weight"].dtype != torch.float8_e4m3fn:
+            raise ValueError(f"an fp8 expert weight of dtype {t['weight'].dtype}; expected float8_e4m3fn")
+        return fp8_dequantize_weight(t["weight"], t["weight_scale"], q.get("block"))
+    if m == "w8a8":
+        if t["weight"].dtype != torch.int8:
+            raise ValueError(f"a w8a8 expert weight of dtype {t['weight'].dtype}; expected int8")
+        s = t["weight_scale"].float()
+        return t["weight"].float() * (s.reshape(()) if s.numel() == 1 else s.reshape(-1, 1))
+    if m == "awq":
+        return awq_dequantize(t["qweight"], t["scales"].float(), t["qzeros"], int(q["group_size"])).t()
+    zeros = gptq_v1_to_v2_zeros(t["qzeros"], q["bits"]) if q.get("format", "v1") == "v1" else t["qzeros"]
+    return gptq_dequantize(t["qweight"], zeros, t["scales"].float(), t["g_idx"], q["bits"]).t()
 
 
 @dataclass(frozen=True)
@@ -76,15 +100,19 @@ class FusedExperts(nn.Module):
                  activation: str = "silu", bias: bool = False, names: dict | None = None):
         super().__init__()
         q = ctx.quant or {}
-        if q and (q.get("method") != "fp8" or q.get("static_input")):
-            raise NotImplementedError(f"{q.get('method')} quantized MoE experts are not supported yet (fused_moe runs "
-                                      "on float16/bfloat16/float32 expert weights; FP8 experts with dynamic "
-                                      "activations are read, dequantized at load)")
-        # FP8 experts (DeepSeek-V3, Qwen3-MoE FP8): each expert matrix is dequantized to the model
-        # dtype once its weight and scale have both arrived (_fp8_pending), so fused_moe runs them
-        # as it runs bf16 experts: no memory saved on them, and their inputs are not quantized
-        self.fp8, self.fp8_block = bool(q), q.get("block")
-        self._fp8_pending: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+        method = q.get("method")
+        if q and (method not in EXPERT_PARTS or q.get("static_input") or q.get("format") == "pack-quantized"):
+            what = "pack-quantized" if q.get("format") == "pack-quantized" else \
+                f"{method} with a static input scale" if q.get("static_input") else method
+            raise NotImplementedError(f"{what} quantized MoE experts are not supported yet (read: "
+                                      f"{', '.join(sorted(EXPERT_PARTS))} with dynamic activations, each expert "
+                                      "dequantized at load for fused_moe)")
+        # Quantized experts (DeepSeek-V3 / Qwen3-MoE FP8, AWQ / GPTQ / W8A8 MoE checkpoints): each
+        # expert matrix is dequantized to the model dtype once all its tensors have arrived
+        # (_pending), so fused_moe runs them as it runs bf16 experts: no memory saved on them,
+        # and their inputs are not quantized
+        self.quant = q if q else None
+        self._pending: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         self.ops = ctx.ops
         self.tp = tp = ctx.tp
         self.activation = activation
@@ -131,10 +159,11 @@ class FusedExperts(nn.Module):
         e -= self.expert_start
         if not 0 <= e < self.num_experts:
             return None                             # another rank's expert
-        if kind in FP8_SCALES or tensor.dtype == torch.float8_e4m3fn:
-            tensor = self._fp8_piece(e, matrix, kind, tensor)
+        if kind != "bias" and (kind != "weight" or not tensor.is_floating_point()
+                               or tensor.dtype == torch.float8_e4m3fn):
+            tensor = self._quant_piece(e, matrix, kind, tensor)
             if tensor is None:
-                return None                         # its weight or scale is still to come
+                return None                         # some of its tensors are still to come
         tensor = self._local(param, shard, tensor)
         dst = p.data[e] if shard is None else p.data[e, shard * self.intermediate:(shard + 1) * self.intermediate]
         if dst.shape != tensor.shape:
@@ -145,21 +174,24 @@ class FusedExperts(nn.Module):
         need = self.num_experts * (1 if shard is None else 2)
         return param if len(got) == need else None
 
-    def _fp8_piece(self, e: int, matrix: str, kind: str, tensor: torch.Tensor) -> torch.Tensor | None:
-        """Hold an FP8 expert matrix's weight or scale until the other arrives; then the matrix
-        dequantized to the model dtype."""
-        if not self.fp8:
-            raise ValueError(f"expert {e} {matrix}: an fp8 {kind} in a checkpoint whose quantization_config "
-                             "is not fp8")
-        got = self._fp8_pending.setdefault((e, matrix), {})
-        got["scale" if kind in FP8_SCALES else "weight"] = tensor
-        if len(got) < 2:
+    def _quant_piece(self, e: int, matrix: str, kind: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """Hold a quantized expert matrix's tensors until all have arrived; then the matrix
+        [out, in] dequantized to the model dtype (the core's reference dequantization)."""
+        q = self.quant
+        if q is None:
+            raise ValueError(f"expert {e} {matrix}: a quantized {kind} ({tensor.dtype}) in a checkpoint without a "
+                             "quantization_config")
+        kind = "weight_scale" if q["method"] == "fp8" and kind in FP8_SCALES else kind
+        parts = EXPERT_PARTS[q["method"]]
+        if kind not in parts:
+            raise ValueError(f"expert {e} {matrix}: a {kind} tensor in a {q['method']} checkpoint; its experts "
+                             f"carry {', '.join(parts)}")
+        got = self._pending.setdefault((e, matrix), {})
+        got[kind] = tensor
+        if len(got) < len(parts):
             return None
-        del self._fp8_pending[(e, matrix)]
-        if got["weight"].dtype != torch.float8_e4m3fn:
-            raise ValueError(f"expert {e} {matrix}: a scale beside a {got['weight'].dtype} weight; expected "
-                             "float8_e4m3fn")
-        return fp8_dequantize_weight(got["weight"], got["scale"], self.fp8_block).to(self.w13.dtype)
+        del self._pending[(e, matrix)]
+        return dequantize_expert(q, got).to(self.w13.dtype)
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         """A checkpoint that stores all experts stacked (gpt-oss): w13 [E, 2I, H] (gate rows,
@@ -238,7 +270,8 @@ class SparseMoE(nn.Module):
         return self.combine(self.experts(x, weights, ids), x)
 
 
-_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.(weight|bias|weight_scale_inv|weight_scale)$")
+_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\."
+                     r"(weight|bias|weight_scale_inv|weight_scale|qweight|qzeros|scales|g_idx)$")
 
 
 class ExpertLoading:

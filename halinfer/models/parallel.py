@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.distributed import TPGroup, split_evenly
-from .fused import output_dim_and_packing
+from .fused import output_rows
 from .layers import Embedding, Linear, ModelContext
 
 
@@ -95,15 +95,16 @@ class ColumnParallelLinear(Linear):
         super().__init__(ctx, in_features, [p.size for p in self_parts], bias=bias, quantize=quantize)
         self.tp = tp
         self.parts = self_parts
+        self.quant = ctx.quant if quantize else None
 
     def load(self, param_name: str, tensor: torch.Tensor, shard: int = 0, source: str | None = None) -> None:
         if self.tp.is_parallel:
-            dim, pack = output_dim_and_packing(param_name)
-            if tensor.dim() == 1:
-                dim = 0
             p = self.parts[shard]
-            assert p.start % pack == 0 and p.size % pack == 0, f"{param_name}: shard not aligned to packs of {pack}"
-            tensor = narrow_padded(tensor, dim, p.start // pack, p.size // pack)
+            rows = output_rows(param_name, tensor, p.full, self.quant)
+            if rows is not None:        # else the same tensor for every rank (g_idx, a per-tensor scale)
+                tensor, dim, pack = rows
+                assert p.start % pack == 0 and p.size % pack == 0, f"{param_name}: shard not aligned to packs of {pack}"
+                tensor = narrow_padded(tensor, dim, p.start // pack, p.size // pack)
         super().load(param_name, tensor, shard, source)
 
 

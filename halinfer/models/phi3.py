@@ -32,10 +32,10 @@ class Phi3ForCausalLM(LlamaForCausalLM):
         for name, t in weights:
             if ".self_attn.qkv_proj." in name:
                 pname, names = split_names(name, "qkv_proj", ["q_proj", "k_proj", "v_proj"])
-                yield from zip(names, split_fused(pname, t, [H * D, Hk * D, Hk * D]))
+                yield from zip(names, split_fused(pname, t, [H * D, Hk * D, Hk * D], self.ctx.quant))
             elif ".mlp.gate_up_proj." in name:
                 pname, names = split_names(name, "gate_up_proj", ["gate_proj", "up_proj"])
                 inter = cfg.intermediate_size
-                yield from zip(names, split_fused(pname, t, [inter, inter]))
+                yield from zip(names, split_fused(pname, t, [inter, inter], self.ctx.quant))
             else:
                 yield name, t

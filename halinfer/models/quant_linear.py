@@ -264,7 +264,8 @@ class Fp8Method:
         a, b = layer.shard_range(shard)
         if name == self.scale_name:
             t = tensor.float()
-            if self.block:
+            if self.block and t.shape[0] != b - a:
+                # blocks of rows as published; a fused matrix's part arrives one row each (fused.py)
                 t = t.repeat_interleave(self.block[0], dim=0)[: b - a]
             dst = getattr(layer, name).data
             dst[a:b].copy_(t.reshape(-1, t.shape[-1] if t.dim() == 2 else 1).expand(b - a, dst.shape[1]))

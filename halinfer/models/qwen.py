@@ -72,6 +72,6 @@ class QWenLMHeadModel(LlamaForCausalLM):
             if ".attn.c_attn." in name:
                 name = name.replace(".attn.c_attn.", ".self_attn.c_attn.")
                 pname, names = split_names(name, "c_attn", ["q_proj", "k_proj", "v_proj"])
-                yield from zip(names, split_fused(pname, t, [H * D] * 3))
+                yield from zip(names, split_fused(pname, t, [H * D] * 3, self.ctx.quant))
             else:
                 yield name, t

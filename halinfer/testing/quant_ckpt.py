@@ -26,8 +26,26 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Decoder linears under the names other families publish them (fused or renamed): Phi-3 and
+# GLM qkv_proj / gate_up_proj, Baichuan W_pack, InternLM2 wqkv / wo / w1-w3, ChatGLM
+# query_key_value / dense / dense_h_to_4h / dense_4h_to_h, Qwen (v1) c_attn / c_proj / w1 / w2,
+# StarCoder2 c_fc / c_proj.  quantize() quantizes all of them, as AutoAWQ / GPTQ /
+# llm-compressor quantize every decoder linear a checkpoint holds.
+LINEARS = PROJ + ("qkv_proj", "gate_up_proj", "W_pack", "wqkv", "wo", "w1", "w2", "w3", "query_key_value",
+                  "dense", "dense_h_to_4h", "dense_4h_to_h", "c_attn", "c_proj", "c_fc")
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
-SAME_INPUT = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up"}
+# Matrices reading one input (one Hessian, so act-order gives them one permutation), by
+# (parent module, name); MoE experts' w1 / w3 sit under "experts.<i>" and keep their own.
+SAME_INPUT = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up",
+              "feed_forward.w1": "gate_up", "feed_forward.w3": "gate_up", "mlp.w1": "gate_up", "mlp.w2": "gate_up"}
+
+
+def _input_key(base: str) -> str:
+    """Which input the linear at ``base`` reads (matrices sharing one share act-order's permutation)."""
+    parent, _, mod = base.rpartition(".")
+    up, _, leaf = parent.rpartition(".")
+    tag = SAME_INPUT.get(f"{leaf}.{mod}", SAME_INPUT.get(mod, mod))
+    return parent + tag
 
 
 def _word(values) -> int:
@@ -81,14 +99,15 @@ def awq(w: torch.Tensor, group: int):
     """w [N, K] -> (tensors, dense [N, K])."""
     wt = w.float().t().contiguous()                       # [K, N]; groups along K
     K, N = wt.shape
+    G = -(-K // group)                                    # a last, shorter group when group does not divide K
     q = torch.empty(K, N, dtype=torch.long)
-    s = torch.empty(K // group, N)
-    z = torch.empty(K // group, N, dtype=torch.long)
-    for g in range(K // group):
+    s = torch.empty(G, N)
+    z = torch.empty(G, N, dtype=torch.long)
+    for g in range(G):
         qg, sg, zg = _minmax_q(wt[g * group:(g + 1) * group].t(), 4, False)     # per output column
         q[g * group:(g + 1) * group], s[g], z[g] = qg.t(), sg, zg
     s = s.half()
-    dense = (q - z.repeat_interleave(group, 0)).float() * s.float().repeat_interleave(group, 0)
+    dense = (q - z.repeat_interleave(group, 0)[:K]).float() * s.float().repeat_interleave(group, 0)[:K]
     return {"qweight": pack_awq(q), "qzeros": pack_awq(z), "scales": s}, dense.t()
 
 
@@ -245,23 +264,18 @@ def quantize(src: str, dst: str, method: str, dense_modules: tuple[str, ...] = (
         sd, out, den = load_file(os.path.join(src, f)), {}, {}
         for name, t in sorted(sd.items()):
             base, _, leaf = name.rpartition(".")
-            if leaf != "weight" or base.rpartition(".")[2] not in PROJ or any(m in base for m in dense_modules):
+            if leaf != "weight" or base.rpartition(".")[2] not in LINEARS or any(m in base for m in dense_modules):
                 out[name] = den[name] = t
                 continue
             if method == "awq":
                 q, d = awq(t, o["group"])
             elif method == "gptq":
-                # Matrices reading the same input share its Hessian, so act-order gives them one permutation.
-                mod = base.rpartition(".")[2]
-                key = base.rpartition(".")[0] + SAME_INPUT.get(mod, mod)
                 q, d = gptq(t, o["group"], o.get("bits", 4), o.get("desc_act", False), o.get("sym", False),
-                            o.get("v2", False), seed=zlib.crc32(key.encode()))
+                            o.get("v2", False), seed=zlib.crc32(_input_key(base).encode()))
             elif method == "pack":
                 # llm-compressor's actorder shares one permutation among matrices of one input
-                mod = base.rpartition(".")[2]
-                key = base.rpartition(".")[0] + SAME_INPUT.get(mod, mod)
                 q, d = pack_quantized(t, o.get("group", 128), o.get("bits", 4), o.get("sym", True),
-                                      o.get("actorder"), seed=zlib.crc32(key.encode()))
+                                      o.get("actorder"), seed=zlib.crc32(_input_key(base).encode()))
             elif method == "w8a8":
                 q, d = w8a8(t, o.get("scale_dtype", torch.float32))
             elif method == "w8a8-lmdeploy":
@@ -309,6 +323,6 @@ def fake_quant_activations(model, method: str, block_k: int | None = None, input
 
     fq = int8 if method == "w8a8" else fp8
     for name, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear) and name.rpartition(".")[2] in PROJ:
+        if isinstance(mod, torch.nn.Linear) and name.rpartition(".")[2] in LINEARS:
             mod.register_forward_pre_hook(lambda m, args: (fq(args[0]),) + tuple(args[1:]))
     return model

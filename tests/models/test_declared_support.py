@@ -20,7 +20,9 @@ from halinfer.core.plugin import load_plugins
 from halinfer.support.seed import SEED_ROWS
 from halinfer.testing.hf_compare import assert_close_to_transformers, hf_model, random_prompts
 
+from halinfer.testing.cases import CASES
 from halinfer.testing.quant_ckpt import fake_quant_activations, quantize
+from halinfer.testing.unconvert import reference_twin
 
 from .support_records import note_result
 
@@ -90,7 +92,7 @@ def test_claimed_cell_holds(backend_name, column, case, case_dirs, tmp_path, mon
             ok = False
             if column in QUANT_FORMATS:
                 for method, opts in QUANT_FORMATS[column]:
-                    _check_quantized(backend, model_dir, case, dtype, graphs, method, opts, tmp_path)
+                    _check_quantized(backend, model_dir, ref_dir, case, dtype, graphs, method, opts, tmp_path)
             else:
                 _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv)
             ok = True
@@ -114,8 +116,12 @@ def _check_mode(backend, model_dir, ref_dir, case, dtype, graphs, kv):
     assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=16 if kv != "int4" else 8, slack=slack)
 
 
-def _check_quantized(backend, model_dir, case, dtype, graphs, method, opts, tmp_path):
+def _check_quantized(backend, model_dir, ref_dir, case, dtype, graphs, method, opts, tmp_path):
     qdir, ddir = quantize(model_dir, str(tmp_path / method), method, **opts)
+    converter = CASES[case].converter
+    if converter is not None:
+        # a family transformers lacks: its dense twin, put back into the reference's layout
+        ddir = reference_twin(converter, ref_dir, model_dir, ddir, str(tmp_path / f"{method}-reference"))
     block = 8 if 8 in backend.block_sizes else backend.default_block_size
     llm = LLM(qdir, device=backend.name, dtype=dtype, num_kv_blocks=max(160, 1280 // block), block_size=block,
               enforce_eager=not graphs, max_num_seqs=8)
@@ -126,5 +132,8 @@ def _check_quantized(backend, model_dir, case, dtype, graphs, method, opts, tmp_
         return fake_quant_activations(m, *act) if act else m
     hf_lowp, hf_exact = ref(dtype), ref(dtype).float()
     prompts = random_prompts(zlib.crc32(case.encode()), llm.engine.vocab_size, lengths=(13, 5))
-    # Activation quantization turns the dtype's last-bit differences into whole int8 / fp8 steps.
-    assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=12, slack=4.0 if act is None else 12.0)
+    # Activation quantization turns the dtype's last-bit differences into whole int8 / fp8 steps,
+    # in transformers' own low-precision run as well, so its noise (the yardstick) grows alike:
+    # correct runs measured 0.8-2.0x of it on the CPU; an InternLM2 with k read as v, 7.8x
+    # (fp8), which the old 12x slack let pass.
+    assert_close_to_transformers(llm, hf_exact, hf_lowp, prompts, n_tokens=12, slack=4.0)

@@ -1,6 +1,6 @@
 """Every backend's claims on vision-language rows are backed by tests that run on it:
 the row's "vlm:" cases (halinfer.testing.vlm_cases) in the backend's dtypes (and with an
-int8 KV cache where "KV INT8" is claimed), against
+int8 / int4 KV cache where "KV INT8" / "KV INT4" is claimed), against
 transformers (halinfer.testing.hf_vlm.assert_vlm_close).  Records as in
 test_declared_support.py (HALINFER_RECORD_SUPPORT=1)."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _claims():
             for r in SEED_ROWS:
                 if d.family not in (r.model, f"{r.model} {r.size}"):
                     continue
-                for col in ("FP16/BF16", "KV INT8"):
+                for col in ("FP16/BF16", "KV INT8", "KV INT4"):
                     if d.columns.get(col):
                         out |= {(b.name, col, c) for c in r.cases if is_vlm_case(c)}
     return sorted(out)
@@ -53,7 +53,7 @@ def test_claimed_vlm_cell_holds(backend_name, column, case, vlm_case_dir):
     backend = load_plugins().backends[backend_name]
     model_dir, ref_dir = vlm_case_dir(case)
     modes = _modes(backend, column)
-    kv = "int8" if column == "KV INT8" else "auto"
+    kv = {"KV INT8": "int8", "KV INT4": "int4"}.get(column, "auto")
     ok = False
     try:
         for dtype, graphs in modes:
@@ -62,8 +62,9 @@ def test_claimed_vlm_cell_holds(backend_name, column, case, vlm_case_dir):
                       block_size=block, enforce_eager=not graphs, max_num_seqs=8, kv_cache_dtype=kv)
             hf_lowp = hf_vlm(ref_dir).to(dtype)
             hf_exact = hf_vlm(ref_dir).to(dtype).float()
-            # an int8 cache adds its own rounding on top of the dtype's (as test_declared_support.py)
-            assert_vlm_close(llm, ref_dir, hf_exact, hf_lowp, vlm_prompts(case), slack=3.0 if kv == "auto" else 6.0)
+            # a quantized cache adds its own rounding on top of the dtype's (as test_declared_support.py)
+            assert_vlm_close(llm, ref_dir, hf_exact, hf_lowp, vlm_prompts(case),
+                             slack={"auto": 3.0, "int8": 6.0, "int4": 40.0}[kv])
         ok = True
     finally:
         note_result(backend_name, column, case, ok, "/".join(str(d).replace("torch.", "") for d, _ in modes), kv)

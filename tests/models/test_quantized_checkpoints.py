@@ -114,26 +114,42 @@ def test_dummy_weights_keep_block_fp8_scales_block_constant(dense, tmp_path):
         assert bool((s > 0).all()) and len(torch.unique(blocks)) > 1, n
 
 
-@pytest.mark.parametrize("family,block", [("qwen3-moe", (32, 32)), ("qwen3-moe", None), ("mixtral", (32, 32)),
-                                          ("deepseek-v2-lite", (32, 32))],
-                         ids=["qwen3-moe-block-32", "qwen3-moe-ct-channel", "mixtral-block-32", "deepseek-v2-lite-block-32"])
-def test_fp8_moe_checkpoint_dequantizes_its_experts(tmp_path, family, block):
-    """FP8 MoE checkpoints as published (per-expert e4m3 matrices with their scales, as
-    DeepSeek-V3 and Qwen3-MoE FP8 ship them): experts are dequantized at load and run unquantized,
-    every other projection runs FP8.  Against transformers on the dequantized twin with the
-    non-expert projections' inputs fake-quantized (its experts are fused parameters, not hooked)."""
+MOE_FORMATS = {
+    "qwen3-moe-fp8-block-32": ("qwen3-moe", "fp8", dict(block=(32, 32)), ("fp8", 32)),
+    "qwen3-moe-fp8-ct-channel": ("qwen3-moe", "fp8-ct", dict(strategy="channel"), ("fp8", None)),
+    "mixtral-fp8-block-32": ("mixtral", "fp8", dict(block=(32, 32)), ("fp8", 32)),
+    "deepseek-v2-lite-fp8-block-32": ("deepseek-v2-lite", "fp8", dict(block=(32, 32)), ("fp8", 32)),
+    "qwen3-moe-awq-g32": ("qwen3-moe", "awq", dict(group=32), None),
+    "mixtral-gptq-g32-act-order-v1": ("mixtral", "gptq", dict(group=32, desc_act=True), None),
+    "qwen3-moe-gptq-8bit-v2": ("qwen3-moe", "gptq", dict(group=32, bits=8, v2=True), None),
+    "deepseek-v2-lite-w8a8": ("deepseek-v2-lite", "w8a8", {}, ("w8a8", None)),
+}
+
+
+@pytest.mark.parametrize("name", list(MOE_FORMATS))
+def test_quantized_moe_checkpoint_dequantizes_its_experts(tmp_path, name):
+    """Quantized MoE checkpoints as published (per-expert matrices in the format's tensors:
+    FP8 as DeepSeek-V3 and Qwen3-MoE FP8 ship them, AWQ, GPTQ, W8A8): experts are dequantized at
+    load and run unquantized, every other projection runs quantized.  Against transformers on
+    the dequantized twin, with the non-expert projections' inputs fake-quantized where the
+    format quantizes them (its experts are fused parameters, not hooked)."""
+    family, method, opts, act = MOE_FORMATS[name]
     src = save_tiny_model(family, str(tmp_path / "moe"), seed=4)
-    method, opts, block_k = ("fp8", dict(block=block), block[1]) if block else ("fp8-ct", dict(strategy="channel"), None)
     qdir, ddir = quantize(src, str(tmp_path / "q"), method, **opts)
     llm = LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
-    stacks = [m for m in _model(llm).modules() if hasattr(m, "_fp8_pending")]
-    assert stacks and all(m.w13.dtype == torch.float32 and not m._fp8_pending for m in stacks)
-    assert any(getattr(m, "method", None) == "fp8" for m in _model(llm).modules()), "no FP8 projection left"
-    _assert_matches_fake_quant(llm, fake_quant_activations(hf_model(ddir), "fp8", block_k), hf_model(ddir))
+    stacks = [m for m in _model(llm).modules() if hasattr(m, "_pending")]
+    assert stacks and all(m.w13.dtype == torch.float32 and not m._pending for m in stacks)
+    spec = SPEC_METHOD.get(method, method.split("-")[0])
+    assert any(getattr(m, "method", None) == spec for m in _model(llm).modules()), f"no {spec} projection left"
+    if act is None:   # weight-only: the same float32 computation as the twin
+        assert_matches_transformers(llm, hf_model(ddir), random_prompts(1, llm.engine.vocab_size, (11, 4)),
+                                    n_tokens=8, tol=1e-4)
+    else:
+        _assert_matches_fake_quant(llm, fake_quant_activations(hf_model(ddir), *act), hf_model(ddir))
 
 
-def test_weight_only_moe_experts_are_refused_by_name(tmp_path):
+def test_pack_quantized_moe_experts_are_refused_by_name(tmp_path):
     src = save_tiny_model("qwen3-moe", str(tmp_path / "moe"), seed=4)
-    qdir, _ = quantize(src, str(tmp_path / "q"), "gptq", group=32)
-    with pytest.raises(NotImplementedError, match="gptq quantized MoE experts are not supported.*FP8 experts"):
+    qdir, _ = quantize(src, str(tmp_path / "q"), "pack", group=32)
+    with pytest.raises(NotImplementedError, match="pack-quantized quantized MoE experts are not supported.*awq, fp8"):
         LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
