@@ -145,6 +145,24 @@ for p in "$@"; do
       for f in final_cuda final_conf final_mla; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-220 | head -25
         grep -E "passed|failed" "$L/$f.log" | tail -n 3; done
       cp -r "$L/rec" "$OUT/rec" 2>/dev/null; tar czf "$OUT/logs.tgz" -C "$L" . ;;
+    cells)  # every declared cuda cell (text and multimodal), records to $OUT/rec; MLA cells in processes of
+            # their own (docs/cuda_notes.md), then the quantized-checkpoint model tests on cuda
+      python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
+      left=$(( ${END_AT:-$(( $(date +%s) + 420 ))} - $(date +%s) ))
+      echo "=== cells ($left s)"
+      OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout -s INT $(( left - 100 )) \
+        python -m pytest -n ${CELLS_N:-8} tests/models/test_declared_support.py tests/models/test_declared_vlm_support.py \
+        -k "cuda and not ((INT8 or INT4) and (deepseek or minicpm3))" -q -p no:cacheprovider -rf --tb=short \
+        >"$L/cells.log" 2>&1
+      for k in "INT8 and deepseek and not lite and not moe" "INT8 and deepseek and lite" "INT8 and deepseek and moe" \
+               "INT8 and minicpm3" "INT4 and deepseek and not lite and not moe" "INT4 and deepseek and lite" \
+               "INT4 and deepseek and moe" "INT4 and minicpm3"; do
+        OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout 40 python -m pytest \
+          tests/models/test_declared_support.py -k "cuda and $k" -q -p no:cacheprovider -rf --tb=short \
+          >>"$L/cells_mla.log" 2>&1; done
+      for f in cells cells_mla; do echo "--- $f"; grep -E "^FAILED|^ERROR|^E  " "$L/$f.log" | cut -c1-260 | head -40
+        grep -E "passed|failed" "$L/$f.log" | tail -n 9; done
+      cp -r "$L/rec" "$OUT/rec" 2>/dev/null; tar czf "$OUT/logs.tgz" -C "$L" . ;;
     recheck) TAILN=6 phase recheck 100 env HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" python -m pytest \
           tests/models/test_declared_support.py tests/conformance/test_norm_quant.py \
           -k "${RK:-cuda and ((INT8 and deepseek and lite) or rms_norm_quant)}" -q -p no:cacheprovider -rf --tb=short

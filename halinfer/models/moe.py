@@ -21,7 +21,7 @@ from torch import nn
 
 from ..core.distributed import split_evenly
 from ..core.ops.fp8 import fp8_dequantize_weight
-from ..core.ops.gptq import gptq_dequantize, gptq_v1_to_v2_zeros
+from ..core.ops.gptq import gptq_dequantize, gptq_unpack_cols, gptq_unpack_rows, gptq_v1_to_v2_zeros
 from ..core.ops.quant import awq_dequantize
 from .layers import GatedMLP, Linear, ModelContext
 
@@ -35,8 +35,17 @@ EXPERT_PARTS = {"fp8": ("weight", "weight_scale"), "w8a8": ("weight", "weight_sc
                 "awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales", "g_idx")}
 
 
+def expert_parts(q: dict) -> tuple[str, ...]:
+    """EXPERT_PARTS for this spec; compressed-tensors pack-quantized (a gptq spec) has its own
+    names, a zero point only when asymmetric and a g_idx only with actorder."""
+    if q.get("format") != "pack-quantized":
+        return EXPERT_PARTS[q["method"]]
+    return ("weight_packed", "weight_scale", "weight_shape") + (() if q.get("sym", True) else ("weight_zero_point",)) \
+        + (("weight_g_idx",) if q.get("desc_act") else ())
+
+
 def dequantize_expert(q: dict, t: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One expert matrix [out, in] in float, from its checkpoint tensors ``t`` (EXPERT_PARTS)."""
+    """One expert matrix [out, in] in float, from its checkpoint tensors ``t`` (expert_parts)."""
     m = q["method"]
     if m == "fp8":
         if t["weight"].dtype != torch.float8_e4m3fn:
@@ -49,6 +58,16 @@ def dequantize_expert(q: dict, t: dict[str, torch.Tensor]) -> torch.Tensor:
         return t["weight"].float() * (s.reshape(()) if s.numel() == 1 else s.reshape(-1, 1))
     if m == "awq":
         return awq_dequantize(t["qweight"], t["scales"].float(), t["qzeros"], int(q["group_size"])).t()
+    bits = int(q["bits"])
+    if q.get("format") == "pack-quantized":
+        # codes and zeros both stored as the signed value + 2^(bits-1): their difference is the value
+        N, K = (int(v) for v in t["weight_shape"].reshape(-1))
+        codes = gptq_unpack_cols(t["weight_packed"].to(torch.int32), bits)[:, :K]
+        group = K if int(q["group_size"]) <= 0 else int(q["group_size"])
+        g = t["weight_g_idx"].long() if "weight_g_idx" in t else torch.arange(K) // group
+        zp = t.get("weight_zero_point")
+        z = gptq_unpack_rows(zp, bits)[:N][:, g] if zp is not None else 1 << (bits - 1)
+        return (codes - z).float() * t["weight_scale"].float()[:, g]
     zeros = gptq_v1_to_v2_zeros(t["qzeros"], q["bits"]) if q.get("format", "v1") == "v1" else t["qzeros"]
     return gptq_dequantize(t["qweight"], zeros, t["scales"].float(), t["g_idx"], q["bits"]).t()
 
@@ -101,12 +120,11 @@ class FusedExperts(nn.Module):
         super().__init__()
         q = ctx.quant or {}
         method = q.get("method")
-        if q and (method not in EXPERT_PARTS or q.get("static_input") or q.get("format") == "pack-quantized"):
-            what = "pack-quantized" if q.get("format") == "pack-quantized" else \
-                f"{method} with a static input scale" if q.get("static_input") else method
+        if q and (method not in EXPERT_PARTS or q.get("static_input")):
+            what = f"{method} with a static input scale" if q.get("static_input") else method
             raise NotImplementedError(f"{what} quantized MoE experts are not supported yet (read: "
-                                      f"{', '.join(sorted(EXPERT_PARTS))} with dynamic activations, each expert "
-                                      "dequantized at load for fused_moe)")
+                                      f"{', '.join(sorted(EXPERT_PARTS))} (and pack-quantized) with dynamic "
+                                      "activations, each expert dequantized at load for fused_moe)")
         # Quantized experts (DeepSeek-V3 / Qwen3-MoE FP8, AWQ / GPTQ / W8A8 MoE checkpoints): each
         # expert matrix is dequantized to the model dtype once all its tensors have arrived
         # (_pending), so fused_moe runs them as it runs bf16 experts: no memory saved on them,
@@ -182,7 +200,7 @@ class FusedExperts(nn.Module):
             raise ValueError(f"expert {e} {matrix}: a quantized {kind} ({tensor.dtype}) in a checkpoint without a "
                              "quantization_config")
         kind = "weight_scale" if q["method"] == "fp8" and kind in FP8_SCALES else kind
-        parts = EXPERT_PARTS[q["method"]]
+        parts = expert_parts(q)
         if kind not in parts:
             raise ValueError(f"expert {e} {matrix}: a {kind} tensor in a {q['method']} checkpoint; its experts "
                              f"carry {', '.join(parts)}")
@@ -271,7 +289,8 @@ class SparseMoE(nn.Module):
 
 
 _EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\."
-                     r"(weight|bias|weight_scale_inv|weight_scale|qweight|qzeros|scales|g_idx)$")
+                     r"(weight|bias|weight_scale_inv|weight_scale|qweight|qzeros|scales|g_idx|"
+                     r"weight_packed|weight_zero_point|weight_g_idx|weight_shape)$")
 
 
 class ExpertLoading:

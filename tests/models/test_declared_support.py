@@ -30,7 +30,8 @@ TESTED_COLUMNS = ("FP16/BF16", "KV INT8", "KV INT4", "W4A16", "W8A8", "FP8")
 # A quantized column runs the case's checkpoint quantized in these formats (quant_ckpt.py);
 # the reference is transformers on the dequantized twin, activations fake-quantized as the
 # format quantizes them.
-QUANT_FORMATS = {"W4A16": [("awq", dict(group=32)), ("gptq", dict(group=32, desc_act=True))],
+QUANT_FORMATS = {"W4A16": [("awq", dict(group=32)), ("gptq", dict(group=32, desc_act=True)),
+                           ("pack", dict(group=32, sym=False, actorder="group"))],   # llm-compressor's
                  "W8A8": [("w8a8", {})], "FP8": [("fp8", dict(block=(128, 128)))]}
 
 

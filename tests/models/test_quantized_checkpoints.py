@@ -123,6 +123,9 @@ MOE_FORMATS = {
     "mixtral-gptq-g32-act-order-v1": ("mixtral", "gptq", dict(group=32, desc_act=True), None),
     "qwen3-moe-gptq-8bit-v2": ("qwen3-moe", "gptq", dict(group=32, bits=8, v2=True), None),
     "deepseek-v2-lite-w8a8": ("deepseek-v2-lite", "w8a8", {}, ("w8a8", None)),
+    "qwen3-moe-pack-4bit-sym": ("qwen3-moe", "pack", dict(group=32), None),
+    "mixtral-pack-4bit-asym-actorder": ("mixtral", "pack", dict(group=32, sym=False, actorder="group"), None),
+    "qwen3-moe-pack-8bit-per-channel": ("qwen3-moe", "pack", dict(group=-1, bits=8, sym=False), None),
 }
 
 
@@ -148,8 +151,8 @@ def test_quantized_moe_checkpoint_dequantizes_its_experts(tmp_path, name):
         _assert_matches_fake_quant(llm, fake_quant_activations(hf_model(ddir), *act), hf_model(ddir))
 
 
-def test_pack_quantized_moe_experts_are_refused_by_name(tmp_path):
+def test_static_scale_fp8_moe_experts_are_refused_by_name(tmp_path):
     src = save_tiny_model("qwen3-moe", str(tmp_path / "moe"), seed=4)
-    qdir, _ = quantize(src, str(tmp_path / "q"), "pack", group=32)
-    with pytest.raises(NotImplementedError, match="pack-quantized quantized MoE experts are not supported.*awq, fp8"):
+    qdir, _ = quantize(src, str(tmp_path / "q"), "fp8-ct", strategy="tensor", input_scale=0.02)
+    with pytest.raises(NotImplementedError, match="fp8 with a static input scale quantized MoE experts are not"):
         LLM(qdir, device="cpu", dtype=torch.float32, num_kv_blocks=64, block_size=8)
