@@ -145,11 +145,13 @@ for p in "$@"; do
       for f in final_cuda final_conf final_mla; do echo "--- $f"; grep -E "^FAILED|^ERROR" "$L/$f.log" | cut -c1-220 | head -25
         grep -E "passed|failed" "$L/$f.log" | tail -n 3; done
       cp -r "$L/rec" "$OUT/rec" 2>/dev/null; tar czf "$OUT/logs.tgz" -C "$L" . ;;
-    cells)  # every declared cuda cell (text and multimodal), records to $OUT/rec; MLA cells in processes of
-            # their own (docs/cuda_notes.md), then the quantized-checkpoint model tests on cuda
+    candidates)  # every declared cuda cell plus the quantized candidates (support/declare.py:
+            # CUDA_VERIFIED_QUANT_CASES), text and multimodal, records to $OUT/rec; MLA cells in
+            # processes of their own (docs/cuda_notes.md)
       python3 -m pip install -q --no-deps .wheels/*.whl >/dev/null 2>&1
       left=$(( ${END_AT:-$(( $(date +%s) + 420 ))} - $(date +%s) ))
-      echo "=== cells ($left s)"
+      echo "=== candidates ($left s)"
+      export HALINFER_CANDIDATE_CLAIMS="cuda:W4A16,cuda:W8A8,cuda:FP8,cuda:KV INT4"
       OMP_NUM_THREADS=1 HALINFER_RECORD_SUPPORT=1 HALINFER_RECORD_DIR="$L/rec" timeout -s INT $(( left - 100 )) \
         python -m pytest -n ${CELLS_N:-8} tests/models/test_declared_support.py tests/models/test_declared_vlm_support.py \
         -k "cuda and not ((INT8 or INT4) and (deepseek or minicpm3))" -q -p no:cacheprovider -rf --tb=short \

@@ -29,14 +29,30 @@ QUANT_CASES = frozenset({
     "mixtral", "qwen2-moe", "qwen3-moe", "phi3.5-moe", "glm4.5-moe", "llama4-text"})
 
 
-def quant_rows(decls: list[SupportDecl], columns: dict[str, bool]) -> list[SupportDecl]:
+# The cases whose quantized cells (weight formats and KV INT4) a GPU run has verified on the
+# cuda plugin (H200, 2026-12-04).  The cuda plugin claims only these; the rest of QUANT_CASES,
+# and KV INT4 on the other rows, are its candidates until a GPU run passes them:
+# `HALINFER_CANDIDATE_CLAIMS="cuda:W4A16,cuda:W8A8,cuda:FP8,cuda:KV INT4"` runs them
+# (benchmarks/gpu_perf_probe.sh cells), and the passing cases move here.
+CUDA_VERIFIED_QUANT_CASES = frozenset({"llama", "llama3-rope", "llama3.2-tied", "qwen2-tied", "qwen2-sliding-window",
+                                       "mistral-sliding-window", "gemma"})
+
+
+def _rows_of(d: SupportDecl):
+    return [r for r in SEED_ROWS if d.family in (r.model, f"{r.model} {r.size}") and r.cases]
+
+
+def quant_rows(decls: list[SupportDecl], columns: dict[str, bool], cases: frozenset = QUANT_CASES,
+               kv_int4_cases: frozenset | None = None) -> list[SupportDecl]:
     """``decls`` with ``columns`` (quantized GEMM modes) added to the rows whose cases are all
-    in QUANT_CASES."""
+    in ``cases``; with ``kv_int4_cases``, a "KV INT4" claim stays only on rows made of those."""
     out = []
     for d in decls:
-        rows = [r for r in SEED_ROWS if d.family in (r.model, f"{r.model} {r.size}") and r.cases]
+        rows = _rows_of(d)
         cols = dict(d.columns)
-        if rows and all(set(r.cases) <= QUANT_CASES for r in rows):
+        if kv_int4_cases is not None and not (rows and all(set(r.cases) <= kv_int4_cases for r in rows)):
+            cols.pop("KV INT4", None)
+        if rows and all(set(r.cases) <= cases for r in rows):
             cols.update(columns)
         out.append(SupportDecl(family=d.family, variant=d.variant, columns=cols,
                                hardware_verified=d.hardware_verified))

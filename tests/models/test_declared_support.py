@@ -35,9 +35,10 @@ QUANT_FORMATS = {"W4A16": [("awq", dict(group=32)), ("gptq", dict(group=32, desc
                  "W8A8": [("w8a8", {})], "FP8": [("fp8", dict(block=(128, 128)))]}
 
 
-# Cells to test before they are claimed: HALINFER_CANDIDATE_CLAIMS="cuda:W4A16,cuda:FP8" adds
-# those columns to the backend's rows that carry quantized columns (support/declare.py's
-# QUANT_CASES), and lets the engine accept the format for the test (weight_quant patched).
+# Cells to test before they are claimed: HALINFER_CANDIDATE_CLAIMS="cuda:W4A16,cuda:KV INT4" adds
+# those columns to the backend's rows that the CPU claims them on (support/declare.py:
+# QUANT_CASES for weight formats, every implemented row for KV INT4), and lets the engine
+# accept the format for the test (weight_quant patched).
 CANDIDATES = {tuple(c.split(":", 1)) for c in os.environ.get("HALINFER_CANDIDATE_CLAIMS", "").split(",") if ":" in c}
 COLUMN_FORMATS = {"W4A16": ("awq", "gptq"), "W8A8": ("w8a8",), "FP8": ("fp8",)}
 
@@ -54,7 +55,7 @@ def _claims():
             rows = [r for r in SEED_ROWS if d.family in (r.model, f"{r.model} {r.size}") and r.cases]
             for r in rows:
                 for col in TESTED_COLUMNS:
-                    candidate = (b.name, col) in CANDIDATES and set(r.cases) <= QUANT_CASES
+                    candidate = (b.name, col) in CANDIDATES and (col == "KV INT4" or set(r.cases) <= QUANT_CASES)
                     if d.columns.get(col) or candidate:
                         out.append((b.name, col, r))
     return out

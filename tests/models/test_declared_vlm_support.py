@@ -15,7 +15,7 @@ from halinfer.testing.hf_vlm import assert_vlm_close, hf_vlm
 from halinfer.testing.vlm_cases import build_vlm_case, is_vlm_case, vlm_prompts
 
 from .support_records import note_result
-from .test_declared_support import _modes
+from .test_declared_support import CANDIDATES, _modes
 
 
 def _claims():
@@ -28,7 +28,7 @@ def _claims():
                 if d.family not in (r.model, f"{r.model} {r.size}"):
                     continue
                 for col in ("FP16/BF16", "KV INT8", "KV INT4"):
-                    if d.columns.get(col):
+                    if d.columns.get(col) or (b.name, col) in CANDIDATES:
                         out |= {(b.name, col, c) for c in r.cases if is_vlm_case(c)}
     return sorted(out)
 

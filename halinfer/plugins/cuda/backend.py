@@ -98,12 +98,11 @@ class CudaBackend(Backend):
 
     # Device and memory: the core's DeviceRuntime on torch.cuda serves as is.
     def support(self):
-        from halinfer.support.declare import implemented_rows
+        from halinfer.support.declare import CUDA_VERIFIED_QUANT_CASES, implemented_rows, quant_rows
 
-        from halinfer.support.declare import quant_rows
-
-        # Every implemented text family runs on the Triton kernels; the weight formats are claimed
-        # for the families whose linears load every format (support/declare.py).  KV INT4 runs in
-        # the Triton kernels (see kv_cache_dtypes).
+        # Every implemented text family runs on the Triton kernels; the weight formats and KV INT4
+        # are claimed where a GPU run verified them (support/declare.py: the CPU verifies more
+        # families, which stay this plugin's candidates until a GPU run passes them).
         return quant_rows(implemented_rows({"FP16/BF16": True, "KV INT8": True, "KV INT4": True}),
-                          {"W8A8": True, "W4A16": True, "FP8": True})
+                          {"W8A8": True, "W4A16": True, "FP8": True}, cases=CUDA_VERIFIED_QUANT_CASES,
+                          kv_int4_cases=CUDA_VERIFIED_QUANT_CASES)
