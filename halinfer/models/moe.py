@@ -21,9 +21,10 @@ from torch import nn
 
 from ..core.distributed import split_evenly
 from ..core.ops.fp8 import fp8_dequantize_weight
-from ..core.ops.gptq import gptq_dequantize, gptq_unpack_cols, gptq_unpack_rows, gptq_v1_to_v2_zeros
+from ..core.ops.gptq import gptq_dequantize, gptq_pack_cols, gptq_v1_to_v2_zeros
 from ..core.ops.quant import awq_dequantize
 from .layers import GatedMLP, Linear, ModelContext
+from .quant_linear import pack_as_gptq
 
 # checkpoint matrix name -> (our parameter, shard): shard 0 = gate rows of w13, 1 = up rows, None = all of w2
 GATE_UP_DOWN = {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", None)}
@@ -59,15 +60,14 @@ def dequantize_expert(q: dict, t: dict[str, torch.Tensor]) -> torch.Tensor:
     if m == "awq":
         return awq_dequantize(t["qweight"], t["scales"].float(), t["qzeros"], int(q["group_size"])).t()
     bits = int(q["bits"])
-    if q.get("format") == "pack-quantized":
-        # codes and zeros both stored as the signed value + 2^(bits-1): their difference is the value
+    if q.get("format") == "pack-quantized":   # re-laid as the dense layer re-lays it, into GPTQ's tensors
         N, K = (int(v) for v in t["weight_shape"].reshape(-1))
-        codes = gptq_unpack_cols(t["weight_packed"].to(torch.int32), bits)[:, :K]
-        group = K if int(q["group_size"]) <= 0 else int(q["group_size"])
-        g = t["weight_g_idx"].long() if "weight_g_idx" in t else torch.arange(K) // group
-        zp = t.get("weight_zero_point")
-        z = gptq_unpack_rows(zp, bits)[:N][:, g] if zp is not None else 1 << (bits - 1)
-        return (codes - z).float() * t["weight_scale"].float()[:, g]
+        g = dict(pack_as_gptq(k, v, bits, N, K) for k, v in t.items() if k != "weight_shape")
+        if "qzeros" not in g:                 # symmetric: every zero is 2^(bits-1)
+            g["qzeros"] = gptq_pack_cols(torch.full((g["scales"].shape[0], N), 1 << (bits - 1)), bits)
+        if "g_idx" not in g:
+            g["g_idx"] = torch.arange(K) // (K if int(q["group_size"]) <= 0 else int(q["group_size"]))
+        return gptq_dequantize(g["qweight"], g["qzeros"], g["scales"].float(), g["g_idx"], bits).t()
     zeros = gptq_v1_to_v2_zeros(t["qzeros"], q["bits"]) if q.get("format", "v1") == "v1" else t["qzeros"]
     return gptq_dequantize(t["qweight"], zeros, t["scales"].float(), t["g_idx"], q["bits"]).t()
 

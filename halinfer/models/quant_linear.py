@@ -194,21 +194,28 @@ class PackQuantizedMethod(GptqMethod):
                 raise ValueError(f"pack-quantized weight_shape {tuple(tensor.tolist())} does not match the "
                                  f"layer's matrix ({b - a}, {layer.in_features})")
             return
-        if name == "weight_packed":
-            codes = gptq_unpack_cols(tensor.to(torch.int32), self.bits)[:, : layer.in_features]   # [n, K]
-            return super().load(layer, "qweight", gptq_pack_rows(codes.t().contiguous(), self.bits), shard)
-        if name == "weight_scale":
-            return super().load(layer, "scales", tensor.t(), shard)
-        if name == "weight_zero_point":
-            a, b = layer.shard_range(shard)
-            if tensor.dtype != torch.int32 or tensor.shape[0] != -(-(b - a) // self.pack):
-                raise ValueError(f"pack-quantized weight_zero_point {tuple(tensor.shape)} {tensor.dtype}: expected "
-                                 f"int32 packed along the {b - a} output rows ({-(-(b - a) // self.pack)} rows)")
-            z = gptq_unpack_rows(tensor, self.bits)[: b - a]
-            return super().load(layer, "qzeros", gptq_pack_cols(z.t().contiguous(), self.bits), shard)
-        if name == "weight_g_idx":
-            return super().load(layer, "g_idx", tensor, shard)
+        a, b = layer.shard_range(shard)
+        if name == "weight_zero_point" and (tensor.dtype != torch.int32 or tensor.shape[0] != -(-(b - a) // self.pack)):
+            raise ValueError(f"pack-quantized weight_zero_point {tuple(tensor.shape)} {tensor.dtype}: expected "
+                             f"int32 packed along the {b - a} output rows ({-(-(b - a) // self.pack)} rows)")
+        if name in PACK_TO_GPTQ:
+            return super().load(layer, *pack_as_gptq(name, tensor, self.bits, b - a, layer.in_features), shard)
         return super().load(layer, name, tensor, shard)
+
+
+PACK_TO_GPTQ = {"weight_packed": "qweight", "weight_scale": "scales", "weight_zero_point": "qzeros",
+                "weight_g_idx": "g_idx"}
+
+
+def pack_as_gptq(name: str, t: torch.Tensor, bits: int, n: int, k: int) -> tuple[str, torch.Tensor]:
+    """A pack-quantized tensor of an [n, k] matrix as the GPTQ tensor it becomes (PackQuantizedMethod's
+    table): codes and zeros are copied as stored, their difference being GPTQ's."""
+    if name == "weight_packed":
+        codes = gptq_unpack_cols(t.to(torch.int32), bits)[:, :k]                          # [n, K]
+        return "qweight", gptq_pack_rows(codes.t().contiguous(), bits)
+    if name == "weight_zero_point":
+        return "qzeros", gptq_pack_cols(gptq_unpack_rows(t, bits)[:n].t().contiguous(), bits)
+    return PACK_TO_GPTQ[name], t.t() if name == "weight_scale" else t
 
 
 class W8A8Method:
